@@ -1,0 +1,35 @@
+# Two commands for a newcomer:  `make demo` (run) and `make test` (everything CI runs).
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: install demo serve test lint generate bench
+
+$(BIN)/splitplane: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/splitplane
+
+demo: install
+	$(BIN)/splitplane demo
+
+serve: install
+	$(BIN)/splitplane serve --config-dir deploy/examples
+
+generate: install
+	$(BIN)/python proto/generate.py
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/pytest -n 2 --dist loadgroup -q
+
+bench: install
+	$(BIN)/python benchmarks/translate.py

@@ -1,0 +1,51 @@
+"""Diagnostics: what is wrong with a user's object, where, and why.
+
+Every resolver returns diagnostics instead of raising. A diagnostic names the object
+(kind/namespace/name), the field path inside it (``spec.http[0].route[1].weight``) and the reason,
+so a user can find and fix the line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True, order=True)
+class Diagnostic:
+    kind: str
+    namespace: str
+    name: str
+    field: str
+    message: str
+    severity: Severity = Severity.ERROR
+    file: str = ""
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
+
+    def render(self) -> str:
+        """One line, the way `splitplane validate` and the logs print it."""
+        where = f"{self.kind}/{self.namespace}/{self.name}" if self.name else self.kind
+        field = f" {self.field}:" if self.field else ":"
+        origin = f"{self.file}: " if self.file else ""
+        return f"{origin}{self.severity.value}: {where}{field} {self.message}"
+
+    def as_dict(self) -> dict[str, str]:
+        out = {
+            "severity": self.severity.value,
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+            "field": self.field,
+            "message": self.message,
+        }
+        if self.file:
+            out["file"] = self.file
+        return out

@@ -1,0 +1,339 @@
+"""The mesh model: what the user's objects mean, with no Envoy, Kubernetes or protobuf types.
+
+Resolvers turn objects into this model (plus diagnostics); builders turn the model into Envoy
+resources. Everything here is a frozen dataclass of plain values so a model can be compared, hashed,
+rendered for `/debug/model`, and reused unchanged when only part of the input changed.
+
+Ports are numbers, durations are milliseconds, percentages are floats in [0, 100], and label sets
+are sorted tuples of pairs so that equal inputs give equal models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def labels_of(mapping: Mapping[str, str] | None) -> Labels:
+    """A canonical, hashable label set."""
+    return tuple(sorted((str(k), str(v)) for k, v in (mapping or {}).items()))
+
+
+def labels_match(selector: Labels, labels: Labels) -> bool:
+    """True when every selector pair is in ``labels`` (an empty selector matches everything)."""
+    have = dict(labels)
+    return all(have.get(key) == value for key, value in selector)
+
+
+class Protocol(StrEnum):
+    """How Envoy talks to a service port (from ``appProtocol`` or the port name, as Istio does)."""
+
+    HTTP = "http"
+    HTTP2 = "http2"
+    GRPC = "grpc"
+    TCP = "tcp"
+
+    @property
+    def is_http(self) -> bool:
+        return self is not Protocol.TCP
+
+
+# ------------------------------------------------------------------------------------------------
+# Services and endpoints
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One ready backend address of a service port (``port`` is the resolved target port)."""
+
+    address: str
+    port: int
+    labels: Labels = ()
+    zone: str = ""
+    pod: str = ""  # "namespace/name" of the pod behind it, when known
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    port: int
+    name: str = ""
+    protocol: Protocol = Protocol.HTTP
+    target_port: int | str = 0
+    endpoints: tuple[Endpoint, ...] = ()
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    namespace: str
+    hostname: str  # reviews.default.svc.cluster.local
+    ports: tuple[ServicePort, ...] = ()
+    type: str = "ClusterIP"  # ClusterIP | NodePort | LoadBalancer | ExternalName
+    load_balancer_class: str = ""
+    headless: bool = False
+
+    def port(self, number: int) -> ServicePort | None:
+        return next((p for p in self.ports if p.port == number), None)
+
+
+# ------------------------------------------------------------------------------------------------
+# Traffic policy (DestinationRule)
+
+
+class LoadBalancer(StrEnum):
+    ROUND_ROBIN = "ROUND_ROBIN"
+    LEAST_REQUEST = "LEAST_REQUEST"
+    RANDOM = "RANDOM"
+    PASSTHROUGH = "PASSTHROUGH"
+
+
+@dataclass(frozen=True)
+class ConsistentHash:
+    """Exactly one key is set: header, cookie, source IP or query parameter."""
+
+    header: str = ""
+    cookie: str = ""
+    cookie_path: str = ""
+    cookie_ttl_ms: int | None = None
+    source_ip: bool = False
+    query_parameter: str = ""
+    maglev: bool = False
+    table_size: int = 0  # Maglev table size, 0 = Envoy default
+    minimum_ring_size: int = 0  # ring hash, 0 = Envoy default
+
+
+@dataclass(frozen=True)
+class ConnectionPool:
+    max_connections: int | None = None
+    connect_timeout_ms: int | None = None
+    max_pending_requests: int | None = None
+    max_requests: int | None = None
+    max_requests_per_connection: int | None = None
+    max_retries: int | None = None
+    idle_timeout_ms: int | None = None
+    max_concurrent_streams: int | None = None
+
+
+@dataclass(frozen=True)
+class OutlierDetection:
+    consecutive_5xx_errors: int | None = None
+    consecutive_gateway_errors: int | None = None
+    consecutive_local_origin_failures: int | None = None
+    split_external_local_origin_errors: bool = False
+    interval_ms: int | None = None
+    base_ejection_time_ms: int | None = None
+    max_ejection_percent: int | None = None
+    min_health_percent: int | None = None
+
+
+@dataclass(frozen=True)
+class TrafficPolicy:
+    load_balancer: LoadBalancer = LoadBalancer.ROUND_ROBIN
+    consistent_hash: ConsistentHash | None = None
+    connection_pool: ConnectionPool | None = None
+    outlier_detection: OutlierDetection | None = None
+
+
+# ------------------------------------------------------------------------------------------------
+# Clusters and their endpoints
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One Envoy cluster: a service port, optionally narrowed to a subset."""
+
+    name: str  # outbound|80|v1|reviews.default.svc.cluster.local
+    service: str  # hostname of the service
+    port: int
+    subset: str = ""
+    subset_labels: Labels = ()
+    protocol: Protocol = Protocol.HTTP
+    policy: TrafficPolicy = field(default_factory=TrafficPolicy)
+
+
+@dataclass(frozen=True)
+class ClusterEndpoints:
+    """The load assignment of one cluster (possibly empty: a service with no ready endpoints)."""
+
+    cluster: str
+    endpoints: tuple[Endpoint, ...] = ()
+
+
+# ------------------------------------------------------------------------------------------------
+# HTTP routing
+
+
+class MatchKind(StrEnum):
+    EXACT = "exact"
+    PREFIX = "prefix"
+    REGEX = "regex"
+    PATH_PREFIX = "path_prefix"  # Kubernetes Ingress `Prefix`: matches whole path elements
+
+
+@dataclass(frozen=True)
+class StringMatch:
+    kind: MatchKind
+    value: str
+
+
+@dataclass(frozen=True)
+class KeyMatch:
+    """A header or query parameter match; ``match`` None means "present"."""
+
+    name: str
+    match: StringMatch | None = None
+    invert: bool = False
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    uri: StringMatch | None = None
+    scheme: StringMatch | None = None
+    method: StringMatch | None = None
+    authority: StringMatch | None = None
+    headers: tuple[KeyMatch, ...] = ()
+    query_params: tuple[KeyMatch, ...] = ()
+    ignore_uri_case: bool = False
+    port: int = 0  # 0 = any port
+    source_labels: Labels = ()
+
+
+@dataclass(frozen=True)
+class HeaderOperations:
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.set or self.add or self.remove)
+
+
+@dataclass(frozen=True)
+class Headers:
+    request: HeaderOperations = field(default_factory=HeaderOperations)
+    response: HeaderOperations = field(default_factory=HeaderOperations)
+
+    def __bool__(self) -> bool:
+        return bool(self.request or self.response)
+
+
+@dataclass(frozen=True)
+class WeightedCluster:
+    cluster: str
+    weight: int
+    headers: Headers = field(default_factory=Headers)
+
+
+@dataclass(frozen=True)
+class Redirect:
+    uri: str = ""
+    authority: str = ""
+    port: int = 0
+    scheme: str = ""
+    code: int = 301
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    uri: str = ""
+    authority: str = ""
+    regex: str = ""
+    regex_substitution: str = ""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int
+    per_try_timeout_ms: int | None = None
+    retry_on: str = ""
+
+
+@dataclass(frozen=True)
+class Fault:
+    delay_ms: int | None = None
+    delay_percent: float = 100.0
+    abort_http_status: int | None = None
+    abort_grpc_status: str = ""
+    abort_percent: float = 100.0
+
+
+@dataclass(frozen=True)
+class Mirror:
+    cluster: str
+    percent: float = 100.0
+
+
+@dataclass(frozen=True)
+class HttpRoute:
+    """One rule: the first route whose matches (any of them; none = everything) fit wins."""
+
+    name: str = ""
+    matches: tuple[RouteMatch, ...] = ()
+    destinations: tuple[WeightedCluster, ...] = ()  # empty only with a redirect
+    redirect: Redirect | None = None
+    rewrite: Rewrite | None = None
+    timeout_ms: int | None = None
+    retries: RetryPolicy | None = None
+    fault: Fault | None = None
+    mirror: Mirror | None = None
+    headers: Headers = field(default_factory=Headers)
+
+
+@dataclass(frozen=True)
+class VirtualHost:
+    """Every name a client may use for one HTTP service port, and the rules for it.
+
+    ``hosts`` are names without a port (``reviews``, ``reviews.default``, …, plus VirtualService
+    hosts); builders add the ``:port`` forms a route table needs.
+    """
+
+    name: str  # reviews.default.svc.cluster.local:80
+    port: int
+    hosts: tuple[str, ...]
+    routes: tuple[HttpRoute, ...]
+
+
+@dataclass(frozen=True)
+class TcpListener:
+    """A gateway TCP listener (a LoadBalancer Service port) and where its connections go."""
+
+    name: str  # namespace/name:port of the Service
+    port: int
+    destinations: tuple[WeightedCluster, ...]
+
+
+@dataclass(frozen=True)
+class MeshModel:
+    """Everything one translation produced; sorted, so equal inputs give equal models."""
+
+    services: tuple[Service, ...] = ()
+    clusters: tuple[Cluster, ...] = ()
+    endpoints: tuple[ClusterEndpoints, ...] = ()
+    mesh_hosts: tuple[VirtualHost, ...] = ()  # sidecars and proxyless gRPC clients
+    gateway_hosts: tuple[VirtualHost, ...] = ()  # the load-balancer fleet's HTTP listener
+    gateway_tcp: tuple[TcpListener, ...] = ()  # the fleet's TCP listeners
+
+
+class Role(StrEnum):
+    SIDECAR = "sidecar"
+    GATEWAY = "gateway"
+    PROXYLESS = "proxyless"
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    """Nodes that receive the same snapshot.
+
+    ``port`` is the listener port the role serves HTTP on: a sidecar's outbound port (default 15001)
+    or a gateway's HTTP port (default 8080); unused for proxyless gRPC clients.
+    """
+
+    role: Role
+    port: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.role.value}:{self.port}" if self.port else self.role.value
