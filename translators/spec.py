@@ -1,0 +1,484 @@
+"""Strict parsing of VirtualService and DestinationRule objects into the API messages.
+
+The parser walks the plain data (as YAML or the Kubernetes API gives it) against the message
+descriptors itself, so every problem becomes a diagnostic with the exact field path
+(``spec.http[0].route[1].weight``) instead of an exception. It accepts JSON names (``exportTo``)
+and, like protobuf JSON, proto names (``export_to``); ``null`` means "not set", as for the API
+server. Istio fields splitplane does not implement are a warning and are ignored. Errors are
+collected, not stopped at, and any error makes the object invalid (``None``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import cache
+from typing import Final, TypeGuard, TypeVar
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import Message
+
+from translators.api import DURATION_PATTERN, DURATION_UNITS, UNSUPPORTED_ISTIO_FIELDS
+from translators.api.networking_pb2 import DestinationRule, VirtualService
+from translators.diagnostics import Diagnostic, Severity
+
+M = TypeVar("M", bound=Message)
+
+API_GROUP: Final = "networking.istio.io"
+API_VERSIONS: Final = ("v1alpha3", "v1beta1", "v1")
+DEFAULT_NAMESPACE: Final = "default"
+OBJECT_FIELDS: Final = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
+
+UNSUPPORTED_MESSAGE: Final = "not supported by splitplane; ignored"
+
+_DURATION: Final = re.compile(DURATION_PATTERN)
+_DURATION_PART: Final = re.compile(r"([0-9.]+)([^0-9.]+)")
+_DURATION_EXAMPLES: Final = '"2s", "0.5s", "100ms" or "1m30s"'
+_MAX_DURATION_TEXT: Final = 64
+# google.protobuf.Duration covers about ±10,000 years.
+_MAX_DURATION_NANOS: Final = 315_576_000_000 * 10**9 + 999_999_999
+_SHOWN_TEXT: Final = 60
+_SUGGESTED_KEY_LENGTH: Final = 100
+_SHOWN_INTEGER_BITS: Final = 256
+
+_INTEGER_RANGES: Final[Mapping[int, tuple[str, int, int]]] = {
+    FieldDescriptor.TYPE_INT32: ("int32", -(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SINT32: ("int32", -(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SFIXED32: ("int32", -(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_UINT32: ("uint32", 0, 2**32 - 1),
+    FieldDescriptor.TYPE_FIXED32: ("uint32", 0, 2**32 - 1),
+    FieldDescriptor.TYPE_INT64: ("int64", -(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SINT64: ("int64", -(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SFIXED64: ("int64", -(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_UINT64: ("uint64", 0, 2**64 - 1),
+    FieldDescriptor.TYPE_FIXED64: ("uint64", 0, 2**64 - 1),
+}
+_FLOAT32_MAX: Final = 3.4028234663852886e38
+_WRAPPERS: Final = frozenset(
+    f"google.protobuf.{name}Value"
+    for name in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
+)
+
+Scalar = bool | int | float | str | bytes
+
+
+class _RejectedError(Exception):
+    """A value that does not fit its field; the message says why."""
+
+
+@dataclass(frozen=True)
+class _Fields:
+    """How the keys of one message type are looked up."""
+
+    by_key: Mapping[str, FieldDescriptor]
+    json_names: tuple[str, ...]
+    unsupported: frozenset[str]
+
+
+@cache
+def _fields(descriptor: Descriptor) -> _Fields:
+    by_key: dict[str, FieldDescriptor] = {}
+    for field in descriptor.fields:
+        by_key[field.name] = field
+        by_key[field.json_name] = field
+    return _Fields(
+        by_key=by_key,
+        json_names=tuple(field.json_name for field in descriptor.fields),
+        unsupported=UNSUPPORTED_ISTIO_FIELDS.get(descriptor.full_name, frozenset()),
+    )
+
+
+def _camel_case(name: str) -> str:
+    return re.sub(r"_([a-z0-9])", lambda match: match.group(1).upper(), name)
+
+
+def _shown_text(text: str) -> str:
+    shown = text if len(text) <= _SHOWN_TEXT else text[:_SHOWN_TEXT] + "…"
+    quoted = json.dumps(shown, ensure_ascii=False)
+    try:
+        quoted.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(shown)
+    return quoted
+
+
+def describe(value: object) -> str:
+    """A short description of a value for a message: ``string "ten"``, ``integer 5``, ``list``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, int):
+        if value.bit_length() > _SHOWN_INTEGER_BITS:
+            return f"integer of {value.bit_length()} bits"
+        return f"integer {value}"
+    if isinstance(value, float):
+        return f"number {value!r}"
+    if isinstance(value, str):
+        return f"string {_shown_text(value)}"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, list | tuple):
+        return "list"
+    return type(value).__name__
+
+
+def _key_segment(key: str) -> str:
+    """A key as it appears in a field path: shortened, and printable even when not Unicode."""
+    shown = key if len(key) <= _SHOWN_TEXT else key[:_SHOWN_TEXT] + "…"
+    return shown.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _check_text(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise _RejectedError(f"{describe(value)} is not valid Unicode text") from error
+    return value
+
+
+def _folded(name: str) -> str:
+    return name.lower().replace("_", "")
+
+
+def _suggestion(key: str, candidates: tuple[str, ...]) -> str:
+    if len(key) > _SUGGESTED_KEY_LENGTH:
+        return ""
+    folded = {_folded(candidate): candidate for candidate in candidates}
+    match = folded.get(_folded(key))
+    if match is None:
+        close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+        match = close[0] if close else None
+    return f'; did you mean "{match}"?' if match else ""
+
+
+def _integer(field: FieldDescriptor, value: object) -> int:
+    type_name, low, high = _INTEGER_RANGES[field.type]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _RejectedError(f"expected an integer, got {describe(value)}")
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise _RejectedError(f"expected an integer, got {describe(value)}")
+        value = int(value)
+    if not low <= value <= high:
+        raise _RejectedError(f"{describe(value)} is out of range for {type_name} ({low} to {high})")
+    return value
+
+
+def _number(field: FieldDescriptor, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _RejectedError(f"expected a number, got {describe(value)}")
+    try:
+        number = float(value)
+    except OverflowError as error:
+        raise _RejectedError(f"{describe(value)} is out of range for a number") from error
+    if not math.isfinite(number):
+        raise _RejectedError(f"expected a finite number, got {describe(value)}")
+    if field.type == FieldDescriptor.TYPE_FLOAT and abs(number) > _FLOAT32_MAX:
+        raise _RejectedError(f"{describe(value)} is out of range for float")
+    return number
+
+
+def _enum_number(field: FieldDescriptor, value: object) -> int:
+    enum = field.enum_type
+    assert enum is not None
+    names = [value.name for value in enum.values]
+    expected = f"expected one of {', '.join(names)}"
+    if not isinstance(value, str):
+        raise _RejectedError(f"{expected}; got {describe(value)}")
+    found = enum.values_by_name.get(value)
+    if found is None:
+        raise _RejectedError(f"{expected}; got {describe(value)}{_suggestion(value, tuple(names))}")
+    return int(found.number)
+
+
+def _scalar(field: FieldDescriptor, value: object) -> Scalar:
+    """The protobuf value of a non-message field, or ``_RejectedError``."""
+    if field.type in _INTEGER_RANGES:
+        return _integer(field, value)
+    if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        return _number(field, value)
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        if not isinstance(value, bool):
+            raise _RejectedError(f"expected a boolean, got {describe(value)}")
+        return value
+    if field.type == FieldDescriptor.TYPE_STRING:
+        if not isinstance(value, str):
+            raise _RejectedError(f"expected a string, got {describe(value)}")
+        return _check_text(value)
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        return _enum_number(field, value)
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        if not isinstance(value, str):
+            raise _RejectedError(f"expected a base64 string, got {describe(value)}")
+        try:
+            return base64.b64decode(value.encode("ascii"), validate=True)
+        except (UnicodeEncodeError, binascii.Error) as error:
+            raise _RejectedError(f"expected a base64 string, got {describe(value)}") from error
+    raise _RejectedError(f"fields of protobuf type {field.type} are not supported")
+
+
+def _duration_nanos(value: object) -> int:
+    """Nanoseconds in a duration string such as ``"2s"``, ``"0.5s"`` or ``"1m30s"``."""
+    expected = f"expected a duration such as {_DURATION_EXAMPLES}, got {describe(value)}"
+    if not isinstance(value, str):
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        raise _RejectedError(expected + (' (add a unit, e.g. "10s")' if number else ""))
+    if len(value) > _MAX_DURATION_TEXT:
+        raise _RejectedError(expected)
+    if value.startswith("-") and _DURATION.match(value[1:]):
+        raise _RejectedError(f"duration must not be negative, got {describe(value)}")
+    if not _DURATION.match(value):
+        raise _RejectedError(expected)
+    total = sum(
+        (Fraction(number) * DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(value)),
+        Fraction(0),
+    )
+    nanos = math.floor(total)
+    if nanos > _MAX_DURATION_NANOS:
+        raise _RejectedError(f"duration {describe(value)} is too long (at most about 10000 years)")
+    return nanos
+
+
+class _Reader:
+    """Fills messages from plain data, collecting diagnostics on the way."""
+
+    def __init__(self, kind: str, namespace: str, name: str) -> None:
+        self._kind = kind
+        self._namespace = namespace
+        self._name = name
+        self.diagnostics: list[Diagnostic] = []
+
+    def report(self, path: str, message: str, severity: Severity = Severity.ERROR) -> None:
+        self.diagnostics.append(
+            Diagnostic(self._kind, self._namespace, self._name, path, message, severity)
+        )
+
+    def message(self, target: Message, value: object, path: str) -> None:
+        """Fill ``target`` (any message type, well-known types included) from ``value``."""
+        full_name = target.DESCRIPTOR.full_name
+        try:
+            if full_name == "google.protobuf.Duration":
+                assert isinstance(target, Duration)
+                seconds, nanos = divmod(_duration_nanos(value), 10**9)
+                target.seconds, target.nanos = seconds, nanos
+                return
+            if full_name in _WRAPPERS:
+                field = _fields(target.DESCRIPTOR).by_key["value"]
+                setattr(target, "value", _scalar(field, value))  # noqa: B010 - typed as Message
+                return
+        except _RejectedError as rejected:
+            self.report(path, str(rejected))
+            return
+        if not isinstance(value, Mapping):
+            self.report(path, f"expected an object, got {describe(value)}")
+            return
+        target.SetInParent()
+        self.fields(target, value, path)
+
+    def fields(self, target: Message, data: Mapping[object, object], path: str) -> None:
+        descriptor = target.DESCRIPTOR
+        known = _fields(descriptor)
+        used: dict[str, str] = {}
+        oneofs: dict[str, list[str]] = {}
+        for key, value in data.items():
+            if not isinstance(key, str):
+                self.report(path, f"field names must be strings, got {describe(key)}")
+                continue
+            field_path = f"{path}.{_key_segment(key)}"
+            field = known.by_key.get(key)
+            if field is None:
+                if _camel_case(key) in known.unsupported:
+                    self.report(field_path, UNSUPPORTED_MESSAGE, Severity.WARNING)
+                else:
+                    candidates = known.json_names + tuple(sorted(known.unsupported))
+                    self.report(field_path, f"unknown field{_suggestion(key, candidates)}")
+                continue
+            if field.name in used:
+                self.report(field_path, f'set twice, as "{used[field.name]}" and as "{key}"')
+                continue
+            used[field.name] = key
+            if value is None:
+                continue
+            if field.containing_oneof is not None:
+                oneofs.setdefault(field.containing_oneof.name, []).append(key)
+            self.field(target, field, value, field_path)
+        for oneof_name, keys in oneofs.items():
+            if len(keys) > 1:
+                members = ", ".join(
+                    f'"{field.json_name}"' for field in descriptor.oneofs_by_name[oneof_name].fields
+                )
+                given = " and ".join(f'"{key}"' for key in keys)
+                self.report(path, f"only one of {members} may be set, got {given}")
+
+    def field(self, target: Message, field: FieldDescriptor, value: object, path: str) -> None:
+        message_type = field.message_type
+        if message_type is not None and message_type.GetOptions().map_entry:
+            self.map(target, field, value, path)
+        elif field.is_repeated:
+            self.repeated(target, field, value, path)
+        elif message_type is not None:
+            self.message(getattr(target, field.name), value, path)
+        else:
+            try:
+                setattr(target, field.name, _scalar(field, value))
+            except _RejectedError as rejected:
+                self.report(path, str(rejected))
+
+    def repeated(self, target: Message, field: FieldDescriptor, value: object, path: str) -> None:
+        if not isinstance(value, list | tuple):
+            self.report(path, f"expected a list, got {describe(value)}")
+            return
+        container = getattr(target, field.name)
+        for index, item in enumerate(value):
+            item_path = f"{path}[{index}]"
+            if item is None:
+                self.report(item_path, "expected a value, got null")
+            elif field.message_type is not None:
+                self.message(container.add(), item, item_path)
+            else:
+                try:
+                    container.append(_scalar(field, item))
+                except _RejectedError as rejected:
+                    self.report(item_path, str(rejected))
+
+    def map(self, target: Message, field: FieldDescriptor, value: object, path: str) -> None:
+        if not isinstance(value, Mapping):
+            self.report(path, f"expected an object, got {describe(value)}")
+            return
+        container = getattr(target, field.name)
+        entry = field.message_type
+        assert entry is not None
+        value_field: FieldDescriptor = entry.fields_by_name["value"]
+        for key, item in value.items():
+            if not isinstance(key, str):
+                self.report(path, f"keys must be strings, got {describe(key)}")
+                continue
+            item_path = f"{path}[{_key_segment(key)}]"
+            try:
+                _check_text(key)
+            except _RejectedError as rejected:
+                self.report(item_path, f"key {rejected}")
+                continue
+            if item is None:
+                self.report(item_path, "expected a value, got null")
+            elif value_field.message_type is not None:
+                self.message(container[key], item, item_path)
+            else:
+                try:
+                    container[key] = _scalar(value_field, item)
+                except _RejectedError as rejected:
+                    self.report(item_path, str(rejected))
+
+
+def _is_text(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a string that can be encoded (and so printed) as UTF-8."""
+    if not isinstance(value, str):
+        return False
+    try:
+        _check_text(value)
+    except _RejectedError:
+        return False
+    return True
+
+
+def _has_error(diagnostics: list[Diagnostic]) -> bool:
+    return any(diagnostic.is_error for diagnostic in diagnostics)
+
+
+def parse_spec(
+    message_type: type[M],
+    data: object,
+    *,
+    kind: str,
+    namespace: str,
+    name: str,
+    base_path: str = "spec",
+) -> tuple[M | None, list[Diagnostic]]:
+    """Parse ``data`` into a ``message_type``; ``None`` when any diagnostic is an error.
+
+    Never raises: every problem with ``data`` is a diagnostic whose field path starts with
+    ``base_path``.
+    """
+    reader = _Reader(kind, namespace, name)
+    message = message_type()
+    if data is None:
+        reader.report(base_path, f"missing; a {kind} needs a {base_path}")
+    elif not isinstance(data, Mapping):
+        reader.report(base_path, f"expected an object, got {describe(data)}")
+    else:
+        reader.fields(message, data, base_path)
+    if _has_error(reader.diagnostics):
+        return None, reader.diagnostics
+    return message, reader.diagnostics
+
+
+def _parse_object(
+    message_type: type[M], kind: str, obj: object
+) -> tuple[M | None, list[Diagnostic]]:
+    if not isinstance(obj, Mapping):
+        problem = (
+            "expected a Kubernetes object with apiVersion, kind, metadata and spec;"
+            f" got {describe(obj)}"
+        )
+        return None, [Diagnostic(kind, "", "", "apiVersion", problem)]
+    envelope = _Reader(kind, "", "")
+    metadata = obj.get("metadata")
+    name = namespace = ""
+    if not isinstance(metadata, Mapping):
+        envelope.report("metadata", f"expected an object with a name, got {describe(metadata)}")
+    else:
+        raw_name, raw_namespace = metadata.get("name"), metadata.get("namespace")
+        if _is_text(raw_name) and raw_name:
+            name = raw_name
+        else:
+            envelope.report(
+                "metadata.name", f"expected a non-empty string, got {describe(raw_name)}"
+            )
+        if _is_text(raw_namespace):
+            namespace = raw_namespace
+        elif raw_namespace is not None:
+            envelope.report(
+                "metadata.namespace", f"expected a string, got {describe(raw_namespace)}"
+            )
+    namespace = namespace or DEFAULT_NAMESPACE
+    reader = _Reader(kind, namespace, name)
+    for diagnostic in envelope.diagnostics:
+        reader.report(diagnostic.field, diagnostic.message, diagnostic.severity)
+    api_version = obj.get("apiVersion")
+    accepted = tuple(f"{API_GROUP}/{version}" for version in API_VERSIONS)
+    if api_version not in accepted:
+        reader.report(
+            "apiVersion", f"expected one of {', '.join(accepted)}; got {describe(api_version)}"
+        )
+    if obj.get("kind", kind) != kind:
+        reader.report("kind", f'expected "{kind}", got {describe(obj.get("kind"))}')
+    for key in obj:
+        if key not in OBJECT_FIELDS:
+            shown = _key_segment(key) if isinstance(key, str) else describe(key)
+            reader.report(
+                shown if isinstance(key, str) else "", "unknown field; ignored", Severity.WARNING
+            )
+    message, diagnostics = parse_spec(
+        message_type, obj.get("spec"), kind=kind, namespace=namespace, name=name
+    )
+    diagnostics = reader.diagnostics + diagnostics
+    return (None if _has_error(diagnostics) else message), diagnostics
+
+
+def parse_virtual_service(obj: object) -> tuple[VirtualService | None, list[Diagnostic]]:
+    """The spec of a VirtualService object (a plain dict), or ``None`` when it is invalid."""
+    return _parse_object(VirtualService, "VirtualService", obj)
+
+
+def parse_destination_rule(obj: object) -> tuple[DestinationRule | None, list[Diagnostic]]:
+    """The spec of a DestinationRule object (a plain dict), or ``None`` when it is invalid."""
+    return _parse_object(DestinationRule, "DestinationRule", obj)
