@@ -41,6 +41,7 @@ class SourceProblem:
     namespace: str = ""
     name: str = ""
     field: str = ""
+    warning: bool = False  # True for things that are skipped but not wrong (an unknown kind)
 
 
 def object_key(obj: KubeObject) -> ObjectKey:
