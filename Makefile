@@ -17,7 +17,7 @@ demo: install
 	$(BIN)/splitplane demo
 
 serve: install
-	$(BIN)/splitplane serve --config-dir deploy/examples
+	$(BIN)/splitplane serve --config-dir deploy/examples/local
 
 generate: install
 	$(BIN)/python proto/generate.py

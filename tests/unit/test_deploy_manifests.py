@@ -1,0 +1,451 @@
+"""Specification of deploy/: every manifest is valid offline, RBAC grants exactly what the code
+uses, the kustomization installs everything, and the examples are what splitplane accepts."""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema  # type: ignore[import-untyped]
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate.utils import SchemaNotFoundError
+
+from translators.diagnostics import Severity
+from translators.translate import translate
+from xds_server.bootstrap import render_bootstrap
+from xds_server.sources.base import KINDS
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+CRDS = DEPLOY / "crds"
+EXAMPLES = DEPLOY / "examples"
+LOCAL = EXAMPLES / "local"
+NAMESPACE = "splitplane-system"
+# A Kubernetes version kubernetes-validate bundles; every API used here is GA there.
+KUBERNETES_VERSION = "1.33"
+XDS_ADDRESS = "splitplane.splitplane-system.svc:15010"
+
+# What the control plane does with the API server, and why. RBAC must grant exactly this.
+VERBS_READ = ("get", "list", "watch")
+CLUSTER_WIDE_GRANTS: frozenset[tuple[str, str, str]] = frozenset(
+    [
+        # xds_server/sources (Kubernetes informers: list, then watch) feed the translators.
+        *(("", "services", verb) for verb in VERBS_READ),
+        *(("", "pods", verb) for verb in VERBS_READ),  # endpoint labels, selector fallback
+        *(("discovery.k8s.io", "endpointslices", verb) for verb in VERBS_READ),
+        *(("networking.k8s.io", "ingresses", verb) for verb in VERBS_READ),
+        *(("networking.k8s.io", "ingressclasses", verb) for verb in VERBS_READ),
+        *(("networking.istio.io", "virtualservices", verb) for verb in VERBS_READ),
+        *(("networking.istio.io", "destinationrules", verb) for verb in VERBS_READ),
+        # The leader writes status.loadBalancer.ingress of LoadBalancer Services.
+        ("", "services/status", "update"),
+        ("", "services/status", "patch"),
+    ]
+)
+# Leader election (coordination.k8s.io/v1 Lease) in the control plane's own namespace.
+NAMESPACED_GRANTS: frozenset[tuple[str, str, str]] = frozenset(
+    ("coordination.k8s.io", "leases", verb) for verb in ("get", "create", "update")
+)
+
+
+@dataclass(frozen=True)
+class Document:
+    """One YAML document of a file under deploy/."""
+
+    path: Path
+    index: int
+    body: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.body.get("kind", ""))
+
+    @property
+    def name(self) -> str:
+        return str((self.body.get("metadata") or {}).get("name", ""))
+
+    @property
+    def label(self) -> str:
+        return f"{self.path.relative_to(DEPLOY)}#{self.index} {self.kind}/{self.name}"
+
+
+def manifest_files(root: Path = DEPLOY) -> list[Path]:
+    """Every Kubernetes manifest under ``root`` (kustomization.yaml is kustomize's, not one)."""
+    files = [*root.rglob("*.yaml"), *root.rglob("*.yml")]
+    return sorted(path for path in files if path.name != "kustomization.yaml")
+
+
+@functools.cache
+def _parsed(path: Path) -> tuple[Document, ...]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    bodies = yaml.load_all(path.read_text(), Loader=loader)
+    return tuple(Document(path, i, body) for i, body in enumerate(bodies) if body is not None)
+
+
+def documents(files: list[Path] | None = None) -> list[Document]:
+    """The documents of ``files`` (default: every manifest), parsed once per test run; tests
+    that change one deep-copy it first."""
+    return [d for path in (manifest_files() if files is None else files) for d in _parsed(path)]
+
+
+def find(path: Path, kind: str, name: str) -> dict[str, Any]:
+    (document,) = (d for d in documents([path]) if (d.kind, d.name) == (kind, name))
+    return document.body
+
+
+# ---------------------------------------------------------------------------------------------
+# Schemas
+
+
+def closed(schema: Any) -> Any:
+    """A copy of a CRD schema that rejects unknown fields, as `kubectl apply` (strict field
+    validation) does, except where the schema preserves them."""
+    if isinstance(schema, dict):
+        result = {key: closed(value) for key, value in schema.items()}
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            result["additionalProperties"] = False
+        return result
+    if isinstance(schema, list):
+        return [closed(item) for item in schema]
+    return schema
+
+
+@functools.cache
+def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) → the served version's OpenAPI schema, from deploy/crds/."""
+    if not CRDS.is_dir() or not manifest_files(CRDS):
+        pytest.fail(
+            f"{CRDS.relative_to(REPO)} is missing: the CRDs are generated from proto/ by "
+            "`make generate` (proto/generate.py); run it before validating deploy/"
+        )
+    schemas = {}
+    for document in documents(manifest_files(CRDS)):
+        spec = document.body["spec"]
+        for version in spec["versions"]:
+            if version.get("served"):
+                key = (f"{spec['group']}/{version['name']}", spec["names"]["kind"])
+                schemas[key] = closed(version["schema"]["openAPIV3Schema"])
+    return schemas
+
+
+@pytest.mark.parametrize("document", documents(), ids=lambda d: d.label)
+def test_every_manifest_is_valid_against_its_schema(document: Document) -> None:
+    body = document.body
+    custom = crd_schemas().get((body.get("apiVersion", ""), document.kind))
+    if custom is not None:
+        jsonschema.Draft7Validator(custom).validate(body)
+        return
+    try:
+        kubernetes_validate.validate(body, KUBERNETES_VERSION, strict=True)
+    except SchemaNotFoundError as err:
+        pytest.fail(f"{document.label}: no schema for it: {err.message}")
+
+
+def test_custom_resources_are_checked_against_the_generated_crds() -> None:
+    schemas = crd_schemas()
+    for version in ("v1alpha3", "v1beta1", "v1"):
+        for kind in ("VirtualService", "DestinationRule"):
+            assert (f"networking.istio.io/{version}", kind) in schemas
+
+    misspelt = copy.deepcopy(find(EXAMPLES / "canary.yaml", "VirtualService", "reviews"))
+    misspelt["spec"]["http"][0]["route"][0]["wieght"] = 90
+    validator = jsonschema.Draft7Validator(schemas[("networking.istio.io/v1", "VirtualService")])
+    assert not validator.is_valid(misspelt)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kustomization
+
+
+def test_kustomization_installs_every_manifest_outside_the_examples() -> None:
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    listed = kustomization["resources"]
+    expected = {
+        str(path.relative_to(DEPLOY))
+        for path in manifest_files()
+        if not path.is_relative_to(EXAMPLES)
+    }
+
+    assert kustomization["namespace"] == NAMESPACE
+    assert len(listed) == len(set(listed)), "a resource is listed twice"
+    assert set(listed) == expected
+    assert {path for path in expected if path.startswith("crds/")}, "no CRDs listed"
+    assert listed[0] == "namespace.yaml", "the namespace comes first"
+
+
+def test_installed_namespaced_objects_declare_the_control_plane_namespace() -> None:
+    cluster_scoped = {
+        "Namespace",
+        "CustomResourceDefinition",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "IngressClass",
+    }
+    installed = [d for d in documents() if not d.path.is_relative_to(EXAMPLES)]
+    for document in installed:
+        namespace = document.body["metadata"].get("namespace")
+        if document.kind in cluster_scoped:
+            assert namespace is None, document.label
+        else:
+            assert namespace == NAMESPACE, document.label
+
+
+# ---------------------------------------------------------------------------------------------
+# RBAC
+
+
+def grants(rules: list[Mapping[str, Any]]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_rbac_grants_exactly_what_the_code_reads_and_writes() -> None:
+    roles = {(d.kind, d.name): d.body for d in documents() if d.kind in ("ClusterRole", "Role")}
+
+    assert set(roles) == {("ClusterRole", "splitplane"), ("Role", "splitplane-leader-election")}
+    assert grants(roles["ClusterRole", "splitplane"]["rules"]) == CLUSTER_WIDE_GRANTS
+    role = roles["Role", "splitplane-leader-election"]
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert grants(role["rules"]) == NAMESPACED_GRANTS
+    for rule in [*roles["ClusterRole", "splitplane"]["rules"], *role["rules"]]:
+        assert "*" not in [*rule["apiGroups"], *rule["resources"], *rule["verbs"]]
+        assert "nonResourceURLs" not in rule
+
+
+def test_roles_are_bound_to_the_service_account_the_control_plane_runs_as() -> None:
+    rbac = DEPLOY / "rbac.yaml"
+    pod = find(DEPLOY / "control-plane.yaml", "Deployment", "splitplane")["spec"]["template"]
+    account = pod["spec"]["serviceAccountName"]
+    subject = {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}
+
+    assert find(rbac, "ServiceAccount", account)["metadata"]["namespace"] == NAMESPACE
+    cluster_binding = find(rbac, "ClusterRoleBinding", "splitplane")
+    assert cluster_binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "splitplane",
+    }
+    assert cluster_binding["subjects"] == [subject]
+    binding = find(rbac, "RoleBinding", "splitplane-leader-election")
+    assert binding["roleRef"]["kind"] == "Role"
+    assert binding["roleRef"]["name"] == "splitplane-leader-election"
+    assert binding["subjects"] == [subject]
+
+
+# ---------------------------------------------------------------------------------------------
+# Workloads
+
+
+def pod_templates() -> Iterator[tuple[str, dict[str, Any]]]:
+    for document in documents():
+        if document.kind == "Deployment":
+            yield document.label, document.body["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize(("label", "pod"), list(pod_templates()), ids=lambda v: str(v)[:50])
+def test_every_workload_runs_locked_down_with_resource_limits(
+    label: str, pod: dict[str, Any]
+) -> None:
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    for container in pod["containers"]:
+        security = container["securityContext"]
+        assert security["allowPrivilegeEscalation"] is False, container["name"]
+        assert security["readOnlyRootFilesystem"] is True, container["name"]
+        assert security["capabilities"]["drop"] == ["ALL"], container["name"]
+        assert container["resources"]["requests"], container["name"]
+        assert container["resources"]["limits"]["memory"], container["name"]
+
+
+def test_control_plane_serves_xds_and_debug_on_all_interfaces_with_probes() -> None:
+    path = DEPLOY / "control-plane.yaml"
+    deployment = find(path, "Deployment", "splitplane")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+
+    assert deployment["spec"]["replicas"] == 2
+    assert container["image"] == "splitplane:0.1.0"
+    assert [*container["command"], *container["args"]] == [
+        "splitplane", "serve", "--in-cluster",
+        "--xds-address", "0.0.0.0:15010", "--debug-address", "0.0.0.0:15014",
+    ]  # fmt: skip
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"grpc-xds": 15010, "http-debug": 15014}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-debug"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-debug"}
+
+    service = find(path, "Service", "splitplane")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert {(p["name"], p["port"]) for p in service["spec"]["ports"]} == {
+        ("grpc-xds", 15010),
+        ("http-debug", 15014),
+    }
+
+
+def envoy_container(pod: dict[str, Any]) -> dict[str, Any]:
+    (container,) = (c for c in pod["containers"] if c["name"] == "envoy")
+    found: dict[str, Any] = container
+    return found
+
+
+def env_from_fields(container: dict[str, Any]) -> dict[str, str]:
+    return {
+        item["name"]: item["valueFrom"]["fieldRef"]["fieldPath"]
+        for item in container.get("env", [])
+        if "valueFrom" in item
+    }
+
+
+def flag(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_load_balancer_fleet_is_three_gateway_envoys_behind_a_headless_service() -> None:
+    path = DEPLOY / "loadbalancer-fleet.yaml"
+    deployment = find(path, "Deployment", "splitplane-lb")
+    pod = deployment["spec"]["template"]["spec"]
+    envoy = envoy_container(pod)
+
+    assert deployment["spec"]["replicas"] == 3
+    assert envoy["image"] == "envoyproxy/envoy:v1.40.0"
+    assert flag(envoy["args"], "--service-node") == "$(POD_NAME)"
+    assert flag(envoy["args"], "--service-cluster") == "splitplane-lb"
+    assert "--disable-hot-restart" in envoy["args"]
+    assert env_from_fields(envoy) == {"POD_NAME": "metadata.name"}
+    assert envoy["readinessProbe"]["httpGet"]["path"] == "/healthz/ready"
+
+    service = find(path, "Service", "splitplane-lb")
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+@pytest.mark.parametrize(
+    ("path", "config_map", "deployment", "expected"),
+    [
+        (
+            DEPLOY / "loadbalancer-fleet.yaml",
+            "splitplane-lb-bootstrap",
+            "splitplane-lb",
+            render_bootstrap(
+                "splitplane-lb", "gateway", NAMESPACE, XDS_ADDRESS, 15000, health_port=15021
+            ),
+        ),
+        (
+            EXAMPLES / "sidecar-app.yaml",
+            "reviews-client-sidecar",
+            "reviews-client",
+            render_bootstrap("sidecar", "sidecar", "default", XDS_ADDRESS, 15000),
+        ),
+    ],
+    ids=["load-balancer-fleet", "sidecar-app"],
+)
+def test_bootstrap_config_maps_are_what_splitplane_bootstrap_prints(
+    path: Path, config_map: str, deployment: str, expected: str
+) -> None:
+    data = find(path, "ConfigMap", config_map)["data"]
+    pod = find(path, "Deployment", deployment)["spec"]["template"]["spec"]
+    envoy = envoy_container(pod)
+    (volume,) = (v for v in pod["volumes"] if v.get("configMap", {}).get("name") == config_map)
+    (mount,) = (m for m in envoy["volumeMounts"] if m["name"] == volume["name"])
+
+    assert yaml.safe_load(data["envoy.yaml"]) == yaml.safe_load(expected)
+    assert flag(envoy["args"], "-c") == f"{mount['mountPath']}/envoy.yaml"
+
+
+def test_sidecar_app_names_each_pod_as_an_istio_style_sidecar_node() -> None:
+    pod = find(EXAMPLES / "sidecar-app.yaml", "Deployment", "reviews-client")["spec"]["template"]
+    envoy = envoy_container(pod["spec"])
+
+    assert flag(envoy["args"], "--service-node") == (
+        "sidecar~$(POD_IP)~$(POD_NAME).$(POD_NAMESPACE)~$(POD_NAMESPACE).svc.cluster.local"
+    )
+    assert env_from_fields(envoy) == {
+        "POD_NAME": "metadata.name",
+        "POD_NAMESPACE": "metadata.namespace",
+        "POD_IP": "status.podIP",
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Examples
+
+
+def objects_in(files: list[Path]) -> list[dict[str, Any]]:
+    return [d.body for d in documents(files) if d.kind in KINDS]
+
+
+def test_cluster_examples_translate_without_errors() -> None:
+    files = [path for path in manifest_files(EXAMPLES) if not path.is_relative_to(LOCAL)]
+    translation = translate(objects_in(files))
+
+    assert [d for d in translation.diagnostics if d.severity == Severity.ERROR] == []
+    hostnames = {service.hostname for service in translation.model.services}
+    assert {"reviews.default.svc.cluster.local", "my-service.default.svc.cluster.local"} <= (
+        hostnames
+    )
+
+
+def test_seed_examples_are_present_in_their_served_form() -> None:
+    path = EXAMPLES / "my-service.yaml"
+    service = find(path, "Service", "my-service")
+    ingress = find(path, "Ingress", "my-ingress")
+    (rule,) = ingress["spec"]["rules"]
+    (http_path,) = rule["http"]["paths"]
+    routes = find(path, "VirtualService", "my-virtual-service")["spec"]["http"][0]["route"]
+
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert ingress["apiVersion"] == "networking.k8s.io/v1"
+    assert ingress["spec"]["ingressClassName"] == "splitplane"
+    assert find(DEPLOY / "ingressclass.yaml", "IngressClass", "splitplane")
+    assert rule["host"] == "my-service.example.com"
+    assert http_path["backend"] == {"service": {"name": "my-service", "port": {"number": 80}}}
+    assert [(r["destination"]["subset"], r["weight"]) for r in routes] == [("v1", 100), ("v2", 0)]
+    assert find(path, "DestinationRule", "my-service")["spec"]["host"] == "my-service"
+
+
+def test_local_example_holds_only_kinds_splitplane_reads() -> None:
+    kinds = {d.kind for d in documents(manifest_files(LOCAL))}
+
+    assert kinds
+    assert kinds <= set(KINDS)
+
+
+def test_local_example_is_a_90_10_canary_on_loopback_backends() -> None:
+    translation = translate(objects_in(manifest_files(LOCAL)))
+    model = translation.model
+    endpoints = {
+        entry.cluster: {(e.address, e.port) for e in entry.endpoints} for entry in model.endpoints
+    }
+    (host,) = (h for h in model.mesh_hosts if "reviews" in h.hosts)
+    (route,) = host.routes
+
+    assert translation.diagnostics == ()
+    assert endpoints["outbound|80|v1|reviews.default.svc.cluster.local"] == {("127.0.0.1", 8081)}
+    assert endpoints["outbound|80|v2|reviews.default.svc.cluster.local"] == {("127.0.0.1", 8082)}
+    assert {(d.cluster, d.weight) for d in route.destinations} == {
+        ("outbound|80|v1|reviews.default.svc.cluster.local", 90),
+        ("outbound|80|v2|reviews.default.svc.cluster.local", 10),
+    }
+
+
+def test_local_canary_matches_the_cluster_canary() -> None:
+    def routing(path: Path) -> list[dict[str, Any]]:
+        return [
+            find(path, "VirtualService", "reviews")["spec"],
+            find(path, "DestinationRule", "reviews")["spec"],
+        ]
+
+    assert routing(LOCAL / "canary.yaml") == routing(EXAMPLES / "canary.yaml")
