@@ -1,0 +1,192 @@
+"""What the debug endpoint shows, as plain JSON-ready data.
+
+Rendering reads the shared snapshot and client-status objects; it never changes them and never
+runs on the push path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+# Imported for their side effect: every type a snapshot holds must be known to the
+# descriptor pool to render an Any as JSON.
+from envoy.admin.v3 import config_dump_pb2, config_dump_shared_pb2
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
+from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
+from google.protobuf import json_format
+from google.protobuf.any_pb2 import Any as AnyProto
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from translators.diagnostics import Diagnostic
+from translators.model import MeshModel
+from xds_server.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resource, Snapshot
+from xds_server.client_status import ClientView, TypeStatus
+
+SHORT_TYPES: Mapping[str, str] = {
+    "clusters": CLUSTER,
+    "endpoints": ENDPOINT,
+    "listeners": LISTENER,
+    "routes": ROUTE,
+}
+TYPE_NAMES: Mapping[str, str] = {url: short for short, url in SHORT_TYPES.items()}
+
+
+def resource_json(resource: Resource) -> dict[str, Any]:
+    """A resource rendered like Envoy's own JSON (``@type`` and camelCase fields)."""
+    rendered: dict[str, Any] = json_format.MessageToDict(resource.as_any())
+    return rendered
+
+
+def snapshot_json(
+    snapshots: Mapping[str, Snapshot], group: str | None = None, type_name: str | None = None
+) -> dict[str, Any]:
+    """Every group, type, version and resource, optionally narrowed to one group and type."""
+    out: dict[str, Any] = {}
+    for group_key, snapshot in sorted(snapshots.items()):
+        if group and group_key != group:
+            continue
+        types: dict[str, Any] = {}
+        for short, url in SHORT_TYPES.items():
+            if type_name and short != type_name:
+                continue
+            resources = snapshot.of_type(url)
+            types[short] = {
+                "version": resources.version,
+                "resources": [
+                    {"name": r.name, "version": r.version, "resource": resource_json(r)}
+                    for r in resources.resources
+                ],
+            }
+        out[group_key] = types
+    return {"groups": out}
+
+
+def _timestamp(when: float | None) -> Timestamp:
+    stamp = Timestamp()
+    if when is not None:
+        stamp.FromNanoseconds(int(when * 1e9))
+    return stamp
+
+
+def _error_state(status: TypeStatus) -> config_dump_shared_pb2.UpdateFailureState | None:
+    if not status.error:
+        return None
+    return config_dump_shared_pb2.UpdateFailureState(
+        details=status.error,
+        version_info=status.nacked_version,
+        last_update_attempt=_timestamp(status.error_at),
+    )
+
+
+def _any(message: Any) -> AnyProto:
+    packed = AnyProto()
+    packed.Pack(message)
+    return packed
+
+
+def config_dump(client: ClientView) -> dict[str, Any]:
+    """What ``client`` was last sent, shaped like Envoy's ``/config_dump``.
+
+    ``rejected`` lists, per type, the last response the client NACKed and its error text.
+    """
+    by_type = {status.type_url: status for status in client.types}
+    empty = TypeStatus("")
+
+    clusters = by_type.get(CLUSTER, empty)
+    cluster_dump = config_dump_shared_pb2.ClustersConfigDump(version_info=clusters.acked_version)
+    for resource in clusters.sent_resources:
+        entry = cluster_dump.dynamic_active_clusters.add(
+            version_info=resource.version, last_updated=_timestamp(clusters.sent_at)
+        )
+        entry.cluster.Pack(cluster_pb2.Cluster.FromString(resource.body))
+
+    endpoints = by_type.get(ENDPOINT, empty)
+    endpoint_dump = config_dump_shared_pb2.EndpointsConfigDump()
+    for resource in endpoints.sent_resources:
+        endpoint_entry = endpoint_dump.dynamic_endpoint_configs.add(
+            version_info=resource.version, last_updated=_timestamp(endpoints.sent_at)
+        )
+        endpoint_entry.endpoint_config.Pack(
+            endpoint_pb2.ClusterLoadAssignment.FromString(resource.body)
+        )
+
+    listeners = by_type.get(LISTENER, empty)
+    listener_dump = config_dump_shared_pb2.ListenersConfigDump(version_info=listeners.acked_version)
+    for resource in listeners.sent_resources:
+        listener_entry = listener_dump.dynamic_listeners.add(name=resource.name)
+        listener_entry.active_state.version_info = resource.version
+        listener_entry.active_state.last_updated.CopyFrom(_timestamp(listeners.sent_at))
+        listener_entry.active_state.listener.Pack(listener_pb2.Listener.FromString(resource.body))
+
+    routes = by_type.get(ROUTE, empty)
+    route_dump = config_dump_shared_pb2.RoutesConfigDump()
+    for resource in routes.sent_resources:
+        route_entry = route_dump.dynamic_route_configs.add(
+            version_info=resource.version, last_updated=_timestamp(routes.sent_at)
+        )
+        route_entry.route_config.Pack(route_pb2.RouteConfiguration.FromString(resource.body))
+
+    whole = config_dump_pb2.ConfigDump(
+        configs=[_any(cluster_dump), _any(endpoint_dump), _any(listener_dump), _any(route_dump)]
+    )
+    rendered: dict[str, Any] = json_format.MessageToDict(whole)
+    rendered["node"] = {"id": client.node_id, "cluster": client.node_cluster, "group": client.group}
+    rendered["rejected"] = {
+        TYPE_NAMES.get(status.type_url, status.type_url): json_format.MessageToDict(failure)
+        for status in client.types
+        if (failure := _error_state(status)) is not None
+    }
+    return rendered
+
+
+def clients_json(clients: Sequence[ClientView]) -> dict[str, Any]:
+    """Every connected client with its per-type sync state."""
+    return {"clients": [_client_json(client) for client in clients]}
+
+
+def _client_json(client: ClientView) -> dict[str, Any]:
+    data = client.as_dict()
+    data["connected_since"] = _iso(client.connected_since)
+    for entry in data["types"]:
+        entry["type"] = TYPE_NAMES.get(entry["type_url"], entry["type_url"])
+        for key in ("sent_at", "acked_at", "error_at"):
+            entry[key] = _iso(entry[key])
+        del entry["resources"]
+    return data
+
+
+def _iso(when: float | None) -> str | None:
+    if when is None:
+        return None
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")
+
+
+def diagnostics_json(diagnostics: Sequence[Diagnostic]) -> dict[str, Any]:
+    return {"diagnostics": [d.as_dict() for d in diagnostics]}
+
+
+def model_json(model: MeshModel | None) -> dict[str, Any]:
+    """The resolved mesh model as plain data (enums by value)."""
+    if model is None:
+        return {"model": None}
+    return {"model": _plain(dataclasses.asdict(model))}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

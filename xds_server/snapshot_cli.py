@@ -1,0 +1,64 @@
+"""`splitplane snapshot`: the resources the server holds, or what one node was sent."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+from urllib.parse import urlencode
+
+import yaml
+
+from xds_server.debug_client import DebugEndpointError, add_debug_address, fetch_json
+from xds_server.debug_views import SHORT_TYPES
+
+DUMP_TYPES = {
+    "clusters": "ClustersConfigDump",
+    "endpoints": "EndpointsConfigDump",
+    "listeners": "ListenersConfigDump",
+    "routes": "RoutesConfigDump",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_debug_address(parser)
+    parser.add_argument(
+        "--node", metavar="ID", help="show what this connected node was sent (its config dump)"
+    )
+    parser.add_argument(
+        "--group", metavar="GROUP", help="only this node group (e.g. sidecar:15001)"
+    )
+    parser.add_argument("--type", choices=tuple(SHORT_TYPES), help="only this resource type")
+    parser.add_argument(
+        "-o", "--output", choices=("yaml", "json"), default="yaml", help="yaml (default) or json"
+    )
+
+
+def narrow_config_dump(dump: dict[str, Any], type_name: str | None) -> dict[str, Any]:
+    """Keep only the config dump section of ``type_name`` (all when None)."""
+    if type_name is None:
+        return dump
+    wanted = DUMP_TYPES[type_name]
+    configs = [c for c in dump.get("configs", []) if str(c.get("@type", "")).endswith(wanted)]
+    return {**dump, "configs": configs}
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.node:
+            path = "/debug/config_dump?" + urlencode({"node": args.node})
+            data = narrow_config_dump(fetch_json(args.debug_address, path), args.type)
+        else:
+            params = {"group": args.group, "type": args.type}
+            query = urlencode({key: value for key, value in params.items() if value})
+            path = "/debug/snapshot" + (f"?{query}" if query else "")
+            data = fetch_json(args.debug_address, path)
+    except DebugEndpointError as error:
+        print(f"splitplane snapshot: {error}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        print(json.dumps(data, indent=2))
+    else:
+        print(yaml.safe_dump(data, sort_keys=False, width=100), end="")
+    return 0

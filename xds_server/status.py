@@ -1,0 +1,93 @@
+"""`splitplane status`: one row per connected proxy, a column per xDS type.
+
+Like `istioctl proxy-status`. Exit 1 when any proxy has NACKed a type, or has left a response
+unacknowledged (STALE) for longer than the grace period.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from xds_server.debug_client import DebugEndpointError, add_debug_address, fetch_json
+
+TYPE_COLUMNS = (("CDS", "clusters"), ("EDS", "endpoints"), ("LDS", "listeners"), ("RDS", "routes"))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_debug_address(parser)
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long a proxy may be STALE before it counts as a failure (default 5)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help="table (default) or the raw /debug/clients JSON",
+    )
+
+
+def cell(entry: Mapping[str, Any] | None, now: float, grace: float) -> tuple[str, bool]:
+    """The text of one type column and whether it is a failure."""
+    if entry is None:
+        return "NOT_SENT", False
+    state = str(entry["state"])
+    if state == "NACKED":
+        return f"NACKED ({str(entry.get('nacked_version', ''))[:8]})", True
+    if state == "STALE":
+        sent_at = entry.get("sent_at")
+        age = now - datetime.fromisoformat(sent_at).timestamp() if sent_at else 0.0
+        return f"STALE ({age:.0f}s)", age > grace
+    if state == "SYNCED":
+        return f"SYNCED ({str(entry.get('acked_version', ''))[:8]})", False
+    return state, False
+
+
+def table(clients: Sequence[Mapping[str, Any]], now: float, grace: float) -> tuple[str, bool]:
+    """The status table and whether any proxy is failing."""
+    header = ["NAME", "ROLE", "GROUP", "PROTOCOL", *(column for column, _ in TYPE_COLUMNS)]
+    rows = [header]
+    failing = False
+    for client in clients:
+        by_type = {entry["type"]: entry for entry in client["types"]}
+        cells = []
+        for _, short in TYPE_COLUMNS:
+            text, failed = cell(by_type.get(short), now, grace)
+            failing |= failed
+            cells.append(text)
+        rows.append(
+            [client["node_id"], client["role"], client["group"], client["protocol"], *cells]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    return "\n".join(lines), failing
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        data = fetch_json(args.debug_address, "/debug/clients")
+    except DebugEndpointError as error:
+        print(f"splitplane status: {error}", file=sys.stderr)
+        return 2
+    clients = data["clients"]
+    text, failing = table(clients, time.time(), args.grace)
+    if args.output == "json":
+        print(json.dumps(data, indent=2))
+    else:
+        print(text)
+        if not clients:
+            print("(no proxies connected)")
+    return 1 if failing else 0
