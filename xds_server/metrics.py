@@ -9,7 +9,7 @@ splitplane_xds_pushes_total{type}       pilot_xds_pushes            responses se
 splitplane_xds_rejects_total{type}      pilot_total_xds_rejects     NACKs received, by type
 splitplane_xds_clients{protocol}        pilot_xds                   connected streams
 splitplane_xds_push_time_seconds        pilot_xds_push_time         snapshot build and publish
-splitplane_proxy_convergence_seconds    pilot_proxy_convergence_time publish → ACK, per type
+splitplane_proxy_convergence_seconds    pilot_proxy_convergence_time response → ACK, per type
 splitplane_xds_config_size_bytes{type}  pilot_xds_config_size_bytes  size of each response
 splitplane_diagnostics{severity}        pilot_total_xds_internal_errors  current diagnostics
 =====================================  =========  ===========================================
@@ -122,7 +122,7 @@ class Metrics:
         )
         self.convergence = Histogram(
             "splitplane_proxy_convergence_seconds",
-            "Time from publishing a snapshot until a client ACKed it, by type.",
+            "Time from sending a response until the client ACKed it, by type.",
             SECONDS_BUCKETS,
             ("type",),
         )
@@ -140,6 +140,24 @@ class Metrics:
             "Snapshots published, by node group.",
             ("group",),
         )
+
+    # -- ClientObserver: what the xDS streams report ------------------------------------------
+
+    def client_connected(self, protocol: str) -> None:
+        self.clients.inc(protocol)
+
+    def client_disconnected(self, protocol: str) -> None:
+        self.clients.dec(protocol)
+
+    def response_sent(self, type_url: str, size: int) -> None:
+        self.pushes.inc(short_type(type_url))
+        self.config_size.observe(size, short_type(type_url))
+
+    def response_acked(self, type_url: str, seconds_since_sent: float) -> None:
+        self.convergence.observe(seconds_since_sent, short_type(type_url))
+
+    def response_rejected(self, type_url: str) -> None:
+        self.rejects.inc(short_type(type_url))
 
     def render(self) -> str:
         metrics: list[Counter | Histogram] = [

@@ -74,8 +74,8 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Any:
     [
         ("sidecar", {}, {"OUTBOUND_PORT": "15001"}, "sidecar:15001"),
         ("sidecar", {"outbound_port": 16001}, {"OUTBOUND_PORT": "16001"}, "sidecar:16001"),
-        ("gateway", {}, {"HTTP_PORT": "8080"}, "gateway"),
-        ("gateway", {"http_port": 80}, {"HTTP_PORT": "80"}, "gateway"),
+        ("gateway", {}, {"HTTP_PORT": "8080"}, "gateway:8080"),
+        ("gateway", {"http_port": 80}, {"HTTP_PORT": "80"}, "gateway:80"),
     ],
     ids=[
         "sidecar-default-outbound-port",

@@ -1,0 +1,103 @@
+"""Delta ADS, one test per protocol rule."""
+
+from __future__ import annotations
+
+from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryResponse
+
+from tests.protocol.conftest import XdsHarness
+from tests.protocol.test_sotw import GROUP, mesh
+from tests.protocol.xds_client import DeltaClient, node
+from xds_server.cache import CLUSTER, ENDPOINT, ROUTE
+from xds_server.client_status import SyncState
+
+
+def versions(response: DeltaDiscoveryResponse) -> dict[str, str]:
+    """Resource name → version in a delta response."""
+    return {r.name: r.version for r in response.resources}
+
+
+async def barrier(client: DeltaClient, type_url: str = ROUTE, name: str = "80") -> None:
+    """Subscribe to a resource not held yet; the next response must be it.
+
+    The server handles a stream's requests in order, so any response an earlier request caused
+    would arrive before this one.
+    """
+    client.request(type_url, [name])
+    response = await client.response()
+    assert (response.type_url, list(versions(response))) == (type_url, [name])
+
+
+async def test_wildcard_subscription_gets_every_resource_with_its_version(
+    xds: XdsHarness,
+) -> None:
+    snapshot = mesh("a", "b")
+    xds.cache.set_snapshot(GROUP, snapshot)
+    client = xds.delta(node("d"))
+    client.request(CLUSTER)
+    response = await client.response()
+    expected = {n: r.version for n, r in snapshot.of_type(CLUSTER).by_name.items()}
+    assert versions(response) == expected
+    assert response.system_version_info == snapshot.of_type(CLUSTER).version
+    await client.close()
+
+
+async def test_subscribe_and_unsubscribe_change_what_is_sent(xds: XdsHarness) -> None:
+    xds.cache.set_snapshot(GROUP, mesh("a", "b", "c"))
+    client = xds.delta(node("d"))
+    client.request(ENDPOINT, ["a"])
+    first = await client.response()
+    assert list(versions(first)) == ["a"]
+    client.ack(first)
+    client.request(ENDPOINT, ["b"], unsubscribe=["a"])
+    second = await client.response()
+    assert list(versions(second)) == ["b"]
+    client.ack(second)
+    # An endpoint change of the unsubscribed cluster is not sent; of the subscribed one it is.
+    xds.cache.set_snapshot(GROUP, mesh("a", "b", "c", first_port=9100))
+    third = await client.response()
+    assert list(versions(third)) == ["b"]
+    await client.close()
+
+
+async def test_a_reconnecting_client_gets_only_what_changed(xds: XdsHarness) -> None:
+    before = mesh("a", "b")
+    after = mesh("a", "c")
+    xds.cache.set_snapshot(GROUP, after)
+    held = {n: r.version for n, r in before.of_type(CLUSTER).by_name.items()}
+    client = xds.delta(node("d"))
+    client.request(CLUSTER, initial_versions=held)
+    response = await client.response()
+    assert list(versions(response)) == ["c"]
+    assert list(response.removed_resources) == ["b"]
+    await client.close()
+
+
+async def test_a_removed_resource_is_named_in_removed_resources(xds: XdsHarness) -> None:
+    xds.cache.set_snapshot(GROUP, mesh("a", "b"))
+    client = xds.delta(node("d"))
+    client.request(CLUSTER)
+    client.ack(await client.response())
+    xds.cache.set_snapshot(GROUP, mesh("a"))
+    response = await client.response()
+    assert (list(response.resources), list(response.removed_resources)) == ([], ["b"])
+    await client.close()
+
+
+async def test_a_nack_is_recorded_and_the_rejected_version_is_not_resent(xds: XdsHarness) -> None:
+    xds.cache.set_snapshot(GROUP, mesh("a"))
+    client = xds.delta(node("d"))
+    client.request(CLUSTER)
+    rejected = await client.response()
+    client.nack(rejected, "no such lb policy")
+    await barrier(client)
+    status = xds.registry.views()[0].type_status(CLUSTER)
+    assert (status.state, status.error) == (SyncState.NACKED, "no such lb policy")
+    xds.cache.set_snapshot(GROUP, mesh("a", "b"))
+    following = await client.response()
+    assert list(versions(following)) == ["b"]
+    client.ack(following)
+    route_update = await client.response()
+    assert route_update.type_url == ROUTE
+    await barrier(client, ENDPOINT, "a")
+    assert xds.registry.views()[0].type_status(CLUSTER).state is SyncState.SYNCED
+    await client.close()

@@ -1,0 +1,36 @@
+"""Which snapshot group a node belongs to."""
+
+from __future__ import annotations
+
+import pytest
+from envoy.config.core.v3.base_pb2 import Node
+from google.protobuf.struct_pb2 import Struct
+
+from xds_server.nodes import group_of
+
+
+def make_node(user_agent: str = "envoy", **metadata: str | float) -> Node:
+    fields = Struct()
+    fields.update(metadata)
+    return Node(id="n", user_agent_name=user_agent, metadata=fields)
+
+
+@pytest.mark.parametrize(
+    ("node", "key"),
+    [
+        (make_node(ROLE="sidecar"), "sidecar:15001"),
+        (make_node(ROLE="sidecar", OUTBOUND_PORT="15006"), "sidecar:15006"),
+        (make_node(ROLE="sidecar", OUTBOUND_PORT=15007.0), "sidecar:15007"),
+        (make_node(ROLE="sidecar", OUTBOUND_PORT="not-a-port"), "sidecar:15001"),
+        (make_node(ROLE="gateway"), "gateway:8080"),
+        (make_node(ROLE="GATEWAY", HTTP_PORT="80"), "gateway:80"),
+        (make_node(ROLE="gateway", OUTBOUND_PORT="15006"), "gateway:8080"),
+        (make_node(ROLE="proxyless"), "proxyless"),
+        (make_node(user_agent="gRPC Python"), "proxyless"),
+        (make_node(user_agent="gRPC Python", ROLE="sidecar"), "sidecar:15001"),
+        (make_node(), "sidecar:15001"),
+        (make_node(ROLE="unknown"), "sidecar:15001"),
+    ],
+)
+def test_group_key(node: Node, key: str) -> None:
+    assert group_of(node).key == key

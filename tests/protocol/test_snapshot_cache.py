@@ -1,0 +1,87 @@
+"""The snapshot cache: content-hash versions, consistency, groups."""
+
+from __future__ import annotations
+
+from tests.protocol.test_sotw import mesh
+from tests.support.envoy_resources import (
+    eds_cluster,
+    http_listener,
+    load_assignment,
+    weighted_routes,
+)
+from xds_server.cache import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    SnapshotCache,
+    snapshot_from_messages,
+)
+
+
+def test_the_same_config_gets_the_same_versions_whatever_the_order() -> None:
+    clusters = [eds_cluster("a"), eds_cluster("b")]
+    endpoints = [load_assignment("a", [("127.0.0.1", 1)]), load_assignment("b", [])]
+    one = snapshot_from_messages({CLUSTER: clusters, ENDPOINT: endpoints})
+    other = snapshot_from_messages({ENDPOINT: endpoints[::-1], CLUSTER: clusters[::-1]})
+    assert one.versions == other.versions
+    assert one.of_type(CLUSTER).by_name["a"] == other.of_type(CLUSTER).by_name["a"]
+
+
+def test_a_changed_resource_changes_its_version_and_its_types_version_only() -> None:
+    before = mesh("a", "b")
+    after = mesh("a", "b", first_port=9100)
+    assert before.of_type(CLUSTER).version == after.of_type(CLUSTER).version
+    assert before.of_type(ENDPOINT).version != after.of_type(ENDPOINT).version
+    assert (
+        before.of_type(ENDPOINT).by_name["a"].version
+        != after.of_type(ENDPOINT).by_name["a"].version
+    )
+
+
+def test_resources_are_serialized_deterministically() -> None:
+    route = weighted_routes("80", ["*"], {"a": 90, "b": 10})
+    snapshot = snapshot_from_messages({ROUTE: [route]})
+    resource = snapshot.of_type(ROUTE).by_name["80"]
+    assert resource.body == route.SerializeToString(deterministic=True)
+    assert resource.as_any().type_url == ROUTE
+
+
+def test_a_snapshot_with_a_cluster_missing_its_endpoints_is_refused() -> None:
+    cache = SnapshotCache()
+    good = mesh("a")
+    assert cache.set_snapshot("g", good)
+    broken = snapshot_from_messages({CLUSTER: [eds_cluster("a"), eds_cluster("b")]})
+    assert not cache.set_snapshot("g", broken)
+    assert cache.snapshot("g") is good
+    assert "b" in cache.rejections["g"]
+
+
+def test_a_snapshot_with_a_listener_missing_its_routes_is_refused() -> None:
+    cache = SnapshotCache()
+    broken = snapshot_from_messages({LISTENER: [http_listener("l", 8080, "8080")]})
+    assert not cache.set_snapshot("g", broken)
+    assert cache.snapshot("g") is None
+    assert "8080" in cache.rejections["g"]
+
+
+def test_watchers_hear_of_changes_to_their_group_only() -> None:
+    cache = SnapshotCache()
+    heard: list[str] = []
+    stop = cache.watch("g", lambda: heard.append("g"))
+    cache.watch("other", lambda: heard.append("other"))
+    cache.set_snapshot("g", mesh("a"))
+    cache.set_snapshot("g", mesh("a"))  # same content: nothing to tell
+    cache.set_snapshot("g", mesh("b"))
+    stop()
+    cache.set_snapshot("g", mesh("c"))
+    assert heard == ["g", "g"]
+
+
+def test_a_group_asked_for_before_it_exists_is_reported_once() -> None:
+    requested: list[str] = []
+    cache = SnapshotCache(on_group_requested=requested.append)
+    cache.watch("gateway", lambda: None)
+    cache.watch("gateway", lambda: None)
+    assert requested == ["gateway"]
+    assert cache.groups_requested() == {"gateway"}

@@ -1,0 +1,246 @@
+"""ADS, state of the world: ``StreamAggregatedResources``.
+
+A stream holds, per type, what the client subscribed to and what it was last sent; nothing
+else. When the snapshot changes or a request arrives, the stream compares the two and sends what
+differs, in push order. A stream whose client does not read waits in its own write while the
+snapshot moves on; when it resumes it sends only the latest state (latest wins, no queue).
+
+Responses are assembled from the resources' pre-serialized bytes; the gRPC method serializes
+with the identity function, so no stream ever re-serializes a resource.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from itertools import count
+from typing import Generic, Protocol, TypeVar
+
+import grpc
+from envoy.config.core.v3.base_pb2 import Node
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
+
+from xds_server.cache import (
+    PUSH_ORDER,
+    Snapshot,
+    SnapshotCache,
+    length_delimited,
+    short_hash,
+)
+from xds_server.client_status import ClientRecord, ClientRegistry
+from xds_server.nodes import group_of, node_role
+
+log = logging.getLogger(__name__)
+
+ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+
+Write = Callable[[bytes], Awaitable[None]]
+
+
+class XdsRequest(Protocol):
+    """What the stream base reads from either request type."""
+
+    node: Node
+    type_url: str
+
+    def HasField(self, field_name: str) -> bool: ...  # noqa: N802 (protobuf's name)
+
+
+RequestT = TypeVar("RequestT", bound=XdsRequest)
+
+
+_name_sets: weakref.WeakValueDictionary[str, frozenset[str]] = weakref.WeakValueDictionary()
+
+
+def shared_names(names: set[str]) -> frozenset[str]:
+    """``names`` as a frozenset shared with every stream subscribed to the same names.
+
+    Sidecars of one group mostly subscribe to the same long list of names; sharing one set
+    keeps a stream's memory independent of the list's length.
+    """
+    key = short_hash("\0".join(sorted(names)).encode())
+    found = _name_sets.get(key)
+    if found is None or found != names:
+        found = frozenset(names)
+        _name_sets[key] = found
+    return found
+
+
+def identity(body: bytes) -> bytes:
+    """The response serializer: responses are already bytes."""
+    return body
+
+
+def push_order(type_urls: Iterable[str]) -> list[str]:
+    """Type URLs in push order: CDS, EDS, LDS, RDS, then any others by name."""
+    urls = set(type_urls)
+    return [u for u in PUSH_ORDER if u in urls] + sorted(urls - set(PUSH_ORDER))
+
+
+class XdsStream(ABC, Generic[RequestT]):
+    """One ADS stream: reads requests in a task, pushes on every request or snapshot change."""
+
+    protocol = ""
+
+    def __init__(self, cache: SnapshotCache, registry: ClientRegistry, write: Write) -> None:
+        self._cache = cache
+        self._registry = registry
+        self._write = write
+        self._wake = asyncio.Event()
+        self._nonces = count(1)
+        self._record: ClientRecord | None = None
+        self._unwatch: Callable[[], None] | None = None
+
+    @property
+    def record(self) -> ClientRecord:
+        """The status record (exists once the first request named the node)."""
+        assert self._record is not None
+        return self._record
+
+    def next_nonce(self) -> str:
+        """A nonce unique within this stream."""
+        return str(next(self._nonces))
+
+    async def run(self, requests: AsyncIterator[RequestT]) -> None:
+        """Serve the stream until the client closes it."""
+        reader = asyncio.create_task(self._read(requests))
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if reader.done():
+                    return
+                if self._record is None:
+                    continue
+                snapshot = self._cache.snapshot(self._record.group)
+                if snapshot is not None:
+                    await self.push(snapshot)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, grpc.RpcError):
+                await reader
+            if self._unwatch is not None:
+                self._unwatch()
+            if self._record is not None:
+                self._registry.disconnect(self._record)
+
+    async def _read(self, requests: AsyncIterator[RequestT]) -> None:
+        try:
+            async for request in requests:
+                if self._record is None:
+                    self._identify(request.node)
+                self.handle(request)
+                del request  # a request can be large; keep none while idle
+                self._wake.set()
+        finally:
+            self._wake.set()
+
+    def _identify(self, node: Node) -> None:
+        group = group_of(node)
+        self._record = self._registry.connect(node, node_role(node), group.key, self.protocol)
+        self._unwatch = self._cache.watch(group.key, self._wake.set)
+        log.info("%s stream from %s (group %s)", self.protocol, node.id, group.key)
+
+    @abstractmethod
+    def handle(self, request: RequestT) -> None:
+        """Apply one request to the stream's subscription state."""
+
+    @abstractmethod
+    async def push(self, snapshot: Snapshot) -> None:
+        """Send whatever the client lacks from ``snapshot``."""
+
+
+@dataclass
+class _Subscription:
+    """One type on one SotW stream: what the client asked for and what it was last sent."""
+
+    names: frozenset[str] = frozenset()
+    legacy_wildcard: bool = False
+    wildcard: bool = False
+    nonce: str = ""
+    sent_version: str | None = None
+
+
+def sotw_response(type_url: str, version: str, entries: bytes, nonce: str) -> bytes:
+    """A serialized ``DiscoveryResponse`` from pre-serialized resource entries."""
+    return (
+        length_delimited(1, version.encode())
+        + entries
+        + length_delimited(4, type_url.encode())
+        + length_delimited(5, nonce.encode())
+    )
+
+
+class SotwStream(XdsStream[DiscoveryRequest]):
+    """A state-of-the-world ADS stream."""
+
+    protocol = "sotw"
+
+    def __init__(self, cache: SnapshotCache, registry: ClientRegistry, write: Write) -> None:
+        super().__init__(cache, registry, write)
+        self._subscriptions: dict[str, _Subscription] = {}
+
+    def handle(self, request: DiscoveryRequest) -> None:
+        type_url = str(request.type_url)
+        sub = self._subscriptions.get(type_url)
+        first = sub is None
+        if sub is None:
+            sub = self._subscriptions[type_url] = _Subscription()
+            self.record.subscribed(type_url)
+        nonce = str(request.response_nonce)
+        if nonce and nonce != sub.nonce:
+            log.debug("stale %s request (nonce %s, latest %s) ignored", type_url, nonce, sub.nonce)
+            return
+        if nonce:
+            if request.HasField("error_detail"):
+                error = str(request.error_detail.message)
+                log.warning("%s rejected %s: %s", self.record.node.id, type_url, error)
+                self.record.nacked(type_url, nonce, error)
+            else:
+                self.record.acked(type_url, nonce)
+        names = set(request.resource_names)
+        if first and not names:
+            sub.legacy_wildcard = True
+        elif names:
+            sub.legacy_wildcard = False
+        sub.wildcard = sub.legacy_wildcard or "*" in names
+        names.discard("*")
+        if names != sub.names:  # an ACK usually repeats the names: keep the shared set
+            sub.names = shared_names(names)
+
+    async def push(self, snapshot: Snapshot) -> None:
+        for type_url in push_order(self._subscriptions):
+            sub = self._subscriptions[type_url]
+            selection = snapshot.of_type(type_url).select(None if sub.wildcard else sub.names)
+            if selection.version == sub.sent_version:
+                continue
+            if sub.sent_version is None and not selection.resources and not sub.wildcard:
+                continue
+            nonce = self.next_nonce()
+            sub.sent_version, sub.nonce = selection.version, nonce
+            self.record.sent(type_url, selection.version, nonce, selection.resources)
+            await self._write(
+                sotw_response(type_url, selection.version, selection.sotw_entries, nonce)
+            )
+
+
+def sotw_method_handler(
+    cache: SnapshotCache, registry: ClientRegistry
+) -> grpc.RpcMethodHandler[DiscoveryRequest, bytes]:
+    """The ``StreamAggregatedResources`` handler."""
+
+    async def stream(
+        requests: AsyncIterator[DiscoveryRequest], context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> None:
+        await SotwStream(cache, registry, context.write).run(requests)
+
+    return grpc.stream_stream_rpc_method_handler(
+        stream,
+        request_deserializer=DiscoveryRequest.FromString,
+        response_serializer=identity,
+    )

@@ -1,0 +1,316 @@
+"""The snapshot cache: per node group, the Envoy resources every stream of that group is served.
+
+Each resource is serialized once, when its snapshot is built; its version is a hash of those
+bytes, so the same configuration yields the same versions on every replica and after a restart.
+Streams never copy resources: they read the shared ``Resource`` objects and send their bytes.
+
+The cache knows nothing about streams. A stream asks for its group's snapshot and registers a
+callback that the cache calls (with no arguments) whenever that group's snapshot changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
+
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.config.listener.v3.listener_pb2 import Listener
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from google.protobuf.any_pb2 import Any
+from google.protobuf.message import Message
+
+log = logging.getLogger(__name__)
+
+TYPE_PREFIX = "type.googleapis.com/"
+CLUSTER = TYPE_PREFIX + "envoy.config.cluster.v3.Cluster"
+ENDPOINT = TYPE_PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
+LISTENER = TYPE_PREFIX + "envoy.config.listener.v3.Listener"
+ROUTE = TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration"
+
+# The order in which a stream pushes types: a cluster before its endpoints, a listener before
+# its routes, clusters before the listeners that route to them.
+PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+# Types whose state-of-the-world responses always carry every subscribed resource.
+FULL_STATE_TYPES = frozenset({CLUSTER, LISTENER})
+
+_HCM_TYPE = TYPE_PREFIX + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def length_delimited(field_number: int, payload: bytes) -> bytes:
+    """One protobuf length-delimited field (string, bytes or message) in wire format."""
+    return _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def short_hash(data: bytes) -> str:
+    """The first 16 hex digits of the SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One serialized resource; ``version`` is the hash of ``body``."""
+
+    type_url: str
+    name: str
+    version: str
+    body: bytes
+
+    @cached_property
+    def any_bytes(self) -> bytes:
+        """The resource wrapped in a ``google.protobuf.Any``, serialized."""
+        return length_delimited(1, self.type_url.encode()) + length_delimited(2, self.body)
+
+    @cached_property
+    def sotw_entry(self) -> bytes:
+        """The resource as one ``DiscoveryResponse.resources`` field."""
+        return length_delimited(2, self.any_bytes)
+
+    @cached_property
+    def delta_entry(self) -> bytes:
+        """The resource as one ``DeltaDiscoveryResponse.resources`` field."""
+        inner = (
+            length_delimited(1, self.version.encode())
+            + length_delimited(2, self.any_bytes)
+            + length_delimited(3, self.name.encode())
+        )
+        return length_delimited(2, inner)
+
+    def as_any(self) -> Any:
+        """The resource as a parsed ``Any`` (for debug output, never on the hot path)."""
+        return Any(type_url=self.type_url, value=self.body)
+
+
+def set_version(resources: Iterable[Resource]) -> str:
+    """The version of a set of resources: a hash of their names and versions, order-free."""
+    pairs = sorted(f"{r.name}\0{r.version}" for r in resources)
+    return short_hash("\n".join(pairs).encode())
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The resources a subscription selects from one type, ready to send."""
+
+    resources: tuple[Resource, ...]
+    version: str
+    sotw_entries: bytes
+
+
+_SELECTIONS_KEPT = 64
+
+
+@dataclass(frozen=True)
+class TypeResources:
+    """All resources of one type in a snapshot, by name, with the version of the whole set."""
+
+    type_url: str
+    by_name: Mapping[str, Resource]
+    version: str
+    # Selections already computed, so streams subscribing to the same names share one.
+    _selections: dict[frozenset[str], Selection] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def select(self, names: frozenset[str] | None) -> Selection:
+        """The resources named in ``names`` (every resource for None), ordered by name."""
+        if names is None:
+            return Selection(self.resources, self.version, self.sotw_entries)
+        found = self._selections.get(names)
+        if found is None:
+            chosen = tuple(self.by_name[n] for n in sorted(names) if n in self.by_name)
+            found = Selection(chosen, set_version(chosen), b"".join(r.sotw_entry for r in chosen))
+            if len(self._selections) >= _SELECTIONS_KEPT:
+                self._selections.clear()
+            self._selections[names] = found
+        return found
+
+    @cached_property
+    def resources(self) -> tuple[Resource, ...]:
+        """Every resource, ordered by name."""
+        return tuple(self.by_name.values())
+
+    @cached_property
+    def sotw_entries(self) -> bytes:
+        """Every resource as ``DiscoveryResponse.resources`` fields, joined once per snapshot."""
+        return b"".join(r.sotw_entry for r in self.resources)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a node group is served, per type URL.
+
+    ``eds_references`` and ``rds_references`` are the ClusterLoadAssignment names the clusters
+    need and the RouteConfiguration names the listeners need; the cache publishes a snapshot
+    only when they all exist.
+    """
+
+    types: Mapping[str, TypeResources]
+    eds_references: frozenset[str] = field(default_factory=frozenset)
+    rds_references: frozenset[str] = field(default_factory=frozenset)
+
+    def of_type(self, type_url: str) -> TypeResources:
+        """The resources of ``type_url`` (an empty set when the snapshot has none)."""
+        found = self.types.get(type_url)
+        if found is None:
+            return TypeResources(type_url, MappingProxyType({}), set_version(()))
+        return found
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """Version per type URL."""
+        return {url: t.version for url, t in self.types.items()}
+
+
+def resource_name(message: Message) -> str:
+    """The xDS name of a resource: its ``name``, or ``cluster_name`` for a load assignment."""
+    for field_name in ("name", "cluster_name"):
+        if field_name in message.DESCRIPTOR.fields_by_name:
+            return str(getattr(message, field_name))
+    raise ValueError(f"{message.DESCRIPTOR.full_name} has no name field")
+
+
+def _eds_name(cluster: Cluster) -> str | None:
+    if cluster.WhichOneof("cluster_discovery_type") != "type" or cluster.type != Cluster.EDS:
+        return None
+    return str(cluster.eds_cluster_config.service_name or cluster.name)
+
+
+def _route_names(listener: Listener) -> set[str]:
+    configs: list[Any] = [
+        f.typed_config
+        for chain in [*listener.filter_chains, listener.default_filter_chain]
+        for f in chain.filters
+    ]
+    if listener.HasField("api_listener"):
+        configs.append(listener.api_listener.api_listener)
+    names: set[str] = set()
+    for config in configs:
+        if config.type_url != _HCM_TYPE:
+            continue
+        hcm = hcm_pb2.HttpConnectionManager()
+        config.Unpack(hcm)
+        if hcm.WhichOneof("route_specifier") == "rds":
+            names.add(hcm.rds.route_config_name)
+    return names
+
+
+def snapshot_from_messages(resources: Mapping[str, Sequence[Message]]) -> Snapshot:
+    """Serialize every message once and build a snapshot from them.
+
+    Keys are type URLs; every message must be of its key's type. Names must be unique per type.
+    """
+    types: dict[str, TypeResources] = {}
+    eds: set[str] = set()
+    rds: set[str] = set()
+    for type_url, messages in resources.items():
+        by_name: dict[str, Resource] = {}
+        for message in messages:
+            actual = TYPE_PREFIX + message.DESCRIPTOR.full_name
+            if actual != type_url:
+                raise ValueError(f"a {actual} listed under {type_url}")
+            name = resource_name(message)
+            if name in by_name:
+                raise ValueError(f"two {type_url} resources named {name!r}")
+            body = message.SerializeToString(deterministic=True)
+            by_name[name] = Resource(type_url, name, short_hash(body), body)
+            if isinstance(message, Cluster) and (eds_name := _eds_name(message)) is not None:
+                eds.add(eds_name)
+            elif isinstance(message, Listener):
+                rds |= _route_names(message)
+        ordered = dict(sorted(by_name.items()))
+        types[type_url] = TypeResources(
+            type_url, MappingProxyType(ordered), set_version(ordered.values())
+        )
+    return Snapshot(MappingProxyType(types), frozenset(eds), frozenset(rds))
+
+
+def _listing(names: list[str], shown: int = 5) -> str:
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def inconsistency(snapshot: Snapshot) -> str | None:
+    """Why ``snapshot`` cannot be served, or None when every reference resolves."""
+    missing_eds = sorted(snapshot.eds_references - snapshot.of_type(ENDPOINT).by_name.keys())
+    if missing_eds:
+        return f"clusters reference missing endpoints: {_listing(missing_eds)}"
+    missing_rds = sorted(snapshot.rds_references - snapshot.of_type(ROUTE).by_name.keys())
+    if missing_rds:
+        return f"listeners reference missing routes: {_listing(missing_rds)}"
+    return None
+
+
+Watcher = Callable[[], None]
+
+
+class SnapshotCache:
+    """The last good snapshot per node group, and who to tell when one changes.
+
+    Use from one event loop thread. ``on_group_requested`` is called once for every group a
+    node asks for that has never had a snapshot, so the wiring can build it.
+    """
+
+    def __init__(self, on_group_requested: Callable[[str], None] | None = None) -> None:
+        self._snapshots: dict[str, Snapshot] = {}
+        self._watchers: dict[str, set[Watcher]] = {}
+        self._requested: set[str] = set()
+        self._on_group_requested = on_group_requested
+        self.rejections: dict[str, str] = {}
+
+    def set_snapshot(self, group: str, snapshot: Snapshot) -> bool:
+        """Publish ``snapshot`` for ``group`` if it is consistent; return whether it was.
+
+        An inconsistent snapshot is logged and recorded in ``rejections``; the last good one
+        keeps serving.
+        """
+        reason = inconsistency(snapshot)
+        if reason is not None:
+            log.error("snapshot for %s refused, keeping the last good one: %s", group, reason)
+            self.rejections[group] = reason
+            return False
+        self.rejections.pop(group, None)
+        previous = self._snapshots.get(group)
+        self._snapshots[group] = snapshot
+        if previous is None or previous.types != snapshot.types:
+            for notify in list(self._watchers.get(group, ())):
+                notify()
+        return True
+
+    def snapshot(self, group: str) -> Snapshot | None:
+        """The snapshot served to ``group``, or None before the first one."""
+        return self._snapshots.get(group)
+
+    def groups(self) -> list[str]:
+        """Groups that have a snapshot."""
+        return sorted(self._snapshots)
+
+    def groups_requested(self) -> frozenset[str]:
+        """Every group some node has asked for."""
+        return frozenset(self._requested)
+
+    def watch(self, group: str, notify: Watcher) -> Callable[[], None]:
+        """Call ``notify`` whenever ``group``'s snapshot changes; returns the way to stop."""
+        if group not in self._requested:
+            self._requested.add(group)
+            if group not in self._snapshots and self._on_group_requested is not None:
+                self._on_group_requested(group)
+        watchers = self._watchers.setdefault(group, set())
+        watchers.add(notify)
+        return lambda: watchers.discard(notify)
