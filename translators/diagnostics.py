@@ -32,10 +32,13 @@ class Diagnostic:
 
     def render(self) -> str:
         """One line, the way `splitplane validate` and the logs print it."""
-        where = f"{self.kind}/{self.namespace}/{self.name}" if self.name else self.kind
-        field = f" {self.field}:" if self.field else ":"
-        origin = f"{self.file}: " if self.file else ""
-        return f"{origin}{self.severity.value}: {where}{field} {self.message}"
+        parts = [f"{self.file}:" if self.file else "", f"{self.severity.value}:"]
+        if self.kind:
+            parts.append(f"{self.kind}/{self.namespace}/{self.name}" if self.name else self.kind)
+        if self.field:
+            parts.append(f"{self.field}:")
+        parts.append(self.message)
+        return " ".join(part for part in parts if part)
 
     def as_dict(self) -> dict[str, str]:
         out = {

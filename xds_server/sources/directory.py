@@ -1,0 +1,702 @@
+"""A folder of Kubernetes-style YAML files as a source.
+
+``load_directory`` reads files and folders once (``splitplane validate`` uses it).
+``DirectorySource`` reads a folder, then follows it through Linux inotify: every write, rename
+and removal is applied as soon as the kernel reports it, re-reading only the files that changed.
+
+Rules shared by both:
+- every ``*.yaml`` / ``*.yml`` under a folder is read, recursively; hidden files and folders (a name
+  starting with ``.``) are skipped, and so are symlinked folders;
+- a file holds any number of YAML documents; an empty document is skipped;
+- a file that cannot be read or parsed (bad YAML, over the size limit, aliases that expand too far)
+  is one problem for that file, with the line and column when YAML gives them; in a watched folder
+  its previous objects stay in effect until it parses again;
+- a document that is not a mapping, has no ``kind`` or no ``metadata.name``, or has a kind not in
+  ``KINDS`` is a problem naming the file and the document, and is skipped;
+- an object without a namespace is put in ``default``;
+- when two documents define the same kind/namespace/name, the first by path order wins and the
+  other is a problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import stat
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from xds_server.sources.base import (
+    KINDS,
+    KubeObject,
+    ObjectKey,
+    ObjectSink,
+    SourceProblem,
+    object_key,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_FILE_BYTES = 4 * 1024 * 1024
+# How long a file that disappeared without being renamed to another YAML file keeps its objects:
+# editors that save by renaming the old file away and writing a new one leave it missing briefly.
+DEFAULT_REMOVAL_GRACE = 0.1
+YAML_SUFFIXES = (".yaml", ".yml")
+
+# -- reading files --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParsedFile:
+    """What one file holds.
+
+    ``complete`` is False when the file as a whole could not be read or parsed; ``objects`` is
+    then empty (or, in a watched folder, what the file held when it last parsed).
+    """
+
+    path: str
+    objects: tuple[KubeObject, ...]
+    problems: tuple[SourceProblem, ...]
+    complete: bool = True
+
+
+try:
+    from yaml import CSafeLoader as _SafeLoader
+except ImportError:  # PyYAML built without libyaml
+    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
+
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+
+
+class _KubeYamlLoader(_SafeLoader):
+    """The safe loader, reading unquoted timestamps as strings the way Kubernetes does."""
+
+
+_KubeYamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _TIMESTAMP_TAG]
+    for first, resolvers in _SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+class _UnsafeAliasesError(Exception):
+    """A document whose aliases refer to themselves or expand beyond the node budget."""
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _check_expansion(root: yaml.Node, budget: int) -> None:
+    """Raise ``_UnsafeAliasesError`` if ``root`` with its aliases expanded exceeds ``budget`` nodes.
+
+    Aliases make the node graph a DAG (or, with a self-reference, a cycle); sizes are memoized per
+    node, so this is linear in the number of distinct nodes.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        node_id = id(node)
+        if finished:
+            open_nodes.discard(node_id)
+            sizes[node_id] = 1 + sum(sizes[id(child)] for child in _children(node))
+            continue
+        if node_id in sizes:
+            continue
+        if node_id in open_nodes:
+            raise _UnsafeAliasesError("an alias refers to a node that contains it")
+        open_nodes.add(node_id)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in open_nodes:
+                raise _UnsafeAliasesError("an alias refers to a node that contains it")
+            if id(child) not in sizes:
+                stack.append((child, False))
+    if sizes[id(root)] > budget:
+        raise _UnsafeAliasesError(f"aliases expand the document to more than {budget} nodes")
+
+
+def _documents(data: bytes, budget: int) -> list[tuple[int, Any]]:
+    """Each YAML document in ``data`` with the line it starts on."""
+    has_anchors = b"&" in data  # without an anchor there is no alias to expand
+    loader = _KubeYamlLoader(data)
+    try:
+        documents: list[tuple[int, Any]] = []
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                break
+            if has_anchors:
+                _check_expansion(node, budget)
+            documents.append((node.start_mark.line + 1, loader.construct_document(node)))
+        return documents
+    finally:
+        loader.dispose()
+
+
+def _yaml_error_message(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        message = f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+        if exc.context and exc.context_mark is not None:
+            context = exc.context_mark
+            message += f" ({exc.context} at line {context.line + 1}, column {context.column + 1})"
+        return message
+    return f"invalid YAML: {exc}"
+
+
+def _document_object(
+    path: str, index: int, line: int, document: Any
+) -> KubeObject | SourceProblem | None:
+    """The object a document defines, the problem that keeps it out, or None for an empty one."""
+    where = f"document {index} (line {line})"
+    if document is None:
+        return None
+    if not isinstance(document, Mapping):
+        kind_of = type(document).__name__
+        return SourceProblem(f"{where} is a {kind_of}, not a mapping", file=path)
+    kind = document.get("kind")
+    if not isinstance(kind, str) or not kind:
+        return SourceProblem(f"{where} has no kind", file=path, field="kind")
+    meta = document.get("metadata")
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    namespace = meta.get("namespace") if isinstance(meta, Mapping) else None
+    if kind not in KINDS:
+        return SourceProblem(
+            f"{where}: kind {kind!r} is not one splitplane reads; skipped",
+            file=path,
+            kind=kind,
+            namespace=namespace if isinstance(namespace, str) and namespace else "default",
+            name=name if isinstance(name, str) else "",
+            field="kind",
+            warning=True,
+        )
+    if not isinstance(meta, Mapping) or not isinstance(name, str) or not name:
+        return SourceProblem(
+            f"{where}: {kind} has no metadata.name", file=path, kind=kind, field="metadata.name"
+        )
+    if namespace is not None and not isinstance(namespace, str):
+        return SourceProblem(
+            f"{where}: metadata.namespace must be a string",
+            file=path,
+            kind=kind,
+            name=name,
+            field="metadata.namespace",
+        )
+    if namespace:
+        return document
+    return {**document, "metadata": {**meta, "namespace": "default"}}
+
+
+def parse_yaml(path: str, data: bytes, *, budget: int = DEFAULT_MAX_FILE_BYTES) -> ParsedFile:
+    """The objects and problems in ``data``, the content of the file ``path``.
+
+    ``budget`` caps how many nodes a document may expand to through aliases.
+    """
+    try:
+        documents = _documents(data, budget)
+    except yaml.YAMLError as exc:
+        problem = SourceProblem(_yaml_error_message(exc), file=path)
+        return ParsedFile(path, (), (problem,), complete=False)
+    except _UnsafeAliasesError as exc:
+        return ParsedFile(path, (), (SourceProblem(f"unsafe YAML: {exc}", file=path),), False)
+    except Exception as exc:  # a value YAML accepts but cannot build, e.g. an unhashable key
+        problem = SourceProblem(f"invalid YAML: {exc}", file=path)
+        return ParsedFile(path, (), (problem,), complete=False)
+    objects: list[KubeObject] = []
+    problems: list[SourceProblem] = []
+    for index, (line, document) in enumerate(documents, start=1):
+        result = _document_object(path, index, line, document)
+        if isinstance(result, SourceProblem):
+            problems.append(result)
+        elif result is not None:
+            objects.append(result)
+    return ParsedFile(path, tuple(objects), tuple(problems))
+
+
+def parse_file(path: str, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> ParsedFile:
+    """Read and parse one file. Raises ``FileNotFoundError`` if it does not exist."""
+    try:
+        # Non-blocking, so that a named pipe cannot stall the reader; regular files ignore it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            status = os.fstat(fd)
+            if not stat.S_ISREG(status.st_mode):
+                problem = SourceProblem("not a regular file", file=path)
+                return ParsedFile(path, (), (problem,), complete=False)
+            data = b"" if status.st_size > max_bytes else handle.read(max_bytes + 1)
+            oversized = status.st_size > max_bytes or len(data) > max_bytes
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        return ParsedFile(path, (), (SourceProblem(f"cannot read: {reason}", file=path),), False)
+    if oversized:
+        problem = SourceProblem(f"file is larger than the limit of {max_bytes} bytes", file=path)
+        return ParsedFile(path, (), (problem,), complete=False)
+    return parse_yaml(path, data, budget=max_bytes)
+
+
+def is_config_name(name: str) -> bool:
+    """Whether a file of this name is read: ``*.yaml`` or ``*.yml``, not hidden."""
+    return not name.startswith(".") and name.lower().endswith(YAML_SUFFIXES)
+
+
+def config_files(root: str) -> tuple[list[str], list[str]]:
+    """The config files and the (non-hidden, non-symlinked) folders under ``root``, sorted."""
+    files: list[str] = []
+    folders: list[str] = []
+    for folder, subfolders, names in os.walk(root):
+        folders.append(folder)
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        files.extend(os.path.join(folder, name) for name in names if is_config_name(name))
+    return sorted(files), folders
+
+
+def merge_files(
+    files: Iterable[ParsedFile],
+) -> tuple[dict[ObjectKey, KubeObject], list[SourceProblem]]:
+    """The objects of ``files`` by key and all their problems, in path order.
+
+    When a key is defined twice, the first definition (by path, then document order) wins and the
+    other is a problem.
+    """
+    merged: dict[ObjectKey, KubeObject] = {}
+    origin: dict[ObjectKey, str] = {}
+    problems: list[SourceProblem] = []
+    for parsed in sorted(files, key=lambda parsed: parsed.path):
+        problems.extend(parsed.problems)
+        for obj in parsed.objects:
+            key = object_key(obj)
+            first = origin.get(key)
+            if first is None:
+                merged[key] = obj
+                origin[key] = parsed.path
+                continue
+            kind, namespace, name = key
+            where = "earlier in this file" if first == parsed.path else f"in {first}"
+            problems.append(
+                SourceProblem(
+                    f"{kind} {namespace}/{name} is already defined {where}; this one is ignored",
+                    file=parsed.path,
+                    kind=kind,
+                    namespace=namespace,
+                    name=name,
+                )
+            )
+    return merged, problems
+
+
+def load_directory(
+    paths: Iterable[str | os.PathLike[str]], *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> tuple[list[KubeObject], list[SourceProblem]]:
+    """Every object in ``paths`` (files, and folders read recursively) and every problem.
+
+    A file named explicitly is read whatever its name. Objects come in path and document order.
+    """
+    problems: list[SourceProblem] = []
+    files: set[str] = set()
+    for entry in paths:
+        path = os.fspath(entry)
+        if os.path.isdir(path):
+            files.update(config_files(path)[0])
+        elif os.path.exists(path):
+            files.add(path)
+        else:
+            problems.append(SourceProblem("no such file or directory", file=path))
+    parsed: list[ParsedFile] = []
+    for path in sorted(files):
+        try:
+            parsed.append(parse_file(path, max_bytes=max_file_bytes))
+        except FileNotFoundError:
+            problems.append(SourceProblem("no such file or directory", file=path))
+    merged, merge_problems = merge_files(parsed)
+    return list(merged.values()), problems + merge_problems
+
+
+# -- inotify --------------------------------------------------------------------------------------
+
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_FROM = 0x00000040
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_DELETE_SELF = 0x00000400
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+IN_ONLYDIR = 0x01000000
+IN_ISDIR = 0x40000000
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+
+_FOLDER_EVENTS = (
+    IN_CLOSE_WRITE
+    | IN_MOVED_FROM
+    | IN_MOVED_TO
+    | IN_CREATE
+    | IN_DELETE
+    | IN_DELETE_SELF
+    | IN_ONLYDIR
+)
+_EVENT_HEADER = struct.Struct("iIII")
+_READ_SIZE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class InotifyEvent:
+    wd: int
+    mask: int
+    cookie: int
+    name: str
+
+
+def parse_events(data: bytes) -> list[InotifyEvent]:
+    """The events in one read from an inotify descriptor."""
+    events: list[InotifyEvent] = []
+    offset = 0
+    while offset + _EVENT_HEADER.size <= len(data):
+        wd, mask, cookie, length = _EVENT_HEADER.unpack_from(data, offset)
+        start = offset + _EVENT_HEADER.size
+        raw = data[start : start + length].split(b"\0", 1)[0]
+        events.append(InotifyEvent(wd, mask, cookie, os.fsdecode(raw)))
+        offset = start + length
+    return events
+
+
+class Inotify:
+    """An inotify descriptor (non-blocking), through libc."""
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        try:
+            self._init1 = libc.inotify_init1
+            self._add_watch = libc.inotify_add_watch
+            self._rm_watch = libc.inotify_rm_watch
+        except AttributeError as exc:
+            raise OSError(errno.ENOSYS, "inotify is not available on this system") from exc
+        self._init1.argtypes = [ctypes.c_int]
+        self._init1.restype = ctypes.c_int
+        self._add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        self._add_watch.restype = ctypes.c_int
+        self._rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
+        self._rm_watch.restype = ctypes.c_int
+        fd = int(self._init1(IN_NONBLOCK | IN_CLOEXEC))
+        if fd < 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"inotify_init1: {os.strerror(code)}")
+        self.fd = fd
+
+    def add_watch(self, path: str, mask: int) -> int:
+        wd = int(self._add_watch(self.fd, os.fsencode(path), mask))
+        if wd < 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), path)
+        return wd
+
+    def rm_watch(self, wd: int) -> None:
+        self._rm_watch(self.fd, wd)
+
+    def read_events(self) -> list[InotifyEvent]:
+        """Every event queued now (an empty list if none)."""
+        events: list[InotifyEvent] = []
+        while True:
+            try:
+                data = os.read(self.fd, _READ_SIZE)
+            except BlockingIOError:
+                return events
+            if not data:
+                return events
+            events.extend(parse_events(data))
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+# -- the watched folder ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Batch:
+    """What one round of events asks for."""
+
+    read: set[str]
+    remove_now: set[str]
+    remove_later: set[str]
+    rescan: bool = False
+
+
+class DirectorySource:
+    """Keeps ``sink`` in step with the YAML files under ``root`` (see the module docstring).
+
+    ``start()`` reads the folder, reports it with ``replace_all``, ``set_problems`` and
+    ``mark_synced``, then follows changes on the running event loop. A change is applied in the
+    same loop turn the kernel reports it: no polling and no delay, except that a file that vanishes
+    without being renamed to another YAML file keeps its objects for ``removal_grace`` seconds,
+    so an editor's backup-rename-then-write save never withdraws them. Sink calls are made only for
+    objects whose file changed.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        sink: ObjectSink,
+        *,
+        name: str = "directory",
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        removal_grace: float = DEFAULT_REMOVAL_GRACE,
+    ) -> None:
+        self.root = os.path.normpath(os.fspath(root))
+        self.name = name
+        self._sink = sink
+        self._max_file_bytes = max_file_bytes
+        self._removal_grace = removal_grace
+        self._inotify: Inotify | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._folders: dict[str, int] = {}
+        self._wd_folders: dict[int, str] = {}
+        self._files: dict[str, ParsedFile] = {}
+        self._removals: dict[str, asyncio.TimerHandle] = {}
+        self._watch_problems: dict[str, SourceProblem] = {}
+        self._merged: dict[ObjectKey, KubeObject] = {}
+        self._problems: tuple[SourceProblem, ...] = ()
+
+    async def start(self) -> None:
+        """Read the folder, report it as synced, and start following it."""
+        if self._inotify is not None:
+            raise RuntimeError("already started")
+        if not os.path.isdir(self.root):
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", self.root)
+        self._loop = asyncio.get_running_loop()
+        self._inotify = Inotify()
+        try:
+            self._inotify.add_watch(self.root, _FOLDER_EVENTS)
+            self._files = {path: self._parse(path) for path in self._watch_tree(self.root)}
+            self._merged, problems = self._merge()
+            self._problems = tuple(problems)
+            self._sink.replace_all(self.name, self._merged.values())
+            self._sink.set_problems(self.name, self._problems)
+            self._sink.mark_synced(self.name)
+            self._loop.add_reader(self._inotify.fd, self._on_events)
+        except BaseException:
+            self._close()
+            raise
+
+    async def stop(self) -> None:
+        """Stop following the folder (what was reported stays reported)."""
+        self._close()
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def _on_events(self) -> None:
+        if self._inotify is None:
+            return
+        events = self._inotify.read_events()
+        if events:
+            self._apply(self._batch(events))
+
+    def _batch(self, events: list[InotifyEvent]) -> _Batch:
+        """Sort ``events`` into files to read and remove; folders are watched and unwatched here.
+
+        A file renamed to another YAML file in the folder is removed at once; any other file that
+        vanishes waits out the removal grace.
+        """
+        batch = _Batch(read=set(), remove_now=set(), remove_later=set())
+        renamed_in = {
+            event.cookie
+            for event in events
+            if event.mask & IN_MOVED_TO
+            and event.wd in self._wd_folders
+            and (event.mask & IN_ISDIR or is_config_name(event.name))
+            and not event.name.startswith(".")
+        }
+        for event in events:
+            if event.mask & IN_Q_OVERFLOW:
+                batch.rescan = True
+                continue
+            folder = self._wd_folders.get(event.wd)
+            if folder is None:
+                continue
+            if event.mask & IN_IGNORED:
+                self._forget_watch(event.wd)
+                continue
+            if event.mask & IN_DELETE_SELF:
+                if folder == self.root:
+                    self._watch_problems[folder] = SourceProblem(
+                        "the watched folder was removed", file=folder
+                    )
+                continue
+            path = os.path.join(folder, event.name)
+            if event.name.startswith(".."):
+                # Kubernetes updates a mounted ConfigMap by renaming a "..data" symlink into place.
+                batch.rescan = batch.rescan or bool(event.mask & IN_MOVED_TO)
+                continue
+            if event.name.startswith("."):
+                continue
+            removal = batch.remove_now if event.cookie in renamed_in else batch.remove_later
+            if event.mask & IN_ISDIR:
+                if event.mask & (IN_CREATE | IN_MOVED_TO):
+                    batch.read.update(self._watch_tree(path))
+                elif event.mask & (IN_DELETE | IN_MOVED_FROM):
+                    self._unwatch_tree(path)
+                    removal.update(self._files_under(path))
+            elif is_config_name(event.name):
+                written = event.mask & (IN_CLOSE_WRITE | IN_MOVED_TO)
+                if written or (event.mask & IN_CREATE and os.path.islink(path)):
+                    batch.read.add(path)
+                elif event.mask & (IN_DELETE | IN_MOVED_FROM):
+                    removal.add(path)
+        return batch
+
+    def _apply(self, batch: _Batch) -> None:
+        if batch.rescan:
+            self._rescan()
+            return
+        for path in batch.remove_now - batch.read:
+            self._cancel_removal(path)
+            self._files.pop(path, None)
+        for path in batch.remove_later - batch.read:
+            self._schedule_removal(path)
+        for path in sorted(batch.read):
+            self._cancel_removal(path)
+            try:
+                parsed = self._parse(path)
+            except FileNotFoundError:
+                self._schedule_removal(path)
+                continue
+            self._files[path] = self._keep_previous(parsed)
+        self._publish()
+
+    def _keep_previous(self, parsed: ParsedFile) -> ParsedFile:
+        previous = self._files.get(parsed.path)
+        if parsed.complete or previous is None:
+            return parsed
+        return ParsedFile(parsed.path, previous.objects, parsed.problems, complete=False)
+
+    def _rescan(self) -> None:
+        """Read the whole folder again (after an event queue overflow or a ConfigMap swap)."""
+        log.info("reading the whole folder again", extra={"config_dir": self.root})
+        for handle in self._removals.values():
+            handle.cancel()
+        self._removals.clear()
+        files: dict[str, ParsedFile] = {}
+        for path in self._watch_tree(self.root):
+            try:
+                files[path] = self._keep_previous(self._parse(path))
+            except FileNotFoundError:
+                continue
+        self._files = files
+        self._publish()
+
+    # -- removals ---------------------------------------------------------------------------------
+
+    def _schedule_removal(self, path: str) -> None:
+        if path not in self._files or path in self._removals or self._loop is None:
+            return
+        self._removals[path] = self._loop.call_later(
+            self._removal_grace, self._expire_removal, path
+        )
+
+    def _cancel_removal(self, path: str) -> None:
+        handle = self._removals.pop(path, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _expire_removal(self, path: str) -> None:
+        self._removals.pop(path, None)
+        if os.path.isfile(path):
+            return  # written again; its own event brings the new content
+        if self._files.pop(path, None) is not None:
+            self._publish()
+
+    # -- watches ----------------------------------------------------------------------------------
+
+    def _watch_tree(self, top: str) -> list[str]:
+        """Watch ``top`` and every folder under it; return the config files found there."""
+        files, folders = config_files(top)
+        for folder in folders:
+            self._watch(folder)
+        return files
+
+    def _watch(self, folder: str) -> None:
+        assert self._inotify is not None
+        try:
+            wd = self._inotify.add_watch(folder, _FOLDER_EVENTS)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            self._watch_problems[folder] = SourceProblem(
+                f"cannot watch folder: {reason}", file=folder
+            )
+            return
+        self._watch_problems.pop(folder, None)
+        stale = self._folders.get(folder)
+        if stale is not None and stale != wd:
+            self._wd_folders.pop(stale, None)
+        self._folders[folder] = wd
+        self._wd_folders[wd] = folder
+
+    def _unwatch_tree(self, top: str) -> None:
+        prefix = top + os.sep
+        for folder in [f for f in self._folders if f == top or f.startswith(prefix)]:
+            wd = self._folders.pop(folder)
+            self._wd_folders.pop(wd, None)
+            self._watch_problems.pop(folder, None)
+            if self._inotify is not None:
+                self._inotify.rm_watch(wd)
+
+    def _forget_watch(self, wd: int) -> None:
+        """The kernel dropped watch ``wd`` (its folder is gone); the folder may be watched anew."""
+        folder = self._wd_folders.pop(wd, None)
+        if folder is not None and self._folders.get(folder) == wd:
+            del self._folders[folder]
+
+    def _files_under(self, top: str) -> list[str]:
+        prefix = top + os.sep
+        return [path for path in self._files if path.startswith(prefix)]
+
+    # -- reporting --------------------------------------------------------------------------------
+
+    def _parse(self, path: str) -> ParsedFile:
+        return parse_file(path, max_bytes=self._max_file_bytes)
+
+    def _merge(self) -> tuple[dict[ObjectKey, KubeObject], list[SourceProblem]]:
+        merged, problems = merge_files(self._files.values())
+        problems.extend(self._watch_problems[folder] for folder in sorted(self._watch_problems))
+        return merged, problems
+
+    def _publish(self) -> None:
+        merged, problems = self._merge()
+        for key, obj in merged.items():
+            if self._merged.get(key) is not obj:
+                self._sink.upsert(self.name, obj)
+        for key in self._merged.keys() - merged.keys():
+            self._sink.delete(self.name, key)
+        self._merged = merged
+        if tuple(problems) != self._problems:
+            self._problems = tuple(problems)
+            self._sink.set_problems(self.name, self._problems)
+
+    def _close(self) -> None:
+        for handle in self._removals.values():
+            handle.cancel()
+        self._removals.clear()
+        if self._inotify is None:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(self._inotify.fd)
+        self._inotify.close()
+        self._inotify = None
+        self._folders.clear()
+        self._wd_folders.clear()
