@@ -1,0 +1,321 @@
+"""`splitplane serve`: the one place the pieces are wired together.
+
+    source(s) ──► ObjectStore ──► translate ──► build per node group ──► SnapshotCache ──► xDS
+    (folder or     (debounced,     (pure, with     (pure)                  (consistent,
+     Kubernetes)    sync gate)      last good)                              content hashes)
+
+Everything runs on one asyncio event loop; Kubernetes informer threads hand their events to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf.message import Message
+
+from translators.build import build_group
+from translators.diagnostics import Diagnostic
+from translators.model import MeshModel, NodeGroup, Role
+from translators.translate import Translation, translate, translate_endpoints
+from xds_server.cache import Snapshot, SnapshotCache, snapshot_from_messages
+from xds_server.client_status import ClientRegistry, ClientView
+from xds_server.debug_http import start_debug_server
+from xds_server.grpc_server import ServerOptions, start_xds_server
+from xds_server.logs import configure_logging
+from xds_server.metrics import Metrics
+from xds_server.problems import diagnostics_from_problems
+from xds_server.store import DEFAULT_MAX_DELAY, DEFAULT_QUIET, ObjectStore, StoreChange
+
+log = logging.getLogger("splitplane")
+
+Stopper = Callable[[], Awaitable[None]]
+
+# Groups built before any node asks: the defaults every bootstrap uses.
+DEFAULT_GROUPS = ("sidecar:15001", "gateway:8080", "proxyless")
+
+
+def parse_group(key: str) -> NodeGroup | None:
+    """``sidecar:15001`` → NodeGroup(SIDECAR, 15001); None for a key no role matches."""
+    role_name, _, port_text = key.partition(":")
+    try:
+        role = Role(role_name)
+    except ValueError:
+        return None
+    if not port_text:
+        return NodeGroup(role)
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        return None
+    return NodeGroup(role, int(port_text))
+
+
+@dataclass
+class ControlPlane:
+    """The server's state: the store, the last translation, the cache, and the clients.
+
+    Implements the debug endpoint's ``DebugState``.
+    """
+
+    quiet: float = DEFAULT_QUIET
+    max_delay: float = DEFAULT_MAX_DELAY
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def __post_init__(self) -> None:
+        self.clients_registry = ClientRegistry(observer=self.metrics)
+        self.cache = SnapshotCache(on_group_requested=self._on_group_requested)
+        self.store = ObjectStore(self._on_change, quiet=self.quiet, max_delay=self.max_delay)
+        self._translation: Translation | None = None
+        self._diagnostics: tuple[Diagnostic, ...] = ()
+        self._groups: set[str] = set(DEFAULT_GROUPS)
+        self._published = False
+        self.xds_port = 0  # bound ports, known once serving
+        self.debug_port = 0
+
+    # -- DebugState ---------------------------------------------------------------------------
+
+    def snapshots(self) -> Mapping[str, Snapshot]:
+        return {g: s for g in self.cache.groups() if (s := self.cache.snapshot(g)) is not None}
+
+    def clients(self) -> Sequence[ClientView]:
+        return self.clients_registry.views()
+
+    def model(self) -> MeshModel | None:
+        return self._translation.model if self._translation else None
+
+    def diagnostics(self) -> Sequence[Diagnostic]:
+        return self._diagnostics
+
+    def is_ready(self) -> bool:
+        return self._published
+
+    # -- the pipeline -------------------------------------------------------------------------
+
+    def _on_change(self, change: StoreChange) -> None:
+        started = time.perf_counter()
+        objects = self.store.objects()
+        previous = self._translation
+        if previous is not None and change.endpoints_only:
+            translation = translate_endpoints(previous, objects)
+        else:
+            translation = translate(objects, previous=previous)
+        self._translation = translation
+        self._set_diagnostics(
+            tuple(
+                sorted(
+                    [*diagnostics_from_problems(self.store.problems()), *translation.diagnostics]
+                )
+            )
+        )
+        if previous is None or previous.model != translation.model or not self._published:
+            for group in sorted(self._groups):
+                self._publish(group, translation.model)
+            self._published = True
+        self.metrics.push_time.observe(time.perf_counter() - started)
+
+    def _set_diagnostics(self, diagnostics: tuple[Diagnostic, ...]) -> None:
+        before = set(self._diagnostics)
+        for diagnostic in diagnostics:
+            if diagnostic not in before:
+                level = logging.ERROR if diagnostic.is_error else logging.WARNING
+                log.log(level, diagnostic.render(), extra={"diagnostic": diagnostic.as_dict()})
+        self._diagnostics = diagnostics
+        counts = {"error": 0, "warning": 0}
+        for diagnostic in diagnostics:
+            counts[diagnostic.severity.value] += 1
+        for severity, count in counts.items():
+            self.metrics.diagnostics.set(severity, value=count)
+
+    def _publish(self, key: str, model: MeshModel) -> None:
+        group = parse_group(key)
+        if group is None:
+            log.warning("a node asked for group %r, which no role serves", key)
+            return
+        resources: Mapping[str, Sequence[Message]] = build_group(model, group)
+        snapshot = snapshot_from_messages(resources)
+        if self.cache.set_snapshot(key, snapshot):
+            self.metrics.snapshots.inc(key)
+            log.info(
+                "published snapshot",
+                extra={"group": key, "versions": snapshot.versions},
+            )
+
+    def _on_group_requested(self, key: str) -> None:
+        self._groups.add(key)
+        if self._translation is not None:
+            self._publish(key, self._translation.model)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    config_dir: Path | None = None
+    kubeconfig: str | None = None
+    in_cluster: bool = False
+    namespaces: tuple[str, ...] = ()
+    xds_address: str = "0.0.0.0:15010"
+    debug_address: str = "127.0.0.1:15014"
+    max_concurrent_streams: int = 10_000
+    drain_seconds: float = 5.0
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+async def serve(
+    options: ServeOptions,
+    plane: ControlPlane | None = None,
+    stop: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Serve until ``stop`` is set — by default on SIGTERM or SIGINT — then drain and stop.
+
+    ``ready`` is set once the servers are bound and the sources started (embedders such as the
+    demo pass their own ``plane`` and ``stop``).
+    """
+    plane = plane or ControlPlane()
+    loop = asyncio.get_running_loop()
+    signals = stop is None
+    stop = stop or asyncio.Event()
+    if signals:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+
+    server, xds_port = await start_xds_server(
+        plane.cache,
+        plane.clients_registry,
+        options.xds_address,
+        ServerOptions(max_concurrent_streams=options.max_concurrent_streams),
+    )
+    debug_host, debug_port = split_address(options.debug_address)
+    debug = await start_debug_server(plane, debug_host, debug_port)
+    plane.xds_port = xds_port
+    plane.debug_port = debug.sockets[0].getsockname()[1]
+    log.info(
+        "serving",
+        extra={"xds_port": xds_port, "debug_address": f"{debug_host}:{plane.debug_port}"},
+    )
+
+    stop_sources = await _start_sources(options, plane, loop)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        log.info("draining", extra={"seconds": options.drain_seconds})
+        if signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+        await stop_sources()
+        plane.store.close()
+        debug.close()
+        await server.stop(options.drain_seconds)
+        await debug.wait_closed()
+        log.info("stopped")
+
+
+async def _start_sources(
+    options: ServeOptions, plane: ControlPlane, loop: asyncio.AbstractEventLoop
+) -> Stopper:
+    if options.config_dir is not None:
+        from xds_server.sources.directory import DirectorySource
+
+        directory = DirectorySource(options.config_dir, plane.store)
+        await directory.start()
+        log.info("watching folder", extra={"config_dir": str(options.config_dir)})
+
+        async def stop_directory() -> None:
+            await directory.stop()
+
+        return stop_directory
+
+    from xds_server.sources.kubernetes import KubernetesSource, api_client_from_flags
+
+    api = api_client_from_flags(kubeconfig=options.kubeconfig, in_cluster=options.in_cluster)
+
+    def call_soon(call: Callable[[], None]) -> None:
+        loop.call_soon_threadsafe(call)
+
+    source = KubernetesSource(api, plane.store, namespaces=options.namespaces, call_soon=call_soon)
+    plane.store.register_source(source.name)
+    source.start()
+    log.info("watching Kubernetes", extra={"namespaces": list(options.namespaces) or "all"})
+
+    async def stop_kubernetes() -> None:
+        await asyncio.to_thread(source.stop)
+
+    return stop_kubernetes
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--config-dir",
+        type=Path,
+        metavar="DIR",
+        help="watch a folder of YAML files (*.yaml, *.yml, multi-document) instead of a cluster",
+    )
+    where.add_argument(
+        "--kubeconfig", metavar="PATH", help="watch the Kubernetes cluster this kubeconfig names"
+    )
+    where.add_argument(
+        "--in-cluster",
+        action="store_true",
+        help="watch the cluster the server runs in (its service account)",
+    )
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch only this namespace (repeatable; default: all namespaces)",
+    )
+    parser.add_argument(
+        "--xds-address",
+        default="0.0.0.0:15010",
+        metavar="HOST:PORT",
+        help="where Envoy and gRPC clients connect for ADS (default 0.0.0.0:15010)",
+    )
+    parser.add_argument(
+        "--debug-address",
+        default="127.0.0.1:15014",
+        metavar="HOST:PORT",
+        help="debug HTTP endpoint, /metrics and probes (default 127.0.0.1:15014)",
+    )
+    parser.add_argument(
+        "--max-streams",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="cap on concurrent xDS streams (default 10000)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="log level (default info); logs are JSON unless stderr is a terminal",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    if args.config_dir is not None and not args.config_dir.is_dir():
+        log.error("--config-dir %s is not a folder", args.config_dir)
+        return 2
+    options = ServeOptions(
+        config_dir=args.config_dir,
+        kubeconfig=args.kubeconfig,
+        in_cluster=args.in_cluster,
+        namespaces=tuple(args.namespace),
+        xds_address=args.xds_address,
+        debug_address=args.debug_address,
+        max_concurrent_streams=args.max_streams,
+    )
+    asyncio.run(serve(options))
+    return 0

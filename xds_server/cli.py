@@ -1,0 +1,52 @@
+"""The `splitplane` command line.
+
+Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and
+``run(args) -> int`` (the exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand → (module that implements it, one-line summary)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": (
+        "xds_server.app",
+        "run the xDS control plane on a folder of YAML or a Kubernetes cluster",
+    ),
+    "validate": ("xds_server.validate", "check YAML files offline and print every diagnostic"),
+    "status": ("xds_server.status", "show every connected proxy's sync state (like proxy-status)"),
+    "snapshot": ("xds_server.snapshot_cli", "print the resources the server holds for a node"),
+    "bootstrap": ("xds_server.bootstrap", "print an Envoy (or proxyless gRPC) bootstrap"),
+    "demo": ("xds_server.demo", "walk a canary 100/0 → 0/100 with real Envoy and local backends"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="splitplane",
+        description="splitplane: an xDS control plane for service-mesh traffic splitting.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, summary) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=summary, description=summary)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args._run(args)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
