@@ -1,0 +1,262 @@
+"""Cold translation benchmark: N services → model → Envoy resources for three node groups.
+
+Each service has one HTTP port, two subsets (a DestinationRule), a 90/10 VirtualService and two
+ready pods per subset behind an EndpointSlice. Every run happens in a fresh interpreter, so the
+time is cold and the peak RSS is that run's own.
+
+    .venv/bin/python benchmarks/translate.py                 # 1k and 10k services, 3 runs each
+    .venv/bin/python benchmarks/translate.py --sizes 10000 --runs 5 --record
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+NAMESPACE = "bench"
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "## translate"
+
+
+def service_objects(index: int) -> list[dict[str, Any]]:
+    """One service with its pods, EndpointSlice, DestinationRule and VirtualService."""
+    name = f"svc-{index}"
+    meta = {"name": name, "namespace": NAMESPACE}
+    pods: list[dict[str, Any]] = []
+    endpoints = []
+    for version in ("v1", "v2"):
+        for replica in range(2):
+            pod = f"{name}-{version}-{replica}"
+            ip = f"10.{index // 250 % 250}.{index % 250}.{len(pods) + 1}"
+            pods.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": pod,
+                        "namespace": NAMESPACE,
+                        "labels": {"app": name, "version": version},
+                    },
+                    "status": {
+                        "phase": "Running",
+                        "podIP": ip,
+                        "conditions": [{"type": "Ready", "status": "True"}],
+                    },
+                }
+            )
+            endpoints.append(
+                {
+                    "addresses": [ip],
+                    "conditions": {"ready": True},
+                    "zone": f"zone-{replica}",
+                    "targetRef": {"kind": "Pod", "name": pod, "namespace": NAMESPACE},
+                }
+            )
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta,
+            "spec": {
+                "selector": {"app": name},
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
+            },
+        },
+        *pods,
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"{name}-abcde",
+                "namespace": NAMESPACE,
+                "labels": {"kubernetes.io/service-name": name},
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": endpoints,
+        },
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": meta,
+            "spec": {
+                "host": name,
+                "subsets": [
+                    {"name": "v1", "labels": {"version": "v1"}},
+                    {"name": "v2", "labels": {"version": "v2"}},
+                ],
+            },
+        },
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {**meta, "creationTimestamp": "2024-01-01T00:00:00Z"},
+            "spec": {
+                "hosts": [name],
+                "http": [
+                    {
+                        "route": [
+                            {"destination": {"host": name, "subset": "v1"}, "weight": 90},
+                            {"destination": {"host": name, "subset": "v2"}, "weight": 10},
+                        ]
+                    }
+                ],
+            },
+        },
+    ]
+
+
+def child(size: int, gc_threshold: int) -> dict[str, Any]:
+    """One cold run in this process: translate, build three groups, serialize every resource."""
+    if gc_threshold:
+        gc.set_threshold(gc_threshold, 50, 1000)
+    from translators import resources
+    from translators.build import build_group
+    from translators.model import NodeGroup, Role
+    from translators.translate import translate
+
+    groups = (
+        NodeGroup(Role.SIDECAR, 15001),
+        NodeGroup(Role.GATEWAY, 8080),
+        NodeGroup(Role.PROXYLESS),
+    )
+    objects = [obj for index in range(size) for obj in service_objects(index)]
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cpu_start = time.process_time()
+    start = time.perf_counter()
+    translation = translate(objects)
+    translated = time.perf_counter()
+    built = [build_group(translation.model, group) for group in groups]
+    done_build = time.perf_counter()
+    serialized: dict[int, bytes] = {}
+    counts: dict[str, int] = {}
+    for group_resources in built:
+        for type_url, items in group_resources.items():
+            counts[type_url] = counts.get(type_url, 0) + len(items)
+            for message in items:
+                if id(message) not in serialized:
+                    serialized[id(message)] = resources.serialize(message)
+    end = time.perf_counter()
+    cpu = time.process_time() - cpu_start
+    return {
+        "size": size,
+        "seconds": end - start,
+        "cpu_seconds": cpu,
+        "translate_seconds": translated - start,
+        "build_seconds": done_build - translated,
+        "serialize_seconds": end - done_build,
+        "bytes": sum(len(b) for b in serialized.values()),
+        "resources": {url.rsplit(".", 1)[-1]: n for url, n in counts.items()},
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "input_rss_mb": rss_before / 1024,
+    }
+
+
+def run_fresh(size: int, gc_threshold: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(size), "--gc-threshold", str(gc_threshold)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def summary(size: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    def median(key: str) -> float:
+        return float(statistics.median(r[key] for r in runs))
+
+    return {
+        "size": size,
+        "runs": len(runs),
+        "seconds": median("seconds"),
+        "cpu_seconds": median("cpu_seconds"),
+        "translate_seconds": median("translate_seconds"),
+        "build_seconds": median("build_seconds"),
+        "serialize_seconds": median("serialize_seconds"),
+        "mb": median("bytes") / 1e6,
+        "peak_rss_mb": median("peak_rss_mb"),
+        "input_rss_mb": median("input_rss_mb"),
+        "resources": runs[0]["resources"],
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| services | cold total (s) | CPU (s) | translate (s) | build 3 groups (s) "
+        "| serialize (s) | serialized (MB) | peak RSS (MB) | RSS of input objects (MB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['size']} | {r['seconds']:.2f} | {r['cpu_seconds']:.2f} "
+            f"| {r['translate_seconds']:.2f} "
+            f"| {r['build_seconds']:.2f} | {r['serialize_seconds']:.2f} | {r['mb']:.1f} "
+            f"| {r['peak_rss_mb']:.0f} | {r['input_rss_mb']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def record(text: str) -> None:
+    """Write the translate section of RESULTS.md, keeping every other section."""
+    existing = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmarks\n"
+    head, found, rest = existing.partition(SECTION + "\n")
+    if found:
+        following = rest.find("\n## ")
+        tail = rest[following + 1 :] if following >= 0 else ""
+        existing = head + text + ("\n" + tail if tail else "")
+    else:
+        existing = existing.rstrip("\n") + "\n\n" + text
+    RESULTS.write_text(existing, encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--record", action="store_true", help="write the figures to RESULTS.md")
+    parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        default=0,
+        help="collector generation-0 threshold (0 = Python's default); a server may raise it",
+    )
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        print(json.dumps(child(args.child, args.gc_threshold)))
+        return
+    rows = []
+    for size in args.sizes:
+        runs = [run_fresh(size, args.gc_threshold) for _ in range(args.runs)]
+        rows.append(summary(size, runs))
+        print(json.dumps(rows[-1]), flush=True)
+    print(table(rows))
+    if args.record:
+        command = "python benchmarks/translate.py " + " ".join(sys.argv[1:])
+        counts = ", ".join(f"{n} {kind}" for kind, n in rows[-1]["resources"].items())
+        record(
+            f"{SECTION}\n\n"
+            "Cold translation (fresh interpreter per run; median of "
+            f"{args.runs} runs): `translate` + `build_group` for sidecar:15001, gateway:8080 and "
+            "proxyless + serializing every distinct resource once. Each service: one HTTP port, "
+            "2 subsets, a 90/10 VirtualService, 4 ready pods in an EndpointSlice. "
+            "Target: 10k services ≤ 2 s.\n\n"
+            f"Command: `{command}`\n\n"
+            f"{table(rows)}\n\n"
+            f"Resources summed over the three groups at {rows[-1]['size']} services: {counts}.\n"
+        )
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    main()

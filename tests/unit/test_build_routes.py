@@ -1,0 +1,512 @@
+"""Model virtual hosts and rules → Envoy route configurations."""
+
+from __future__ import annotations
+
+import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.type.v3 import percent_pb2
+
+from translators.build_routes import (
+    DEFAULT_RETRY_ON,
+    FAULT_FILTER,
+    build_routes,
+    gateway_route_table,
+    port_route_tables,
+    route_match,
+    sidecar_route_table,
+)
+from translators.model import (
+    Cluster,
+    ConsistentHash,
+    Fault,
+    HeaderOperations,
+    Headers,
+    HttpRoute,
+    KeyMatch,
+    MatchKind,
+    MeshModel,
+    Mirror,
+    Redirect,
+    RetryPolicy,
+    Rewrite,
+    RouteMatch,
+    StringMatch,
+    TrafficPolicy,
+    VirtualHost,
+    WeightedCluster,
+)
+
+V1 = "outbound|80|v1|reviews.default.svc.cluster.local"
+V2 = "outbound|80|v2|reviews.default.svc.cluster.local"
+TO_V1 = (WeightedCluster(V1, 100),)
+
+
+def one_route(route: HttpRoute, clusters: dict[str, Cluster] | None = None) -> rc.Route:
+    routes = build_routes(route, clusters or {})
+    assert len(routes) == 1
+    return routes[0]
+
+
+def match_of(match: RouteMatch) -> rc.RouteMatch:
+    return one_route(HttpRoute(matches=(match,), destinations=TO_V1)).match
+
+
+def exact(value: str) -> StringMatch:
+    return StringMatch(MatchKind.EXACT, value)
+
+
+def service_host(name: str, port: int, *extra: str) -> VirtualHost:
+    fqdn = f"{name}.default.svc.cluster.local"
+    return VirtualHost(
+        name=f"{fqdn}:{port}",
+        port=port,
+        hosts=(name, f"{name}.default", f"{name}.default.svc", fqdn, *extra),
+        routes=(HttpRoute(destinations=(WeightedCluster(f"outbound|{port}||{fqdn}", 100),)),),
+    )
+
+
+def domains(table: route_pb2.RouteConfiguration) -> dict[str, list[str]]:
+    return {vh.name: list(vh.domains) for vh in table.virtual_hosts}
+
+
+def all_domains(table: route_pb2.RouteConfiguration) -> list[str]:
+    return [d for vh in table.virtual_hosts for d in vh.domains]
+
+
+# ------------------------------------------------------------------------------------------------
+# Matches
+
+
+def test_a_rule_without_matches_matches_every_path() -> None:
+    route = one_route(HttpRoute(destinations=TO_V1))
+    assert route.match.prefix == "/"
+
+
+@pytest.mark.parametrize(
+    ("uri", "field", "value"),
+    [
+        (StringMatch(MatchKind.EXACT, "/login"), "path", "/login"),
+        (StringMatch(MatchKind.PREFIX, "/api"), "prefix", "/api"),
+        (StringMatch(MatchKind.PATH_PREFIX, "/api/"), "path_separated_prefix", "/api"),
+        (StringMatch(MatchKind.PATH_PREFIX, "/api"), "path_separated_prefix", "/api"),
+        (StringMatch(MatchKind.PATH_PREFIX, "/"), "prefix", "/"),
+    ],
+)
+def test_uri_match_kinds(uri: StringMatch, field: str, value: str) -> None:
+    match = match_of(RouteMatch(uri=uri))
+    assert match.WhichOneof("path_specifier") == field
+    assert getattr(match, field) == value
+
+
+def test_uri_regex_is_a_safe_regex() -> None:
+    match = match_of(RouteMatch(uri=StringMatch(MatchKind.REGEX, "/v[0-9]+/.*")))
+    assert match.safe_regex.regex == "/v[0-9]+/.*"
+
+
+def test_ignore_uri_case_makes_the_match_case_insensitive() -> None:
+    match = match_of(RouteMatch(uri=StringMatch(MatchKind.PREFIX, "/A"), ignore_uri_case=True))
+    assert match.HasField("case_sensitive")
+    assert match.case_sensitive.value is False
+
+
+@pytest.mark.parametrize(
+    ("string_match", "field"),
+    [
+        (StringMatch(MatchKind.EXACT, "jason"), "exact"),
+        (StringMatch(MatchKind.PREFIX, "ja"), "prefix"),
+    ],
+)
+def test_header_value_matches(string_match: StringMatch, field: str) -> None:
+    match = match_of(RouteMatch(headers=(KeyMatch("end-user", string_match),)))
+    header = match.headers[0]
+    assert header.name == "end-user"
+    assert getattr(header.string_match, field) == string_match.value
+    assert not header.invert_match
+
+
+def test_header_regex_match() -> None:
+    match = match_of(RouteMatch(headers=(KeyMatch("x", StringMatch(MatchKind.REGEX, "a+")),)))
+    assert match.headers[0].string_match.safe_regex.regex == "a+"
+
+
+def test_header_presence_and_inverted_match() -> None:
+    match = match_of(
+        RouteMatch(headers=(KeyMatch("x-debug"), KeyMatch("end-user", exact("jason"), True)))
+    )
+    assert match.headers[0].present_match
+    assert match.headers[1].invert_match
+    assert match.headers[1].string_match.exact == "jason"
+
+
+def test_query_parameter_value_and_presence() -> None:
+    match = match_of(RouteMatch(query_params=(KeyMatch("v", exact("2")), KeyMatch("debug"))))
+    assert match.query_parameters[0].name == "v"
+    assert match.query_parameters[0].string_match.exact == "2"
+    assert match.query_parameters[1].present_match
+
+
+def test_scheme_method_and_authority_match_pseudo_headers() -> None:
+    match = match_of(
+        RouteMatch(scheme=exact("https"), method=exact("GET"), authority=exact("a.example.com"))
+    )
+    assert {h.name: h.string_match.exact for h in match.headers} == {
+        ":scheme": "https",
+        ":method": "GET",
+        ":authority": "a.example.com",
+    }
+
+
+def test_each_match_of_a_rule_is_its_own_route_in_order() -> None:
+    rule = HttpRoute(
+        name="r",
+        matches=(RouteMatch(uri=exact("/a")), RouteMatch(uri=exact("/b"))),
+        destinations=TO_V1,
+    )
+    routes = build_routes(rule, {})
+    assert [r.match.path for r in routes] == ["/a", "/b"]
+    assert {r.name for r in routes} == {"r"}
+
+
+def test_matches_for_another_port_are_left_out() -> None:
+    rule = HttpRoute(
+        matches=(RouteMatch(uri=exact("/a"), port=80), RouteMatch(uri=exact("/b"), port=9080)),
+        destinations=TO_V1,
+    )
+    assert [r.match.path for r in build_routes(rule, {}, port=80)] == ["/a"]
+    assert build_routes(HttpRoute(matches=(RouteMatch(port=9080),)), {}, port=80) == []
+
+
+def test_route_match_without_model_match_is_prefix_slash() -> None:
+    assert route_match(None).prefix == "/"
+
+
+# ------------------------------------------------------------------------------------------------
+# Destinations
+
+
+def test_one_destination_is_a_plain_cluster() -> None:
+    action = one_route(HttpRoute(destinations=TO_V1)).route
+    assert action.cluster == V1
+    assert not action.HasField("weighted_clusters")
+
+
+def test_several_destinations_are_weighted_clusters_without_total_weight() -> None:
+    rule = HttpRoute(destinations=(WeightedCluster(V1, 90), WeightedCluster(V2, 10)))
+    weighted = one_route(rule).route.weighted_clusters
+    assert [(c.name, c.weight.value) for c in weighted.clusters] == [(V1, 90), (V2, 10)]
+    assert not weighted.HasField("total_weight")
+
+
+def test_weight_zero_destinations_are_omitted() -> None:
+    rule = HttpRoute(destinations=(WeightedCluster(V1, 100), WeightedCluster(V2, 0)))
+    assert one_route(rule).route.cluster == V1
+
+
+def test_weighted_destination_header_operations_stay_per_cluster() -> None:
+    headers = Headers(
+        request=HeaderOperations(set=(("x-version", "v2"),), remove=("x-old",)),
+        response=HeaderOperations(add=(("x-served-by", "v2"),)),
+    )
+    rule = HttpRoute(destinations=(WeightedCluster(V1, 50), WeightedCluster(V2, 50, headers)))
+    second = one_route(rule).route.weighted_clusters.clusters[1]
+    assert second.request_headers_to_add[0].header.key == "x-version"
+    assert (
+        second.request_headers_to_add[0].append_action
+        == base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+    )
+    assert list(second.request_headers_to_remove) == ["x-old"]
+    assert second.response_headers_to_add[0].header.value == "v2"
+    assert (
+        second.response_headers_to_add[0].append_action
+        == base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
+    )
+
+
+def test_single_destination_headers_move_to_the_route() -> None:
+    headers = Headers(request=HeaderOperations(set=(("x-a", "1"),)))
+    route = one_route(HttpRoute(destinations=(WeightedCluster(V1, 100, headers),)))
+    assert [h.header.key for h in route.request_headers_to_add] == ["x-a"]
+
+
+def test_route_header_operations_skip_pseudo_headers_and_host() -> None:
+    headers = Headers(
+        request=HeaderOperations(set=((":path", "/x"), ("Host", "h"), ("x-ok", "1"))),
+        response=HeaderOperations(remove=("server",)),
+    )
+    route = one_route(HttpRoute(destinations=TO_V1, headers=headers))
+    assert [h.header.key for h in route.request_headers_to_add] == ["x-ok"]
+    assert list(route.response_headers_to_remove) == ["server"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Redirect and rewrite
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (301, rc.RedirectAction.MOVED_PERMANENTLY),
+        (302, rc.RedirectAction.FOUND),
+        (303, rc.RedirectAction.SEE_OTHER),
+        (307, rc.RedirectAction.TEMPORARY_REDIRECT),
+        (308, rc.RedirectAction.PERMANENT_REDIRECT),
+    ],
+)
+def test_redirect_codes(code: int, expected: int) -> None:
+    route = one_route(HttpRoute(redirect=Redirect(uri="/new", code=code)))
+    assert route.redirect.response_code == expected
+    assert not route.HasField("route")
+
+
+def test_redirect_rewrites_path_host_port_and_scheme() -> None:
+    redirect = Redirect(uri="/v2", authority="new.example.com", port=8443, scheme="https")
+    out = one_route(HttpRoute(redirect=redirect)).redirect
+    assert (out.path_redirect, out.host_redirect, out.port_redirect, out.scheme_redirect) == (
+        "/v2",
+        "new.example.com",
+        8443,
+        "https",
+    )
+
+
+def test_rewrite_of_a_prefix_match_replaces_the_prefix() -> None:
+    rule = HttpRoute(
+        matches=(RouteMatch(uri=StringMatch(MatchKind.PREFIX, "/old")),),
+        destinations=TO_V1,
+        rewrite=Rewrite(uri="/new"),
+    )
+    assert one_route(rule).route.prefix_rewrite == "/new"
+
+
+def test_rewrite_of_an_exact_match_replaces_the_whole_path() -> None:
+    rule = HttpRoute(
+        matches=(RouteMatch(uri=exact("/old")),), destinations=TO_V1, rewrite=Rewrite(uri="/new")
+    )
+    action = one_route(rule).route
+    assert action.regex_rewrite.pattern.regex == "^.*$"
+    assert action.regex_rewrite.substitution == "/new"
+    assert not action.prefix_rewrite
+
+
+def test_uri_regex_rewrite_and_authority_rewrite() -> None:
+    rewrite = Rewrite(regex="^/v1/(.*)$", regex_substitution="/v2/\\1", authority="internal")
+    action = one_route(HttpRoute(destinations=TO_V1, rewrite=rewrite)).route
+    assert action.regex_rewrite.pattern.regex == "^/v1/(.*)$"
+    assert action.regex_rewrite.substitution == "/v2/\\1"
+    assert action.host_rewrite_literal == "internal"
+
+
+# ------------------------------------------------------------------------------------------------
+# Timeouts, retries, fault, mirror, hashing
+
+
+def test_no_timeout_means_no_timeout_as_in_istio() -> None:
+    action = one_route(HttpRoute(destinations=TO_V1)).route
+    assert action.HasField("timeout")
+    assert action.timeout.ToMilliseconds() == 0
+
+
+def test_timeout_in_milliseconds() -> None:
+    assert (
+        one_route(HttpRoute(destinations=TO_V1, timeout_ms=1500)).route.timeout.ToMilliseconds()
+        == 1500
+    )
+
+
+def test_retries_default_to_istio_conditions() -> None:
+    rule = HttpRoute(destinations=TO_V1, retries=RetryPolicy(attempts=3, per_try_timeout_ms=2000))
+    policy = one_route(rule).route.retry_policy
+    assert policy.retry_on == DEFAULT_RETRY_ON
+    assert policy.num_retries.value == 3
+    assert policy.per_try_timeout.ToMilliseconds() == 2000
+    assert list(policy.retriable_status_codes) == [503]
+
+
+def test_retry_on_status_codes_become_retriable_status_codes() -> None:
+    rule = HttpRoute(
+        destinations=TO_V1, retries=RetryPolicy(attempts=2, retry_on="gateway-error,502")
+    )
+    policy = one_route(rule).route.retry_policy
+    assert policy.retry_on == "gateway-error,retriable-status-codes"
+    assert list(policy.retriable_status_codes) == [502]
+
+
+def test_zero_attempts_means_no_retries() -> None:
+    rule = HttpRoute(destinations=TO_V1, retries=RetryPolicy(attempts=0))
+    assert not one_route(rule).route.HasField("retry_policy")
+
+
+def fault_of(route: rc.Route) -> fault_pb2.HTTPFault:
+    fault = fault_pb2.HTTPFault()
+    assert route.typed_per_filter_config[FAULT_FILTER].Unpack(fault)
+    return fault
+
+
+def test_fault_delay_and_http_abort_as_fractions_of_a_million() -> None:
+    fault = Fault(delay_ms=5000, delay_percent=10, abort_http_status=503, abort_percent=0.5)
+    out = fault_of(one_route(HttpRoute(destinations=TO_V1, fault=fault)))
+    assert out.delay.fixed_delay.ToMilliseconds() == 5000
+    assert out.delay.percentage.numerator == 100_000
+    assert out.delay.percentage.denominator == percent_pb2.FractionalPercent.MILLION
+    assert out.abort.http_status == 503
+    assert out.abort.percentage.numerator == 5_000
+
+
+@pytest.mark.parametrize(("status", "code"), [("UNAVAILABLE", 14), ("14", 14), ("not_found", 5)])
+def test_fault_grpc_abort_by_name_or_number(status: str, code: int) -> None:
+    fault = Fault(abort_grpc_status=status)
+    out = fault_of(one_route(HttpRoute(destinations=TO_V1, fault=fault)))
+    assert out.abort.grpc_status == code
+    assert not out.HasField("delay")
+
+
+def test_no_fault_no_per_filter_config() -> None:
+    assert FAULT_FILTER not in one_route(HttpRoute(destinations=TO_V1)).typed_per_filter_config
+
+
+def test_mirror_with_percentage() -> None:
+    rule = HttpRoute(destinations=TO_V1, mirror=Mirror(V2, 25.0))
+    mirrors = one_route(rule).route.request_mirror_policies
+    assert [m.cluster for m in mirrors] == [V2]
+    assert mirrors[0].runtime_fraction.default_value.numerator == 250_000
+
+
+@pytest.mark.parametrize(
+    ("chash", "field"),
+    [
+        (ConsistentHash(header="x-user"), "header"),
+        (ConsistentHash(cookie="session", cookie_ttl_ms=60_000), "cookie"),
+        (ConsistentHash(source_ip=True), "connection_properties"),
+        (ConsistentHash(query_parameter="user"), "query_parameter"),
+    ],
+)
+def test_hash_policy_follows_the_destination_clusters_consistent_hash(
+    chash: ConsistentHash, field: str
+) -> None:
+    clusters = {V1: Cluster(V1, "reviews", 80, policy=TrafficPolicy(consistent_hash=chash))}
+    policies = one_route(HttpRoute(destinations=TO_V1), clusters).route.hash_policy
+    assert len(policies) == 1
+    assert policies[0].WhichOneof("policy_specifier") == field
+
+
+def test_cookie_hash_policy_carries_ttl() -> None:
+    chash = ConsistentHash(cookie="session", cookie_path="/", cookie_ttl_ms=60_000)
+    clusters = {V1: Cluster(V1, "reviews", 80, policy=TrafficPolicy(consistent_hash=chash))}
+    cookie = one_route(HttpRoute(destinations=TO_V1), clusters).route.hash_policy[0].cookie
+    assert (cookie.name, cookie.path, cookie.ttl.ToMilliseconds()) == ("session", "/", 60_000)
+
+
+def test_no_hash_policy_without_consistent_hash() -> None:
+    clusters = {V1: Cluster(V1, "reviews", 80)}
+    assert len(one_route(HttpRoute(destinations=TO_V1), clusters).route.hash_policy) == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Tables
+
+
+def test_port_tables_are_named_by_port_with_host_and_host_port_domains() -> None:
+    model = MeshModel(mesh_hosts=(service_host("reviews", 80), service_host("ratings", 9080)))
+    tables = port_route_tables(model)
+    assert [t.name for t in tables] == ["80", "9080"]
+    assert domains(tables[0])["reviews.default.svc.cluster.local:80"] == [
+        "reviews",
+        "reviews:80",
+        "reviews.default",
+        "reviews.default:80",
+        "reviews.default.svc",
+        "reviews.default.svc:80",
+        "reviews.default.svc.cluster.local",
+        "reviews.default.svc.cluster.local:80",
+    ]
+
+
+def test_sidecar_table_has_host_port_domains_and_bare_hosts_prefer_port_80() -> None:
+    model = MeshModel(
+        mesh_hosts=(
+            service_host("reviews", 9080),
+            service_host("reviews", 80),
+            service_host("ratings", 9090),
+        )
+    )
+    table = sidecar_route_table(model, 15001)
+    assert table.name == "15001"
+    by_name = domains(table)
+    assert "reviews" in by_name["reviews.default.svc.cluster.local:80"]
+    assert "reviews" not in by_name["reviews.default.svc.cluster.local:9080"]
+    assert "reviews:9080" in by_name["reviews.default.svc.cluster.local:9080"]
+    assert "ratings" in by_name["ratings.default.svc.cluster.local:9090"]
+
+
+def test_bare_host_goes_to_the_lowest_port_when_there_is_no_port_80() -> None:
+    model = MeshModel(mesh_hosts=(service_host("a", 9090), service_host("a", 8080)))
+    by_name = domains(sidecar_route_table(model, 15001))
+    assert "a" in by_name["a.default.svc.cluster.local:8080"]
+    assert "a" not in by_name["a.default.svc.cluster.local:9090"]
+
+
+@pytest.mark.parametrize("table", ["sidecar", "port"])
+def test_every_domain_appears_once_per_table_even_for_hosts_shared_across_services(
+    table: str,
+) -> None:
+    model = MeshModel(
+        mesh_hosts=(
+            service_host("a", 80, "shop.example.com"),
+            service_host("b", 80, "shop.example.com"),
+            service_host("a", 9080, "shop.example.com"),
+        )
+    )
+    tables = (
+        [sidecar_route_table(model, 15001)]
+        if table == "sidecar"
+        else list(port_route_tables(model))
+    )
+    for config in tables:
+        seen = all_domains(config)
+        assert len(seen) == len(set(seen))
+        assert "shop.example.com" in seen
+
+
+def test_a_virtual_host_left_without_domains_is_dropped() -> None:
+    twin = service_host("a", 80)
+    model = MeshModel(mesh_hosts=(twin, VirtualHost("other", 80, twin.hosts, twin.routes)))
+    (table,) = port_route_tables(model)
+    assert [vh.name for vh in table.virtual_hosts] == [twin.name]
+
+
+def test_gateway_table_is_named_by_its_port_and_passes_wildcards_through() -> None:
+    model = MeshModel(
+        gateway_hosts=(
+            VirtualHost("shop", 80, ("shop.example.com",), (HttpRoute(destinations=TO_V1),)),
+            VirtualHost("any", 80, ("*.example.com", "*"), (HttpRoute(destinations=TO_V1),)),
+        )
+    )
+    table = gateway_route_table(model, 8080)
+    assert table.name == "8080"
+    assert domains(table) == {
+        "shop": ["shop.example.com", "shop.example.com:8080"],
+        "any": ["*.example.com", "*.example.com:8080", "*"],
+    }
+
+
+def test_virtual_host_routes_are_built_in_rule_order() -> None:
+    host = VirtualHost(
+        "r",
+        80,
+        ("r",),
+        (
+            HttpRoute(name="first", matches=(RouteMatch(uri=exact("/a")),), destinations=TO_V1),
+            HttpRoute(name="second", destinations=TO_V1),
+        ),
+    )
+    (table,) = port_route_tables(MeshModel(mesh_hosts=(host,)))
+    assert [r.name for r in table.virtual_hosts[0].routes] == ["first", "second"]
+
+
+def test_a_rule_without_destinations_or_redirect_answers_503() -> None:
+    route = one_route(HttpRoute(name="empty"))
+    assert route.direct_response.status == 503
+    assert not route.HasField("route")

@@ -1,0 +1,196 @@
+"""Clusters: one EDS cluster per service port and subset, with the DestinationRule's policy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
+from envoy.config.core.v3 import config_source_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from google.protobuf import duration_pb2
+
+from translators.model import (
+    Cluster,
+    ConnectionPool,
+    LoadBalancer,
+    OutlierDetection,
+    Protocol,
+    TrafficPolicy,
+)
+
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+DEFAULT_CONNECT_TIMEOUT_MS = 10_000
+
+_LB_POLICIES = {
+    LoadBalancer.ROUND_ROBIN: cluster_pb2.Cluster.ROUND_ROBIN,
+    LoadBalancer.LEAST_REQUEST: cluster_pb2.Cluster.LEAST_REQUEST,
+    LoadBalancer.RANDOM: cluster_pb2.Cluster.RANDOM,
+    # An EDS cluster has no original destination to pass through to; balance evenly instead.
+    LoadBalancer.PASSTHROUGH: cluster_pb2.Cluster.ROUND_ROBIN,
+}
+
+
+def duration(ms: int) -> duration_pb2.Duration:
+    """A protobuf Duration from milliseconds."""
+    return duration_pb2.Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+
+
+def ads_config_source() -> config_source_pb2.ConfigSource:
+    """Fetch over the ADS stream, v3 API."""
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(),
+        resource_api_version=config_source_pb2.V3,
+    )
+
+
+def build_cluster(cluster: Cluster) -> cluster_pb2.Cluster:
+    """The Envoy cluster for one model cluster; endpoints come over EDS under the same name."""
+    out = cluster_template(cluster.protocol, cluster.policy)
+    out.name = cluster.name
+    out.eds_cluster_config.service_name = cluster.name
+    return out
+
+
+def build_clusters(clusters: Iterable[Cluster]) -> tuple[cluster_pb2.Cluster, ...]:
+    """Every cluster, sorted by name.
+
+    Clusters that share a protocol and a policy differ only in their names, so each such
+    combination is built once and copied.
+    """
+    templates: dict[tuple[Protocol, TrafficPolicy], bytes] = {}
+    out = []
+    for cluster in sorted(clusters, key=lambda c: c.name):
+        key = (cluster.protocol, cluster.policy)
+        template = templates.get(key)
+        if template is None:
+            template = templates[key] = cluster_template(*key).SerializeToString()
+        built = cluster_pb2.Cluster(name=cluster.name)
+        built.MergeFromString(template)
+        built.eds_cluster_config.service_name = cluster.name
+        out.append(built)
+    return tuple(out)
+
+
+def cluster_template(protocol: Protocol, policy: TrafficPolicy) -> cluster_pb2.Cluster:
+    """Everything of a cluster but its names: EDS over ADS, timeouts, balancing, limits."""
+    pool = policy.connection_pool
+    connect_ms = DEFAULT_CONNECT_TIMEOUT_MS
+    if pool is not None and pool.connect_timeout_ms is not None:
+        connect_ms = pool.connect_timeout_ms
+    out = cluster_pb2.Cluster(type=cluster_pb2.Cluster.EDS, connect_timeout=duration(connect_ms))
+    out.eds_cluster_config.eds_config.CopyFrom(ads_config_source())
+    out.common_lb_config.locality_weighted_lb_config.SetInParent()
+    _set_load_balancing(out, policy)
+    if pool is not None:
+        thresholds = circuit_breaker_thresholds(pool)
+        if thresholds is not None:
+            out.circuit_breakers.thresholds.append(thresholds)
+    options = http_protocol_options(protocol, pool)
+    if options is not None:
+        out.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options)
+    if policy.outlier_detection is not None:
+        out.outlier_detection.CopyFrom(outlier_detection(policy.outlier_detection))
+        if policy.outlier_detection.min_health_percent is not None:
+            out.common_lb_config.healthy_panic_threshold.value = float(
+                policy.outlier_detection.min_health_percent
+            )
+    return out
+
+
+def _set_load_balancing(out: cluster_pb2.Cluster, policy: TrafficPolicy) -> None:
+    chash = policy.consistent_hash
+    if chash is None:
+        out.lb_policy = _LB_POLICIES[policy.load_balancer]
+    elif chash.maglev:
+        out.lb_policy = cluster_pb2.Cluster.MAGLEV
+        if chash.table_size:
+            out.maglev_lb_config.table_size.value = chash.table_size
+    else:
+        out.lb_policy = cluster_pb2.Cluster.RING_HASH
+        if chash.minimum_ring_size:
+            out.ring_hash_lb_config.minimum_ring_size.value = chash.minimum_ring_size
+
+
+def circuit_breaker_thresholds(
+    pool: ConnectionPool,
+) -> circuit_breaker_pb2.CircuitBreakers.Thresholds | None:
+    """The default-priority thresholds a connection pool sets, or None when it sets none."""
+    limits = {
+        "max_connections": pool.max_connections,
+        "max_pending_requests": pool.max_pending_requests,
+        "max_requests": pool.max_requests,
+        "max_retries": pool.max_retries,
+    }
+    if all(v is None for v in limits.values()):
+        return None
+    thresholds = circuit_breaker_pb2.CircuitBreakers.Thresholds()
+    for field, value in limits.items():
+        if value is not None:
+            getattr(thresholds, field).value = value
+    return thresholds
+
+
+def http_protocol_options(
+    protocol: Protocol, pool: ConnectionPool | None
+) -> http_protocol_options_pb2.HttpProtocolOptions | None:
+    """Upstream HTTP options: HTTP/2 for http2/grpc ports, and the pool's per-connection limits.
+
+    None when Envoy's defaults already fit (an HTTP/1 port with no limits, or a TCP port).
+    """
+    if not protocol.is_http:
+        return None
+    h2 = protocol in (Protocol.HTTP2, Protocol.GRPC)
+    idle_ms = pool.idle_timeout_ms if pool is not None else None
+    per_connection = pool.max_requests_per_connection if pool is not None else None
+    streams = pool.max_concurrent_streams if pool is not None else None
+    if not h2 and idle_ms is None and per_connection is None:
+        return None
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    common = options.common_http_protocol_options
+    if idle_ms is not None:
+        common.idle_timeout.CopyFrom(duration(idle_ms))
+    if per_connection is not None:
+        common.max_requests_per_connection.value = per_connection
+    explicit = options.explicit_http_config
+    if h2:
+        explicit.http2_protocol_options.SetInParent()
+        if streams is not None:
+            explicit.http2_protocol_options.max_concurrent_streams.value = streams
+    else:
+        explicit.http_protocol_options.SetInParent()
+    if idle_ms is None and per_connection is None:
+        options.ClearField("common_http_protocol_options")
+    return options
+
+
+def outlier_detection(od: OutlierDetection) -> outlier_detection_pb2.OutlierDetection:
+    """Istio semantics: a given error count is enforced at 100 %, a count of 0 disables it.
+
+    When only gateway errors are given, plain 5xx ejection is switched off so that only gateway
+    errors eject, as Istio does.
+    """
+    out = outlier_detection_pb2.OutlierDetection()
+    if od.consecutive_5xx_errors is not None:
+        out.consecutive_5xx.value = od.consecutive_5xx_errors
+        out.enforcing_consecutive_5xx.value = 100 if od.consecutive_5xx_errors > 0 else 0
+    elif od.consecutive_gateway_errors is not None:
+        out.enforcing_consecutive_5xx.value = 0
+    if od.consecutive_gateway_errors is not None:
+        out.consecutive_gateway_failure.value = od.consecutive_gateway_errors
+        out.enforcing_consecutive_gateway_failure.value = (
+            100 if od.consecutive_gateway_errors > 0 else 0
+        )
+    if od.split_external_local_origin_errors:
+        out.split_external_local_origin_errors = True
+        if od.consecutive_local_origin_failures is not None:
+            out.consecutive_local_origin_failure.value = od.consecutive_local_origin_failures
+            out.enforcing_consecutive_local_origin_failure.value = (
+                100 if od.consecutive_local_origin_failures > 0 else 0
+            )
+    if od.interval_ms is not None:
+        out.interval.CopyFrom(duration(od.interval_ms))
+    if od.base_ejection_time_ms is not None:
+        out.base_ejection_time.CopyFrom(duration(od.base_ejection_time_ms))
+    if od.max_ejection_percent is not None:
+        out.max_ejection_percent.value = od.max_ejection_percent
+    return out

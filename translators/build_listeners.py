@@ -1,0 +1,146 @@
+"""Listeners: the sidecar's outbound HTTP listener, the gateway's HTTP and TCP listeners, and the
+``api_listener``s proxyless gRPC clients look up by the target they dial."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from envoy.config.core.v3 import address_pb2
+from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from translators import names
+from translators.build_clusters import ads_config_source
+from translators.build_routes import FAULT_FILTER, bare_host_owners
+from translators.model import TcpListener, VirtualHost
+
+HTTP_CONNECTION_MANAGER = "envoy.filters.network.http_connection_manager"
+TCP_PROXY = "envoy.filters.network.tcp_proxy"
+ROUTER_FILTER = "envoy.filters.http.router"
+LOOPBACK = "127.0.0.1"
+ANY_ADDRESS = "0.0.0.0"
+
+
+def _packed(message: Message) -> any_pb2.Any:
+    out = any_pb2.Any()
+    out.Pack(message)
+    return out
+
+
+def http_filter(name: str, config: Message) -> hcm_pb2.HttpFilter:
+    return hcm_pb2.HttpFilter(name=name, typed_config=_packed(config))
+
+
+def http_connection_manager(
+    stat_prefix: str, route_table: str, with_fault: bool
+) -> hcm_pb2.HttpConnectionManager:
+    """An HCM that fetches ``route_table`` over ADS; the fault filter (when wanted) then router."""
+    filters = [http_filter(FAULT_FILTER, fault_pb2.HTTPFault())] if with_fault else []
+    filters.append(http_filter(ROUTER_FILTER, router_pb2.Router()))
+    return hcm_pb2.HttpConnectionManager(
+        stat_prefix=stat_prefix,
+        rds=hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=route_table),
+        http_filters=filters,
+    )
+
+
+def _socket(address: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(
+        socket_address=address_pb2.SocketAddress(address=address, port_value=port)
+    )
+
+
+def _listener(address: str, port: int, name: str, config: Message) -> listener_pb2.Listener:
+    return listener_pb2.Listener(
+        name=names.listener_name(address, port),
+        address=_socket(address, port),
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                filters=[listener_components_pb2.Filter(name=name, typed_config=_packed(config))]
+            )
+        ],
+    )
+
+
+def http_listener(address: str, port: int, stat_prefix: str) -> listener_pb2.Listener:
+    """An HTTP listener routing by the table named after its port.
+
+    It accepts absolute-form requests too, so an application can use it as its ``http_proxy``.
+    """
+    hcm = http_connection_manager(stat_prefix, names.route_table_name(port), with_fault=True)
+    hcm.http_protocol_options.allow_absolute_url.value = True
+    return _listener(address, port, HTTP_CONNECTION_MANAGER, hcm)
+
+
+def sidecar_listeners(port: int) -> tuple[listener_pb2.Listener, ...]:
+    """The sidecar's outbound listener on loopback."""
+    return (http_listener(LOOPBACK, port, f"outbound_{port}"),)
+
+
+def tcp_proxy(listener: TcpListener) -> tcp_proxy_pb2.TcpProxy:
+    """Forward connections to one cluster, or split them by weight."""
+    out = tcp_proxy_pb2.TcpProxy(stat_prefix=f"tcp_{listener.port}")
+    destinations = [d for d in listener.destinations if d.weight > 0] or list(
+        listener.destinations[:1]
+    )
+    if len(destinations) == 1:
+        out.cluster = destinations[0].cluster
+    else:
+        for destination in destinations:
+            out.weighted_clusters.clusters.add(name=destination.cluster, weight=destination.weight)
+    return out
+
+
+def gateway_listeners(
+    port: int, tcp: Sequence[TcpListener] = ()
+) -> tuple[listener_pb2.Listener, ...]:
+    """The gateway's HTTP listener and one TCP listener per port no other listener holds."""
+    out = [http_listener(ANY_ADDRESS, port, f"gateway_{port}")]
+    taken = {port}
+    for listener in sorted(tcp, key=lambda t: (t.port, t.name)):
+        if listener.port in taken or not listener.destinations:
+            continue
+        taken.add(listener.port)
+        out.append(_listener(ANY_ADDRESS, listener.port, TCP_PROXY, tcp_proxy(listener)))
+    return tuple(sorted(out, key=lambda item: item.name))
+
+
+def api_listener_names(hosts: Sequence[VirtualHost]) -> list[tuple[str, int]]:
+    """Every target a gRPC client may dial (``host:port``, and bare hosts where unambiguous),
+    with the port whose route table serves it; sorted by name."""
+    owners = bare_host_owners(hosts)
+    found: dict[str, int] = {}
+    for index, vhost in enumerate(hosts):
+        for host in vhost.hosts:
+            if host == "*":
+                continue
+            found.setdefault(f"{host}:{vhost.port}", vhost.port)
+            if host in owners[index]:
+                found.setdefault(host, vhost.port)
+    return sorted(found.items())
+
+
+def api_listeners(hosts: Iterable[VirtualHost]) -> tuple[listener_pb2.Listener, ...]:
+    """One ``api_listener`` per dialable target, routed by the table of its port (router only)."""
+    templates: dict[int, bytes] = {}
+    out = []
+    for name, port in api_listener_names(list(hosts)):
+        template = templates.get(port)
+        if template is None:
+            hcm = http_connection_manager(
+                f"grpc_{port}", names.route_table_name(port), with_fault=False
+            )
+            template = templates[port] = listener_pb2.Listener(
+                api_listener=api_listener_pb2.ApiListener(api_listener=_packed(hcm))
+            ).SerializeToString()
+        listener = listener_pb2.Listener(name=name)
+        listener.MergeFromString(template)
+        out.append(listener)
+    return tuple(out)

@@ -1,0 +1,484 @@
+"""Route configurations: mesh tables per port, the sidecar's outbound table and the gateway's.
+
+Envoy rejects a route configuration in which a domain appears twice, so every table claims each
+domain once: the first virtual host to claim a name keeps it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.v3 import percent_pb2
+from google.protobuf import any_pb2
+
+from translators import names
+from translators.build_clusters import duration
+from translators.model import (
+    Cluster,
+    ConsistentHash,
+    Fault,
+    HeaderOperations,
+    Headers,
+    HttpRoute,
+    KeyMatch,
+    MatchKind,
+    MeshModel,
+    Mirror,
+    Redirect,
+    RetryPolicy,
+    RouteMatch,
+    StringMatch,
+    VirtualHost,
+)
+
+FAULT_FILTER = "envoy.filters.http.fault"
+DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+DEFAULT_RETRIABLE_STATUS_CODES = (503,)
+NO_DESTINATION_STATUS = 503  # a rule with neither destinations nor a redirect
+
+_REDIRECT_CODES = {
+    301: rc.RedirectAction.MOVED_PERMANENTLY,
+    302: rc.RedirectAction.FOUND,
+    303: rc.RedirectAction.SEE_OTHER,
+    307: rc.RedirectAction.TEMPORARY_REDIRECT,
+    308: rc.RedirectAction.PERMANENT_REDIRECT,
+}
+
+GRPC_STATUS_CODES = {
+    "OK": 0,
+    "CANCELLED": 1,
+    "UNKNOWN": 2,
+    "INVALID_ARGUMENT": 3,
+    "DEADLINE_EXCEEDED": 4,
+    "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6,
+    "PERMISSION_DENIED": 7,
+    "RESOURCE_EXHAUSTED": 8,
+    "FAILED_PRECONDITION": 9,
+    "ABORTED": 10,
+    "OUT_OF_RANGE": 11,
+    "UNIMPLEMENTED": 12,
+    "INTERNAL": 13,
+    "UNAVAILABLE": 14,
+    "DATA_LOSS": 15,
+    "UNAUTHENTICATED": 16,
+}
+
+# Envoy refuses header operations on pseudo-headers and Host.
+_PROTECTED_HEADERS = frozenset({"host"})
+
+
+# ------------------------------------------------------------------------------------------------
+# Matches
+
+
+def string_matcher(match: StringMatch) -> string_pb2.StringMatcher:
+    """An Envoy StringMatcher (path-prefix semantics become a plain prefix outside paths)."""
+    if match.kind is MatchKind.EXACT:
+        return string_pb2.StringMatcher(exact=match.value)
+    if match.kind is MatchKind.REGEX:
+        return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=match.value))
+    return string_pb2.StringMatcher(prefix=match.value)
+
+
+def header_matcher(name: str, match: StringMatch | None, invert: bool = False) -> rc.HeaderMatcher:
+    """Match a header's value, or its presence when ``match`` is None."""
+    out = rc.HeaderMatcher(name=name, invert_match=invert)
+    if match is None:
+        out.present_match = True
+    else:
+        out.string_match.CopyFrom(string_matcher(match))
+    return out
+
+
+def query_matcher(key: KeyMatch) -> rc.QueryParameterMatcher:
+    out = rc.QueryParameterMatcher(name=key.name)
+    if key.match is None:
+        out.present_match = True
+    else:
+        out.string_match.CopyFrom(string_matcher(key.match))
+    return out
+
+
+def route_match(match: RouteMatch | None) -> rc.RouteMatch:
+    """The Envoy match for one model match; no match (or no uri) matches every path."""
+    out = rc.RouteMatch()
+    uri = match.uri if match is not None else None
+    if uri is None:
+        out.prefix = "/"
+    elif uri.kind is MatchKind.EXACT:
+        out.path = uri.value
+    elif uri.kind is MatchKind.REGEX:
+        out.safe_regex.regex = uri.value
+    elif uri.kind is MatchKind.PATH_PREFIX:
+        trimmed = uri.value.rstrip("/")
+        if trimmed:
+            out.path_separated_prefix = trimmed
+        else:
+            out.prefix = "/"
+    else:
+        out.prefix = uri.value
+    if match is None:
+        return out
+    if match.ignore_uri_case:
+        out.case_sensitive.value = False
+    for pseudo, value in ((":scheme", match.scheme), (":method", match.method)):
+        if value is not None:
+            out.headers.append(header_matcher(pseudo, value))
+    if match.authority is not None:
+        out.headers.append(header_matcher(":authority", match.authority))
+    for key in match.headers:
+        out.headers.append(header_matcher(key.name, key.match, key.invert))
+    for key in match.query_params:
+        out.query_parameters.append(query_matcher(key))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Header operations, percentages, faults
+
+
+def header_value_options(ops: HeaderOperations) -> list[base_pb2.HeaderValueOption]:
+    """``set`` overwrites, ``add`` appends; pseudo-headers and Host are left alone."""
+    overwrite = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+    append = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
+    out = []
+    for pairs, action in ((ops.set, overwrite), (ops.add, append)):
+        for key, value in pairs:
+            if _modifiable(key):
+                out.append(
+                    base_pb2.HeaderValueOption(
+                        header=base_pb2.HeaderValue(key=key, value=value), append_action=action
+                    )
+                )
+    return out
+
+
+def _modifiable(header: str) -> bool:
+    return not header.startswith(":") and header.lower() not in _PROTECTED_HEADERS
+
+
+def _removable(ops: HeaderOperations) -> list[str]:
+    return [h for h in ops.remove if _modifiable(h)]
+
+
+def fractional_percent(percent: float) -> percent_pb2.FractionalPercent:
+    """A percentage in [0, 100] as parts per million, exact to four decimals."""
+    clamped = min(max(percent, 0.0), 100.0)
+    return percent_pb2.FractionalPercent(
+        numerator=round(clamped * 10_000), denominator=percent_pb2.FractionalPercent.MILLION
+    )
+
+
+def http_fault(fault: Fault) -> fault_pb2.HTTPFault:
+    """The fault filter's per-route config: a fixed delay and/or an HTTP or gRPC abort."""
+    out = fault_pb2.HTTPFault()
+    if fault.delay_ms is not None:
+        out.delay.CopyFrom(
+            common_fault_pb2.FaultDelay(
+                fixed_delay=duration(fault.delay_ms),
+                percentage=fractional_percent(fault.delay_percent),
+            )
+        )
+    if fault.abort_http_status is not None:
+        out.abort.http_status = fault.abort_http_status
+        out.abort.percentage.CopyFrom(fractional_percent(fault.abort_percent))
+    elif fault.abort_grpc_status:
+        out.abort.grpc_status = grpc_status_code(fault.abort_grpc_status)
+        out.abort.percentage.CopyFrom(fractional_percent(fault.abort_percent))
+    return out
+
+
+def grpc_status_code(status: str) -> int:
+    """A gRPC status given by name (``UNAVAILABLE``) or number (``14``); unknown → UNKNOWN."""
+    text = status.strip().upper()
+    if text.isdigit():
+        return int(text)
+    return GRPC_STATUS_CODES.get(text, GRPC_STATUS_CODES["UNKNOWN"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Actions
+
+
+def retry_policy(retries: RetryPolicy) -> rc.RetryPolicy | None:
+    """Istio's retry semantics; None when retries are off (0 attempts).
+
+    Status codes in ``retry_on`` (``"503,gateway-error"``) become retriable status codes.
+    """
+    if retries.attempts <= 0:
+        return None
+    conditions: list[str] = []
+    codes: list[int] = []
+    for raw in (retries.retry_on or DEFAULT_RETRY_ON).split(","):
+        item = raw.strip()
+        if item.isdigit():
+            codes.append(int(item))
+        elif item and item not in conditions:
+            conditions.append(item)
+    if codes and "retriable-status-codes" not in conditions:
+        conditions.append("retriable-status-codes")
+    if not codes and "retriable-status-codes" in conditions:
+        codes.extend(DEFAULT_RETRIABLE_STATUS_CODES)
+    out = rc.RetryPolicy(retry_on=",".join(conditions), retriable_status_codes=sorted(set(codes)))
+    out.num_retries.value = retries.attempts
+    if retries.per_try_timeout_ms is not None:
+        out.per_try_timeout.CopyFrom(duration(retries.per_try_timeout_ms))
+    return out
+
+
+def hash_policy(chash: ConsistentHash) -> rc.RouteAction.HashPolicy:
+    """The request attribute a consistent-hash cluster hashes on."""
+    out = rc.RouteAction.HashPolicy()
+    if chash.header:
+        out.header.header_name = chash.header
+    elif chash.cookie:
+        out.cookie.name = chash.cookie
+        out.cookie.path = chash.cookie_path
+        if chash.cookie_ttl_ms is not None:
+            out.cookie.ttl.CopyFrom(duration(chash.cookie_ttl_ms))
+    elif chash.query_parameter:
+        out.query_parameter.name = chash.query_parameter
+    else:
+        out.connection_properties.source_ip = True
+    return out
+
+
+def _mirror_policy(mirror: Mirror) -> rc.RouteAction.RequestMirrorPolicy:
+    out = rc.RouteAction.RequestMirrorPolicy(cluster=mirror.cluster)
+    out.runtime_fraction.default_value.CopyFrom(fractional_percent(mirror.percent))
+    return out
+
+
+def _add_headers(
+    target: rc.Route | rc.WeightedCluster.ClusterWeight | rc.VirtualHost, headers: Headers
+) -> None:
+    if not headers:
+        return
+    target.request_headers_to_add.extend(header_value_options(headers.request))
+    target.request_headers_to_remove.extend(_removable(headers.request))
+    target.response_headers_to_add.extend(header_value_options(headers.response))
+    target.response_headers_to_remove.extend(_removable(headers.response))
+
+
+def _redirect(redirect: Redirect) -> rc.RedirectAction:
+    out = rc.RedirectAction(
+        response_code=_REDIRECT_CODES.get(redirect.code, rc.RedirectAction.MOVED_PERMANENTLY)
+    )
+    if redirect.uri:
+        out.path_redirect = redirect.uri
+    if redirect.authority:
+        out.host_redirect = redirect.authority
+    if redirect.port:
+        out.port_redirect = redirect.port
+    if redirect.scheme:
+        out.scheme_redirect = redirect.scheme
+    return out
+
+
+def _route_action(
+    route: HttpRoute, match: RouteMatch | None, clusters: Mapping[str, Cluster]
+) -> tuple[rc.RouteAction, Headers | None]:
+    """The forwarding action, and the destination headers a single destination moves up."""
+    action = rc.RouteAction()
+    destinations = [d for d in route.destinations if d.weight > 0] or list(route.destinations[:1])
+    lifted: Headers | None = None
+    if len(destinations) == 1:
+        action.cluster = destinations[0].cluster
+        lifted = destinations[0].headers
+    else:
+        for destination in destinations:
+            weighted = action.weighted_clusters.clusters.add(name=destination.cluster)
+            weighted.weight.value = destination.weight
+            _add_headers(weighted, destination.headers)
+    rewrite = route.rewrite
+    if rewrite is not None:
+        if rewrite.regex:
+            action.regex_rewrite.pattern.regex = rewrite.regex
+            action.regex_rewrite.substitution = rewrite.regex_substitution
+        elif rewrite.uri:
+            uri = match.uri if match is not None else None
+            if uri is None or uri.kind in (MatchKind.PREFIX, MatchKind.PATH_PREFIX):
+                action.prefix_rewrite = rewrite.uri
+            else:
+                action.regex_rewrite.pattern.regex = "^.*$"
+                action.regex_rewrite.substitution = rewrite.uri
+        if rewrite.authority:
+            action.host_rewrite_literal = rewrite.authority
+    action.timeout.CopyFrom(duration(route.timeout_ms or 0))
+    if route.retries is not None:
+        policy = retry_policy(route.retries)
+        if policy is not None:
+            action.retry_policy.CopyFrom(policy)
+    if route.mirror is not None:
+        action.request_mirror_policies.append(_mirror_policy(route.mirror))
+    for destination in destinations:
+        target = clusters.get(destination.cluster)
+        if target is not None and target.policy.consistent_hash is not None:
+            action.hash_policy.append(hash_policy(target.policy.consistent_hash))
+            break
+    return action, lifted
+
+
+def build_routes(
+    route: HttpRoute, clusters: Mapping[str, Cluster], port: int = 0
+) -> list[rc.Route]:
+    """One Envoy route per match of a rule (a rule without matches matches everything).
+
+    Matches bound to another port than ``port`` are left out; a rule left with none is dropped.
+    """
+    matches: Sequence[RouteMatch | None] = route.matches or (None,)
+    if port:
+        matches = [m for m in matches if m is None or not m.port or m.port == port]
+    fault: any_pb2.Any | None = None
+    if route.fault is not None:
+        fault = any_pb2.Any()
+        fault.Pack(http_fault(route.fault))
+    out = []
+    for match in matches:
+        envoy_route = rc.Route(name=route.name, match=route_match(match))
+        lifted: Headers | None = None
+        if route.redirect is not None:
+            envoy_route.redirect.CopyFrom(_redirect(route.redirect))
+        elif not route.destinations:
+            envoy_route.direct_response.status = NO_DESTINATION_STATUS
+        else:
+            action, lifted = _route_action(route, match, clusters)
+            envoy_route.route.CopyFrom(action)
+        _add_headers(envoy_route, route.headers)
+        if lifted:
+            _add_headers(envoy_route, lifted)
+        if fault is not None:
+            envoy_route.typed_per_filter_config[FAULT_FILTER].CopyFrom(fault)
+        out.append(envoy_route)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Virtual hosts and tables
+
+
+def host_domains(host: str, port: int) -> tuple[str, ...]:
+    """A host and its ``host:port`` form (``*`` alone already matches every authority)."""
+    if host == "*" or not port:
+        return (host,)
+    return (host, f"{host}:{port}")
+
+
+class VirtualHostRoutes:
+    """The routes of each virtual host of one model, built once and shared by every table."""
+
+    def __init__(self, model: MeshModel) -> None:
+        self.clusters: dict[str, Cluster] = {c.name: c for c in model.clusters}
+        self._built: dict[int, tuple[VirtualHost, bytes]] = {}
+
+    def serialized(self, vhost: VirtualHost) -> bytes:
+        """An Envoy virtual host holding only the routes of ``vhost``, serialized."""
+        found = self._built.get(id(vhost))
+        if found is not None and found[0] is vhost:
+            return found[1]
+        out = rc.VirtualHost()
+        for route in vhost.routes:
+            out.routes.extend(build_routes(route, self.clusters, vhost.port))
+        data: bytes = out.SerializeToString()
+        self._built[id(vhost)] = (vhost, data)
+        return data
+
+
+class _Table:
+    """One route configuration being filled: each domain and virtual host name claimed once."""
+
+    def __init__(self, name: str, routes: VirtualHostRoutes) -> None:
+        self.config = route_pb2.RouteConfiguration(name=name)
+        self.routes = routes
+        self.domains: set[str] = set()
+        self.vhost_names: set[str] = set()
+
+    def claim(self, domains: Iterable[str]) -> list[str]:
+        claimed = []
+        for domain in domains:
+            if domain not in self.domains:
+                self.domains.add(domain)
+                claimed.append(domain)
+        return claimed
+
+    def add(self, vhost: VirtualHost, domains: list[str]) -> None:
+        if not domains:
+            return
+        name = vhost.name
+        suffix = 1
+        while name in self.vhost_names:
+            suffix += 1
+            name = f"{vhost.name}#{suffix}"
+        self.vhost_names.add(name)
+        out = self.config.virtual_hosts.add()
+        out.MergeFromString(self.routes.serialized(vhost))
+        out.name = name
+        out.domains.extend(domains)
+
+
+def port_route_tables(
+    model: MeshModel, routes: VirtualHostRoutes | None = None
+) -> tuple[route_pb2.RouteConfiguration, ...]:
+    """One table per mesh port, named by the port; domains are each host and ``host:port``."""
+    routes = routes or VirtualHostRoutes(model)
+    tables: dict[int, _Table] = {}
+    for vhost in model.mesh_hosts:
+        table = tables.get(vhost.port)
+        if table is None:
+            table = tables[vhost.port] = _Table(names.route_table_name(vhost.port), routes)
+        domains = [d for host in vhost.hosts for d in host_domains(host, vhost.port)]
+        table.add(vhost, table.claim(domains))
+    return tuple(tables[port].config for port in sorted(tables))
+
+
+def bare_host_owners(hosts: Iterable[VirtualHost]) -> dict[int, set[str]]:
+    """Which virtual host (by index) owns each bare host name: port 80 first, then ascending."""
+    indexed = list(enumerate(hosts))
+    order = sorted(indexed, key=lambda item: (item[1].port != 80, item[1].port, item[0]))
+    taken: set[str] = set()
+    owners: dict[int, set[str]] = {}
+    for index, vhost in order:
+        mine = owners.setdefault(index, set())
+        for host in vhost.hosts:
+            if host not in taken:
+                taken.add(host)
+                mine.add(host)
+    return owners
+
+
+def sidecar_route_table(
+    model: MeshModel, port: int, routes: VirtualHostRoutes | None = None
+) -> route_pb2.RouteConfiguration:
+    """The outbound table of a sidecar listening on ``port``: every mesh virtual host.
+
+    A client may send ``host:port`` for any service port, or the bare host, which goes to port 80
+    when the service has it (else to its lowest port).
+    """
+    table = _Table(names.route_table_name(port), routes or VirtualHostRoutes(model))
+    owners = bare_host_owners(model.mesh_hosts)
+    with_port = [
+        table.claim(f"{host}:{vhost.port}" for host in vhost.hosts if host != "*")
+        for vhost in model.mesh_hosts
+    ]
+    for index, vhost in enumerate(model.mesh_hosts):
+        bare = table.claim(host for host in vhost.hosts if host in owners[index])
+        table.add(vhost, bare + with_port[index])
+    return table.config
+
+
+def gateway_route_table(
+    model: MeshModel, port: int, routes: VirtualHostRoutes | None = None
+) -> route_pb2.RouteConfiguration:
+    """The gateway's table, named by its HTTP port; domains are the hosts and ``host:port``."""
+    table = _Table(names.route_table_name(port), routes or VirtualHostRoutes(model))
+    for vhost in model.gateway_hosts:
+        domains = [d for host in vhost.hosts for d in host_domains(host, port)]
+        table.add(vhost, table.claim(domains))
+    return table.config
