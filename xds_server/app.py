@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,14 +25,23 @@ from google.protobuf.message import Message
 from translators.build import build_group
 from translators.diagnostics import Diagnostic
 from translators.model import MeshModel, NodeGroup, Role
-from translators.translate import Translation, translate, translate_endpoints
+from translators.translate import Options, Translation, translate, translate_endpoints
 from xds_server.cache import Snapshot, SnapshotCache, snapshot_from_messages
 from xds_server.client_status import ClientRegistry, ClientView
 from xds_server.debug_http import start_debug_server
 from xds_server.grpc_server import ServerOptions, start_xds_server
+from xds_server.loadbalancer_status import (
+    DEFAULT_FLEET_SERVICE,
+    DEFAULT_LEASE_NAMESPACE,
+    LEASE_NAME,
+    LoadBalancerStatus,
+    StatusSettings,
+    parse_fleet_service,
+)
 from xds_server.logs import configure_logging
 from xds_server.metrics import Metrics
 from xds_server.problems import diagnostics_from_problems
+from xds_server.sources.kubernetes_writes import LeaseClaim
 from xds_server.store import DEFAULT_MAX_DELAY, DEFAULT_QUIET, ObjectStore, StoreChange
 
 log = logging.getLogger("splitplane")
@@ -65,6 +76,7 @@ class ControlPlane:
     quiet: float = DEFAULT_QUIET
     max_delay: float = DEFAULT_MAX_DELAY
     metrics: Metrics = field(default_factory=Metrics)
+    translate_options: Options = field(default_factory=Options)
 
     def __post_init__(self) -> None:
         self.clients_registry = ClientRegistry(observer=self.metrics)
@@ -103,7 +115,7 @@ class ControlPlane:
         if previous is not None and change.endpoints_only:
             translation = translate_endpoints(previous, objects)
         else:
-            translation = translate(objects, previous=previous)
+            translation = translate(objects, previous=previous, options=self.translate_options)
         self._translation = translation
         self._set_diagnostics(
             tuple(
@@ -161,6 +173,11 @@ class ServeOptions:
     debug_address: str = "127.0.0.1:15014"
     max_concurrent_streams: int = 10_000
     drain_seconds: float = 5.0
+    # The load-balancer fleet (Kubernetes only): whose addresses LoadBalancer Services get, and
+    # the namespace of the leader Lease ("" = $POD_NAMESPACE, else splitplane-system).
+    fleet_service: str = DEFAULT_FLEET_SERVICE
+    lease_namespace: str = ""
+    only_lb_class: bool = False
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -179,7 +196,7 @@ async def serve(
     ``ready`` is set once the servers are bound and the sources started (embedders such as the
     demo pass their own ``plane`` and ``stop``).
     """
-    plane = plane or ControlPlane()
+    plane = plane or ControlPlane(translate_options=Options(only_lb_class=options.only_lb_class))
     loop = asyncio.get_running_loop()
     signals = stop is None
     stop = stop or asyncio.Event()
@@ -246,8 +263,25 @@ async def _start_sources(
     plane.store.register_source(source.name)
     source.start()
     log.info("watching Kubernetes", extra={"namespaces": list(options.namespaces) or "all"})
+    status = LoadBalancerStatus(
+        api_client_from_flags(kubeconfig=options.kubeconfig, in_cluster=options.in_cluster),
+        StatusSettings(
+            lease=LeaseClaim(
+                options.lease_namespace
+                or os.environ.get("POD_NAMESPACE")
+                or DEFAULT_LEASE_NAMESPACE,
+                LEASE_NAME,
+                os.environ.get("POD_NAME") or socket.gethostname(),
+            ),
+            fleet=parse_fleet_service(options.fleet_service),
+            only_lb_class=options.only_lb_class,
+        ),
+        lambda: plane.store.objects_of("Service"),
+    )
+    await status.start()
 
     async def stop_kubernetes() -> None:
+        await status.stop()
         await asyncio.to_thread(source.stop)
 
     return stop_kubernetes
@@ -296,6 +330,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="cap on concurrent xDS streams (default 10000)",
     )
     parser.add_argument(
+        "--fleet-service",
+        default=DEFAULT_FLEET_SERVICE,
+        metavar="NAMESPACE/NAME",
+        help="the load-balancer fleet's headless Service; its endpoints are the addresses written"
+        f" into LoadBalancer Services' status (default {DEFAULT_FLEET_SERVICE})",
+    )
+    parser.add_argument(
+        "--lease-namespace",
+        default="",
+        metavar="NS",
+        help="namespace of the leader-election Lease (default $POD_NAMESPACE, else"
+        f" {DEFAULT_LEASE_NAMESPACE})",
+    )
+    parser.add_argument(
+        "--only-lb-class",
+        action="store_true",
+        help="serve only LoadBalancer Services with loadBalancerClass splitplane.io/envoy",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=("debug", "info", "warning", "error"),
@@ -305,6 +358,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
+    try:
+        parse_fleet_service(args.fleet_service)
+    except ValueError as err:
+        log.error("--fleet-service: %s", err)
+        return 2
     if args.config_dir is not None and not args.config_dir.is_dir():
         log.error("--config-dir %s is not a folder", args.config_dir)
         return 2
@@ -316,6 +374,9 @@ def run(args: argparse.Namespace) -> int:
         xds_address=args.xds_address,
         debug_address=args.debug_address,
         max_concurrent_streams=args.max_streams,
+        fleet_service=args.fleet_service,
+        lease_namespace=args.lease_namespace,
+        only_lb_class=args.only_lb_class,
     )
     asyncio.run(serve(options))
     return 0

@@ -42,8 +42,10 @@ TYPE_NAMES: Mapping[str, str] = {url: short for short, url in SHORT_TYPES.items(
 
 
 def resource_json(resource: Resource) -> dict[str, Any]:
-    """A resource rendered like Envoy's own JSON (``@type`` and camelCase fields)."""
-    rendered: dict[str, Any] = json_format.MessageToDict(resource.as_any())
+    """A resource rendered like Envoy's own JSON (``@type``, proto field names)."""
+    rendered: dict[str, Any] = json_format.MessageToDict(
+        resource.as_any(), preserving_proto_field_name=True
+    )
     return rendered
 
 
@@ -139,10 +141,12 @@ def config_dump(client: ClientView) -> dict[str, Any]:
     whole = config_dump_pb2.ConfigDump(
         configs=[_any(cluster_dump), _any(endpoint_dump), _any(listener_dump), _any(route_dump)]
     )
-    rendered: dict[str, Any] = json_format.MessageToDict(whole)
+    rendered: dict[str, Any] = json_format.MessageToDict(whole, preserving_proto_field_name=True)
     rendered["node"] = {"id": client.node_id, "cluster": client.node_cluster, "group": client.group}
     rendered["rejected"] = {
-        TYPE_NAMES.get(status.type_url, status.type_url): json_format.MessageToDict(failure)
+        TYPE_NAMES.get(status.type_url, status.type_url): json_format.MessageToDict(
+            failure, preserving_proto_field_name=True
+        )
         for status in client.types
         if (failure := _error_state(status)) is not None
     }

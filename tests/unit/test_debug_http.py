@@ -104,10 +104,10 @@ def test_config_dump_shows_what_the_node_was_sent_and_rejected(state: State) -> 
     dump = body(handle(state, "/debug/config_dump?node=envoy-1"))
 
     cluster_dump = next(c for c in dump["configs"] if c["@type"].endswith("ClustersConfigDump"))
-    assert cluster_dump["dynamicActiveClusters"][0]["cluster"]["name"] == CLUSTER_NAME
+    assert cluster_dump["dynamic_active_clusters"][0]["cluster"]["name"] == CLUSTER_NAME
     assert dump["node"]["id"] == "envoy-1"
     assert dump["rejected"]["clusters"]["details"] == "duplicate cluster name"
-    assert dump["rejected"]["clusters"]["versionInfo"] == "v2"
+    assert dump["rejected"]["clusters"]["version_info"] == "v2"
 
 
 def test_config_dump_of_a_node_that_is_not_connected_is_404_naming_it(state: State) -> None:
