@@ -39,7 +39,7 @@ from xds_server.loadbalancer_status import (
     parse_fleet_service,
 )
 from xds_server.logs import configure_logging
-from xds_server.metrics import Metrics
+from xds_server.metrics import Metrics, short_type
 from xds_server.problems import diagnostics_from_problems
 from xds_server.sources.kubernetes_writes import LeaseClaim
 from xds_server.store import DEFAULT_MAX_DELAY, DEFAULT_QUIET, ObjectStore, StoreChange
@@ -154,7 +154,10 @@ class ControlPlane:
             self.metrics.snapshots.inc(key)
             log.info(
                 "published snapshot",
-                extra={"group": key, "versions": snapshot.versions},
+                extra={
+                    "group": key,
+                    "versions": {short_type(t): v for t, v in snapshot.versions.items()},
+                },
             )
 
     def _on_group_requested(self, key: str) -> None:
