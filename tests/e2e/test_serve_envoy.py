@@ -229,7 +229,7 @@ def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = TIMEOU
 
 def within_tolerance(count: int, total: int, expected: float) -> bool:
     """Five standard deviations of a binomial: a correct split fails once in millions of runs."""
-    sigma = (expected * (1 - expected) / total) ** 0.5
+    sigma: float = (expected * (1 - expected) / total) ** 0.5
     return abs(count / total - expected) <= 5 * sigma
 
 
