@@ -21,13 +21,10 @@ Rules shared by both:
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import errno
 import logging
 import os
 import stat
-import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +38,20 @@ from xds_server.sources.base import (
     ObjectSink,
     SourceProblem,
     object_key,
+)
+from xds_server.sources.inotify import (
+    FOLDER_EVENTS,
+    IN_CLOSE_WRITE,
+    IN_CREATE,
+    IN_DELETE,
+    IN_DELETE_SELF,
+    IN_IGNORED,
+    IN_ISDIR,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_Q_OVERFLOW,
+    Inotify,
+    InotifyEvent,
 )
 
 log = logging.getLogger(__name__)
@@ -327,104 +338,6 @@ def load_directory(
     return list(merged.values()), problems + merge_problems
 
 
-# -- inotify --------------------------------------------------------------------------------------
-
-IN_CLOSE_WRITE = 0x00000008
-IN_MOVED_FROM = 0x00000040
-IN_MOVED_TO = 0x00000080
-IN_CREATE = 0x00000100
-IN_DELETE = 0x00000200
-IN_DELETE_SELF = 0x00000400
-IN_Q_OVERFLOW = 0x00004000
-IN_IGNORED = 0x00008000
-IN_ONLYDIR = 0x01000000
-IN_ISDIR = 0x40000000
-IN_NONBLOCK = os.O_NONBLOCK
-IN_CLOEXEC = os.O_CLOEXEC
-
-_FOLDER_EVENTS = (
-    IN_CLOSE_WRITE
-    | IN_MOVED_FROM
-    | IN_MOVED_TO
-    | IN_CREATE
-    | IN_DELETE
-    | IN_DELETE_SELF
-    | IN_ONLYDIR
-)
-_EVENT_HEADER = struct.Struct("iIII")
-_READ_SIZE = 64 * 1024
-
-
-@dataclass(frozen=True)
-class InotifyEvent:
-    wd: int
-    mask: int
-    cookie: int
-    name: str
-
-
-def parse_events(data: bytes) -> list[InotifyEvent]:
-    """The events in one read from an inotify descriptor."""
-    events: list[InotifyEvent] = []
-    offset = 0
-    while offset + _EVENT_HEADER.size <= len(data):
-        wd, mask, cookie, length = _EVENT_HEADER.unpack_from(data, offset)
-        start = offset + _EVENT_HEADER.size
-        raw = data[start : start + length].split(b"\0", 1)[0]
-        events.append(InotifyEvent(wd, mask, cookie, os.fsdecode(raw)))
-        offset = start + length
-    return events
-
-
-class Inotify:
-    """An inotify descriptor (non-blocking), through libc."""
-
-    def __init__(self) -> None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        try:
-            self._init1 = libc.inotify_init1
-            self._add_watch = libc.inotify_add_watch
-            self._rm_watch = libc.inotify_rm_watch
-        except AttributeError as exc:
-            raise OSError(errno.ENOSYS, "inotify is not available on this system") from exc
-        self._init1.argtypes = [ctypes.c_int]
-        self._init1.restype = ctypes.c_int
-        self._add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-        self._add_watch.restype = ctypes.c_int
-        self._rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
-        self._rm_watch.restype = ctypes.c_int
-        fd = int(self._init1(IN_NONBLOCK | IN_CLOEXEC))
-        if fd < 0:
-            code = ctypes.get_errno()
-            raise OSError(code, f"inotify_init1: {os.strerror(code)}")
-        self.fd = fd
-
-    def add_watch(self, path: str, mask: int) -> int:
-        wd = int(self._add_watch(self.fd, os.fsencode(path), mask))
-        if wd < 0:
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code), path)
-        return wd
-
-    def rm_watch(self, wd: int) -> None:
-        self._rm_watch(self.fd, wd)
-
-    def read_events(self) -> list[InotifyEvent]:
-        """Every event queued now (an empty list if none)."""
-        events: list[InotifyEvent] = []
-        while True:
-            try:
-                data = os.read(self.fd, _READ_SIZE)
-            except BlockingIOError:
-                return events
-            if not data:
-                return events
-            events.extend(parse_events(data))
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
 # -- the watched folder ---------------------------------------------------------------------------
 
 
@@ -482,7 +395,7 @@ class DirectorySource:
         self._loop = asyncio.get_running_loop()
         self._inotify = Inotify()
         try:
-            self._inotify.add_watch(self.root, _FOLDER_EVENTS)
+            self._inotify.add_watch(self.root, FOLDER_EVENTS)
             self._files = {path: self._parse(path) for path in self._watch_tree(self.root)}
             self._merged, problems = self._merge()
             self._problems = tuple(problems)
@@ -633,7 +546,7 @@ class DirectorySource:
     def _watch(self, folder: str) -> None:
         assert self._inotify is not None
         try:
-            wd = self._inotify.add_watch(folder, _FOLDER_EVENTS)
+            wd = self._inotify.add_watch(folder, FOLDER_EVENTS)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             self._watch_problems[folder] = SourceProblem(
