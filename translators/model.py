@@ -306,6 +306,19 @@ class TcpListener:
 
 
 @dataclass(frozen=True)
+class TcpRoute:
+    """Where a VirtualService's ``tcp`` rules send the connections of one service port.
+
+    ``gateway`` tells the scope: False for the mesh (sidecars), True for the load-balancer fleet.
+    """
+
+    service: str  # hostname of the service the rule is for
+    port: int
+    destinations: tuple[WeightedCluster, ...]
+    gateway: bool = False
+
+
+@dataclass(frozen=True)
 class MeshModel:
     """Everything one translation produced; sorted, so equal inputs give equal models."""
 
@@ -315,6 +328,7 @@ class MeshModel:
     mesh_hosts: tuple[VirtualHost, ...] = ()  # sidecars and proxyless gRPC clients
     gateway_hosts: tuple[VirtualHost, ...] = ()  # the load-balancer fleet's HTTP listener
     gateway_tcp: tuple[TcpListener, ...] = ()  # the fleet's TCP listeners
+    tcp_routes: tuple[TcpRoute, ...] = ()  # VirtualService tcp rules, for the TCP listeners
 
 
 class Role(StrEnum):

@@ -1,0 +1,940 @@
+"""VirtualService + DestinationRule + services → clusters, load assignments and virtual hosts.
+
+Three steps, so that the last good version of an object can stand in for an invalid one:
+
+1. `compile_destination_rule` checks one DestinationRule on its own;
+   `index_destination_rules` picks one rule per service host (the oldest wins).
+2. `compile_virtual_service` checks one VirtualService against the services and the subsets the
+   rules define, and turns its ``http``/``tcp`` rules into model routes.
+3. `resolve_routing` assembles clusters and virtual hosts (the oldest VirtualService wins a host);
+   `cluster_endpoints` fills each cluster's load assignment from the services' ready endpoints.
+
+Istio semantics throughout: short host names resolve in the object's namespace, subset policy
+overrides port-level policy which overrides the top-level policy, and weights follow Istio ≥ 1.15
+(each ≥ 0, total > 0 when several, weight-0 destinations omitted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+
+from google.protobuf.duration_pb2 import Duration
+
+from translators.api.networking_pb2 import (
+    ConnectionPoolSettings,
+    Destination,
+    DestinationRule,
+    HTTPFaultInjection,
+    HTTPMatchRequest,
+    HTTPRoute,
+    LoadBalancerSettings,
+    VirtualService,
+)
+from translators.api.networking_pb2 import Headers as HeadersSpec
+from translators.api.networking_pb2 import OutlierDetection as OutlierDetectionSpec
+from translators.api.networking_pb2 import StringMatch as StringMatchSpec
+from translators.api.networking_pb2 import TrafficPolicy as TrafficPolicySpec
+from translators.diagnostics import Diagnostic, Severity
+from translators.model import (
+    Cluster,
+    ClusterEndpoints,
+    ConnectionPool,
+    ConsistentHash,
+    Fault,
+    HeaderOperations,
+    Headers,
+    HttpRoute,
+    KeyMatch,
+    Labels,
+    LoadBalancer,
+    MatchKind,
+    Mirror,
+    OutlierDetection,
+    Redirect,
+    RetryPolicy,
+    Rewrite,
+    RouteMatch,
+    Service,
+    StringMatch,
+    TcpRoute,
+    TrafficPolicy,
+    VirtualHost,
+    WeightedCluster,
+    labels_of,
+)
+from translators.names import CLUSTER_DOMAIN, cluster_name, host_candidates, service_aliases
+from translators.regex import regex_problem
+
+MESH_GATEWAY = "mesh"
+# Shared immutable defaults: a large mesh would otherwise allocate one of each per route/cluster.
+_NO_HEADERS = Headers()
+_DEFAULT_POLICY = TrafficPolicy()
+DEFAULT_HOST_PORT = 80
+
+_SIMPLE_LB: Mapping[int, LoadBalancer] = {
+    LoadBalancerSettings.UNSPECIFIED: LoadBalancer.ROUND_ROBIN,
+    LoadBalancerSettings.ROUND_ROBIN: LoadBalancer.ROUND_ROBIN,
+    LoadBalancerSettings.LEAST_CONN: LoadBalancer.LEAST_REQUEST,
+    LoadBalancerSettings.LEAST_REQUEST: LoadBalancer.LEAST_REQUEST,
+    LoadBalancerSettings.RANDOM: LoadBalancer.RANDOM,
+    LoadBalancerSettings.PASSTHROUGH: LoadBalancer.PASSTHROUGH,
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """The object a rule came from; ``age`` orders objects oldest first."""
+
+    namespace: str
+    name: str
+    created: str = ""
+
+    @property
+    def age(self) -> tuple[str, str, str]:
+        return (self.created, self.namespace, self.name)
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class _Problems:
+    def __init__(self, kind: str, source: Source) -> None:
+        self.kind, self.source = kind, source
+        self.found: list[Diagnostic] = []
+
+    def add(self, field: str, message: str, severity: Severity = Severity.ERROR) -> None:
+        self.found.append(
+            Diagnostic(self.kind, self.source.namespace, self.source.name, field, message, severity)
+        )
+
+    @property
+    def has_error(self) -> bool:
+        return any(d.is_error for d in self.found)
+
+
+def _ms(duration: Duration) -> int:
+    return duration.seconds * 1000 + duration.nanos // 1_000_000
+
+
+# ------------------------------------------------------------------------------------------------
+# DestinationRules
+
+
+@dataclass(frozen=True)
+class DestinationRuleSpec:
+    """A DestinationRule that passed its own checks."""
+
+    source: Source
+    host: str  # as written, normalised
+    spec: DestinationRule = field(compare=False)
+
+
+def compile_destination_rule(
+    source: Source, spec: DestinationRule
+) -> tuple[DestinationRuleSpec | None, list[Diagnostic]]:
+    """Check the parts of a DestinationRule the schema cannot: hosts, subsets, hash keys."""
+    problems = _Problems("DestinationRule", source)
+    host = _normal_host(spec.host)
+    if not host:
+        problems.add("spec.host", "is required")
+    elif "*" in host:
+        problems.add("spec.host", "wildcard hosts are not supported; name one service")
+    names: set[str] = set()
+    for i, subset in enumerate(spec.subsets):
+        at = f"spec.subsets[{i}]"
+        if not subset.name:
+            problems.add(f"{at}.name", "is required")
+        elif subset.name in names:
+            problems.add(f"{at}.name", f"duplicate subset {subset.name!r}")
+        names.add(subset.name)
+        if subset.HasField("traffic_policy"):
+            _check_policy(subset.traffic_policy, f"{at}.trafficPolicy", problems)
+    if spec.HasField("traffic_policy"):
+        _check_policy(spec.traffic_policy, "spec.trafficPolicy", problems)
+    if problems.has_error:
+        return None, problems.found
+    return DestinationRuleSpec(source, host, spec), problems.found
+
+
+def _check_policy(policy: TrafficPolicySpec, at: str, problems: _Problems) -> None:
+    if policy.HasField("load_balancer"):
+        _check_load_balancer(policy.load_balancer, f"{at}.loadBalancer", problems)
+    seen: set[int] = set()
+    for i, level in enumerate(policy.port_level_settings):
+        where = f"{at}.portLevelSettings[{i}]"
+        number = level.port.number
+        if not 1 <= number <= 65535:
+            problems.add(f"{where}.port.number", "must be a port from 1 to 65535")
+        elif number in seen:
+            problems.add(f"{where}.port.number", f"duplicate settings for port {number}")
+        seen.add(number)
+        if level.HasField("load_balancer"):
+            _check_load_balancer(level.load_balancer, f"{where}.loadBalancer", problems)
+
+
+def _check_load_balancer(lb: LoadBalancerSettings, at: str, problems: _Problems) -> None:
+    if lb.WhichOneof("lb_policy") != "consistent_hash":
+        return
+    hashing = lb.consistent_hash
+    key = hashing.WhichOneof("hash_key")
+    if key is None:
+        problems.add(
+            f"{at}.consistentHash",
+            "needs httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName",
+        )
+    elif key == "http_cookie" and not hashing.http_cookie.name:
+        problems.add(f"{at}.consistentHash.httpCookie.name", "is required")
+
+
+@dataclass(frozen=True)
+class DestinationRuleIndex:
+    """The DestinationRule that applies to each service hostname."""
+
+    by_host: Mapping[str, DestinationRuleSpec]
+
+    def subsets(self, hostname: str) -> frozenset[str]:
+        rule = self.by_host.get(hostname)
+        return frozenset(s.name for s in rule.spec.subsets) if rule else frozenset()
+
+
+def index_destination_rules(
+    rules: Iterable[DestinationRuleSpec],
+    services: Mapping[str, Service],
+    domain: str = CLUSTER_DOMAIN,
+) -> tuple[DestinationRuleIndex, list[Diagnostic]]:
+    """One rule per service host (the oldest); later ones and unknown hosts get a diagnostic."""
+    diagnostics: list[Diagnostic] = []
+    by_host: dict[str, DestinationRuleSpec] = {}
+    for rule in sorted(rules, key=lambda r: r.source.age):
+        hostname = _service_hostname(rule.host, rule.source.namespace, services, domain)
+        if hostname is None:
+            diagnostics.append(
+                _diagnostic(
+                    "DestinationRule",
+                    rule.source,
+                    "spec.host",
+                    f"host {rule.host!r} is not a known service; the rule has no effect",
+                    Severity.WARNING,
+                )
+            )
+            continue
+        winner = by_host.get(hostname)
+        if winner is not None:
+            diagnostics.append(
+                _diagnostic(
+                    "DestinationRule",
+                    rule.source,
+                    "spec.host",
+                    f"{hostname} already has the older DestinationRule {winner.source};"
+                    " this one is ignored",
+                )
+            )
+            continue
+        by_host[hostname] = rule
+    return DestinationRuleIndex(by_host), diagnostics
+
+
+def _diagnostic(
+    kind: str, source: Source, field: str, message: str, severity: Severity = Severity.ERROR
+) -> Diagnostic:
+    return Diagnostic(kind, source.namespace, source.name, field, message, severity)
+
+
+def _normal_host(host: str) -> str:
+    return host.strip().lower().rstrip(".")
+
+
+def _service_hostname(
+    host: str, namespace: str, services: Mapping[str, Service], domain: str
+) -> str | None:
+    """The hostname of the service ``host`` (written in ``namespace``) names, if any."""
+    for candidate in _candidates(host, namespace, domain):
+        if candidate in services:
+            return candidate
+    return None
+
+
+@lru_cache(maxsize=1 << 16)
+def _candidates(host: str, namespace: str, domain: str) -> tuple[str, ...]:
+    return host_candidates(host, namespace, domain)
+
+
+def _has_labels(selector: Labels, labels: Labels) -> bool:
+    """`labels_match` for the hot path: both are short sorted tuples of pairs."""
+    return all(pair in labels for pair in selector)
+
+
+# ------------------------------------------------------------------------------------------------
+# Traffic policy
+
+
+def effective_policy(
+    rule: DestinationRuleSpec | None, port: int, subset: str = ""
+) -> TrafficPolicy:
+    """The policy of one cluster, by Istio's precedence (most specific last): top-level, its
+    ``portLevelSettings`` for ``port``, the subset's policy, the subset's port-level settings.
+
+    Each of load balancer, connection pool and outlier detection is replaced as a whole by the
+    most specific layer that sets it.
+    """
+    if rule is None:
+        return _DEFAULT_POLICY
+    layers: list[TrafficPolicySpec | TrafficPolicySpec.PortTrafficPolicy] = []
+    if rule.spec.HasField("traffic_policy"):
+        layers.extend(_policy_layers(rule.spec.traffic_policy, port))
+    if subset:
+        chosen = next((s for s in rule.spec.subsets if s.name == subset), None)
+        if chosen is not None and chosen.HasField("traffic_policy"):
+            layers.extend(_policy_layers(chosen.traffic_policy, port))
+    if not layers:
+        return _DEFAULT_POLICY
+    lb: LoadBalancerSettings | None = None
+    pool: ConnectionPoolSettings | None = None
+    outlier: OutlierDetectionSpec | None = None
+    for layer in layers:
+        if layer.HasField("load_balancer"):
+            lb = layer.load_balancer
+        if layer.HasField("connection_pool"):
+            pool = layer.connection_pool
+        if layer.HasField("outlier_detection"):
+            outlier = layer.outlier_detection
+    return _traffic_policy(lb, pool, outlier)
+
+
+def _policy_layers(
+    policy: TrafficPolicySpec, port: int
+) -> list[TrafficPolicySpec | TrafficPolicySpec.PortTrafficPolicy]:
+    layers: list[TrafficPolicySpec | TrafficPolicySpec.PortTrafficPolicy] = [policy]
+    level = next((p for p in policy.port_level_settings if p.port.number == port), None)
+    if level is not None:
+        layers.append(level)
+    return layers
+
+
+def _traffic_policy(
+    lb: LoadBalancerSettings | None,
+    pool: ConnectionPoolSettings | None,
+    outlier: OutlierDetectionSpec | None,
+) -> TrafficPolicy:
+    balancer, hashing = LoadBalancer.ROUND_ROBIN, None
+    if lb is not None:
+        if lb.WhichOneof("lb_policy") == "consistent_hash":
+            hashing = _consistent_hash(lb.consistent_hash)
+        else:
+            balancer = _SIMPLE_LB.get(lb.simple, LoadBalancer.ROUND_ROBIN)
+    return TrafficPolicy(
+        load_balancer=balancer,
+        consistent_hash=hashing,
+        connection_pool=_connection_pool(pool) if pool is not None else None,
+        outlier_detection=_outlier_detection(outlier) if outlier is not None else None,
+    )
+
+
+def _consistent_hash(spec: LoadBalancerSettings.ConsistentHashLB) -> ConsistentHash:
+    cookie = spec.http_cookie if spec.HasField("http_cookie") else None
+    algorithm = spec.WhichOneof("hash_algorithm")
+    return ConsistentHash(
+        header=spec.http_header_name,
+        cookie=cookie.name if cookie else "",
+        cookie_path=cookie.path if cookie else "",
+        cookie_ttl_ms=_ms(cookie.ttl) if cookie and cookie.HasField("ttl") else None,
+        source_ip=spec.use_source_ip,
+        query_parameter=spec.http_query_parameter_name,
+        maglev=algorithm == "maglev",
+        table_size=spec.maglev.table_size if algorithm == "maglev" else 0,
+        minimum_ring_size=(
+            spec.ring_hash.minimum_ring_size if algorithm == "ring_hash" else spec.minimum_ring_size
+        ),
+    )
+
+
+def _connection_pool(spec: ConnectionPoolSettings) -> ConnectionPool:
+    tcp, http = spec.tcp, spec.http
+    return ConnectionPool(
+        max_connections=tcp.max_connections or None,
+        connect_timeout_ms=_ms(tcp.connect_timeout) if tcp.HasField("connect_timeout") else None,
+        max_pending_requests=http.http1_max_pending_requests or None,
+        max_requests=http.http2_max_requests or None,
+        max_requests_per_connection=http.max_requests_per_connection or None,
+        max_retries=http.max_retries or None,
+        idle_timeout_ms=_ms(http.idle_timeout) if http.HasField("idle_timeout") else None,
+        max_concurrent_streams=http.max_concurrent_streams or None,
+    )
+
+
+def _outlier_detection(spec: OutlierDetectionSpec) -> OutlierDetection:
+    def wrapped(name: str) -> int | None:
+        return int(getattr(spec, name).value) if spec.HasField(name) else None
+
+    return OutlierDetection(
+        consecutive_5xx_errors=wrapped("consecutive_5xx_errors"),
+        consecutive_gateway_errors=wrapped("consecutive_gateway_errors"),
+        consecutive_local_origin_failures=wrapped("consecutive_local_origin_failures"),
+        split_external_local_origin_errors=spec.split_external_local_origin_errors,
+        interval_ms=_ms(spec.interval) if spec.HasField("interval") else None,
+        base_ejection_time_ms=(
+            _ms(spec.base_ejection_time) if spec.HasField("base_ejection_time") else None
+        ),
+        max_ejection_percent=spec.max_ejection_percent or None,
+        min_health_percent=spec.min_health_percent or None,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# VirtualServices
+
+
+@dataclass(frozen=True)
+class _HttpRule:
+    route: HttpRoute
+    destination_ports: frozenset[int]
+
+
+@dataclass(frozen=True)
+class _TcpRule:
+    ports: frozenset[int]  # empty: every port
+    destinations: tuple[WeightedCluster, ...]
+
+
+@dataclass(frozen=True)
+class VirtualServiceRules:
+    """A VirtualService that passed its checks, with its rules as model routes."""
+
+    source: Source
+    hosts: tuple[str, ...]  # spec.hosts, normalised, same indexes
+    hostnames: tuple[str | None, ...]  # the service each host names, None for other hosts
+    mesh: bool
+    gateway: bool
+    http: tuple[_HttpRule, ...]
+    tcp: tuple[_TcpRule, ...]
+
+    @property
+    def host_port(self) -> int:
+        """The port of a virtual host that is not a service: the destinations' port, else 80."""
+        ports = frozenset().union(*(r.destination_ports for r in self.http))
+        return next(iter(ports)) if len(ports) == 1 else DEFAULT_HOST_PORT
+
+
+@dataclass(frozen=True)
+class RoutingContext:
+    """What a VirtualService's destinations are checked against."""
+
+    services: Mapping[str, Service]  # by hostname
+    rules: DestinationRuleIndex
+    domain: str = CLUSTER_DOMAIN
+
+
+def compile_virtual_service(
+    source: Source, spec: VirtualService, context: RoutingContext
+) -> tuple[VirtualServiceRules | None, list[Diagnostic]]:
+    """Check a VirtualService against the mesh and turn its rules into model routes."""
+    compiler = _Compiler(source, context)
+    gateways = tuple(spec.gateways)
+    mesh = not gateways or MESH_GATEWAY in gateways
+    hosts = tuple(_normal_host(h) for h in spec.hosts)
+    if not hosts:
+        compiler.problems.add("spec.hosts", "needs at least one host")
+    for k, host in enumerate(hosts):
+        if not host:
+            compiler.problems.add(f"spec.hosts[{k}]", "must not be empty")
+        elif host == "*" and mesh:
+            compiler.problems.add(
+                f"spec.hosts[{k}]", "'*' is not allowed for the mesh; name the hosts"
+            )
+    for g, name in enumerate(gateways):
+        if not name.strip():
+            compiler.problems.add(f"spec.gateways[{g}]", "must not be empty")
+    http = tuple(
+        rule
+        for i, route in enumerate(spec.http)
+        if (rule := compiler.http_rule(route, f"spec.http[{i}]")) is not None
+    )
+    tcp: list[_TcpRule] = []
+    for i, tcp_route in enumerate(spec.tcp):
+        at = f"spec.tcp[{i}]"
+        ports: set[int] = set()
+        for m, match in enumerate(tcp_route.match):
+            compiler.unsupported_l4(match, f"{at}.match[{m}]")
+            if match.port:
+                compiler.check_port(match.port, f"{at}.match[{m}].port")
+                ports.add(match.port)
+            else:
+                ports.clear()
+                break
+        entries = [(r.destination, r.weight, None) for r in tcp_route.route]
+        destinations, _ = compiler.destinations(entries, f"{at}.route")
+        tcp.append(_TcpRule(frozenset(ports), destinations))
+    if not spec.http and not spec.tcp:
+        compiler.problems.add("spec", "needs http or tcp routes")
+    if compiler.problems.has_error:
+        return None, compiler.problems.found
+    hostnames = tuple(
+        _service_hostname(h, source.namespace, context.services, context.domain) for h in hosts
+    )
+    rules = VirtualServiceRules(
+        source, hosts, hostnames, mesh, any(g != MESH_GATEWAY for g in gateways), http, tuple(tcp)
+    )
+    return rules, compiler.problems.found
+
+
+class _Compiler:
+    """Turns one VirtualService's rules into model routes, collecting its problems."""
+
+    def __init__(self, source: Source, context: RoutingContext) -> None:
+        self.source, self.context = source, context
+        self.problems = _Problems("VirtualService", source)
+
+    def check_port(self, port: int, at: str) -> None:
+        if not 1 <= port <= 65535:
+            self.problems.add(at, "must be a port from 1 to 65535")
+
+    def check_percent(self, value: float, at: str) -> None:
+        if not 0 <= value <= 100:
+            self.problems.add(at, "must be from 0 to 100")
+
+    def unsupported_l4(self, match: object, at: str) -> None:
+        if getattr(match, "source_labels", None):
+            self.problems.add(
+                f"{at}.sourceLabels",
+                "splitplane does not apply sourceLabels per workload; the rule applies to all",
+                Severity.WARNING,
+            )
+        if getattr(match, "destination_subnets", None):
+            self.problems.add(
+                f"{at}.destinationSubnets", "not supported by splitplane; ignored", Severity.WARNING
+            )
+
+    def http_rule(self, spec: HTTPRoute, at: str) -> _HttpRule | None:
+        has_redirect = spec.HasField("redirect")
+        if spec.route and has_redirect:
+            self.problems.add(at, "has both route and redirect; use one")
+        elif not spec.route and not has_redirect:
+            self.problems.add(f"{at}.route", "needs at least one destination (or a redirect)")
+        matches = tuple(self.match(m, f"{at}.match[{k}]") for k, m in enumerate(spec.match))
+        entries = [
+            (r.destination, r.weight, r.headers if r.HasField("headers") else None)
+            for r in spec.route
+        ]
+        destinations, ports = self.destinations(entries, f"{at}.route")
+        mirror = None
+        if spec.HasField("mirror"):
+            cluster, _ = self.cluster(spec.mirror, f"{at}.mirror")
+            percent = 100.0
+            if spec.HasField("mirror_percentage"):
+                percent = spec.mirror_percentage.value
+                self.check_percent(percent, f"{at}.mirrorPercentage.value")
+            mirror = Mirror(cluster, percent) if cluster else None
+        elif spec.HasField("mirror_percentage"):
+            self.problems.add(f"{at}.mirrorPercentage", "needs a mirror")
+        route = HttpRoute(
+            name=spec.name,
+            matches=matches,
+            destinations=destinations,
+            redirect=self.redirect(spec, f"{at}.redirect") if has_redirect else None,
+            rewrite=self.rewrite(spec, f"{at}.rewrite") if spec.HasField("rewrite") else None,
+            timeout_ms=_ms(spec.timeout) if spec.HasField("timeout") else None,
+            retries=self.retries(spec, f"{at}.retries") if spec.HasField("retries") else None,
+            fault=self.fault(spec.fault, f"{at}.fault") if spec.HasField("fault") else None,
+            mirror=mirror,
+            headers=_headers(spec.headers) if spec.HasField("headers") else _NO_HEADERS,
+        )
+        return _HttpRule(route, frozenset(ports))
+
+    def match(self, spec: HTTPMatchRequest, at: str) -> RouteMatch:
+        if spec.port:
+            self.check_port(spec.port, f"{at}.port")
+        self.unsupported_l4(spec, at)
+        if spec.gateways:
+            self.problems.add(
+                f"{at}.gateways", "not supported by splitplane; ignored", Severity.WARNING
+            )
+        if spec.source_namespace:
+            self.problems.add(
+                f"{at}.sourceNamespace", "not supported by splitplane; ignored", Severity.WARNING
+            )
+        headers = [
+            KeyMatch(k, self.string_match(v, f"{at}.headers[{k}]")) for k, v in spec.headers.items()
+        ]
+        headers += [
+            KeyMatch(k, self.string_match(v, f"{at}.withoutHeaders[{k}]"), invert=True)
+            for k, v in spec.without_headers.items()
+        ]
+        query_params = [
+            KeyMatch(k, self.string_match(v, f"{at}.queryParams[{k}]"))
+            for k, v in spec.query_params.items()
+        ]
+        return RouteMatch(
+            uri=self.string_match(spec.uri, f"{at}.uri") if spec.HasField("uri") else None,
+            scheme=(
+                self.string_match(spec.scheme, f"{at}.scheme") if spec.HasField("scheme") else None
+            ),
+            method=(
+                self.string_match(spec.method, f"{at}.method") if spec.HasField("method") else None
+            ),
+            authority=(
+                self.string_match(spec.authority, f"{at}.authority")
+                if spec.HasField("authority")
+                else None
+            ),
+            headers=tuple(sorted(headers, key=lambda h: (h.name, h.invert))),
+            query_params=tuple(sorted(query_params, key=lambda q: q.name)),
+            ignore_uri_case=spec.ignore_uri_case,
+            port=spec.port,
+            source_labels=labels_of(dict(spec.source_labels)),
+        )
+
+    def string_match(self, spec: StringMatchSpec, at: str) -> StringMatch | None:
+        match = _string_match(spec)
+        if match is not None and match.kind is MatchKind.REGEX:
+            self.check_regex(match.value, f"{at}.regex")
+        return match
+
+    def check_regex(self, pattern: str, at: str) -> None:
+        problem = regex_problem(pattern)
+        if problem is not None:
+            self.problems.add(at, problem)
+
+    def service(self, destination: Destination, at: str) -> Service | None:
+        host = _normal_host(destination.host)
+        if not host:
+            self.problems.add(f"{at}.host", "is required")
+            return None
+        hostname = _service_hostname(
+            host, self.source.namespace, self.context.services, self.context.domain
+        )
+        if hostname is None:
+            self.problems.add(f"{at}.host", f"{destination.host!r} is not a known service")
+            return None
+        return self.context.services[hostname]
+
+    def cluster(self, destination: Destination, at: str) -> tuple[str, int]:
+        """The cluster name and port a destination means; ("", 0) when it is invalid."""
+        service = self.service(destination, at)
+        if service is None:
+            return "", 0
+        port = destination.port.number if destination.HasField("port") else 0
+        if port:
+            if service.port(port) is None:
+                known = ", ".join(str(p.port) for p in service.ports) or "none"
+                self.problems.add(
+                    f"{at}.port.number", f"{service.hostname} has no port {port} (ports: {known})"
+                )
+                return "", 0
+        elif len(service.ports) == 1:
+            port = service.ports[0].port
+        else:
+            self.problems.add(
+                f"{at}.port",
+                f"{service.hostname} has {len(service.ports)} ports; name one with port.number",
+            )
+            return "", 0
+        if destination.subset and destination.subset not in self.context.rules.subsets(
+            service.hostname
+        ):
+            self.problems.add(
+                f"{at}.subset",
+                f"subset {destination.subset!r} is not defined in a DestinationRule"
+                f" for {service.hostname}",
+            )
+            return "", 0
+        return cluster_name(port, destination.subset, service.hostname), port
+
+    def destinations(
+        self, entries: Sequence[tuple[Destination, int, HeadersSpec | None]], at: str
+    ) -> tuple[tuple[WeightedCluster, ...], set[int]]:
+        """Weighted clusters by Istio ≥ 1.15 rules, weight-0 ones left out; and their ports."""
+        found: list[WeightedCluster] = []
+        ports: set[int] = set()
+        total = 0
+        for j, (destination, weight, headers) in enumerate(entries):
+            cluster, port = self.cluster(destination, f"{at}[{j}].destination")
+            if weight < 0:
+                self.problems.add(f"{at}[{j}].weight", f"must not be negative (got {weight})")
+                continue
+            total += weight
+            share = 100 if len(entries) == 1 else weight
+            if cluster and share > 0:
+                ports.add(port)
+                found.append(
+                    WeightedCluster(
+                        cluster, share, _headers(headers) if headers is not None else _NO_HEADERS
+                    )
+                )
+        if len(entries) > 1 and total == 0 and not any(w < 0 for _, w, _ in entries):
+            self.problems.add(at, "weights sum to 0; give at least one destination a weight")
+        return tuple(found), ports
+
+    def redirect(self, spec: HTTPRoute, at: str) -> Redirect:
+        redirect = spec.redirect
+        if redirect.port:
+            self.check_port(redirect.port, f"{at}.port")
+        code = redirect.redirect_code or 301
+        if code not in (301, 302, 303, 307, 308):
+            self.problems.add(f"{at}.redirectCode", "must be 301, 302, 303, 307 or 308")
+        return Redirect(
+            uri=redirect.uri,
+            authority=redirect.authority,
+            port=redirect.port,
+            scheme=redirect.scheme,
+            code=code,
+        )
+
+    def rewrite(self, spec: HTTPRoute, at: str) -> Rewrite:
+        rewrite = spec.rewrite
+        regex = rewrite.uri_regex_rewrite
+        if rewrite.HasField("uri_regex_rewrite"):
+            self.check_regex(regex.match, f"{at}.uriRegexRewrite.match")
+        return Rewrite(
+            uri=rewrite.uri,
+            authority=rewrite.authority,
+            regex=regex.match,
+            regex_substitution=regex.rewrite,
+        )
+
+    def retries(self, spec: HTTPRoute, at: str) -> RetryPolicy:
+        retries = spec.retries
+        if retries.attempts < 0:
+            self.problems.add(f"{at}.attempts", "must not be negative")
+        return RetryPolicy(
+            attempts=retries.attempts,
+            per_try_timeout_ms=(
+                _ms(retries.per_try_timeout) if retries.HasField("per_try_timeout") else None
+            ),
+            retry_on=retries.retry_on,
+        )
+
+    def fault(self, spec: HTTPFaultInjection, at: str) -> Fault:
+        delay_ms, delay_percent = None, 100.0
+        if spec.HasField("delay"):
+            delay = spec.delay
+            if not delay.HasField("fixed_delay"):
+                self.problems.add(f"{at}.delay.fixedDelay", "is required")
+            delay_ms = _ms(delay.fixed_delay)
+            if delay.HasField("percentage"):
+                delay_percent = delay.percentage.value
+                self.check_percent(delay_percent, f"{at}.delay.percentage.value")
+            elif delay.percent:
+                delay_percent = float(delay.percent)
+                self.check_percent(delay_percent, f"{at}.delay.percent")
+        status, grpc_status, abort_percent = None, "", 100.0
+        if spec.HasField("abort"):
+            abort = spec.abort
+            kind = abort.WhichOneof("error_type")
+            if kind is None:
+                self.problems.add(f"{at}.abort", "needs httpStatus or grpcStatus")
+            elif kind == "http_status":
+                status = abort.http_status
+                if not 200 <= status <= 599:
+                    self.problems.add(f"{at}.abort.httpStatus", "must be from 200 to 599")
+            else:
+                grpc_status = abort.grpc_status
+            if abort.HasField("percentage"):
+                abort_percent = abort.percentage.value
+                self.check_percent(abort_percent, f"{at}.abort.percentage.value")
+        if not spec.HasField("delay") and not spec.HasField("abort"):
+            self.problems.add(at, "needs a delay or an abort")
+        return Fault(delay_ms, delay_percent, status, grpc_status, abort_percent)
+
+
+def _string_match(spec: StringMatchSpec) -> StringMatch | None:
+    kind = spec.WhichOneof("match_type")
+    if kind is None:
+        return None
+    return StringMatch(MatchKind(kind), getattr(spec, kind))
+
+
+def _operations(spec: HeadersSpec.HeaderOperations) -> HeaderOperations:
+    return HeaderOperations(
+        set=tuple(sorted(spec.set.items())),
+        add=tuple(sorted(spec.add.items())),
+        remove=tuple(spec.remove),
+    )
+
+
+def _headers(spec: HeadersSpec) -> Headers:
+    return Headers(request=_operations(spec.request), response=_operations(spec.response))
+
+
+# ------------------------------------------------------------------------------------------------
+# Assembly
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Clusters and virtual hosts of the mesh, and the diagnostics found assembling them."""
+
+    clusters: tuple[Cluster, ...]
+    mesh_hosts: tuple[VirtualHost, ...]
+    gateway_hosts: tuple[VirtualHost, ...]
+    tcp_routes: tuple[TcpRoute, ...]
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def services_by_hostname(services: Iterable[Service]) -> dict[str, Service]:
+    return {s.hostname: s for s in services}
+
+
+def resolve_routing(
+    services: Mapping[str, Service],
+    rules: DestinationRuleIndex,
+    virtual_services: Iterable[VirtualServiceRules],
+    domain: str = CLUSTER_DOMAIN,
+) -> Routing:
+    """Clusters for every service port and subset, and the virtual hosts that route to them."""
+    mesh_claims, gateway_claims, diagnostics = _claim_hosts(services, virtual_services, domain)
+    clusters: list[Cluster] = []
+    mesh_hosts: list[VirtualHost] = []
+    tcp_routes: list[TcpRoute] = []
+    for service in services.values():
+        clusters.extend(_clusters(service, rules.by_host.get(service.hostname)))
+        vs = mesh_claims.get(service.hostname)
+        mesh_hosts.extend(_service_hosts(service, vs, services, domain))
+        if vs is not None:
+            tcp_routes.extend(_tcp_routes(vs, service, gateway=False))
+    for host, vs in mesh_claims.items():
+        if host not in services and vs.http:
+            mesh_hosts.append(_named_host(host, vs))
+    gateway_hosts: list[VirtualHost] = []
+    for host, vs in gateway_claims.items():
+        hostname = vs.hostnames[vs.hosts.index(host)]
+        if hostname is not None:
+            tcp_routes.extend(_tcp_routes(vs, services[hostname], gateway=True))
+        if vs.http:
+            gateway_hosts.append(_named_host(host, vs))
+    return Routing(
+        clusters=tuple(sorted(clusters, key=lambda c: c.name)),
+        mesh_hosts=tuple(sorted(mesh_hosts, key=lambda v: (v.port, v.name))),
+        gateway_hosts=tuple(sorted(gateway_hosts, key=lambda v: (v.port, v.name))),
+        tcp_routes=tuple(sorted(tcp_routes, key=lambda t: (t.gateway, t.service, t.port))),
+        diagnostics=tuple(sorted(diagnostics)),
+    )
+
+
+def _claim_hosts(
+    services: Mapping[str, Service], virtual_services: Iterable[VirtualServiceRules], domain: str
+) -> tuple[dict[str, VirtualServiceRules], dict[str, VirtualServiceRules], list[Diagnostic]]:
+    """Which VirtualService routes each mesh host (by service hostname) and each gateway host.
+
+    The oldest wins; a younger one gets an error on the host, which is dropped from it.
+    """
+    diagnostics: list[Diagnostic] = []
+    mesh: dict[str, VirtualServiceRules] = {}
+    gateway: dict[str, VirtualServiceRules] = {}
+    for vs in sorted(virtual_services, key=lambda v: v.source.age):
+        for k, host in enumerate(vs.hosts):
+            hostname = vs.hostnames[k] or host
+            for claims, wanted, key in ((mesh, vs.mesh, hostname), (gateway, vs.gateway, host)):
+                owner = claims.setdefault(key, vs) if wanted else vs
+                if owner is not vs:
+                    diagnostics.append(
+                        _diagnostic(
+                            "VirtualService",
+                            vs.source,
+                            f"spec.hosts[{k}]",
+                            f"{key} is already routed by the older VirtualService"
+                            f" {owner.source}; the host is dropped here",
+                        )
+                    )
+    return mesh, gateway, diagnostics
+
+
+def _service_hosts(
+    service: Service,
+    vs: VirtualServiceRules | None,
+    services: Mapping[str, Service],
+    domain: str,
+) -> list[VirtualHost]:
+    """One virtual host per HTTP port: the VirtualService's rules, else one default route."""
+    aliases = service_aliases(service.name, service.namespace, domain)
+    written: tuple[str, ...] = ()
+    if vs is not None:
+        written = tuple(
+            h for h, n in zip(vs.hosts, vs.hostnames, strict=True) if n == service.hostname
+        )
+    found: list[VirtualHost] = []
+    for port in service.ports:
+        if not port.protocol.is_http:
+            continue
+        routes = _routes_for_port(vs, port.port) if vs is not None else ()
+        hosts = tuple(dict.fromkeys(aliases + written))
+        if not routes:
+            default = cluster_name(port.port, "", service.hostname)
+            routes = (HttpRoute(destinations=(WeightedCluster(default, 100),)),)
+            hosts = aliases
+        found.append(VirtualHost(f"{service.hostname}:{port.port}", port.port, hosts, routes))
+    return found
+
+
+def _named_host(host: str, vs: VirtualServiceRules) -> VirtualHost:
+    """The virtual host of a host that is not a service, or of a gateway host."""
+    port = vs.host_port
+    return VirtualHost(f"{host}:{port}", port, (host,), tuple(rule.route for rule in vs.http))
+
+
+def _clusters(service: Service, rule: DestinationRuleSpec | None) -> list[Cluster]:
+    found: list[Cluster] = []
+    subsets = rule.spec.subsets if rule else ()
+    for port in service.ports:
+        found.append(
+            Cluster(
+                name=cluster_name(port.port, "", service.hostname),
+                service=service.hostname,
+                port=port.port,
+                protocol=port.protocol,
+                policy=effective_policy(rule, port.port),
+            )
+        )
+        for subset in subsets:
+            found.append(
+                Cluster(
+                    name=cluster_name(port.port, subset.name, service.hostname),
+                    service=service.hostname,
+                    port=port.port,
+                    subset=subset.name,
+                    subset_labels=labels_of(dict(subset.labels)),
+                    protocol=port.protocol,
+                    policy=effective_policy(rule, port.port, subset.name),
+                )
+            )
+    return found
+
+
+def _routes_for_port(vs: VirtualServiceRules, port: int) -> tuple[HttpRoute, ...]:
+    """The rules that apply on ``port``: matches naming another port are dropped."""
+    routes: list[HttpRoute] = []
+    for rule in vs.http:
+        route = rule.route
+        if any(m.port for m in route.matches):
+            kept = tuple(m for m in route.matches if m.port in (0, port))
+            if not kept:
+                continue
+            route = replace(route, matches=kept)
+        routes.append(route)
+    return tuple(routes)
+
+
+def _tcp_routes(vs: VirtualServiceRules, service: Service, gateway: bool) -> list[TcpRoute]:
+    """Per service port, the first ``tcp`` rule whose matches take that port."""
+    found: list[TcpRoute] = []
+    for port in service.ports:
+        rule = next((r for r in vs.tcp if not r.ports or port.port in r.ports), None)
+        if rule is not None and rule.destinations:
+            found.append(TcpRoute(service.hostname, port.port, rule.destinations, gateway))
+    return found
+
+
+def cluster_endpoints(
+    clusters: Iterable[Cluster], services: Mapping[str, Service]
+) -> tuple[ClusterEndpoints, ...]:
+    """The load assignment of each cluster: its port's ready endpoints, narrowed to the subset."""
+    assignments: list[ClusterEndpoints] = []
+    for cluster in clusters:
+        service = services.get(cluster.service)
+        port = service.port(cluster.port) if service else None
+        endpoints = port.endpoints if port else ()
+        if cluster.subset_labels:
+            endpoints = tuple(e for e in endpoints if _has_labels(cluster.subset_labels, e.labels))
+        assignments.append(ClusterEndpoints(cluster.name, endpoints))
+    return tuple(sorted(assignments, key=lambda a: a.cluster))

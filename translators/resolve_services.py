@@ -1,0 +1,642 @@
+"""Service + EndpointSlice + Pod objects → `Service` models with per-port ready endpoints.
+
+Endpoints are computed the way Kubernetes' own controllers compute them: from the EndpointSlices
+labelled ``kubernetes.io/service-name`` when a service has any, otherwise from the ready Pods its
+selector matches. Objects are plain dicts exactly as YAML or the Kubernetes API gives them; nothing
+here raises on user input, every problem is a `Diagnostic`.
+
+Resolution is in two steps so that the last good version of a Service can keep serving:
+`parse_service` validates one Service object into a `ServiceSpec` (no endpoints), and
+`resolve_services` adds the endpoints of the current slices and pods to the chosen specs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from translators.diagnostics import Diagnostic, Severity
+from translators.model import (
+    Endpoint,
+    Labels,
+    Protocol,
+    Service,
+    ServicePort,
+    labels_match,
+    labels_of,
+)
+from translators.names import CLUSTER_DOMAIN, service_hostname
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+DEFAULT_NAMESPACE = "default"
+
+# appProtocol values and Istio port-name prefixes, and the protocol each means.
+_PROTOCOLS: Mapping[str, Protocol] = {
+    "http": Protocol.HTTP,
+    "http2": Protocol.HTTP2,
+    "h2c": Protocol.HTTP2,
+    "kubernetes.io/h2c": Protocol.HTTP2,
+    "grpc": Protocol.GRPC,
+    "grpc-web": Protocol.HTTP,
+    "kubernetes.io/ws": Protocol.HTTP,
+    "tcp": Protocol.TCP,
+    "https": Protocol.TCP,
+    "tls": Protocol.TCP,
+    "kubernetes.io/wss": Protocol.TCP,
+    "mongo": Protocol.TCP,
+    "mysql": Protocol.TCP,
+    "redis": Protocol.TCP,
+}
+_PORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
+_IANA_SVC_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
+_SLICE_ADDRESS_TYPES = frozenset({"IPv4", "IPv6"})
+
+
+class ObjectKey(NamedTuple):
+    """Identity of an object: kind, namespace and name."""
+
+    kind: str
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ObjectMeta:
+    """The parts of a Kubernetes object's envelope the resolvers use."""
+
+    kind: str
+    namespace: str
+    name: str
+    created: str = ""  # RFC 3339, UTC; "" when absent (files on disk)
+    labels: Labels = ()
+    deleting: bool = False
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey(self.kind, self.namespace, self.name)
+
+
+def object_meta(obj: Mapping[str, Any]) -> ObjectMeta | None:
+    """The envelope of ``obj``; None when it has no usable kind or name."""
+    kind = obj.get("kind")
+    metadata = obj.get("metadata")
+    if not isinstance(kind, str) or not isinstance(metadata, Mapping):
+        return None
+    name = metadata.get("name")
+    if not isinstance(name, str) or not name:
+        return None
+    namespace = metadata.get("namespace")
+    if not isinstance(namespace, str) or not namespace:
+        namespace = DEFAULT_NAMESPACE
+    labels = metadata.get("labels")
+    return ObjectMeta(
+        kind=kind,
+        namespace=namespace,
+        name=name,
+        created=_timestamp(metadata.get("creationTimestamp")),
+        labels=_string_labels(labels),
+        deleting=metadata.get("deletionTimestamp") is not None,
+    )
+
+
+def _timestamp(value: object) -> str:
+    if isinstance(value, datetime):  # YAML loaders turn an unquoted timestamp into a datetime
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value if isinstance(value, str) else ""
+
+
+def _string_labels(value: object) -> Labels:
+    if not isinstance(value, Mapping):
+        return ()
+    return labels_of({k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)})
+
+
+# ------------------------------------------------------------------------------------------------
+# Service objects
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    port: int
+    name: str
+    protocol: Protocol
+    target_port: int | str  # a number, or a container port name
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A valid Service object without its endpoints."""
+
+    name: str
+    namespace: str
+    hostname: str
+    ports: tuple[PortSpec, ...]
+    selector: Labels
+    type: str = "ClusterIP"
+    load_balancer_class: str = ""
+    headless: bool = False
+    publish_not_ready: bool = False
+
+
+class _Problems:
+    """Diagnostics collected for one object."""
+
+    def __init__(self, kind: str, namespace: str, name: str) -> None:
+        self.kind, self.namespace, self.name = kind, namespace, name
+        self.found: list[Diagnostic] = []
+
+    def add(self, field: str, message: str, severity: Severity = Severity.ERROR) -> None:
+        self.found.append(
+            Diagnostic(self.kind, self.namespace, self.name, field, message, severity)
+        )
+
+    @property
+    def has_error(self) -> bool:
+        return any(d.is_error for d in self.found)
+
+
+def _port_number(value: object) -> int | None:
+    """``value`` when it is a valid port number (1-65535), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
+        return value
+    return None
+
+
+def port_protocol(name: str, app_protocol: str) -> Protocol:
+    """A service port's protocol: ``appProtocol``, else the Istio port-name prefix, else HTTP."""
+    if app_protocol and app_protocol.lower() in _PROTOCOLS:
+        return _PROTOCOLS[app_protocol.lower()]
+    lowered = name.lower()
+    prefix = lowered.split("-", 1)[0]
+    if lowered.startswith("grpc-web"):
+        return Protocol.HTTP
+    return _PROTOCOLS.get(prefix, Protocol.HTTP)
+
+
+def parse_service(
+    obj: Mapping[str, Any], domain: str = CLUSTER_DOMAIN, meta: ObjectMeta | None = None
+) -> tuple[ServiceSpec | None, list[Diagnostic]]:
+    """Validate one Service object; None when it is malformed or is not routed (ExternalName).
+
+    ``meta`` is ``object_meta(obj)`` when the caller has it already.
+    """
+    meta = meta or object_meta(obj)
+    if meta is None:
+        problems = _Problems("Service", _namespace_of(obj), "")
+        problems.add("metadata.name", "a Service needs a name")
+        return None, problems.found
+    problems = _Problems("Service", meta.namespace, meta.name)
+    spec = obj.get("spec")
+    if spec is None:
+        spec = {}
+    if not isinstance(spec, Mapping):
+        problems.add("spec", "must be a mapping")
+        return None, problems.found
+    kind = spec.get("type", "ClusterIP")
+    if kind is None:
+        kind = "ClusterIP"
+    if kind not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
+        problems.add("spec.type", f"unknown Service type {kind!r}")
+        return None, problems.found
+    if kind == "ExternalName":
+        problems.add(
+            "spec.type", "ExternalName services are not routed by splitplane", Severity.WARNING
+        )
+        return None, problems.found
+    selector = spec.get("selector")
+    if selector is not None and not (
+        isinstance(selector, Mapping)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in selector.items())
+    ):
+        problems.add("spec.selector", "must be a mapping of label names to strings")
+    lb_class = spec.get("loadBalancerClass") or ""
+    if not isinstance(lb_class, str):
+        problems.add("spec.loadBalancerClass", "must be a string")
+        lb_class = ""
+    publish = spec.get("publishNotReadyAddresses", False)
+    if not isinstance(publish, bool):
+        problems.add("spec.publishNotReadyAddresses", "must be true or false")
+    ports = _parse_ports(spec.get("ports"), problems)
+    if problems.has_error:
+        return None, problems.found
+    return (
+        ServiceSpec(
+            name=meta.name,
+            namespace=meta.namespace,
+            hostname=service_hostname(meta.name, meta.namespace, domain),
+            ports=ports,
+            selector=labels_of(selector) if isinstance(selector, Mapping) else (),
+            type=kind,
+            load_balancer_class=lb_class,
+            headless=spec.get("clusterIP") == "None",
+            publish_not_ready=publish is True,
+        ),
+        problems.found,
+    )
+
+
+def _namespace_of(obj: Mapping[str, Any]) -> str:
+    metadata = obj.get("metadata")
+    namespace = metadata.get("namespace") if isinstance(metadata, Mapping) else None
+    return namespace if isinstance(namespace, str) and namespace else DEFAULT_NAMESPACE
+
+
+def _parse_ports(raw: object, problems: _Problems) -> tuple[PortSpec, ...]:
+    if raw is None:
+        raw = []
+    if not isinstance(raw, list):
+        problems.add("spec.ports", "must be a list")
+        return ()
+    if not raw:
+        problems.add("spec.ports", "no ports: nothing to route", Severity.WARNING)
+    ports: list[PortSpec] = []
+    seen_names: set[str] = set()
+    seen_ports: set[tuple[int, str]] = set()
+    for i, item in enumerate(raw):
+        at = f"spec.ports[{i}]"
+        if not isinstance(item, Mapping):
+            problems.add(at, "must be a mapping")
+            continue
+        number = _port_number(item.get("port"))
+        if number is None:
+            problems.add(f"{at}.port", "must be an integer from 1 to 65535")
+            continue
+        name = item.get("name", "")
+        if name is None:
+            name = ""
+        if not isinstance(name, str) or (name and not _PORT_NAME.match(name)):
+            problems.add(f"{at}.name", "must be a lowercase DNS label of at most 15 characters")
+            continue
+        if not name and len(raw) > 1:
+            problems.add(f"{at}.name", "is required when a Service has several ports")
+            continue
+        if name in seen_names:
+            problems.add(f"{at}.name", f"duplicate port name {name!r}")
+            continue
+        seen_names.add(name)
+        transport = item.get("protocol", "TCP") or "TCP"
+        if transport not in ("TCP", "UDP", "SCTP"):
+            problems.add(f"{at}.protocol", "must be TCP, UDP or SCTP")
+            continue
+        if (number, transport) in seen_ports:
+            problems.add(f"{at}.port", f"duplicate port {number}/{transport}")
+            continue
+        seen_ports.add((number, transport))
+        app_protocol = item.get("appProtocol", "") or ""
+        if not isinstance(app_protocol, str):
+            problems.add(f"{at}.appProtocol", "must be a string")
+            continue
+        target = _target_port(item.get("targetPort"), number, f"{at}.targetPort", problems)
+        if target is None:
+            continue
+        if transport != "TCP":
+            problems.add(
+                f"{at}.protocol",
+                f"{transport} ports are not routed by splitplane; port {number} left out",
+                Severity.WARNING,
+            )
+            continue
+        ports.append(PortSpec(number, name, port_protocol(name, app_protocol), target))
+    return tuple(sorted(ports, key=lambda p: p.port))
+
+
+def _target_port(raw: object, port: int, at: str, problems: _Problems) -> int | str | None:
+    if raw is None:
+        return port
+    number = _port_number(raw)
+    if number is not None:
+        return number
+    if isinstance(raw, str) and _IANA_SVC_NAME.match(raw):
+        return raw
+    problems.add(at, "must be an integer from 1 to 65535 or a port name")
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# Endpoints
+
+
+@dataclass(frozen=True)
+class _PodInfo:
+    namespace: str
+    name: str
+    labels: Labels
+    ip: str
+    ready: bool  # Running, Ready=True and not terminating
+    serving_candidate: bool  # has an IP and is not in a terminal phase
+    named_ports: Mapping[str, int]
+
+
+def _pod_info(obj: Mapping[str, Any]) -> _PodInfo | None:
+    meta = object_meta(obj)
+    if meta is None:
+        return None
+    status = obj.get("status")
+    status = status if isinstance(status, Mapping) else {}
+    ip = status.get("podIP")
+    ip = ip if isinstance(ip, str) else ""
+    phase = status.get("phase")
+    conditions = status.get("conditions")
+    ready_condition = isinstance(conditions, list) and any(
+        isinstance(c, Mapping) and c.get("type") == "Ready" and c.get("status") == "True"
+        for c in conditions
+    )
+    return _PodInfo(
+        namespace=meta.namespace,
+        name=meta.name,
+        labels=meta.labels,
+        ip=ip,
+        ready=bool(ip) and phase == "Running" and ready_condition and not meta.deleting,
+        serving_candidate=bool(ip) and phase not in ("Succeeded", "Failed"),
+        named_ports=_named_ports(obj.get("spec")),
+    )
+
+
+def _named_ports(spec: object) -> Mapping[str, int]:
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("containers"), list):
+        return {}
+    named: dict[str, int] = {}
+    for container in spec["containers"]:
+        ports = container.get("ports") if isinstance(container, Mapping) else None
+        for port in ports if isinstance(ports, list) else ():
+            if not isinstance(port, Mapping):
+                continue
+            name, number = port.get("name"), _port_number(port.get("containerPort"))
+            if isinstance(name, str) and name and number is not None and name not in named:
+                named[name] = number
+    return named
+
+
+@dataclass(frozen=True)
+class Services:
+    """The resolved services and the diagnostics that depend on endpoints."""
+
+    services: tuple[Service, ...]
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def resolve_services(
+    specs: Iterable[ServiceSpec],
+    slices: Iterable[Mapping[str, Any]],
+    pods: Iterable[Mapping[str, Any]],
+) -> Services:
+    """The given services with the ready endpoints of each port, sorted by hostname."""
+    diagnostics: list[Diagnostic] = []
+    pod_index = _Pods(pods)
+    slices_by_service: dict[tuple[str, str], list[_Slice]] = defaultdict(list)
+    for obj in slices:
+        parsed, problems = _parse_slice(obj)
+        diagnostics.extend(problems)
+        if parsed is not None:
+            slices_by_service[parsed.namespace, parsed.service].append(parsed)
+    services: list[Service] = []
+    for spec in specs:
+        owned = slices_by_service.get((spec.namespace, spec.name))
+        if owned is not None:
+            ports = _ports_from_slices(spec, owned, pod_index)
+        else:
+            ports = _ports_from_pods(spec, pod_index.selected(spec), diagnostics)
+        if ports and not any(p.endpoints for p in ports):
+            diagnostics.append(
+                Diagnostic(
+                    "Service",
+                    spec.namespace,
+                    spec.name,
+                    "",
+                    "no ready endpoints; its clusters have empty load assignments",
+                    Severity.WARNING,
+                )
+            )
+        services.append(
+            Service(
+                name=spec.name,
+                namespace=spec.namespace,
+                hostname=spec.hostname,
+                ports=ports,
+                type=spec.type,
+                load_balancer_class=spec.load_balancer_class,
+                headless=spec.headless,
+            )
+        )
+    services.sort(key=lambda s: s.hostname)
+    return Services(tuple(services), tuple(sorted(diagnostics)))
+
+
+def _service_port(spec: PortSpec, endpoints: Iterable[Endpoint]) -> ServicePort:
+    unique = {(e.address, e.port): e for e in endpoints}
+    return ServicePort(
+        port=spec.port,
+        name=spec.name,
+        protocol=spec.protocol,
+        target_port=spec.target_port,
+        endpoints=tuple(unique[k] for k in sorted(unique)),
+    )
+
+
+class _Pods:
+    """The pods by name and by label pair, each read only when first needed.
+
+    Services with EndpointSlices only look up the pods their endpoints name; the label index (so
+    a selector never scans a whole namespace) is built on the first service without slices.
+    """
+
+    def __init__(self, objects: Iterable[object]) -> None:
+        self._raw: dict[tuple[str, str], Mapping[str, Any]] = {}
+        for obj in objects:
+            if not isinstance(obj, Mapping):
+                continue
+            metadata = obj.get("metadata")
+            if isinstance(metadata, Mapping) and isinstance(metadata.get("name"), str):
+                namespace = metadata.get("namespace")
+                namespace = namespace if isinstance(namespace, str) and namespace else "default"
+                self._raw[namespace, metadata["name"]] = obj
+        self._parsed: dict[tuple[str, str], _PodInfo | None] = {}
+        self._by_label: dict[tuple[str, str, str], list[_PodInfo]] | None = None
+
+    def labels(self, key: tuple[str, str]) -> Labels:
+        """The labels of a pod an endpoint names (only the labels: the slice says the rest)."""
+        raw = self._raw.get(key)
+        return _string_labels(raw["metadata"].get("labels")) if raw is not None else ()
+
+    def get(self, key: tuple[str, str]) -> _PodInfo | None:
+        if key not in self._parsed:
+            raw = self._raw.get(key)
+            self._parsed[key] = _pod_info(raw) if raw is not None else None
+        return self._parsed[key]
+
+    def selected(self, spec: ServiceSpec) -> list[_PodInfo]:
+        """The pods that are endpoints of ``spec`` (none without a selector, as in Kubernetes)."""
+        if not spec.selector:
+            return []
+        if self._by_label is None:
+            self._by_label = defaultdict(list)
+            for key in sorted(self._raw):
+                pod = self.get(key)
+                if pod is not None and pod.serving_candidate:
+                    for label, value in pod.labels:
+                        self._by_label[pod.namespace, label, value].append(pod)
+        index = self._by_label
+        smallest = min(
+            (index.get((spec.namespace, key, value), []) for key, value in spec.selector),
+            key=len,
+        )
+        return [
+            pod
+            for pod in smallest
+            if (pod.ready or spec.publish_not_ready)
+            and (len(spec.selector) == 1 or labels_match(spec.selector, pod.labels))
+        ]
+
+
+def _ports_from_pods(
+    spec: ServiceSpec, selected: Sequence[_PodInfo], diagnostics: list[Diagnostic]
+) -> tuple[ServicePort, ...]:
+    ports: list[ServicePort] = []
+    for i, port in enumerate(spec.ports):
+        endpoints: list[Endpoint] = []
+        for pod in selected:
+            target = port.target_port
+            number = target if isinstance(target, int) else pod.named_ports.get(target)
+            if number is None:
+                continue
+            endpoints.append(
+                Endpoint(pod.ip, number, pod.labels, pod=f"{pod.namespace}/{pod.name}")
+            )
+        if selected and not endpoints:
+            diagnostics.append(
+                Diagnostic(
+                    "Service",
+                    spec.namespace,
+                    spec.name,
+                    f"spec.ports[{i}].targetPort",
+                    f"no selected pod has a container port named {port.target_port!r}",
+                    Severity.WARNING,
+                )
+            )
+        ports.append(_service_port(port, endpoints))
+    return tuple(ports)
+
+
+@dataclass(frozen=True)
+class _SliceEndpoint:
+    address: str
+    zone: str
+    pod: tuple[str, str] | None
+
+
+@dataclass(frozen=True)
+class _Slice:
+    namespace: str
+    service: str
+    ports: Mapping[str, int]  # port name → endpoint port
+    endpoints: tuple[_SliceEndpoint, ...]  # ready ones only
+
+
+def _ports_from_slices(
+    spec: ServiceSpec, slices: Sequence[_Slice], pods: _Pods
+) -> tuple[ServicePort, ...]:
+    # Each slice endpoint's pod labels are looked up once, whatever the number of ports.
+    found = [
+        (
+            piece,
+            [
+                (e, pods.labels(e.pod) if e.pod else (), f"{e.pod[0]}/{e.pod[1]}" if e.pod else "")
+                for e in piece.endpoints
+            ],
+        )
+        for piece in slices
+    ]
+    ports: list[ServicePort] = []
+    for port in spec.ports:
+        endpoints: list[Endpoint] = []
+        for piece, entries in found:
+            number = piece.ports.get(port.name)
+            if number is not None:
+                endpoints.extend(
+                    Endpoint(e.address, number, labels, e.zone, pod) for e, labels, pod in entries
+                )
+        ports.append(_service_port(port, endpoints))
+    return tuple(ports)
+
+
+def _parse_slice(obj: object) -> tuple[_Slice | None, list[Diagnostic]]:
+    """The ready endpoints of one EndpointSlice; None when it is malformed or not IP-addressed."""
+    if not isinstance(obj, Mapping):
+        return None, []
+    meta = object_meta(obj)
+    if meta is None:
+        problems = _Problems("EndpointSlice", _namespace_of(obj), "")
+        problems.add("metadata.name", "an EndpointSlice needs a name")
+        return None, problems.found
+    problems = _Problems("EndpointSlice", meta.namespace, meta.name)
+    service = dict(meta.labels).get(SERVICE_NAME_LABEL)
+    if not service:
+        return None, []  # not managed for a service
+    address_type = obj.get("addressType")
+    if not isinstance(address_type, str) or address_type not in _SLICE_ADDRESS_TYPES:
+        if address_type != "FQDN":
+            problems.add("addressType", "must be IPv4, IPv6 or FQDN")
+        return None, problems.found
+    ports: dict[str, int] = {}
+    raw_ports = obj.get("ports") or []
+    if not isinstance(raw_ports, list):
+        problems.add("ports", "must be a list")
+        raw_ports = []
+    for i, port in enumerate(raw_ports):
+        if not isinstance(port, Mapping):
+            problems.add(f"ports[{i}]", "must be a mapping")
+            continue
+        name = port.get("name") or ""
+        number = _port_number(port.get("port"))
+        if not isinstance(name, str):
+            problems.add(f"ports[{i}].name", "must be a string")
+        elif number is None:
+            problems.add(f"ports[{i}].port", "must be an integer from 1 to 65535")
+        elif port.get("protocol", "TCP") in (None, "TCP"):
+            ports[name] = number
+    raw_endpoints = obj.get("endpoints") or []
+    if not isinstance(raw_endpoints, list):
+        problems.add("endpoints", "must be a list")
+        raw_endpoints = []
+    endpoints: list[_SliceEndpoint] = []
+    for i, raw in enumerate(raw_endpoints):
+        parsed = _slice_endpoint(raw, meta.namespace, f"endpoints[{i}]", problems)
+        if parsed is not None:
+            endpoints.append(parsed)
+    if problems.has_error:
+        return None, problems.found
+    return _Slice(meta.namespace, service, ports, tuple(endpoints)), problems.found
+
+
+def _slice_endpoint(
+    raw: object, namespace: str, at: str, problems: _Problems
+) -> _SliceEndpoint | None:
+    if not isinstance(raw, Mapping):
+        problems.add(at, "must be a mapping")
+        return None
+    addresses = raw.get("addresses")
+    if not isinstance(addresses, list) or not addresses or not isinstance(addresses[0], str):
+        problems.add(f"{at}.addresses", "must be a non-empty list of addresses")
+        return None
+    conditions = raw.get("conditions") or {}
+    if not isinstance(conditions, Mapping):
+        problems.add(f"{at}.conditions", "must be a mapping")
+        return None
+    if conditions.get("ready") is False:
+        return None
+    zone = raw.get("zone") or ""
+    ref = raw.get("targetRef")
+    pod: tuple[str, str] | None = None
+    if isinstance(ref, Mapping) and ref.get("kind") == "Pod" and isinstance(ref.get("name"), str):
+        ref_namespace = ref.get("namespace")
+        pod = (
+            ref_namespace if isinstance(ref_namespace, str) and ref_namespace else namespace,
+            ref["name"],
+        )
+    return _SliceEndpoint(addresses[0], zone if isinstance(zone, str) else "", pod)

@@ -1,0 +1,351 @@
+"""The public entry point: Kubernetes and Istio objects → `MeshModel` + diagnostics.
+
+`translate` runs every resolver over the full set of objects. It applies the bad-input rule: an
+object that is invalid now but was accepted before is translated from its last accepted version
+(with a warning), a new invalid object is left out, and the rest of the mesh always updates.
+`translate_endpoints` is the cheap path for a change that touched only EndpointSlices or Pods.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from translators.diagnostics import Diagnostic, Severity
+from translators.model import MeshModel
+from translators.names import CLUSTER_DOMAIN
+from translators.resolve_ingress import (
+    IngressRules,
+    ingress_classes,
+    parse_ingress,
+    resolve_ingress_hosts,
+)
+from translators.resolve_loadbalancers import resolve_load_balancers
+from translators.resolve_routing import (
+    DestinationRuleSpec,
+    RoutingContext,
+    Source,
+    VirtualServiceRules,
+    cluster_endpoints,
+    compile_destination_rule,
+    compile_virtual_service,
+    index_destination_rules,
+    resolve_routing,
+    services_by_hostname,
+)
+from translators.resolve_services import (
+    ObjectKey,
+    ObjectMeta,
+    ServiceSpec,
+    object_meta,
+    parse_service,
+    resolve_services,
+)
+from translators.spec import parse_destination_rule, parse_virtual_service
+
+T = TypeVar("T")
+KubeObject = Mapping[str, Any]
+
+STILL_SERVING = "invalid; still serving the last accepted version"
+ISTIO_GROUP = "networking.istio.io/"
+# kind → the apiVersion (or API group prefix, ending in "/") the object must have
+_KINDS: Mapping[str, str] = {
+    "Service": "v1",
+    "Pod": "v1",
+    "EndpointSlice": "discovery.k8s.io/v1",
+    "VirtualService": ISTIO_GROUP,
+    "DestinationRule": ISTIO_GROUP,
+    "Ingress": "networking.k8s.io/",
+    "IngressClass": "networking.k8s.io/",
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    domain: str = CLUSTER_DOMAIN  # the cluster's DNS domain
+    only_lb_class: bool = False  # serve only LoadBalancer Services of class splitplane.io/envoy
+
+
+@dataclass(frozen=True)
+class Translation:
+    """One translation: the model, every diagnostic (sorted) and what was accepted.
+
+    ``accepted`` holds the version of each VirtualService, DestinationRule and Service that this
+    translation used: the next translation falls back to it when that object turns invalid.
+    """
+
+    model: MeshModel
+    diagnostics: tuple[Diagnostic, ...]
+    accepted: Mapping[ObjectKey, KubeObject]
+    options: Options = field(default_factory=Options)
+    # What `translate_endpoints` reuses: the services as specified (without endpoints) and the
+    # diagnostics that do not depend on endpoints.
+    service_specs: tuple[ServiceSpec, ...] = field(default=(), repr=False)
+    static_diagnostics: tuple[Diagnostic, ...] = field(default=(), repr=False)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.is_error for d in self.diagnostics)
+
+
+@dataclass(frozen=True)
+class _Objects:
+    """The input sorted by kind; keyed kinds hold one object per key."""
+
+    keyed: Mapping[str, Mapping[ObjectKey, tuple[ObjectMeta, KubeObject]]]
+    unnamed: Mapping[str, tuple[KubeObject, ...]]  # keyed kinds without a usable name
+    slices: tuple[KubeObject, ...]
+    pods: tuple[KubeObject, ...]
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def _sort_objects(objects: Iterable[object], kinds: frozenset[str]) -> _Objects:
+    keyed: dict[str, dict[ObjectKey, tuple[ObjectMeta, KubeObject]]] = {}
+    unnamed: dict[str, list[KubeObject]] = {}
+    slices: list[KubeObject] = []
+    pods: list[KubeObject] = []
+    diagnostics: list[Diagnostic] = []
+    for obj in objects:
+        if not isinstance(obj, Mapping):
+            continue
+        kind = obj.get("kind")
+        if not isinstance(kind, str) or kind not in kinds or not _api_version_fits(obj, kind):
+            continue
+        if kind == "EndpointSlice":
+            slices.append(obj)
+            continue
+        if kind == "Pod":
+            pods.append(obj)
+            continue
+        meta = object_meta(obj)
+        if meta is None:
+            unnamed.setdefault(kind, []).append(obj)
+            continue
+        by_key = keyed.setdefault(kind, {})
+        other = by_key.get(meta.key)
+        if other is None:
+            by_key[meta.key] = (meta, obj)
+            continue
+        diagnostics.append(
+            Diagnostic(
+                kind,
+                meta.namespace,
+                meta.name,
+                "metadata.name",
+                "given more than once; one version is used",
+            )
+        )
+        if _canonical(obj) > _canonical(other[1]):
+            by_key[meta.key] = (meta, obj)
+    return _Objects(
+        keyed,
+        {k: tuple(v) for k, v in unnamed.items()},
+        tuple(slices),
+        tuple(pods),
+        tuple(diagnostics),
+    )
+
+
+def _api_version_fits(obj: KubeObject, kind: str) -> bool:
+    wanted = _KINDS[kind]
+    api_version = obj.get("apiVersion")
+    if not isinstance(api_version, str):
+        return False
+    return api_version.startswith(wanted) if wanted.endswith("/") else api_version == wanted
+
+
+def _canonical(obj: KubeObject) -> str:
+    """A text that orders duplicate objects the same way whatever the input order."""
+    try:
+        return json.dumps(obj, sort_keys=True, default=str)
+    except (TypeError, ValueError):  # keys of mixed types, or a value that refers to itself
+        return repr(obj)
+
+
+class _Acceptor:
+    """Applies the bad-input rule per object and records the versions used."""
+
+    def __init__(self, previous: Translation | None) -> None:
+        self.previous = previous.accepted if previous is not None else {}
+        self.accepted: dict[ObjectKey, KubeObject] = {}
+        self.diagnostics: list[Diagnostic] = []
+
+    def accept(
+        self,
+        entries: Mapping[ObjectKey, tuple[ObjectMeta, KubeObject]],
+        unnamed: Iterable[KubeObject],
+        check: Callable[[ObjectMeta | None, KubeObject], tuple[T | None, list[Diagnostic]]],
+    ) -> list[T]:
+        """The checked value of each object: the current version, else the last accepted one."""
+        values: list[T] = []
+        for obj in unnamed:
+            self.diagnostics.extend(check(None, obj)[1])
+        for key in sorted(entries):
+            meta, obj = entries[key]
+            value, found = check(meta, obj)
+            self.diagnostics.extend(found)
+            if value is None and any(d.is_error for d in found):
+                last = self.previous.get(key)
+                if last is not None and last is not obj:
+                    value, _ = check(object_meta(last), last)
+                    if value is not None:
+                        obj = last
+                        self.diagnostics.append(
+                            Diagnostic(
+                                key.kind,
+                                key.namespace,
+                                key.name,
+                                "",
+                                STILL_SERVING,
+                                Severity.WARNING,
+                            )
+                        )
+            if value is not None:
+                self.accepted[key] = obj
+                values.append(value)
+        return values
+
+
+def _source(meta: ObjectMeta | None) -> Source:
+    return Source(meta.namespace, meta.name, meta.created) if meta else Source("default", "")
+
+
+def translate(
+    objects: Iterable[KubeObject],
+    previous: Translation | None = None,
+    options: Options = Options(),
+) -> Translation:
+    """The mesh model and diagnostics for the full set of ``objects``.
+
+    ``previous`` is the last translation: its accepted versions stand in for objects that are
+    invalid now. Objects of other kinds are ignored; the result does not depend on input order.
+    """
+    domain = options.domain
+    objects_by_kind = _sort_objects(objects, frozenset(_KINDS))
+    acceptor = _Acceptor(previous)
+
+    def check_service(
+        meta: ObjectMeta | None, obj: KubeObject
+    ) -> tuple[ServiceSpec | None, list[Diagnostic]]:
+        return parse_service(obj, domain, meta)
+
+    specs = acceptor.accept(
+        objects_by_kind.keyed.get("Service", {}),
+        objects_by_kind.unnamed.get("Service", ()),
+        check_service,
+    )
+    resolved = resolve_services(specs, objects_by_kind.slices, objects_by_kind.pods)
+    services = services_by_hostname(resolved.services)
+
+    def check_rule(
+        meta: ObjectMeta | None, obj: KubeObject
+    ) -> tuple[DestinationRuleSpec | None, list[Diagnostic]]:
+        spec, found = parse_destination_rule(obj)
+        if spec is None:
+            return None, found
+        rule, more = compile_destination_rule(_source(meta), spec)
+        return rule, found + more
+
+    rules = acceptor.accept(
+        objects_by_kind.keyed.get("DestinationRule", {}),
+        objects_by_kind.unnamed.get("DestinationRule", ()),
+        check_rule,
+    )
+    index, rule_diagnostics = index_destination_rules(rules, services, domain)
+    context = RoutingContext(services, index, domain)
+
+    def check_virtual_service(
+        meta: ObjectMeta | None, obj: KubeObject
+    ) -> tuple[VirtualServiceRules | None, list[Diagnostic]]:
+        spec, found = parse_virtual_service(obj)
+        if spec is None:
+            return None, found
+        compiled, more = compile_virtual_service(_source(meta), spec, context)
+        return compiled, found + more
+
+    virtual_services = acceptor.accept(
+        objects_by_kind.keyed.get("VirtualService", {}),
+        objects_by_kind.unnamed.get("VirtualService", ()),
+        check_virtual_service,
+    )
+    routing = resolve_routing(services, index, virtual_services, domain)
+
+    # The load-balancer fleet: Ingresses of splitplane's class and LoadBalancer Services.
+    classes = ingress_classes(
+        obj for _, obj in objects_by_kind.keyed.get("IngressClass", {}).values()
+    )
+
+    def check_ingress(
+        meta: ObjectMeta | None, obj: KubeObject
+    ) -> tuple[IngressRules | None, list[Diagnostic]]:
+        return parse_ingress(obj, _source(meta), classes)
+
+    ingresses = acceptor.accept(
+        objects_by_kind.keyed.get("Ingress", {}),
+        objects_by_kind.unnamed.get("Ingress", ()),
+        check_ingress,
+    )
+    edge = resolve_ingress_hosts(
+        ingresses,
+        services,
+        routing.mesh_hosts,
+        (host for vhost in routing.gateway_hosts for host in vhost.hosts),
+        domain,
+    )
+    balancers = resolve_load_balancers(
+        resolved.services,
+        routing.tcp_routes,
+        only_lb_class=options.only_lb_class,
+        created={
+            (meta.namespace, meta.name): meta.created
+            for meta, _ in objects_by_kind.keyed.get("Service", {}).values()
+        },
+    )
+    model = MeshModel(
+        services=resolved.services,
+        clusters=routing.clusters,
+        endpoints=cluster_endpoints(routing.clusters, services),
+        mesh_hosts=routing.mesh_hosts,
+        gateway_hosts=routing.gateway_hosts + edge.hosts,
+        gateway_tcp=balancers.listeners,
+        tcp_routes=routing.tcp_routes,
+    )
+    static = (
+        *objects_by_kind.diagnostics,
+        *acceptor.diagnostics,
+        *rule_diagnostics,
+        *routing.diagnostics,
+        *edge.diagnostics,
+        *balancers.diagnostics,
+    )
+    return Translation(
+        model=model,
+        diagnostics=tuple(sorted((*static, *resolved.diagnostics))),
+        accepted=acceptor.accepted,
+        options=options,
+        service_specs=tuple(specs),
+        static_diagnostics=tuple(sorted(static)),
+    )
+
+
+def translate_endpoints(previous: Translation, objects: Iterable[KubeObject]) -> Translation:
+    """``previous`` with service endpoints and load assignments recomputed from ``objects``.
+
+    For a change that touched only EndpointSlices or Pods: clusters, virtual hosts and the
+    diagnostics that do not depend on endpoints are reused; the result equals a full `translate`.
+    """
+    found = _sort_objects(objects, frozenset({"EndpointSlice", "Pod"}))
+    resolved = resolve_services(previous.service_specs, found.slices, found.pods)
+    services = services_by_hostname(resolved.services)
+    model = replace(
+        previous.model,
+        services=resolved.services,
+        endpoints=cluster_endpoints(previous.model.clusters, services),
+    )
+    return replace(
+        previous,
+        model=model,
+        diagnostics=tuple(sorted((*previous.static_diagnostics, *resolved.diagnostics))),
+    )
