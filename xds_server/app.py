@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -359,8 +360,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# A translation allocates millions of small, long-lived objects; with the default thresholds the
+# cyclic collector rescans the whole heap many times per translation (10k services: 4.5 s → 2.8 s).
+GC_THRESHOLDS = (100_000, 50, 100)
+
+
 def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         parse_fleet_service(args.fleet_service)
     except ValueError as err:

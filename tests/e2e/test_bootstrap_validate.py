@@ -271,7 +271,7 @@ def wait_for_status(url: str, expected: int, process: subprocess.Popen[bytes]) -
 
 @pytest.mark.parametrize("protocol", ["sotw", "delta"])
 @pytest.mark.parametrize(
-    ("role", "expected_group"), [("sidecar", "sidecar:15001"), ("gateway", "gateway")]
+    ("role", "expected_group"), [("sidecar", "sidecar:15001"), ("gateway", "gateway:8080")]
 )
 def test_envoy_opens_an_ads_stream_and_introduces_itself(
     ads: tuple[RecordingAds, int],

@@ -1,0 +1,256 @@
+"""Leader election and the LoadBalancer status writer.
+
+Every replica serves xDS; exactly one, the holder of a coordination.k8s.io/v1 Lease, writes
+``status.loadBalancer.ingress`` of every LoadBalancer Service splitplane serves. The addresses are
+the fleet's own: the ready endpoints of its headless Service's EndpointSlices
+(``splitplane-system/splitplane-lb`` by default). A Service is written only when its status differs.
+
+Each replica tries to take or renew the Lease every ``renew_seconds`` (less than the Lease's
+duration), so when the leader dies another replica takes over within the duration; a leader that
+stops gives the Lease up at once. The Kubernetes client blocks, so every call runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+
+from translators.resolve_loadbalancers import serves_load_balancer
+from translators.resolve_services import SERVICE_NAME_LABEL
+from xds_server.sources.kubernetes import request_json
+from xds_server.sources.kubernetes_writes import (
+    LeaseClaim,
+    acquire_or_renew_lease,
+    patch_service_load_balancer,
+    release_lease,
+)
+
+log = logging.getLogger("splitplane.leader")
+
+LEASE_NAME = "splitplane-leader"
+DEFAULT_FLEET_SERVICE = "splitplane-system/splitplane-lb"
+DEFAULT_LEASE_NAMESPACE = "splitplane-system"
+_ADDRESS_KEYS = ("ip", "hostname")
+
+Ingress = tuple[tuple[str, str], ...]  # one status.loadBalancer.ingress entry, as sorted pairs
+
+
+@dataclass(frozen=True)
+class FleetService:
+    """The fleet's headless Service, whose endpoints are the fleet's addresses."""
+
+    namespace: str
+    name: str
+
+
+def parse_fleet_service(text: str) -> FleetService:
+    """``NAMESPACE/NAME`` → FleetService; ``ValueError`` says what is wrong."""
+    namespace, sep, name = text.strip().partition("/")
+    if not sep or not namespace or not name or "/" in name:
+        raise ValueError(f"fleet service {text!r} is not NAMESPACE/NAME")
+    return FleetService(namespace, name)
+
+
+@dataclass(frozen=True)
+class StatusSettings:
+    """Who this replica is, which Lease it competes for, and where the fleet is."""
+
+    lease: LeaseClaim
+    fleet: FleetService
+    renew_seconds: float = 5.0
+    only_lb_class: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 < self.renew_seconds < self.lease.duration_seconds:
+            raise ValueError("the renew period must be positive and shorter than the lease")
+
+
+# ------------------------------------------------------------------------------------------------
+# What to write (pure)
+
+
+def fleet_addresses(slices: Iterable[Mapping[str, Any]]) -> tuple[Ingress, ...]:
+    """The ready addresses of EndpointSlices as ``status.loadBalancer.ingress`` entries, sorted."""
+    found: set[Ingress] = set()
+    for item in slices:
+        endpoints = item.get("endpoints")
+        for endpoint in endpoints if isinstance(endpoints, list) else ():
+            if not isinstance(endpoint, Mapping):
+                continue
+            conditions = endpoint.get("conditions")
+            if isinstance(conditions, Mapping) and conditions.get("ready") is False:
+                continue
+            addresses = endpoint.get("addresses")
+            if isinstance(addresses, list) and addresses and isinstance(addresses[0], str):
+                found.add((("ip", addresses[0]),))
+    return tuple(sorted(found))
+
+
+def current_ingress(service: Mapping[str, Any]) -> tuple[Ingress, ...]:
+    """A Service's ``status.loadBalancer.ingress``, reduced to its ip/hostname (sorted)."""
+    status = service.get("status")
+    balancer = status.get("loadBalancer") if isinstance(status, Mapping) else None
+    entries = balancer.get("ingress") if isinstance(balancer, Mapping) else None
+    found: set[Ingress] = set()
+    for entry in entries if isinstance(entries, list) else ():
+        if isinstance(entry, Mapping):
+            pairs = tuple((k, str(entry[k])) for k in _ADDRESS_KEYS if entry.get(k))
+            if pairs:
+                found.add(pairs)
+    return tuple(sorted(found))
+
+
+@dataclass(frozen=True)
+class StatusWrite:
+    """One Service whose status must change, and the version of it that was compared."""
+
+    namespace: str
+    name: str
+    resource_version: str
+
+
+def status_writes(
+    services: Iterable[Mapping[str, Any]], addresses: Sequence[Ingress], only_lb_class: bool
+) -> list[StatusWrite]:
+    """The served LoadBalancer Services whose status differs from ``addresses``."""
+    wanted = tuple(sorted(addresses))
+    writes: list[StatusWrite] = []
+    for service in services:
+        metadata = service.get("metadata")
+        spec = service.get("spec")
+        if not isinstance(metadata, Mapping) or not isinstance(spec, Mapping):
+            continue
+        lb_class = spec.get("loadBalancerClass") or ""
+        if (
+            not serves_load_balancer(str(spec.get("type") or ""), str(lb_class), only_lb_class)
+            or current_ingress(service) == wanted
+        ):
+            continue
+        name, namespace = metadata.get("name"), metadata.get("namespace") or "default"
+        if isinstance(name, str) and isinstance(namespace, str):
+            writes.append(StatusWrite(namespace, name, str(metadata.get("resourceVersion", ""))))
+    return sorted(writes, key=lambda w: (w.namespace, w.name))
+
+
+def _service_label(obj: Mapping[str, Any]) -> object:
+    metadata = obj.get("metadata")
+    labels = metadata.get("labels") if isinstance(metadata, Mapping) else None
+    return labels.get(SERVICE_NAME_LABEL) if isinstance(labels, Mapping) else None
+
+
+# ------------------------------------------------------------------------------------------------
+# The writer
+
+
+class LoadBalancerStatus:
+    """Competes for the Lease and, while holding it, keeps LoadBalancer statuses current.
+
+    ``services`` returns the current Service objects (called on the event loop, e.g. the
+    control plane's store); the fleet's EndpointSlices are read from the API server.
+    """
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        settings: StatusSettings,
+        services: Callable[[], Iterable[Mapping[str, Any]]],
+    ) -> None:
+        self.api = api
+        self.settings = settings
+        self.services = services
+        self.is_leader = False
+        self.writes = 0  # status writes made, for logs and tests
+        self._written: dict[tuple[str, str], tuple[str, tuple[Ingress, ...]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        """Begin competing for the Lease (returns at once)."""
+        if self._task is None:
+            self._stopping.clear()
+            self._task = asyncio.create_task(self._run(), name="loadbalancer-status")
+
+    async def stop(self, release: bool = True) -> None:
+        """Stop writing and, with ``release``, give the Lease up if this replica holds it (else
+        another replica takes over once it expires)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping.set()
+        await task  # the round in progress finishes; no new one starts
+        leader, self.is_leader = self.is_leader, False
+        if leader and release:
+            try:
+                await asyncio.to_thread(release_lease, self.api, self.settings.lease)
+            except Exception:  # the Lease then simply expires
+                log.warning("could not release the leader lease", exc_info=True)
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            services = list(self.services())
+            await asyncio.to_thread(self._round, services)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.renew_seconds)
+
+    def _round(self, services: list[Mapping[str, Any]]) -> None:
+        """One renewal, then (as leader) one pass over the statuses. Runs in a thread."""
+        lease = self.settings.lease
+        try:
+            leader = acquire_or_renew_lease(self.api, lease)
+        except Exception:
+            log.warning(
+                "leader lease %s/%s unreachable", lease.namespace, lease.name, exc_info=True
+            )
+            leader = False
+        if leader != self.is_leader:
+            log.info(
+                "leadership %s",
+                "acquired" if leader else "lost",
+                extra={"identity": lease.holder, "lease": f"{lease.namespace}/{lease.name}"},
+            )
+            self._written.clear()
+        self.is_leader = leader
+        if not leader:
+            return
+        try:
+            self._write_statuses(services)
+        except Exception:
+            log.warning("could not update LoadBalancer statuses", exc_info=True)
+
+    def _write_statuses(self, services: list[Mapping[str, Any]]) -> None:
+        fleet = self.settings.fleet
+        answer = request_json(
+            self.api,
+            "GET",
+            f"/apis/discovery.k8s.io/v1/namespaces/{fleet.namespace}/endpointslices",
+            query={"labelSelector": f"{SERVICE_NAME_LABEL}={fleet.name}"},
+        )
+        items = answer.get("items") if isinstance(answer, Mapping) else None
+        slices = [
+            s
+            for s in (items if isinstance(items, list) else ())
+            if isinstance(s, Mapping) and _service_label(s) == fleet.name
+        ]
+        addresses = fleet_addresses(slices)
+        if not addresses:
+            log.warning("the fleet %s/%s has no ready addresses", fleet.namespace, fleet.name)
+            return
+        for write in status_writes(services, addresses, self.settings.only_lb_class):
+            key = (write.namespace, write.name)
+            if self._written.get(key) == (write.resource_version, addresses):
+                continue  # written already; the watch has not brought the new version yet
+            patch_service_load_balancer(
+                self.api, write.namespace, write.name, [dict(entry) for entry in addresses]
+            )
+            self._written[key] = (write.resource_version, addresses)
+            self.writes += 1
+            log.info(
+                "wrote load balancer status",
+                extra={"service": f"{write.namespace}/{write.name}", "ingress": addresses},
+            )
