@@ -1,12 +1,16 @@
 """A node group's Envoy resources: model → {type URL: resources sorted by name}.
 
 Clusters, endpoints and the per-port route tables do not depend on the group, so they are built
-once per model and shared by every group built from it.
+once and shared by every group. A ``ResourceBuilder`` also remembers what it built from the
+previous model: a part of the model that is the very same object as before (``translate_endpoints``
+keeps the clusters and virtual hosts of an endpoint-only change) is not built again, so an
+endpoint change rebuilds load assignments and nothing else.
 """
 
 from __future__ import annotations
 
-from functools import cached_property
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
@@ -23,79 +27,91 @@ from translators.build_routes import (
 from translators.model import ClusterEndpoints, MeshModel, NodeGroup, Role
 
 Resources = dict[str, tuple[Message, ...]]
+T = TypeVar("T")
 
 DEFAULT_SIDECAR_PORT = 15001
 DEFAULT_GATEWAY_PORT = 8080
 
 
-class SharedResources:
-    """The group-independent resources of one model, each built on first use."""
+class ResourceBuilder:
+    """Builds node groups' resources from successive models, reusing unchanged parts.
 
-    def __init__(self, model: MeshModel) -> None:
-        self.model = model
+    Holds the last result of each part (one per part and group: bounded by the number of
+    groups), keyed by the identity of the model pieces it was built from.
+    """
 
-    @cached_property
-    def routes(self) -> VirtualHostRoutes:
-        return VirtualHostRoutes(self.model)
+    def __init__(self) -> None:
+        self._parts: dict[str, tuple[tuple[object, ...], Any]] = {}
+        self.builds: dict[str, int] = {}  # how often each part was built (for tests and debug)
 
-    @cached_property
-    def clusters(self) -> tuple[Message, ...]:
-        return build_clusters(self.model.clusters)
+    def _part(self, key: str, inputs: tuple[object, ...], build: Callable[[], T]) -> T:
+        held = self._parts.get(key)
+        if held is not None and all(a is b for a, b in zip(held[0], inputs, strict=True)):
+            result: T = held[1]
+            return result
+        result = build()
+        self._parts[key] = (inputs, result)
+        self.builds[key] = self.builds.get(key, 0) + 1
+        return result
 
-    @cached_property
-    def endpoints(self) -> tuple[Message, ...]:
-        """A load assignment for every cluster (empty when the model has none for it)."""
-        given = {e.cluster: e for e in self.model.endpoints}
-        return build_load_assignments(
-            given.get(c.name) or ClusterEndpoints(cluster=c.name) for c in self.model.clusters
+    def build_group(self, model: MeshModel, group: NodeGroup) -> Resources:
+        """Every resource a node of ``group`` receives, keyed by type URL, sorted by name.
+
+        Every EDS name a cluster uses has a load assignment, and every route table a listener
+        names is present (possibly empty).
+        """
+        clusters = self._part("clusters", (model.clusters,), lambda: build_clusters(model.clusters))
+        endpoints = self._part(
+            "endpoints", (model.clusters, model.endpoints), lambda: _load_assignments(model)
         )
+        routes = self._part("routes", (model.clusters,), lambda: VirtualHostRoutes(model))
+        listeners: tuple[Message, ...]
+        tables: tuple[Message, ...]
+        if group.role is Role.SIDECAR:
+            port = group.port or DEFAULT_SIDECAR_PORT
+            listeners = self._part(f"{group.key}/listeners", (), lambda: sidecar_listeners(port))
+            tables = self._part(
+                f"{group.key}/routes",
+                (model.mesh_hosts, routes),
+                lambda: (sidecar_route_table(model, port, routes),),
+            )
+        elif group.role is Role.GATEWAY:
+            port = group.port or DEFAULT_GATEWAY_PORT
+            listeners = self._part(
+                f"{group.key}/listeners",
+                (model.gateway_tcp,),
+                lambda: gateway_listeners(port, model.gateway_tcp),
+            )
+            tables = self._part(
+                f"{group.key}/routes",
+                (model.gateway_hosts, routes),
+                lambda: (gateway_route_table(model, port, routes),),
+            )
+        else:
+            listeners = self._part(
+                "api-listeners", (model.mesh_hosts,), lambda: api_listeners(model.mesh_hosts)
+            )
+            tables = self._part(
+                "port-routes",
+                (model.mesh_hosts, routes),
+                lambda: port_route_tables(model, routes),
+            )
+        return {
+            resources.CLUSTER: clusters,
+            resources.ENDPOINT: endpoints,
+            resources.LISTENER: listeners,
+            resources.ROUTE: tables,
+        }
 
-    @cached_property
-    def port_tables(self) -> tuple[Message, ...]:
-        return port_route_tables(self.model, self.routes)
 
-    @cached_property
-    def api_listeners(self) -> tuple[Message, ...]:
-        return api_listeners(self.model.mesh_hosts)
-
-
-_last: SharedResources | None = None
-
-
-def shared_resources(model: MeshModel) -> SharedResources:
-    """The shared resources of ``model``, reused while the same model object is built again."""
-    global _last
-    last = _last
-    if last is not None and last.model is model:
-        return last
-    shared = SharedResources(model)
-    _last = shared
-    return shared
+def _load_assignments(model: MeshModel) -> tuple[Message, ...]:
+    """A load assignment for every cluster (empty when the model has none for it)."""
+    given = {e.cluster: e for e in model.endpoints}
+    return build_load_assignments(
+        given.get(c.name) or ClusterEndpoints(cluster=c.name) for c in model.clusters
+    )
 
 
 def build_group(model: MeshModel, group: NodeGroup) -> Resources:
-    """Every resource a node of ``group`` receives, keyed by type URL, sorted by name.
-
-    Every EDS name a cluster uses has a load assignment, and every route table a listener names
-    is present (possibly empty).
-    """
-    shared = shared_resources(model)
-    listeners: tuple[Message, ...]
-    routes: tuple[Message, ...]
-    if group.role is Role.SIDECAR:
-        port = group.port or DEFAULT_SIDECAR_PORT
-        listeners = sidecar_listeners(port)
-        routes = (sidecar_route_table(model, port, shared.routes),)
-    elif group.role is Role.GATEWAY:
-        port = group.port or DEFAULT_GATEWAY_PORT
-        listeners = gateway_listeners(port, model.gateway_tcp)
-        routes = (gateway_route_table(model, port, shared.routes),)
-    else:
-        listeners = shared.api_listeners
-        routes = shared.port_tables
-    return {
-        resources.CLUSTER: shared.clusters,
-        resources.ENDPOINT: shared.endpoints,
-        resources.LISTENER: listeners,
-        resources.ROUTE: routes,
-    }
+    """One group's resources from one model, with nothing remembered (tests, validation)."""
+    return ResourceBuilder().build_group(model, group)

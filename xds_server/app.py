@@ -23,11 +23,11 @@ from pathlib import Path
 
 from google.protobuf.message import Message
 
-from translators.build import build_group
+from translators.build import ResourceBuilder
 from translators.diagnostics import Diagnostic
 from translators.model import MeshModel, NodeGroup, Role
 from translators.translate import Options, Translation, translate, translate_endpoints
-from xds_server.cache import Snapshot, SnapshotCache, snapshot_from_messages
+from xds_server.cache import Serializer, Snapshot, SnapshotCache, snapshot_from_messages
 from xds_server.client_status import ClientRegistry, ClientView
 from xds_server.debug_http import start_debug_server
 from xds_server.grpc_server import ServerOptions, start_xds_server
@@ -87,6 +87,9 @@ class ControlPlane:
         self._diagnostics: tuple[Diagnostic, ...] = ()
         self._groups: set[str] = set(DEFAULT_GROUPS)
         self._published = False
+        # Unchanged parts of the model are not built again, nor their messages serialized again.
+        self.builder = ResourceBuilder()
+        self._serializer = Serializer()
         self.xds_port = 0  # bound ports, known once serving
         self.debug_port = 0
 
@@ -128,6 +131,7 @@ class ControlPlane:
         if previous is None or previous.model != translation.model or not self._published:
             for group in sorted(self._groups):
                 self._publish(group, translation.model)
+            self._serializer.end_round()
             self._published = True
         self.metrics.push_time.observe(time.perf_counter() - started)
 
@@ -149,8 +153,8 @@ class ControlPlane:
         if group is None:
             log.warning("a node asked for group %r, which no role serves", key)
             return
-        resources: Mapping[str, Sequence[Message]] = build_group(model, group)
-        snapshot = snapshot_from_messages(resources)
+        resources: Mapping[str, Sequence[Message]] = self.builder.build_group(model, group)
+        snapshot = snapshot_from_messages(resources, self._serializer)
         if self.cache.set_snapshot(key, snapshot):
             self.metrics.snapshots.inc(key)
             log.info(

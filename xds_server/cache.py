@@ -211,29 +211,78 @@ def _route_names(listener: Listener) -> set[str]:
     return names
 
 
-def snapshot_from_messages(resources: Mapping[str, Sequence[Message]]) -> Snapshot:
-    """Serialize every message once and build a snapshot from them.
+@dataclass(frozen=True)
+class _Prepared:
+    """A message serialized, with the names it refers to (EDS for a cluster, RDS for a listener)."""
+
+    message: Message
+    resource: Resource
+    references: frozenset[str]
+
+
+def _prepare(type_url: str, message: Message) -> _Prepared:
+    actual = TYPE_PREFIX + message.DESCRIPTOR.full_name
+    if actual != type_url:
+        raise ValueError(f"a {actual} listed under {type_url}")
+    body = message.SerializeToString(deterministic=True)
+    resource = Resource(type_url, resource_name(message), short_hash(body), body)
+    references: set[str] = set()
+    if isinstance(message, Cluster) and (eds_name := _eds_name(message)) is not None:
+        references.add(eds_name)
+    elif isinstance(message, Listener):
+        references = _route_names(message)
+    return _Prepared(message, resource, frozenset(references))
+
+
+class Serializer:
+    """Serializes each message object once: across the groups of one publish, and across
+    versions for as long as the builder hands back the very same message objects.
+
+    ``end_round()`` after a publish forgets what that publish did not use, so memory stays
+    bounded by the live snapshots.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[int, _Prepared] = {}
+        self._used: dict[int, _Prepared] = {}
+        self.serialized = 0  # messages serialized so far (for tests and benchmarks)
+
+    def prepare(self, type_url: str, message: Message) -> _Prepared:
+        key = id(message)
+        found = self._used.get(key) or self._held.get(key)
+        if found is None or found.message is not message or found.resource.type_url != type_url:
+            found = _prepare(type_url, message)
+            self.serialized += 1
+        self._used[key] = found
+        return found
+
+    def end_round(self) -> None:
+        self._held, self._used = self._used, {}
+
+
+def snapshot_from_messages(
+    resources: Mapping[str, Sequence[Message]], serializer: Serializer | None = None
+) -> Snapshot:
+    """Serialize every message (once, with a shared ``serializer``) and build a snapshot.
 
     Keys are type URLs; every message must be of its key's type. Names must be unique per type.
     """
+    serializer = serializer or Serializer()
     types: dict[str, TypeResources] = {}
     eds: set[str] = set()
     rds: set[str] = set()
     for type_url, messages in resources.items():
         by_name: dict[str, Resource] = {}
         for message in messages:
-            actual = TYPE_PREFIX + message.DESCRIPTOR.full_name
-            if actual != type_url:
-                raise ValueError(f"a {actual} listed under {type_url}")
-            name = resource_name(message)
+            prepared = serializer.prepare(type_url, message)
+            name = prepared.resource.name
             if name in by_name:
                 raise ValueError(f"two {type_url} resources named {name!r}")
-            body = message.SerializeToString(deterministic=True)
-            by_name[name] = Resource(type_url, name, short_hash(body), body)
-            if isinstance(message, Cluster) and (eds_name := _eds_name(message)) is not None:
-                eds.add(eds_name)
-            elif isinstance(message, Listener):
-                rds |= _route_names(message)
+            by_name[name] = prepared.resource
+            if type_url == CLUSTER:
+                eds |= prepared.references
+            elif type_url == LISTENER:
+                rds |= prepared.references
         ordered = dict(sorted(by_name.items()))
         types[type_url] = TypeResources(
             type_url, MappingProxyType(ordered), set_version(ordered.values())

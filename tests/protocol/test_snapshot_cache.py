@@ -14,6 +14,7 @@ from xds_server.cache import (
     ENDPOINT,
     LISTENER,
     ROUTE,
+    Serializer,
     SnapshotCache,
     snapshot_from_messages,
 )
@@ -85,3 +86,32 @@ def test_a_group_asked_for_before_it_exists_is_reported_once() -> None:
     cache.watch("gateway", lambda: None)
     assert requested == ["gateway"]
     assert cache.groups_requested() == {"gateway"}
+
+
+def test_a_message_object_is_serialized_once_across_groups_and_versions() -> None:
+    serializer = Serializer()
+    clusters = [eds_cluster("a"), eds_cluster("b")]
+    endpoints = [load_assignment("a", []), load_assignment("b", [])]
+    sidecar = snapshot_from_messages({CLUSTER: clusters, ENDPOINT: endpoints}, serializer)
+    gateway = snapshot_from_messages({CLUSTER: clusters, ENDPOINT: endpoints}, serializer)
+    serializer.end_round()
+    assert serializer.serialized == 4
+    assert sidecar.of_type(CLUSTER).by_name["a"] is gateway.of_type(CLUSTER).by_name["a"]
+
+    moved = [load_assignment("a", [("127.0.0.1", 1)]), endpoints[1]]
+    next_version = snapshot_from_messages({CLUSTER: clusters, ENDPOINT: moved}, serializer)
+    serializer.end_round()
+
+    assert serializer.serialized == 5  # only the changed load assignment
+    assert next_version.of_type(CLUSTER).by_name["b"] is sidecar.of_type(CLUSTER).by_name["b"]
+
+
+def test_the_serializer_forgets_what_the_last_round_did_not_use() -> None:
+    serializer = Serializer()
+    old = eds_cluster("a")
+    snapshot_from_messages({CLUSTER: [old], ENDPOINT: [load_assignment("a", [])]}, serializer)
+    serializer.end_round()
+    snapshot_from_messages({CLUSTER: [eds_cluster("b")]}, serializer)
+    serializer.end_round()
+    snapshot_from_messages({CLUSTER: [old]}, serializer)
+    assert serializer.serialized == 4  # "a" was dropped after the round that did not use it

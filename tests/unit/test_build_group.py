@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
@@ -9,7 +11,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf.message import Message
 
 from translators import resources
-from translators.build import build_group, shared_resources
+from translators.build import ResourceBuilder, build_group
 from translators.model import (
     Cluster,
     ClusterEndpoints,
@@ -101,11 +103,45 @@ def test_listeners_and_route_tables_per_role(
 
 def test_clusters_and_endpoints_are_shared_between_groups_of_one_model() -> None:
     mesh = model()
-    sidecar = build_group(mesh, GROUPS[0])
-    gateway = build_group(mesh, GROUPS[1])
+    builder = ResourceBuilder()
+    sidecar = builder.build_group(mesh, GROUPS[0])
+    gateway = builder.build_group(mesh, GROUPS[1])
     assert sidecar[resources.CLUSTER] is gateway[resources.CLUSTER]
     assert sidecar[resources.ENDPOINT] is gateway[resources.ENDPOINT]
-    assert shared_resources(mesh) is shared_resources(mesh)
+    assert builder.builds["clusters"] == builder.builds["endpoints"] == 1
+
+
+def test_an_endpoint_only_change_rebuilds_load_assignments_and_nothing_else() -> None:
+    builder = ResourceBuilder()
+    before = model()
+    first = {group.key: builder.build_group(before, group) for group in GROUPS}
+    moved = (ClusterEndpoints(V1, (Endpoint("10.0.0.9", 9080),)),)
+    after = replace(before, endpoints=moved)  # what translate_endpoints hands over
+
+    second = {group.key: builder.build_group(after, group) for group in GROUPS}
+
+    assert builder.builds["endpoints"] == 2
+    assert all(count == 1 for part, count in builder.builds.items() if part != "endpoints")
+    for key, resources_of_group in second.items():
+        for type_url in (resources.CLUSTER, resources.LISTENER, resources.ROUTE):
+            assert resources_of_group[type_url] is first[key][type_url]
+    [assignment] = [
+        a for a in second["sidecar:15001"][resources.ENDPOINT] if resources.resource_name(a) == V1
+    ]
+    assert "10.0.0.9" in str(assignment)
+
+
+def test_a_routing_change_rebuilds_routes() -> None:
+    builder = ResourceBuilder()
+    before = model()
+    builder.build_group(before, GROUPS[0])
+    rule = HttpRoute(destinations=(WeightedCluster(V2, 1),))
+    after = replace(before, mesh_hosts=(VirtualHost(f"{FQDN}:80", 80, ("reviews",), (rule,)),))
+
+    tables = builder.build_group(after, GROUPS[0])[resources.ROUTE]
+
+    assert builder.builds["sidecar:15001/routes"] == 2
+    assert V2 in str(tables[0]) and V1 not in str(tables[0])
 
 
 @pytest.mark.parametrize("group", GROUPS, ids=lambda g: g.key)

@@ -1,0 +1,120 @@
+"""The serve pipeline in-process: store → translate → build → cache, and what it skips."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+
+from tests.unit.objects import (
+    destination,
+    endpoint_slice,
+    http_route,
+    slice_endpoint,
+    versioned_service,
+    virtual_service,
+)
+from translators.model import NodeGroup, Role
+from xds_server.app import ControlPlane, parse_group
+from xds_server.cache import ENDPOINT, ROUTE
+
+SOURCE = "test"
+
+
+def canary(v1: int, v2: int) -> dict[str, object]:
+    route = http_route(
+        destination("reviews", "v1", weight=v1), destination("reviews", "v2", weight=v2)
+    )
+    return virtual_service("reviews", ["reviews"], [route])
+
+
+def reviews_slice(ip: str) -> dict[str, object]:
+    return endpoint_slice("reviews-abc", "reviews", [slice_endpoint(ip, pod="reviews-v1")])
+
+
+async def settle(plane: ControlPlane) -> None:
+    """Let the store's debounce and the consumer run."""
+    for _ in range(3):
+        await asyncio.sleep(plane.quiet * 1.5)
+
+
+async def started(objects: list[dict[str, object]]) -> ControlPlane:
+    plane = ControlPlane(quiet=0.01, max_delay=0.05)
+    plane.store.replace_all(SOURCE, objects)
+    plane.store.mark_synced(SOURCE)
+    await settle(plane)
+    return plane
+
+
+async def test_nothing_is_published_before_every_source_has_synced() -> None:
+    plane = ControlPlane(quiet=0.01, max_delay=0.05)
+    plane.store.register_source("other")
+    plane.store.replace_all(SOURCE, [*versioned_service(), canary(90, 10)])
+    plane.store.mark_synced(SOURCE)
+    await settle(plane)
+    assert plane.snapshots() == {}
+    assert not plane.is_ready()
+
+    plane.store.mark_synced("other")
+    await settle(plane)
+
+    assert set(plane.snapshots()) == {"sidecar:15001", "gateway:8080", "proxyless"}
+    assert plane.is_ready()
+
+
+async def test_an_endpoint_only_change_rebuilds_load_assignments_and_nothing_else() -> None:
+    plane = await started([*versioned_service(), canary(90, 10), reviews_slice("10.0.0.1")])
+    routes_before = plane.cache.snapshot("sidecar:15001").of_type(ROUTE)  # type: ignore[union-attr]
+    builds_before = dict(plane.builder.builds)
+
+    plane.store.upsert(SOURCE, reviews_slice("10.0.0.7"))
+    await settle(plane)
+
+    snapshot = plane.cache.snapshot("sidecar:15001")
+    assert snapshot is not None
+    assert snapshot.of_type(ROUTE) == routes_before
+    assert any("10.0.0.7" in str(r.as_any()) or b"10.0.0.7" in r.body
+               for r in snapshot.of_type(ENDPOINT).resources)  # fmt: skip
+    rebuilt = {part for part, n in plane.builder.builds.items() if n != builds_before.get(part)}
+    assert rebuilt == {"endpoints"}
+
+
+async def test_a_change_that_does_not_alter_the_model_publishes_nothing() -> None:
+    plane = await started([*versioned_service(), canary(90, 10)])
+    published = dict(plane.metrics.snapshots.values)
+    relabelled = copy.deepcopy(canary(90, 10))
+    relabelled["metadata"]["labels"] = {"team": "reviews"}  # type: ignore[index]
+
+    plane.store.upsert(SOURCE, relabelled)
+    await settle(plane)
+
+    assert plane.metrics.snapshots.values == published
+
+
+async def test_a_new_mesh_weight_reaches_sidecars_and_proxyless_clients_not_gateways() -> None:
+    plane = await started([*versioned_service(), canary(90, 10)])
+    before = {g: s.versions for g, s in plane.snapshots().items()}
+
+    plane.store.upsert(SOURCE, canary(0, 100))
+    await settle(plane)
+
+    after = {g: s.versions for g, s in plane.snapshots().items()}
+    changed = {g for g in before if after[g][ROUTE] != before[g][ROUTE]}
+    assert changed == {"sidecar:15001", "proxyless"}
+
+
+async def test_a_group_a_node_asks_for_is_built_on_demand() -> None:
+    plane = await started([*versioned_service(), canary(90, 10)])
+
+    plane.cache.watch("sidecar:16001", lambda: None)
+
+    snapshot = plane.cache.snapshot("sidecar:16001")
+    assert snapshot is not None
+    assert list(snapshot.of_type(ROUTE).by_name) == ["16001"]
+
+
+def test_group_keys_parse_to_node_groups() -> None:
+    assert parse_group("sidecar:15001") == NodeGroup(Role.SIDECAR, 15001)
+    assert parse_group("gateway:8080") == NodeGroup(Role.GATEWAY, 8080)
+    assert parse_group("proxyless") == NodeGroup(Role.PROXYLESS)
+    assert parse_group("mystery") is None
+    assert parse_group("sidecar:99999") is None
