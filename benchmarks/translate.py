@@ -114,36 +114,37 @@ def service_objects(index: int) -> list[dict[str, Any]]:
     ]
 
 
-def child(size: int, gc_threshold: int) -> dict[str, Any]:
-    """One cold run in this process: translate, build three groups, serialize every resource."""
-    if gc_threshold:
-        gc.set_threshold(gc_threshold, 50, 1000)
-    from translators import resources
-    from translators.build import build_group
-    from translators.model import NodeGroup, Role
+def child(size: int, server_gc: bool, group_keys: list[str]) -> dict[str, Any]:
+    """One cold run in this process, as `splitplane serve` does it: translate, build the three
+    default groups, serialize every distinct resource once into snapshots."""
+    from translators.build import ResourceBuilder
     from translators.translate import translate
+    from xds_server.app import GC_THRESHOLDS
+    from xds_server.cache import Serializer, snapshot_from_messages
 
-    groups = (
-        NodeGroup(Role.SIDECAR, 15001),
-        NodeGroup(Role.GATEWAY, 8080),
-        NodeGroup(Role.PROXYLESS),
-    )
+    if server_gc:
+        gc.set_threshold(*GC_THRESHOLDS)
+    from xds_server.app import parse_group
+
+    groups = [group for key in group_keys if (group := parse_group(key)) is not None]
     objects = [obj for index in range(size) for obj in service_objects(index)]
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     cpu_start = time.process_time()
     start = time.perf_counter()
     translation = translate(objects)
     translated = time.perf_counter()
-    built = [build_group(translation.model, group) for group in groups]
+    builder = ResourceBuilder()
+    built = [builder.build_group(translation.model, group) for group in groups]
     done_build = time.perf_counter()
-    serialized: dict[int, bytes] = {}
+    serializer = Serializer()
+    snapshots = [snapshot_from_messages(group_resources, serializer) for group_resources in built]
     counts: dict[str, int] = {}
-    for group_resources in built:
-        for type_url, items in group_resources.items():
-            counts[type_url] = counts.get(type_url, 0) + len(items)
-            for message in items:
-                if id(message) not in serialized:
-                    serialized[id(message)] = resources.serialize(message)
+    distinct: dict[int, int] = {}
+    for snapshot in snapshots:
+        for type_url, held in snapshot.types.items():
+            counts[type_url] = counts.get(type_url, 0) + len(held.by_name)
+            for item in held.resources:
+                distinct[id(item)] = len(item.body)
     end = time.perf_counter()
     cpu = time.process_time() - cpu_start
     return {
@@ -153,16 +154,17 @@ def child(size: int, gc_threshold: int) -> dict[str, Any]:
         "translate_seconds": translated - start,
         "build_seconds": done_build - translated,
         "serialize_seconds": end - done_build,
-        "bytes": sum(len(b) for b in serialized.values()),
+        "bytes": sum(distinct.values()),
         "resources": {url.rsplit(".", 1)[-1]: n for url, n in counts.items()},
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "input_rss_mb": rss_before / 1024,
     }
 
 
-def run_fresh(size: int, gc_threshold: int) -> dict[str, Any]:
+def run_fresh(size: int, server_gc: bool, group_keys: list[str]) -> dict[str, Any]:
+    gc_flag = [] if server_gc else ["--python-gc"]
     out = subprocess.run(
-        [sys.executable, __file__, "--child", str(size), "--gc-threshold", str(gc_threshold)],
+        [sys.executable, __file__, "--child", str(size), *gc_flag, "--groups", *group_keys],
         check=True,
         capture_output=True,
         text=True,
@@ -225,19 +227,24 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--record", action="store_true", help="write the figures to RESULTS.md")
     parser.add_argument(
-        "--gc-threshold",
-        type=int,
-        default=0,
-        help="collector generation-0 threshold (0 = Python's default); a server may raise it",
+        "--python-gc",
+        action="store_true",
+        help="keep Python's default collector thresholds instead of the server's",
+    )
+    parser.add_argument(
+        "--groups",
+        nargs="+",
+        default=["sidecar:15001", "gateway:8080", "proxyless"],
+        help="node groups to build (a server builds a group once a node of it connects)",
     )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        print(json.dumps(child(args.child, args.gc_threshold)))
+        print(json.dumps(child(args.child, not args.python_gc, args.groups)))
         return
     rows = []
     for size in args.sizes:
-        runs = [run_fresh(size, args.gc_threshold) for _ in range(args.runs)]
+        runs = [run_fresh(size, not args.python_gc, args.groups) for _ in range(args.runs)]
         rows.append(summary(size, runs))
         print(json.dumps(rows[-1]), flush=True)
     print(table(rows))
@@ -247,8 +254,11 @@ def main() -> None:
         record(
             f"{SECTION}\n\n"
             "Cold translation (fresh interpreter per run; median of "
-            f"{args.runs} runs): `translate` + `build_group` for sidecar:15001, gateway:8080 and "
-            "proxyless + serializing every distinct resource once. Each service: one HTTP port, "
+            f"{args.runs} runs), as `splitplane serve` does it: `translate`, then build "
+            "sidecar:15001, gateway:8080 and proxyless with one `ResourceBuilder`, then one "
+            "snapshot per group with a shared `Serializer` (every distinct resource serialized "
+            "once), with the server's collector thresholds unless `--python-gc` is given. "
+            "Each service: one HTTP port, "
             "2 subsets, a 90/10 VirtualService, 4 ready pods in an EndpointSlice. "
             "Target: 10k services ≤ 2 s.\n\n"
             f"Command: `{command}`\n\n"

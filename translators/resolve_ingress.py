@@ -40,6 +40,7 @@ from translators.model import (
     WeightedCluster,
 )
 from translators.names import CLUSTER_DOMAIN, cluster_name, service_hostname
+from translators.objects import is_mapping
 from translators.resolve_routing import Source
 
 INGRESS_CLASS = "splitplane"
@@ -74,11 +75,11 @@ class IngressClasses:
     def serves(self, obj: Mapping[str, Any]) -> bool:
         """Whether the Ingress ``obj`` is splitplane's."""
         spec = obj.get("spec")
-        name = spec.get("ingressClassName") if isinstance(spec, Mapping) else None
+        name = spec.get("ingressClassName") if is_mapping(spec) else None
         if not name:
             metadata = obj.get("metadata")
-            annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
-            if isinstance(annotations, Mapping):
+            annotations = metadata.get("annotations") if is_mapping(metadata) else None
+            if is_mapping(annotations):
                 name = annotations.get(LEGACY_CLASS_ANNOTATION)
         if not name:
             return self.serves_default
@@ -92,14 +93,14 @@ def ingress_classes(objects: Iterable[Mapping[str, Any]]) -> IngressClasses:
     for obj in objects:
         metadata = obj.get("metadata")
         spec = obj.get("spec")
-        if not isinstance(metadata, Mapping) or not isinstance(spec, Mapping):
+        if not is_mapping(metadata) or not is_mapping(spec):
             continue
         name = metadata.get("name")
         if spec.get("controller") != INGRESS_CONTROLLER or not isinstance(name, str):
             continue
         names.add(name)
         annotations = metadata.get("annotations")
-        if isinstance(annotations, Mapping) and annotations.get(DEFAULT_CLASS_ANNOTATION) == "true":
+        if is_mapping(annotations) and annotations.get(DEFAULT_CLASS_ANNOTATION) == "true":
             serves_default = True
     return IngressClasses(frozenset(names), serves_default)
 
@@ -170,7 +171,7 @@ def parse_ingress(
         return None, []
     problems = _Problems(source)
     spec = obj.get("spec")
-    if not isinstance(spec, Mapping):
+    if not is_mapping(spec):
         problems.add("spec", "must be a mapping")
         return None, problems.found
     if spec.get("tls"):
@@ -201,7 +202,7 @@ def parse_ingress(
     paths: list[IngressPath] = []
     for i, rule in enumerate(rules):
         at = f"spec.rules[{i}]"
-        if not isinstance(rule, Mapping):
+        if not is_mapping(rule):
             problems.add(at, "must be a mapping")
             continue
         host = _host(rule.get("host"), f"{at}.host", problems)
@@ -211,7 +212,7 @@ def parse_ingress(
         http = rule.get("http")
         if http is None:
             continue
-        raw_paths = http.get("paths") if isinstance(http, Mapping) else None
+        raw_paths = http.get("paths") if is_mapping(http) else None
         if not isinstance(raw_paths, list) or not raw_paths:
             problems.add(f"{at}.http.paths", "must be a non-empty list")
             continue
@@ -238,7 +239,7 @@ def _host(raw: object, at: str, problems: _Problems) -> str | None:
 
 
 def _path(raw: object, host: str, at: str, problems: _Problems) -> IngressPath | None:
-    if not isinstance(raw, Mapping):
+    if not is_mapping(raw):
         problems.add(at, "must be a mapping")
         return None
     path = raw.get("path", "/")
@@ -276,7 +277,7 @@ def _path(raw: object, host: str, at: str, problems: _Problems) -> IngressPath |
 
 
 def _backend(raw: object, at: str, problems: _Problems) -> IngressBackend | None:
-    if not isinstance(raw, Mapping):
+    if not is_mapping(raw):
         problems.add(at, "must be a mapping with a service")
         return None
     if "serviceName" in raw or "servicePort" in raw:
@@ -289,7 +290,7 @@ def _backend(raw: object, at: str, problems: _Problems) -> IngressBackend | None
         )
         return None
     service = raw.get("service")
-    if not isinstance(service, Mapping):
+    if not is_mapping(service):
         problems.add(f"{at}.service", "is required")
         return None
     name = service.get("name")
@@ -297,7 +298,7 @@ def _backend(raw: object, at: str, problems: _Problems) -> IngressBackend | None
         problems.add(f"{at}.service.name", "is required")
         return None
     port = service.get("port")
-    if not isinstance(port, Mapping):
+    if not is_mapping(port):
         problems.add(f"{at}.service.port", "needs a number or a name")
         return None
     number, port_name = port.get("number"), port.get("name")

@@ -30,6 +30,7 @@ from translators.model import (
     labels_of,
 )
 from translators.names import CLUSTER_DOMAIN, service_hostname
+from translators.objects import is_mapping
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 DEFAULT_NAMESPACE = "default"
@@ -84,7 +85,7 @@ def object_meta(obj: Mapping[str, Any]) -> ObjectMeta | None:
     """The envelope of ``obj``; None when it has no usable kind or name."""
     kind = obj.get("kind")
     metadata = obj.get("metadata")
-    if not isinstance(kind, str) or not isinstance(metadata, Mapping):
+    if not isinstance(kind, str) or not is_mapping(metadata):
         return None
     name = metadata.get("name")
     if not isinstance(name, str) or not name:
@@ -112,7 +113,7 @@ def _timestamp(value: object) -> str:
 
 
 def _string_labels(value: object) -> Labels:
-    if not isinstance(value, Mapping):
+    if not is_mapping(value):
         return ()
     return labels_of({k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)})
 
@@ -195,7 +196,7 @@ def parse_service(
     spec = obj.get("spec")
     if spec is None:
         spec = {}
-    if not isinstance(spec, Mapping):
+    if not is_mapping(spec):
         problems.add("spec", "must be a mapping")
         return None, problems.found
     kind = spec.get("type", "ClusterIP")
@@ -211,7 +212,7 @@ def parse_service(
         return None, problems.found
     selector = spec.get("selector")
     if selector is not None and not (
-        isinstance(selector, Mapping)
+        is_mapping(selector)
         and all(isinstance(k, str) and isinstance(v, str) for k, v in selector.items())
     ):
         problems.add("spec.selector", "must be a mapping of label names to strings")
@@ -231,7 +232,7 @@ def parse_service(
             namespace=meta.namespace,
             hostname=service_hostname(meta.name, meta.namespace, domain),
             ports=ports,
-            selector=labels_of(selector) if isinstance(selector, Mapping) else (),
+            selector=labels_of(selector) if is_mapping(selector) else (),
             type=kind,
             load_balancer_class=lb_class,
             headless=spec.get("clusterIP") == "None",
@@ -243,7 +244,7 @@ def parse_service(
 
 def _namespace_of(obj: Mapping[str, Any]) -> str:
     metadata = obj.get("metadata")
-    namespace = metadata.get("namespace") if isinstance(metadata, Mapping) else None
+    namespace = metadata.get("namespace") if is_mapping(metadata) else None
     return namespace if isinstance(namespace, str) and namespace else DEFAULT_NAMESPACE
 
 
@@ -260,7 +261,7 @@ def _parse_ports(raw: object, problems: _Problems) -> tuple[PortSpec, ...]:
     seen_ports: set[tuple[int, str]] = set()
     for i, item in enumerate(raw):
         at = f"spec.ports[{i}]"
-        if not isinstance(item, Mapping):
+        if not is_mapping(item):
             problems.add(at, "must be a mapping")
             continue
         number = _port_number(item.get("port"))
@@ -338,14 +339,13 @@ def _pod_info(obj: Mapping[str, Any]) -> _PodInfo | None:
     if meta is None:
         return None
     status = obj.get("status")
-    status = status if isinstance(status, Mapping) else {}
+    status = status if is_mapping(status) else {}
     ip = status.get("podIP")
     ip = ip if isinstance(ip, str) else ""
     phase = status.get("phase")
     conditions = status.get("conditions")
     ready_condition = isinstance(conditions, list) and any(
-        isinstance(c, Mapping) and c.get("type") == "Ready" and c.get("status") == "True"
-        for c in conditions
+        is_mapping(c) and c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
     )
     return _PodInfo(
         namespace=meta.namespace,
@@ -359,13 +359,13 @@ def _pod_info(obj: Mapping[str, Any]) -> _PodInfo | None:
 
 
 def _named_ports(spec: object) -> Mapping[str, int]:
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("containers"), list):
+    if not is_mapping(spec) or not isinstance(spec.get("containers"), list):
         return {}
     named: dict[str, int] = {}
     for container in spec["containers"]:
-        ports = container.get("ports") if isinstance(container, Mapping) else None
+        ports = container.get("ports") if is_mapping(container) else None
         for port in ports if isinstance(ports, list) else ():
-            if not isinstance(port, Mapping):
+            if not is_mapping(port):
                 continue
             name, number = port.get("name"), _port_number(port.get("containerPort"))
             if isinstance(name, str) and name and number is not None and name not in named:
@@ -449,10 +449,10 @@ class _Pods:
     def __init__(self, objects: Iterable[object]) -> None:
         self._raw: dict[tuple[str, str], Mapping[str, Any]] = {}
         for obj in objects:
-            if not isinstance(obj, Mapping):
+            if not is_mapping(obj):
                 continue
             metadata = obj.get("metadata")
-            if isinstance(metadata, Mapping) and isinstance(metadata.get("name"), str):
+            if is_mapping(metadata) and isinstance(metadata.get("name"), str):
                 namespace = metadata.get("namespace")
                 namespace = namespace if isinstance(namespace, str) and namespace else "default"
                 self._raw[namespace, metadata["name"]] = obj
@@ -567,7 +567,7 @@ def _ports_from_slices(
 
 def _parse_slice(obj: object) -> tuple[_Slice | None, list[Diagnostic]]:
     """The ready endpoints of one EndpointSlice; None when it is malformed or not IP-addressed."""
-    if not isinstance(obj, Mapping):
+    if not is_mapping(obj):
         return None, []
     meta = object_meta(obj)
     if meta is None:
@@ -589,7 +589,7 @@ def _parse_slice(obj: object) -> tuple[_Slice | None, list[Diagnostic]]:
         problems.add("ports", "must be a list")
         raw_ports = []
     for i, port in enumerate(raw_ports):
-        if not isinstance(port, Mapping):
+        if not is_mapping(port):
             problems.add(f"ports[{i}]", "must be a mapping")
             continue
         name = port.get("name") or ""
@@ -617,7 +617,7 @@ def _parse_slice(obj: object) -> tuple[_Slice | None, list[Diagnostic]]:
 def _slice_endpoint(
     raw: object, namespace: str, at: str, problems: _Problems
 ) -> _SliceEndpoint | None:
-    if not isinstance(raw, Mapping):
+    if not is_mapping(raw):
         problems.add(at, "must be a mapping")
         return None
     addresses = raw.get("addresses")
@@ -625,7 +625,7 @@ def _slice_endpoint(
         problems.add(f"{at}.addresses", "must be a non-empty list of addresses")
         return None
     conditions = raw.get("conditions") or {}
-    if not isinstance(conditions, Mapping):
+    if not is_mapping(conditions):
         problems.add(f"{at}.conditions", "must be a mapping")
         return None
     if conditions.get("ready") is False:
@@ -633,7 +633,7 @@ def _slice_endpoint(
     zone = raw.get("zone") or ""
     ref = raw.get("targetRef")
     pod: tuple[str, str] | None = None
-    if isinstance(ref, Mapping) and ref.get("kind") == "Pod" and isinstance(ref.get("name"), str):
+    if is_mapping(ref) and ref.get("kind") == "Pod" and isinstance(ref.get("name"), str):
         ref_namespace = ref.get("namespace")
         pod = (
             ref_namespace if isinstance(ref_namespace, str) and ref_namespace else namespace,

@@ -29,6 +29,7 @@ from google.protobuf.message import Message
 from translators.api import DURATION_PATTERN, DURATION_UNITS, UNSUPPORTED_ISTIO_FIELDS
 from translators.api.networking_pb2 import DestinationRule, VirtualService
 from translators.diagnostics import Diagnostic, Severity
+from translators.objects import is_mapping
 
 M = TypeVar("M", bound=Message)
 
@@ -124,7 +125,7 @@ def describe(value: object) -> str:
         return f"number {value!r}"
     if isinstance(value, str):
         return f"string {_shown_text(value)}"
-    if isinstance(value, Mapping):
+    if is_mapping(value):
         return "object"
     if isinstance(value, list | tuple):
         return "list"
@@ -278,7 +279,7 @@ class _Reader:
         except _RejectedError as rejected:
             self.report(path, str(rejected))
             return
-        if not isinstance(value, Mapping):
+        if not is_mapping(value):
             self.report(path, f"expected an object, got {describe(value)}")
             return
         target.SetInParent()
@@ -351,7 +352,7 @@ class _Reader:
                     self.report(item_path, str(rejected))
 
     def map(self, target: Message, field: FieldDescriptor, value: object, path: str) -> None:
-        if not isinstance(value, Mapping):
+        if not is_mapping(value):
             self.report(path, f"expected an object, got {describe(value)}")
             return
         container = getattr(target, field.name)
@@ -412,7 +413,7 @@ def parse_spec(
     message = message_type()
     if data is None:
         reader.report(base_path, f"missing; a {kind} needs a {base_path}")
-    elif not isinstance(data, Mapping):
+    elif not is_mapping(data):
         reader.report(base_path, f"expected an object, got {describe(data)}")
     else:
         reader.fields(message, data, base_path)
@@ -424,7 +425,7 @@ def parse_spec(
 def _parse_object(
     message_type: type[M], kind: str, obj: object
 ) -> tuple[M | None, list[Diagnostic]]:
-    if not isinstance(obj, Mapping):
+    if not is_mapping(obj):
         problem = (
             "expected a Kubernetes object with apiVersion, kind, metadata and spec;"
             f" got {describe(obj)}"
@@ -433,7 +434,7 @@ def _parse_object(
     envelope = _Reader(kind, "", "")
     metadata = obj.get("metadata")
     name = namespace = ""
-    if not isinstance(metadata, Mapping):
+    if not is_mapping(metadata):
         envelope.report("metadata", f"expected an object with a name, got {describe(metadata)}")
     else:
         raw_name, raw_namespace = metadata.get("name"), metadata.get("namespace")

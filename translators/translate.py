@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from translators.diagnostics import Diagnostic, Severity
 from translators.model import MeshModel
 from translators.names import CLUSTER_DOMAIN
+from translators.objects import is_mapping
 from translators.resolve_ingress import (
     IngressRules,
     ingress_classes,
@@ -108,7 +109,7 @@ def _sort_objects(objects: Iterable[object], kinds: frozenset[str]) -> _Objects:
     pods: list[KubeObject] = []
     diagnostics: list[Diagnostic] = []
     for obj in objects:
-        if not isinstance(obj, Mapping):
+        if not is_mapping(obj):
             continue
         kind = obj.get("kind")
         if not isinstance(kind, str) or kind not in kinds or not _api_version_fits(obj, kind):

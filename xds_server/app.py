@@ -49,9 +49,6 @@ log = logging.getLogger("splitplane")
 
 Stopper = Callable[[], Awaitable[None]]
 
-# Groups built before any node asks: the defaults every bootstrap uses.
-DEFAULT_GROUPS = ("sidecar:15001", "gateway:8080", "proxyless")
-
 
 def parse_group(key: str) -> NodeGroup | None:
     """``sidecar:15001`` → NodeGroup(SIDECAR, 15001); None for a key no role matches."""
@@ -85,7 +82,8 @@ class ControlPlane:
         self.store = ObjectStore(self._on_change, quiet=self.quiet, max_delay=self.max_delay)
         self._translation: Translation | None = None
         self._diagnostics: tuple[Diagnostic, ...] = ()
-        self._groups: set[str] = set(DEFAULT_GROUPS)
+        # Groups some node has asked for; a group is built when its first node connects.
+        self._groups: set[str] = set()
         self._published = False
         # Unchanged parts of the model are not built again, nor their messages serialized again.
         self.builder = ResourceBuilder()

@@ -10,6 +10,7 @@ callback that the cache calls (with no arguments) whenever that group's snapshot
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -180,10 +181,18 @@ class Snapshot:
 
 def resource_name(message: Message) -> str:
     """The xDS name of a resource: its ``name``, or ``cluster_name`` for a load assignment."""
-    for field_name in ("name", "cluster_name"):
-        if field_name in message.DESCRIPTOR.fields_by_name:
-            return str(getattr(message, field_name))
-    raise ValueError(f"{message.DESCRIPTOR.full_name} has no name field")
+    message_type = type(message)
+    field_name = _NAME_FIELDS.get(message_type)
+    if field_name is None:
+        fields = message_type.DESCRIPTOR.fields_by_name
+        field_name = next((f for f in ("name", "cluster_name") if f in fields), None)
+        if field_name is None:
+            raise ValueError(f"{message_type.DESCRIPTOR.full_name} has no name field")
+        _NAME_FIELDS[message_type] = field_name
+    return str(getattr(message, field_name))
+
+
+_NAME_FIELDS: dict[type[Message], str] = {}
 
 
 def _eds_name(cluster: Cluster) -> str | None:
@@ -193,22 +202,28 @@ def _eds_name(cluster: Cluster) -> str | None:
 
 
 def _route_names(listener: Listener) -> set[str]:
-    configs: list[Any] = [
-        f.typed_config
-        for chain in [*listener.filter_chains, listener.default_filter_chain]
-        for f in chain.filters
-    ]
     if listener.HasField("api_listener"):
-        configs.append(listener.api_listener.api_listener)
+        configs: list[Any] = [listener.api_listener.api_listener]
+    else:
+        configs = [
+            f.typed_config
+            for chain in [*listener.filter_chains, listener.default_filter_chain]
+            for f in chain.filters
+        ]
     names: set[str] = set()
     for config in configs:
-        if config.type_url != _HCM_TYPE:
-            continue
-        hcm = hcm_pb2.HttpConnectionManager()
-        config.Unpack(hcm)
-        if hcm.WhichOneof("route_specifier") == "rds":
-            names.add(hcm.rds.route_config_name)
+        if config.type_url == _HCM_TYPE:
+            names |= _rds_names(config.value)
     return names
+
+
+@functools.lru_cache(maxsize=4096)
+def _rds_names(hcm_bytes: bytes) -> frozenset[str]:
+    """The RDS name of a serialized HttpConnectionManager (many listeners share one config)."""
+    hcm = hcm_pb2.HttpConnectionManager.FromString(hcm_bytes)
+    if hcm.WhichOneof("route_specifier") == "rds":
+        return frozenset((hcm.rds.route_config_name,))
+    return frozenset()
 
 
 @dataclass(frozen=True)
@@ -220,18 +235,32 @@ class _Prepared:
     references: frozenset[str]
 
 
+_NO_REFERENCES: frozenset[str] = frozenset()
+
+
 def _prepare(type_url: str, message: Message) -> _Prepared:
-    actual = TYPE_PREFIX + message.DESCRIPTOR.full_name
+    actual = _type_url(type(message))
     if actual != type_url:
         raise ValueError(f"a {actual} listed under {type_url}")
     body = message.SerializeToString(deterministic=True)
     resource = Resource(type_url, resource_name(message), short_hash(body), body)
-    references: set[str] = set()
-    if isinstance(message, Cluster) and (eds_name := _eds_name(message)) is not None:
-        references.add(eds_name)
+    references = _NO_REFERENCES
+    if isinstance(message, Cluster):
+        eds_name = _eds_name(message)
+        references = frozenset((eds_name,)) if eds_name is not None else _NO_REFERENCES
     elif isinstance(message, Listener):
-        references = _route_names(message)
-    return _Prepared(message, resource, frozenset(references))
+        references = frozenset(_route_names(message))
+    return _Prepared(message, resource, references)
+
+
+_TYPE_URLS: dict[type[Message], str] = {}
+
+
+def _type_url(message_type: type[Message]) -> str:
+    url = _TYPE_URLS.get(message_type)
+    if url is None:
+        url = _TYPE_URLS[message_type] = TYPE_PREFIX + message_type.DESCRIPTOR.full_name
+    return url
 
 
 class Serializer:

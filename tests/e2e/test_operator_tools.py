@@ -284,7 +284,10 @@ def test_debug_snapshot_model_and_readiness(
     snapshot = server.get("/debug/snapshot?type=clusters")
     model = server.get("/debug/model")["model"]
 
-    assert "sidecar:15001" in snapshot["groups"]
+    groups = snapshot["groups"]
+    assert len(groups) == 2  # the two sidecars' groups, each built when its node connected
+    assert all(key.startswith("sidecar:") for key in groups)
+    assert all(group["clusters"]["resources"] for group in groups.values())
     assert [s["name"] for s in model["services"]] == ["reviews"]
     assert server.get("/debug/diagnostics") == {"diagnostics": []}
     with urllib.request.urlopen(f"http://{server.debug_address}/readyz", timeout=5) as ready:

@@ -37,8 +37,14 @@ async def settle(plane: ControlPlane) -> None:
         await asyncio.sleep(plane.quiet * 1.5)
 
 
+GROUPS = ("sidecar:15001", "gateway:8080", "proxyless")
+
+
 async def started(objects: list[dict[str, object]]) -> ControlPlane:
+    """A plane that has synced ``objects`` and has a node of each default group connected."""
     plane = ControlPlane(quiet=0.01, max_delay=0.05)
+    for group in GROUPS:
+        plane.cache.watch(group, lambda: None)
     plane.store.replace_all(SOURCE, objects)
     plane.store.mark_synced(SOURCE)
     await settle(plane)
@@ -47,6 +53,7 @@ async def started(objects: list[dict[str, object]]) -> ControlPlane:
 
 async def test_nothing_is_published_before_every_source_has_synced() -> None:
     plane = ControlPlane(quiet=0.01, max_delay=0.05)
+    plane.cache.watch("sidecar:15001", lambda: None)
     plane.store.register_source("other")
     plane.store.replace_all(SOURCE, [*versioned_service(), canary(90, 10)])
     plane.store.mark_synced(SOURCE)
@@ -57,8 +64,21 @@ async def test_nothing_is_published_before_every_source_has_synced() -> None:
     plane.store.mark_synced("other")
     await settle(plane)
 
-    assert set(plane.snapshots()) == {"sidecar:15001", "gateway:8080", "proxyless"}
+    assert set(plane.snapshots()) == {"sidecar:15001"}
     assert plane.is_ready()
+
+
+async def test_groups_are_built_only_once_a_node_asks_for_them() -> None:
+    plane = ControlPlane(quiet=0.01, max_delay=0.05)
+    plane.store.replace_all(SOURCE, [*versioned_service(), canary(90, 10)])
+    plane.store.mark_synced(SOURCE)
+    await settle(plane)
+    assert plane.is_ready()
+    assert plane.snapshots() == {}
+
+    plane.cache.watch("gateway:8080", lambda: None)
+
+    assert set(plane.snapshots()) == {"gateway:8080"}
 
 
 async def test_an_endpoint_only_change_rebuilds_load_assignments_and_nothing_else() -> None:
