@@ -75,10 +75,10 @@ async def all_synced(xds: XdsHarness) -> None:
 class ProxylessClient:
     """The subprocess client, driven one batch of calls at a time."""
 
-    def __init__(self, bootstrap_path: Path) -> None:
+    def __init__(self, bootstrap_path: Path, target: str = f"xds:///{SERVICE}") -> None:
         env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap_path)}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.e2e.test_proxyless_grpc"],
+            [sys.executable, "-m", "tests.e2e.test_proxyless_grpc", target],
             cwd=REPO_ROOT,
             env=env,
             stdin=subprocess.PIPE,
@@ -95,7 +95,7 @@ class ProxylessClient:
         return Counter(json.loads(line))
 
     async def calls(self, count: int) -> Counter[str]:
-        """Make ``count`` calls to ``xds:///svc``; count answers by backend name."""
+        """Make ``count`` calls to the target; count answers by backend name."""
         return await asyncio.to_thread(self._calls, count)
 
     def stop(self) -> None:
@@ -135,9 +135,9 @@ async def test_proxyless_client_routes_80_20_and_follows_a_change(tmp_path: Path
                 client.stop()
 
 
-def _serve_calls() -> None:
-    """The subprocess side: one channel to ``xds:///svc``, batches of calls on request."""
-    with grpc.insecure_channel(f"xds:///{SERVICE}") as channel:
+def _serve_calls(target: str) -> None:
+    """The subprocess side: one channel to ``target``, batches of calls on request."""
+    with grpc.insecure_channel(target) as channel:
         call = channel.unary_unary(METHOD, request_serializer=bytes, response_deserializer=bytes)
         for line in sys.stdin:
             counts: Counter[str] = Counter()
@@ -151,4 +151,4 @@ def _serve_calls() -> None:
 
 
 if __name__ == "__main__":
-    _serve_calls()
+    _serve_calls(sys.argv[1])

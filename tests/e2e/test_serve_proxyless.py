@@ -1,0 +1,115 @@
+"""Proxyless gRPC clients on `splitplane serve`: the translators' own api listeners, routes and
+endpoints, as a strict real client (grpcio's xDS resolver) reads them.
+
+gRPC subscribes to exactly the listener named by its target and drops localities without a
+weight, so this checks what Envoy alone would not: the api listener names and the locality
+weights the builders write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_proxyless_grpc import ProxylessClient, grpc_backend
+from tests.e2e.test_serve_envoy import FolderMesh, splitplane_serve, virtual_service
+from xds_server.bootstrap import render_grpc_bootstrap
+
+pytestmark = pytest.mark.envoy
+
+TIMEOUT_S = 30.0
+
+
+def grpc_mesh(backends: dict[str, tuple[str, int]]) -> list[dict[str, Any]]:
+    """Service `reviews` (one gRPC port) with a pod and an EndpointSlice per version."""
+    objects: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "reviews", "namespace": "default"},
+            "spec": {"ports": [{"name": "grpc", "port": 80, "targetPort": "grpc"}]},
+        },
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": {"name": "reviews", "namespace": "default"},
+            "spec": {
+                "host": "reviews",
+                "subsets": [{"name": v, "labels": {"version": v}} for v in sorted(backends)],
+            },
+        },
+    ]
+    for version, (address, port) in sorted(backends.items()):
+        objects += [
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"reviews-{version}",
+                    "namespace": "default",
+                    "labels": {"app": "reviews", "version": version},
+                },
+                "status": {
+                    "phase": "Running",
+                    "podIP": address,
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                },
+            },
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"reviews-{version}",
+                    "namespace": "default",
+                    "labels": {"kubernetes.io/service-name": "reviews"},
+                },
+                "addressType": "IPv4",
+                "ports": [{"name": "grpc", "port": port}],
+                "endpoints": [
+                    {
+                        "addresses": [address],
+                        "zone": f"zone-{version}",
+                        "targetRef": {"kind": "Pod", "name": f"reviews-{version}"},
+                    }
+                ],
+            },
+        ]
+    return objects
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["xds:///reviews.default.svc.cluster.local:80", "xds:///reviews:80"],
+    ids=["fqdn", "short-name"],
+)
+async def test_grpc_client_splits_80_20_and_follows_a_change(tmp_path: Path, target: str) -> None:
+    mesh_dir = tmp_path / "mesh"
+    mesh_dir.mkdir()
+    mesh = FolderMesh(mesh_dir)
+    with grpc_backend("v1") as v1, grpc_backend("v2") as v2:
+        for obj in grpc_mesh({"v1": v1, "v2": v2}):
+            mesh.put(obj)
+        mesh.put(virtual_service(80, 20))
+        with splitplane_serve(mesh, tmp_path) as server:
+            bootstrap = tmp_path / "grpc-bootstrap.json"
+            bootstrap.write_text(
+                render_grpc_bootstrap("grpc-client", "default", f"127.0.0.1:{server.xds_port}")
+            )
+            client = ProxylessClient(bootstrap, target)
+            try:
+                split = await client.calls(1000)
+                assert split["v1"] + split["v2"] == 1000, split
+                # 20 % of 1000: the standard deviation is 12.6 calls; allow about 5 of them.
+                assert 140 <= split["v2"] <= 260, split
+
+                mesh.put(virtual_service(0, 100))
+                async with asyncio.timeout(TIMEOUT_S):
+                    while await client.calls(50) != Counter({"v2": 50}):
+                        pass
+                assert await client.calls(200) == Counter({"v2": 200})
+            finally:
+                client.stop()
