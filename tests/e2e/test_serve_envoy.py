@@ -268,7 +268,9 @@ class Traffic:
         self._thread.join(10)
 
 
-def walk_canary(mesh: Mesh, workdir: Path, v1: Backend, v2: Backend) -> None:
+def walk_canary(
+    mesh: Mesh, workdir: Path, v1: Backend, v2: Backend, *, delta: bool = False
+) -> None:
     for obj in mesh_objects(v1, v2):
         mesh.put(obj)
     mesh.put(virtual_service(90, 10))
@@ -282,6 +284,7 @@ def walk_canary(mesh: Mesh, workdir: Path, v1: Backend, v2: Backend) -> None:
                 f"127.0.0.1:{server.xds_port}",
                 0,
                 outbound_port=outbound,
+                delta=delta,
             )
         )
         with running_envoy(bootstrap, workdir / "envoy"):
@@ -328,11 +331,12 @@ def walk_canary(mesh: Mesh, workdir: Path, v1: Backend, v2: Backend) -> None:
             assert within_tolerance(counts["v1"], 400, 0.5), counts
 
 
-def test_folder_source_canary_end_to_end(tmp_path: Path) -> None:
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+def test_folder_source_canary_end_to_end(tmp_path: Path, delta: bool) -> None:
     mesh_dir = tmp_path / "mesh"
     mesh_dir.mkdir()
     with http_backend("v1") as v1, http_backend("v2") as v2:
-        walk_canary(FolderMesh(mesh_dir), tmp_path, v1, v2)
+        walk_canary(FolderMesh(mesh_dir), tmp_path, v1, v2, delta=delta)
 
 
 def test_kubernetes_source_canary_end_to_end(tmp_path: Path) -> None:
