@@ -193,8 +193,13 @@ class DestinationRuleIndex:
     """The DestinationRule that applies to each service hostname."""
 
     by_host: Mapping[str, DestinationRuleSpec]
+    # The subset names of each host's rule, read once per translation rather than per route.
+    subset_names: Mapping[str, frozenset[str]] = field(default_factory=dict, compare=False)
 
     def subsets(self, hostname: str) -> frozenset[str]:
+        found = self.subset_names.get(hostname)
+        if found is not None:
+            return found
         rule = self.by_host.get(hostname)
         return frozenset(s.name for s in rule.spec.subsets) if rule else frozenset()
 
@@ -233,7 +238,10 @@ def index_destination_rules(
             )
             continue
         by_host[hostname] = rule
-    return DestinationRuleIndex(by_host), diagnostics
+    subset_names = {
+        host: frozenset(s.name for s in rule.spec.subsets) for host, rule in by_host.items()
+    }
+    return DestinationRuleIndex(by_host, subset_names), diagnostics
 
 
 def _diagnostic(

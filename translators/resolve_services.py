@@ -113,9 +113,12 @@ def _timestamp(value: object) -> str:
 
 
 def _string_labels(value: object) -> Labels:
+    """The string-valued labels of ``value``, as a canonical label set (see `labels_of`)."""
     if not is_mapping(value):
         return ()
-    return labels_of({k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)})
+    return tuple(
+        sorted((k, v) for k, v in value.items() if isinstance(k, str) and isinstance(v, str))
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -606,7 +609,7 @@ def _parse_slice(obj: object) -> tuple[_Slice | None, list[Diagnostic]]:
         raw_endpoints = []
     endpoints: list[_SliceEndpoint] = []
     for i, raw in enumerate(raw_endpoints):
-        parsed = _slice_endpoint(raw, meta.namespace, f"endpoints[{i}]", problems)
+        parsed = _slice_endpoint(raw, meta.namespace, i, problems)
         if parsed is not None:
             endpoints.append(parsed)
     if problems.has_error:
@@ -615,18 +618,18 @@ def _parse_slice(obj: object) -> tuple[_Slice | None, list[Diagnostic]]:
 
 
 def _slice_endpoint(
-    raw: object, namespace: str, at: str, problems: _Problems
+    raw: object, namespace: str, index: int, problems: _Problems
 ) -> _SliceEndpoint | None:
     if not is_mapping(raw):
-        problems.add(at, "must be a mapping")
+        problems.add(f"endpoints[{index}]", "must be a mapping")
         return None
     addresses = raw.get("addresses")
     if not isinstance(addresses, list) or not addresses or not isinstance(addresses[0], str):
-        problems.add(f"{at}.addresses", "must be a non-empty list of addresses")
+        problems.add(f"endpoints[{index}].addresses", "must be a non-empty list of addresses")
         return None
     conditions = raw.get("conditions") or {}
     if not is_mapping(conditions):
-        problems.add(f"{at}.conditions", "must be a mapping")
+        problems.add(f"endpoints[{index}].conditions", "must be a mapping")
         return None
     if conditions.get("ready") is False:
         return None

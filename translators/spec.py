@@ -18,9 +18,10 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
 from fractions import Fraction
 from functools import cache
-from typing import Final, TypeGuard, TypeVar
+from typing import Final, NamedTuple, TypeGuard, TypeVar
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.duration_pb2 import Duration
@@ -39,6 +40,7 @@ DEFAULT_NAMESPACE: Final = "default"
 OBJECT_FIELDS: Final = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
 
 UNSUPPORTED_MESSAGE: Final = "not supported by splitplane; ignored"
+_API_VERSIONS: Final = tuple(f"{API_GROUP}/{version}" for version in API_VERSIONS)
 
 _DURATION: Final = re.compile(DURATION_PATTERN)
 _DURATION_PART: Final = re.compile(r"([0-9.]+)([^0-9.]+)")
@@ -75,26 +77,86 @@ class _RejectedError(Exception):
     """A value that does not fit its field; the message says why."""
 
 
+class _Shape(Enum):
+    """How a field's value is read."""
+
+    SCALAR = "scalar"
+    MESSAGE = "message"
+    REPEATED = "repeated"
+    MAP = "map"
+
+
+@dataclass(frozen=True)
+class _Field:
+    """What the reader needs of one field, looked up once per message type."""
+
+    descriptor: FieldDescriptor
+    name: str
+    shape: _Shape
+    oneof: str | None
+    value: FieldDescriptor  # the map entry's value field for a map, else the field itself
+
+
 @dataclass(frozen=True)
 class _Fields:
     """How the keys of one message type are looked up."""
 
-    by_key: Mapping[str, FieldDescriptor]
+    by_key: Mapping[str, _Field]
     json_names: tuple[str, ...]
     unsupported: frozenset[str]
+    is_duration: bool  # google.protobuf.Duration, written as a string such as "2s"
+    wrapped: FieldDescriptor | None  # the value field of a wrapper type such as Int32Value
+
+
+def _field(field: FieldDescriptor) -> _Field:
+    message_type = field.message_type
+    value = field
+    if message_type is not None and message_type.GetOptions().map_entry:
+        shape = _Shape.MAP
+        value = message_type.fields_by_name["value"]
+    elif field.is_repeated:
+        shape = _Shape.REPEATED
+    elif message_type is not None:
+        shape = _Shape.MESSAGE
+    else:
+        shape = _Shape.SCALAR
+    oneof = field.containing_oneof
+    return _Field(field, field.name, shape, oneof.name if oneof is not None else None, value)
 
 
 @cache
 def _fields(descriptor: Descriptor) -> _Fields:
-    by_key: dict[str, FieldDescriptor] = {}
+    by_key: dict[str, _Field] = {}
     for field in descriptor.fields:
-        by_key[field.name] = field
-        by_key[field.json_name] = field
+        info = _field(field)
+        by_key[field.name] = info
+        by_key[field.json_name] = info
+    full_name = descriptor.full_name
     return _Fields(
         by_key=by_key,
         json_names=tuple(field.json_name for field in descriptor.fields),
-        unsupported=UNSUPPORTED_ISTIO_FIELDS.get(descriptor.full_name, frozenset()),
+        unsupported=UNSUPPORTED_ISTIO_FIELDS.get(full_name, frozenset()),
+        is_duration=full_name == "google.protobuf.Duration",
+        wrapped=descriptor.fields_by_name["value"] if full_name in _WRAPPERS else None,
     )
+
+
+class _Path(NamedTuple):
+    """A field path below ``parent``, rendered only when a diagnostic names it."""
+
+    parent: _Path | str
+    key: str | int  # a field name, a map key or a list index
+    is_map_key: bool = False
+
+    def __str__(self) -> str:
+        if isinstance(self.key, int):
+            return f"{self.parent}[{self.key}]"
+        if self.is_map_key:
+            return f"{self.parent}[{_key_segment(self.key)}]"
+        return f"{self.parent}.{_key_segment(self.key)}"
+
+
+FieldPath = _Path | str
 
 
 def _camel_case(name: str) -> str:
@@ -203,6 +265,10 @@ def _enum_number(field: FieldDescriptor, value: object) -> int:
 
 def _scalar(field: FieldDescriptor, value: object) -> Scalar:
     """The protobuf value of a non-message field, or ``_RejectedError``."""
+    if field.type == FieldDescriptor.TYPE_STRING:
+        if not isinstance(value, str):
+            raise _RejectedError(f"expected a string, got {describe(value)}")
+        return _check_text(value)
     if field.type in _INTEGER_RANGES:
         return _integer(field, value)
     if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
@@ -211,10 +277,6 @@ def _scalar(field: FieldDescriptor, value: object) -> Scalar:
         if not isinstance(value, bool):
             raise _RejectedError(f"expected a boolean, got {describe(value)}")
         return value
-    if field.type == FieldDescriptor.TYPE_STRING:
-        if not isinstance(value, str):
-            raise _RejectedError(f"expected a string, got {describe(value)}")
-        return _check_text(value)
     if field.type == FieldDescriptor.TYPE_ENUM:
         return _enum_number(field, value)
     if field.type == FieldDescriptor.TYPE_BYTES:
@@ -258,23 +320,22 @@ class _Reader:
         self._name = name
         self.diagnostics: list[Diagnostic] = []
 
-    def report(self, path: str, message: str, severity: Severity = Severity.ERROR) -> None:
+    def report(self, path: FieldPath, message: str, severity: Severity = Severity.ERROR) -> None:
         self.diagnostics.append(
-            Diagnostic(self._kind, self._namespace, self._name, path, message, severity)
+            Diagnostic(self._kind, self._namespace, self._name, str(path), message, severity)
         )
 
-    def message(self, target: Message, value: object, path: str) -> None:
+    def message(self, target: Message, value: object, path: FieldPath) -> None:
         """Fill ``target`` (any message type, well-known types included) from ``value``."""
-        full_name = target.DESCRIPTOR.full_name
+        known = _fields(target.DESCRIPTOR)
         try:
-            if full_name == "google.protobuf.Duration":
+            if known.is_duration:
                 assert isinstance(target, Duration)
                 seconds, nanos = divmod(_duration_nanos(value), 10**9)
                 target.seconds, target.nanos = seconds, nanos
                 return
-            if full_name in _WRAPPERS:
-                field = _fields(target.DESCRIPTOR).by_key["value"]
-                setattr(target, "value", _scalar(field, value))  # noqa: B010 - typed as Message
+            if known.wrapped is not None:
+                setattr(target, "value", _scalar(known.wrapped, value))  # noqa: B010 - a Message
                 return
         except _RejectedError as rejected:
             self.report(path, str(rejected))
@@ -283,87 +344,85 @@ class _Reader:
             self.report(path, f"expected an object, got {describe(value)}")
             return
         target.SetInParent()
-        self.fields(target, value, path)
+        self.fields(target, value, path, known)
 
-    def fields(self, target: Message, data: Mapping[object, object], path: str) -> None:
-        descriptor = target.DESCRIPTOR
-        known = _fields(descriptor)
+    def fields(
+        self, target: Message, data: Mapping[object, object], path: FieldPath, known: _Fields
+    ) -> None:
+        """Fill the fields of ``target`` (whose fields are ``known``) from ``data``."""
         used: dict[str, str] = {}
         oneofs: dict[str, list[str]] = {}
         for key, value in data.items():
             if not isinstance(key, str):
                 self.report(path, f"field names must be strings, got {describe(key)}")
                 continue
-            field_path = f"{path}.{_key_segment(key)}"
             field = known.by_key.get(key)
             if field is None:
                 if _camel_case(key) in known.unsupported:
-                    self.report(field_path, UNSUPPORTED_MESSAGE, Severity.WARNING)
+                    self.report(_Path(path, key), UNSUPPORTED_MESSAGE, Severity.WARNING)
                 else:
                     candidates = known.json_names + tuple(sorted(known.unsupported))
-                    self.report(field_path, f"unknown field{_suggestion(key, candidates)}")
+                    self.report(_Path(path, key), f"unknown field{_suggestion(key, candidates)}")
                 continue
             if field.name in used:
-                self.report(field_path, f'set twice, as "{used[field.name]}" and as "{key}"')
+                self.report(_Path(path, key), f'set twice, as "{used[field.name]}" and as "{key}"')
                 continue
             used[field.name] = key
             if value is None:
                 continue
-            if field.containing_oneof is not None:
-                oneofs.setdefault(field.containing_oneof.name, []).append(key)
-            self.field(target, field, value, field_path)
+            if field.oneof is not None:
+                oneofs.setdefault(field.oneof, []).append(key)
+            shape = field.shape
+            if shape is _Shape.SCALAR:
+                try:
+                    setattr(target, field.name, _scalar(field.descriptor, value))
+                except _RejectedError as rejected:
+                    self.report(_Path(path, key), str(rejected))
+            elif shape is _Shape.MESSAGE:
+                self.message(getattr(target, field.name), value, _Path(path, key))
+            elif shape is _Shape.REPEATED:
+                self.repeated(target, field.descriptor, value, _Path(path, key))
+            else:
+                self.map(target, field, value, _Path(path, key))
         for oneof_name, keys in oneofs.items():
             if len(keys) > 1:
                 members = ", ".join(
-                    f'"{field.json_name}"' for field in descriptor.oneofs_by_name[oneof_name].fields
+                    f'"{field.json_name}"'
+                    for field in target.DESCRIPTOR.oneofs_by_name[oneof_name].fields
                 )
                 given = " and ".join(f'"{key}"' for key in keys)
                 self.report(path, f"only one of {members} may be set, got {given}")
 
-    def field(self, target: Message, field: FieldDescriptor, value: object, path: str) -> None:
-        message_type = field.message_type
-        if message_type is not None and message_type.GetOptions().map_entry:
-            self.map(target, field, value, path)
-        elif field.is_repeated:
-            self.repeated(target, field, value, path)
-        elif message_type is not None:
-            self.message(getattr(target, field.name), value, path)
-        else:
-            try:
-                setattr(target, field.name, _scalar(field, value))
-            except _RejectedError as rejected:
-                self.report(path, str(rejected))
-
-    def repeated(self, target: Message, field: FieldDescriptor, value: object, path: str) -> None:
+    def repeated(
+        self, target: Message, field: FieldDescriptor, value: object, path: FieldPath
+    ) -> None:
         if not isinstance(value, list | tuple):
             self.report(path, f"expected a list, got {describe(value)}")
             return
         container = getattr(target, field.name)
+        is_message = field.message_type is not None
         for index, item in enumerate(value):
-            item_path = f"{path}[{index}]"
             if item is None:
-                self.report(item_path, "expected a value, got null")
-            elif field.message_type is not None:
-                self.message(container.add(), item, item_path)
+                self.report(_Path(path, index), "expected a value, got null")
+            elif is_message:
+                self.message(container.add(), item, _Path(path, index))
             else:
                 try:
                     container.append(_scalar(field, item))
                 except _RejectedError as rejected:
-                    self.report(item_path, str(rejected))
+                    self.report(_Path(path, index), str(rejected))
 
-    def map(self, target: Message, field: FieldDescriptor, value: object, path: str) -> None:
+    def map(self, target: Message, field: _Field, value: object, path: FieldPath) -> None:
         if not is_mapping(value):
             self.report(path, f"expected an object, got {describe(value)}")
             return
         container = getattr(target, field.name)
-        entry = field.message_type
-        assert entry is not None
-        value_field: FieldDescriptor = entry.fields_by_name["value"]
+        value_field = field.value
         for key, item in value.items():
             if not isinstance(key, str):
                 self.report(path, f"keys must be strings, got {describe(key)}")
                 continue
-            item_path = f"{path}[{_key_segment(key)}]"
+            item_path = _Path(path, key, is_map_key=True)
             try:
                 _check_text(key)
             except _RejectedError as rejected:
@@ -416,7 +475,7 @@ def parse_spec(
     elif not is_mapping(data):
         reader.report(base_path, f"expected an object, got {describe(data)}")
     else:
-        reader.fields(message, data, base_path)
+        reader.fields(message, data, base_path, _fields(message.DESCRIPTOR))
     if _has_error(reader.diagnostics):
         return None, reader.diagnostics
     return message, reader.diagnostics
@@ -455,10 +514,10 @@ def _parse_object(
     for diagnostic in envelope.diagnostics:
         reader.report(diagnostic.field, diagnostic.message, diagnostic.severity)
     api_version = obj.get("apiVersion")
-    accepted = tuple(f"{API_GROUP}/{version}" for version in API_VERSIONS)
-    if api_version not in accepted:
+    if api_version not in _API_VERSIONS:
         reader.report(
-            "apiVersion", f"expected one of {', '.join(accepted)}; got {describe(api_version)}"
+            "apiVersion",
+            f"expected one of {', '.join(_API_VERSIONS)}; got {describe(api_version)}",
         )
     if obj.get("kind", kind) != kind:
         reader.report("kind", f'expected "{kind}", got {describe(obj.get("kind"))}')

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
+from typing import NamedTuple
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.listener.v3.listener_pb2 import Listener
@@ -41,6 +42,7 @@ PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
 FULL_STATE_TYPES = frozenset({CLUSTER, LISTENER})
 
 _HCM_TYPE = TYPE_PREFIX + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
+_NO_REFERENCES: frozenset[str] = frozenset()
 
 
 def _varint(value: int) -> bytes:
@@ -201,20 +203,16 @@ def _eds_name(cluster: Cluster) -> str | None:
     return str(cluster.eds_cluster_config.service_name or cluster.name)
 
 
-def _route_names(listener: Listener) -> set[str]:
+def _route_names(listener: Listener) -> frozenset[str]:
     if listener.HasField("api_listener"):
-        configs: list[Any] = [listener.api_listener.api_listener]
-    else:
-        configs = [
-            f.typed_config
-            for chain in [*listener.filter_chains, listener.default_filter_chain]
-            for f in chain.filters
-        ]
+        config = listener.api_listener.api_listener
+        return _rds_names(config.value) if config.type_url == _HCM_TYPE else _NO_REFERENCES
     names: set[str] = set()
-    for config in configs:
-        if config.type_url == _HCM_TYPE:
-            names |= _rds_names(config.value)
-    return names
+    for chain in [*listener.filter_chains, listener.default_filter_chain]:
+        for f in chain.filters:
+            if f.typed_config.type_url == _HCM_TYPE:
+                names |= _rds_names(f.typed_config.value)
+    return frozenset(names)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -226,8 +224,7 @@ def _rds_names(hcm_bytes: bytes) -> frozenset[str]:
     return frozenset()
 
 
-@dataclass(frozen=True)
-class _Prepared:
+class _Prepared(NamedTuple):
     """A message serialized, with the names it refers to (EDS for a cluster, RDS for a listener)."""
 
     message: Message
@@ -235,7 +232,13 @@ class _Prepared:
     references: frozenset[str]
 
 
-_NO_REFERENCES: frozenset[str] = frozenset()
+def _references(message: Message) -> frozenset[str]:
+    if isinstance(message, Cluster):
+        eds_name = _eds_name(message)
+        return frozenset((eds_name,)) if eds_name is not None else _NO_REFERENCES
+    if isinstance(message, Listener):
+        return _route_names(message)
+    return _NO_REFERENCES
 
 
 def _prepare(type_url: str, message: Message) -> _Prepared:
@@ -244,13 +247,7 @@ def _prepare(type_url: str, message: Message) -> _Prepared:
         raise ValueError(f"a {actual} listed under {type_url}")
     body = message.SerializeToString(deterministic=True)
     resource = Resource(type_url, resource_name(message), short_hash(body), body)
-    references = _NO_REFERENCES
-    if isinstance(message, Cluster):
-        eds_name = _eds_name(message)
-        references = frozenset((eds_name,)) if eds_name is not None else _NO_REFERENCES
-    elif isinstance(message, Listener):
-        references = frozenset(_route_names(message))
-    return _Prepared(message, resource, references)
+    return _Prepared(message, resource, _references(message))
 
 
 _TYPE_URLS: dict[type[Message], str] = {}
@@ -263,10 +260,22 @@ def _type_url(message_type: type[Message]) -> str:
     return url
 
 
+@dataclass(frozen=True)
+class _TypeSet:
+    """The resources of one type made from one tuple of messages, and what they refer to."""
+
+    messages: tuple[Message, ...]
+    resources: TypeResources
+    references: frozenset[str]
+    prepared: Mapping[int, _Prepared]  # by id of the message
+
+
 class Serializer:
     """Serializes each message object once: across the groups of one publish, and across
     versions for as long as the builder hands back the very same message objects.
 
+    A tuple of messages handed in again (groups share their clusters and load assignments) yields
+    the very same ``TypeResources``, without looking at its messages again.
     ``end_round()`` after a publish forgets what that publish did not use, so memory stays
     bounded by the live snapshots.
     """
@@ -274,6 +283,8 @@ class Serializer:
     def __init__(self) -> None:
         self._held: dict[int, _Prepared] = {}
         self._used: dict[int, _Prepared] = {}
+        self._sets_held: dict[tuple[str, int], _TypeSet] = {}
+        self._sets_used: dict[tuple[str, int], _TypeSet] = {}
         self.serialized = 0  # messages serialized so far (for tests and benchmarks)
 
     def prepare(self, type_url: str, message: Message) -> _Prepared:
@@ -285,8 +296,40 @@ class Serializer:
         self._used[key] = found
         return found
 
+    def type_set(self, type_url: str, messages: Sequence[Message]) -> _TypeSet:
+        """The resources of ``messages`` (all of type ``type_url``; names unique)."""
+        if not isinstance(messages, tuple):
+            return self._type_set(type_url, messages)
+        key = (type_url, id(messages))
+        found = self._sets_used.get(key) or self._sets_held.get(key)
+        if found is None or found.messages is not messages:
+            found = self._type_set(type_url, messages)
+        else:
+            self._used.update(found.prepared)
+        self._sets_used[key] = found
+        return found
+
+    def _type_set(self, type_url: str, messages: Sequence[Message]) -> _TypeSet:
+        by_name: dict[str, Resource] = {}
+        prepared: dict[int, _Prepared] = {}
+        references: set[str] = set()
+        for message in messages:
+            found = self.prepare(type_url, message)
+            name = found.resource.name
+            if name in by_name:
+                raise ValueError(f"two {type_url} resources named {name!r}")
+            by_name[name] = found.resource
+            prepared[id(message)] = found
+            references.update(found.references)
+        ordered = dict(sorted(by_name.items()))
+        resources = TypeResources(
+            type_url, MappingProxyType(ordered), set_version(ordered.values())
+        )
+        return _TypeSet(tuple(messages), resources, frozenset(references), prepared)
+
     def end_round(self) -> None:
         self._held, self._used = self._used, {}
+        self._sets_held, self._sets_used = self._sets_used, {}
 
 
 def snapshot_from_messages(
@@ -298,25 +341,16 @@ def snapshot_from_messages(
     """
     serializer = serializer or Serializer()
     types: dict[str, TypeResources] = {}
-    eds: set[str] = set()
-    rds: set[str] = set()
+    eds: frozenset[str] = _NO_REFERENCES
+    rds: frozenset[str] = _NO_REFERENCES
     for type_url, messages in resources.items():
-        by_name: dict[str, Resource] = {}
-        for message in messages:
-            prepared = serializer.prepare(type_url, message)
-            name = prepared.resource.name
-            if name in by_name:
-                raise ValueError(f"two {type_url} resources named {name!r}")
-            by_name[name] = prepared.resource
-            if type_url == CLUSTER:
-                eds |= prepared.references
-            elif type_url == LISTENER:
-                rds |= prepared.references
-        ordered = dict(sorted(by_name.items()))
-        types[type_url] = TypeResources(
-            type_url, MappingProxyType(ordered), set_version(ordered.values())
-        )
-    return Snapshot(MappingProxyType(types), frozenset(eds), frozenset(rds))
+        found = serializer.type_set(type_url, messages)
+        types[type_url] = found.resources
+        if type_url == CLUSTER:
+            eds = found.references
+        elif type_url == LISTENER:
+            rds = found.references
+    return Snapshot(MappingProxyType(types), eds, rds)
 
 
 def _listing(names: list[str], shown: int = 5) -> str:
