@@ -37,7 +37,8 @@ class ResourceBuilder:
     """Builds node groups' resources from successive models, reusing unchanged parts.
 
     Holds the last result of each part (one per part and group: bounded by the number of
-    groups), keyed by the identity of the model pieces it was built from.
+    groups) with the model pieces it was built from; a piece that is the same object, or
+    equal, is not built again.
     """
 
     def __init__(self) -> None:
@@ -46,7 +47,7 @@ class ResourceBuilder:
 
     def _part(self, key: str, inputs: tuple[object, ...], build: Callable[[], T]) -> T:
         held = self._parts.get(key)
-        if held is not None and all(a is b for a, b in zip(held[0], inputs, strict=True)):
+        if held is not None and all(a is b or a == b for a, b in zip(held[0], inputs, strict=True)):
             result: T = held[1]
             return result
         result = build()
@@ -88,8 +89,10 @@ class ResourceBuilder:
                 lambda: (gateway_route_table(model, port, routes),),
             )
         else:
+            # api listeners depend only on each host's names and port, not on its routes
+            targets = tuple((vhost.port, vhost.hosts) for vhost in model.mesh_hosts)
             listeners = self._part(
-                "api-listeners", (model.mesh_hosts,), lambda: api_listeners(model.mesh_hosts)
+                "api-listeners", (targets,), lambda: api_listeners(model.mesh_hosts)
             )
             tables = self._part(
                 "port-routes",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from translators.diagnostics import Diagnostic, Severity
-from translators.model import MeshModel
+from translators.model import MeshModel, VirtualHost
 from translators.names import CLUSTER_DOMAIN
 from translators.objects import is_mapping
 from translators.resolve_ingress import (
@@ -313,6 +313,8 @@ def translate(
         gateway_tcp=balancers.listeners,
         tcp_routes=routing.tcp_routes,
     )
+    if previous is not None:
+        model = reuse_unchanged(previous.model, model)
     static = (
         *objects_by_kind.diagnostics,
         *acceptor.diagnostics,
@@ -328,6 +330,40 @@ def translate(
         options=options,
         service_specs=tuple(specs),
         static_diagnostics=tuple(sorted(static)),
+    )
+
+
+def reuse_unchanged(previous: MeshModel, model: MeshModel) -> MeshModel:
+    """``model`` with every part equal to ``previous``'s replaced by the previous object.
+
+    Builders and the serializer recognize unchanged parts by identity, so a change to one
+    VirtualService rebuilds that service's routes, not every cluster and virtual host.
+    """
+    return MeshModel(
+        services=_same_or_new(previous.services, model.services),
+        clusters=_same_or_new(previous.clusters, model.clusters),
+        endpoints=_same_or_new(previous.endpoints, model.endpoints),
+        mesh_hosts=_hosts(previous.mesh_hosts, model.mesh_hosts),
+        gateway_hosts=_hosts(previous.gateway_hosts, model.gateway_hosts),
+        gateway_tcp=_same_or_new(previous.gateway_tcp, model.gateway_tcp),
+        tcp_routes=_same_or_new(previous.tcp_routes, model.tcp_routes),
+    )
+
+
+def _same_or_new(previous: tuple[T, ...], current: tuple[T, ...]) -> tuple[T, ...]:
+    return previous if previous == current else current
+
+
+def _hosts(
+    previous: tuple[VirtualHost, ...], current: tuple[VirtualHost, ...]
+) -> tuple[VirtualHost, ...]:
+    """Virtual hosts, each unchanged one being the previous object (routes are built per host)."""
+    if previous == current:
+        return previous
+    before = {vhost.name: vhost for vhost in previous}
+    return tuple(
+        old if (old := before.get(vhost.name)) is not None and old == vhost else vhost
+        for vhost in current
     )
 
 

@@ -456,3 +456,20 @@ def test_arbitrary_objects_never_make_translate_raise(objects: list[Obj]) -> Non
 def test_mutated_objects_never_make_translate_raise(objects: list[Obj]) -> None:
     result = _check(objects, previous=translate(mesh()))
     assert translate_endpoints(result, objects) == result
+
+
+def test_unchanged_parts_of_the_model_are_the_previous_objects() -> None:
+    before = translate(mesh())
+    objects = [*versioned_service("reviews"), *versioned_service("ratings", base_ip="10.0.1")]
+
+    after = translate([*objects, canary(50, 50)], previous=before)
+
+    assert after.model.clusters is before.model.clusters
+    assert after.model.endpoints is before.model.endpoints
+    reviews, ratings = (
+        next(v for v in after.model.mesh_hosts if v.name.startswith(name))
+        for name in ("reviews", "ratings")
+    )
+    assert any(ratings is v for v in before.model.mesh_hosts)
+    assert not any(reviews is v for v in before.model.mesh_hosts)
+    assert after.model == translate([*objects, canary(50, 50)]).model
