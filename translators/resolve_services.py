@@ -17,9 +17,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, NamedTuple
 
 from translators.diagnostics import Diagnostic, Severity
+from translators.memo import Memo
 from translators.model import (
     Endpoint,
     Labels,
@@ -388,13 +390,18 @@ def resolve_services(
     specs: Iterable[ServiceSpec],
     slices: Iterable[Mapping[str, Any]],
     pods: Iterable[Mapping[str, Any]],
+    memo: Memo | None = None,
 ) -> Services:
-    """The given services with the ready endpoints of each port, sorted by hostname."""
+    """The given services with the ready endpoints of each port, sorted by hostname.
+
+    With a ``memo``, an EndpointSlice that is the same object as last time is not parsed again.
+    """
+    memo = memo or Memo()
     diagnostics: list[Diagnostic] = []
     pod_index = _Pods(pods)
     slices_by_service: dict[tuple[str, str], list[_Slice]] = defaultdict(list)
     for obj in slices:
-        parsed, problems = _parse_slice(obj)
+        parsed, problems = memo.get("slice", obj, partial(_parse_slice, obj))
         diagnostics.extend(problems)
         if parsed is not None:
             slices_by_service[parsed.namespace, parsed.service].append(parsed)

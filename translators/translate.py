@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, TypeVar
 
 from translators.diagnostics import Diagnostic, Severity
+from translators.memo import Memo, MemoEntries
 from translators.model import MeshModel, VirtualHost
 from translators.names import CLUSTER_DOMAIN
 from translators.objects import is_mapping
@@ -85,6 +87,8 @@ class Translation:
     # diagnostics that do not depend on endpoints.
     service_specs: tuple[ServiceSpec, ...] = field(default=(), repr=False)
     static_diagnostics: tuple[Diagnostic, ...] = field(default=(), repr=False)
+    # Per-object results the next translation reuses for objects that did not change.
+    memo: MemoEntries = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def has_errors(self) -> bool:
@@ -102,7 +106,7 @@ class _Objects:
     diagnostics: tuple[Diagnostic, ...]
 
 
-def _sort_objects(objects: Iterable[object], kinds: frozenset[str]) -> _Objects:
+def _sort_objects(objects: Iterable[object], kinds: frozenset[str], memo: Memo) -> _Objects:
     keyed: dict[str, dict[ObjectKey, tuple[ObjectMeta, KubeObject]]] = {}
     unnamed: dict[str, list[KubeObject]] = {}
     slices: list[KubeObject] = []
@@ -120,7 +124,7 @@ def _sort_objects(objects: Iterable[object], kinds: frozenset[str]) -> _Objects:
         if kind == "Pod":
             pods.append(obj)
             continue
-        meta = object_meta(obj)
+        meta = memo.get("meta", obj, partial(object_meta, obj))
         if meta is None:
             unnamed.setdefault(kind, []).append(obj)
             continue
@@ -224,23 +228,24 @@ def translate(
     invalid now. Objects of other kinds are ignored; the result does not depend on input order.
     """
     domain = options.domain
-    objects_by_kind = _sort_objects(objects, frozenset(_KINDS))
+    memo = Memo(previous.memo if previous is not None else None)
+    objects_by_kind = _sort_objects(objects, frozenset(_KINDS), memo)
     acceptor = _Acceptor(previous)
 
     def check_service(
         meta: ObjectMeta | None, obj: KubeObject
     ) -> tuple[ServiceSpec | None, list[Diagnostic]]:
-        return parse_service(obj, domain, meta)
+        return memo.get(f"service/{domain}", obj, lambda: parse_service(obj, domain, meta))
 
     specs = acceptor.accept(
         objects_by_kind.keyed.get("Service", {}),
         objects_by_kind.unnamed.get("Service", ()),
         check_service,
     )
-    resolved = resolve_services(specs, objects_by_kind.slices, objects_by_kind.pods)
+    resolved = resolve_services(specs, objects_by_kind.slices, objects_by_kind.pods, memo)
     services = services_by_hostname(resolved.services)
 
-    def check_rule(
+    def compiled_rule(
         meta: ObjectMeta | None, obj: KubeObject
     ) -> tuple[DestinationRuleSpec | None, list[Diagnostic]]:
         spec, found = parse_destination_rule(obj)
@@ -248,6 +253,11 @@ def translate(
             return None, found
         rule, more = compile_destination_rule(_source(meta), spec)
         return rule, found + more
+
+    def check_rule(
+        meta: ObjectMeta | None, obj: KubeObject
+    ) -> tuple[DestinationRuleSpec | None, list[Diagnostic]]:
+        return memo.get("destination-rule", obj, lambda: compiled_rule(meta, obj))
 
     rules = acceptor.accept(
         objects_by_kind.keyed.get("DestinationRule", {}),
@@ -260,7 +270,7 @@ def translate(
     def check_virtual_service(
         meta: ObjectMeta | None, obj: KubeObject
     ) -> tuple[VirtualServiceRules | None, list[Diagnostic]]:
-        spec, found = parse_virtual_service(obj)
+        spec, found = memo.get("virtual-service", obj, lambda: parse_virtual_service(obj))
         if spec is None:
             return None, found
         compiled, more = compile_virtual_service(_source(meta), spec, context)
@@ -330,6 +340,7 @@ def translate(
         options=options,
         service_specs=tuple(specs),
         static_diagnostics=tuple(sorted(static)),
+        memo=memo.entries,
     )
 
 
@@ -373,8 +384,9 @@ def translate_endpoints(previous: Translation, objects: Iterable[KubeObject]) ->
     For a change that touched only EndpointSlices or Pods: clusters, virtual hosts and the
     diagnostics that do not depend on endpoints are reused; the result equals a full `translate`.
     """
-    found = _sort_objects(objects, frozenset({"EndpointSlice", "Pod"}))
-    resolved = resolve_services(previous.service_specs, found.slices, found.pods)
+    memo = Memo(previous.memo)
+    found = _sort_objects(objects, frozenset({"EndpointSlice", "Pod"}), memo)
+    resolved = resolve_services(previous.service_specs, found.slices, found.pods, memo)
     services = services_by_hostname(resolved.services)
     model = replace(
         previous.model,
@@ -385,4 +397,5 @@ def translate_endpoints(previous: Translation, objects: Iterable[KubeObject]) ->
         previous,
         model=model,
         diagnostics=tuple(sorted((*previous.static_diagnostics, *resolved.diagnostics))),
+        memo={**previous.memo, **memo.entries},
     )

@@ -1,0 +1,37 @@
+"""Per-object results of pure steps, kept from one translation to the next.
+
+Sources hand the store a new dict for every object they read, and the store passes an unchanged
+object on as the very same dict. So the result of a step that depends on one object alone
+(its envelope, its parsed spec) can be reused while that same object comes back: a change to
+one VirtualService re-parses that VirtualService, not the other ten thousand. Objects must not
+be mutated after they are handed to `translate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+MemoEntries = Mapping[tuple[str, int], tuple[object, Any]]
+
+
+class Memo:
+    """Results by (step, object identity): the previous translation's, and this one's."""
+
+    def __init__(self, previous: MemoEntries | None = None) -> None:
+        self._previous: MemoEntries = previous or {}
+        self.entries: dict[tuple[str, int], tuple[object, Any]] = {}
+
+    def get(self, step: str, obj: object, compute: Callable[[], T]) -> T:
+        """``compute()``, or its result from before if ``obj`` is the very same object."""
+        key = (step, id(obj))
+        held = self.entries.get(key) or self._previous.get(key)
+        if held is not None and held[0] is obj:
+            self.entries[key] = held
+            result: T = held[1]
+            return result
+        value = compute()
+        self.entries[key] = (obj, value)  # holding obj keeps its id from being reused
+        return value
