@@ -15,8 +15,6 @@ import contextlib
 import http.client
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -24,9 +22,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from xds_server.app import ControlPlane, ServeOptions, serve
 from xds_server.bootstrap import render_bootstrap
 from xds_server.cache import ROUTE
+from xds_server.local_envoy import RunningEnvoy, running_envoy
 from xds_server.logs import configure_logging
 
 STEPS: tuple[tuple[int, int], ...] = ((100, 0), (90, 10), (50, 50), (0, 100))
@@ -131,59 +132,31 @@ def _content_length(head: bytes) -> int:
 
 
 @dataclass
-class Envoy:
-    process: subprocess.Popen[bytes]
-    admin_port: int
+class Sidecar:
+    envoy: RunningEnvoy
     outbound_port: int
-
-    def ready(self) -> bool:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=1)
-            connection.request("GET", "/ready")
-            return connection.getresponse().status == 200
-        except OSError:
-            return False
 
 
 @contextlib.contextmanager
-def running_envoy(workdir: Path, xds_port: int) -> Iterator[Envoy]:
-    binary = shutil.which("envoy") or str(Path(sys.executable).with_name("envoy"))
-    admin_port, outbound_port = free_port(), free_port()
-    config = workdir / "envoy.yaml"
-    config.write_text(
-        render_bootstrap(
-            node_id=NODE_ID,
-            role="sidecar",
-            namespace="default",
-            xds_address=f"127.0.0.1:{xds_port}",
-            admin_port=admin_port,
-            outbound_port=outbound_port,
-        )
+def running_sidecar(workdir: Path, xds_port: int) -> Iterator[Sidecar]:
+    outbound_port = free_port()
+    bootstrap = render_bootstrap(
+        node_id=NODE_ID,
+        role="sidecar",
+        namespace="default",
+        xds_address=f"127.0.0.1:{xds_port}",
+        admin_port=0,
+        outbound_port=outbound_port,
     )
-    log_file = (workdir / "envoy.log").open("wb")
-    process = subprocess.Popen(
-        [binary, "-c", str(config), "--disable-hot-restart", "--log-level", "warn"],
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # Ctrl-C reaches the demo, which stops Envoy itself
-    )
-    try:
-        yield Envoy(process, admin_port, outbound_port)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log_file.close()
+    with running_envoy(yaml.safe_load(bootstrap), workdir / "envoy", wait_ready=False) as envoy:
+        yield Sidecar(envoy, outbound_port)
 
 
 # ------------------------------------------------------------------------------------------------
 # The walk
 
 
-def send(envoy: Envoy, count: int) -> tuple[Counter[str], int]:
+def send(envoy: Sidecar, count: int) -> tuple[Counter[str], int]:
     """Send ``count`` requests through the sidecar; returns where they landed and failures."""
     landed: Counter[str] = Counter()
     failures = 0
@@ -220,7 +193,7 @@ def routes_acked(plane: ControlPlane) -> str:
     return ""
 
 
-def served_routes(plane: ControlPlane, envoy: Envoy) -> str:
+def served_routes(plane: ControlPlane, envoy: Sidecar) -> str:
     """The route version the control plane serves the demo's sidecar."""
     snapshot = plane.cache.snapshot(f"sidecar:{envoy.outbound_port}")
     return snapshot.of_type(ROUTE).version if snapshot else ""
@@ -234,7 +207,7 @@ def within(share: float, expected: float, count: int) -> bool:
     return abs(share - expected) <= 5 * sigma
 
 
-async def apply_step(plane: ControlPlane, envoy: Envoy, vs_file: Path, v1: int, v2: int) -> float:
+async def apply_step(plane: ControlPlane, envoy: Sidecar, vs_file: Path, v1: int, v2: int) -> float:
     """Write the step's weights; returns the seconds until Envoy ACKed the new routes."""
     before = served_routes(plane, envoy)
     written = time.perf_counter()
@@ -272,8 +245,10 @@ async def walk(args: argparse.Namespace) -> bool:
             f"control plane: xDS on 127.0.0.1:{plane.xds_port}, debug on "
             f"http://127.0.0.1:{plane.debug_port}/debug/clients"
         )
-        with running_envoy(workdir, plane.xds_port) as envoy:
-            await _until(lambda: envoy.ready() and routes_acked(plane) != "", 30, "Envoy ready")
+        with running_sidecar(workdir, plane.xds_port) as envoy:
+            await _until(
+                lambda: envoy.envoy.is_ready() and routes_acked(plane) != "", 30, "Envoy ready"
+            )
             print(f"envoy sidecar: outbound listener 127.0.0.1:{envoy.outbound_port}\n")
             for step, (v1, v2) in enumerate(STEPS):
                 if step == 0:

@@ -23,7 +23,6 @@ from tests.support.backends import (
     http_backend,
     tcp_echo_backend,
 )
-from tests.support.envoy import running_envoy
 from tests.unit.objects import (
     Obj,
     destination,
@@ -42,6 +41,7 @@ from translators.translate import translate
 from xds_server.bootstrap import render_bootstrap
 from xds_server.cache import snapshot_from_messages
 from xds_server.grpc_server import ServerOptions
+from xds_server.local_envoy import running_envoy
 from xds_server.nodes import group_of
 
 pytestmark = pytest.mark.envoy

