@@ -13,6 +13,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2
@@ -40,6 +41,11 @@ from translators.model import (
 FAULT_FILTER = "envoy.filters.http.fault"
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 DEFAULT_RETRIABLE_STATUS_CODES = (503,)
+# What a route gets when its VirtualService says nothing about retries (Istio's default).
+DEFAULT_RETRIES = RetryPolicy(attempts=2)
+# Istio retries on another host than the one that failed, trying up to 5 times to pick one.
+PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
+HOST_SELECTION_RETRY_MAX_ATTEMPTS = 5
 NO_DESTINATION_STATUS = 503  # a rule with neither destinations nor a redirect
 
 _REDIRECT_CODES = {
@@ -210,7 +216,8 @@ def grpc_status_code(status: str) -> int:
 def retry_policy(retries: RetryPolicy) -> rc.RetryPolicy | None:
     """Istio's retry semantics; None when retries are off (0 attempts).
 
-    Status codes in ``retry_on`` (``"503,gateway-error"``) become retriable status codes.
+    Status codes in ``retry_on`` (``"503,gateway-error"``) become retriable status codes; a
+    retry goes to another host than the one that failed, as in Istio.
     """
     if retries.attempts <= 0:
         return None
@@ -230,6 +237,9 @@ def retry_policy(retries: RetryPolicy) -> rc.RetryPolicy | None:
     out.num_retries.value = retries.attempts
     if retries.per_try_timeout_ms is not None:
         out.per_try_timeout.CopyFrom(duration(retries.per_try_timeout_ms))
+    predicate = out.retry_host_predicate.add(name=PREVIOUS_HOSTS)
+    predicate.typed_config.Pack(previous_hosts_pb2.PreviousHostsPredicate())
+    out.host_selection_retry_max_attempts = HOST_SELECTION_RETRY_MAX_ATTEMPTS
     return out
 
 
@@ -312,10 +322,9 @@ def _route_action(
         if rewrite.authority:
             action.host_rewrite_literal = rewrite.authority
     action.timeout.CopyFrom(duration(route.timeout_ms or 0))
-    if route.retries is not None:
-        policy = retry_policy(route.retries)
-        if policy is not None:
-            action.retry_policy.CopyFrom(policy)
+    policy = retry_policy(route.retries if route.retries is not None else DEFAULT_RETRIES)
+    if policy is not None:
+        action.retry_policy.CopyFrom(policy)
     if route.mirror is not None:
         action.request_mirror_policies.append(_mirror_policy(route.mirror))
     for destination in destinations:

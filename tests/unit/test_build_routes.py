@@ -334,6 +334,17 @@ def test_retry_on_status_codes_become_retriable_status_codes() -> None:
     assert list(policy.retriable_status_codes) == [502]
 
 
+def test_a_route_without_retries_gets_istios_default_of_two_on_another_host() -> None:
+    policy = one_route(HttpRoute(destinations=TO_V1)).route.retry_policy
+    assert policy.num_retries.value == 2
+    assert policy.retry_on == DEFAULT_RETRY_ON
+    assert list(policy.retriable_status_codes) == [503]
+    assert [p.name for p in policy.retry_host_predicate] == [
+        "envoy.retry_host_predicates.previous_hosts"
+    ]
+    assert policy.host_selection_retry_max_attempts == 5
+
+
 def test_zero_attempts_means_no_retries() -> None:
     rule = HttpRoute(destinations=TO_V1, retries=RetryPolicy(attempts=0))
     assert not one_route(rule).route.HasField("retry_policy")
