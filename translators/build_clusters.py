@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import config_source_pb2
+from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
+from envoy.extensions.load_balancing_policies.random.v3 import random_pb2
+from envoy.extensions.load_balancing_policies.round_robin.v3 import round_robin_pb2
+from envoy.extensions.load_balancing_policies.wrr_locality.v3 import wrr_locality_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import duration_pb2
+from google.protobuf.message import Message
 
 from translators.model import (
     Cluster,
@@ -28,6 +34,10 @@ _LB_POLICIES = {
     # An EDS cluster has no original destination to pass through to; balance evenly instead.
     LoadBalancer.PASSTHROUGH: cluster_pb2.Cluster.ROUND_ROBIN,
 }
+LEAST_REQUEST_POLICY = "envoy.load_balancing_policies.least_request"
+RANDOM_POLICY = "envoy.load_balancing_policies.random"
+ROUND_ROBIN_POLICY = "envoy.load_balancing_policies.round_robin"
+WRR_LOCALITY_POLICY = "envoy.load_balancing_policies.wrr_locality"
 
 
 def duration(ms: int) -> duration_pb2.Duration:
@@ -99,7 +109,9 @@ def cluster_template(protocol: Protocol, policy: TrafficPolicy) -> cluster_pb2.C
 
 def _set_load_balancing(out: cluster_pb2.Cluster, policy: TrafficPolicy) -> None:
     chash = policy.consistent_hash
-    if chash is None:
+    if chash is None and policy.load_balancer in (LoadBalancer.LEAST_REQUEST, LoadBalancer.RANDOM):
+        _set_policy_list(out, policy.load_balancer)
+    elif chash is None:
         out.lb_policy = _LB_POLICIES[policy.load_balancer]
     elif chash.maglev:
         out.lb_policy = cluster_pb2.Cluster.MAGLEV
@@ -109,6 +121,45 @@ def _set_load_balancing(out: cluster_pb2.Cluster, policy: TrafficPolicy) -> None
         out.lb_policy = cluster_pb2.Cluster.RING_HASH
         if chash.minimum_ring_size:
             out.ring_hash_lb_config.minimum_ring_size.value = chash.minimum_ring_size
+
+
+def _set_policy_list(out: cluster_pb2.Cluster, balancer: LoadBalancer) -> None:
+    """Least-request and random balancing as a list of alternatives: each client takes the
+    first one it supports.
+
+    Envoy takes the plain policy, locality-weighted. Proxyless gRPC clients reject
+    ``lb_policy: LEAST_REQUEST`` or ``RANDOM`` outright and support neither policy; they take
+    the next entry, round robin inside ``wrr_locality`` (their way of honouring locality
+    weights).
+    """
+    plain: Message
+    if balancer is LoadBalancer.RANDOM:
+        random = random_pb2.Random()
+        random.locality_lb_config.locality_weighted_lb_config.SetInParent()
+        plain, name = random, RANDOM_POLICY
+    else:
+        least = least_request_pb2.LeastRequest()
+        least.locality_lb_config.locality_weighted_lb_config.SetInParent()
+        plain, name = least, LEAST_REQUEST_POLICY
+    policies = out.load_balancing_policy.policies
+    _add_policy(policies, name, plain)
+    picking = _policy_list(ROUND_ROBIN_POLICY, round_robin_pb2.RoundRobin())
+    _add_policy(
+        policies, WRR_LOCALITY_POLICY, wrr_locality_pb2.WrrLocality(endpoint_picking_policy=picking)
+    )
+    out.ClearField("common_lb_config")
+
+
+def _policy_list(name: str, config: Message) -> cluster_pb2.LoadBalancingPolicy:
+    listed = cluster_pb2.LoadBalancingPolicy()
+    _add_policy(listed.policies, name, config)
+    return listed
+
+
+def _add_policy(policies: Any, name: str, config: Message) -> None:
+    entry = policies.add()
+    entry.typed_extension_config.name = name
+    entry.typed_extension_config.typed_config.Pack(config)
 
 
 def circuit_breaker_thresholds(

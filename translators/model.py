@@ -131,7 +131,7 @@ class OutlierDetection:
 
 @dataclass(frozen=True)
 class TrafficPolicy:
-    load_balancer: LoadBalancer = LoadBalancer.ROUND_ROBIN
+    load_balancer: LoadBalancer = LoadBalancer.LEAST_REQUEST  # Istio's default since 1.14
     consistent_hash: ConsistentHash | None = None
     connection_pool: ConnectionPool | None = None
     outlier_detection: OutlierDetection | None = None

@@ -74,7 +74,7 @@ _DEFAULT_POLICY = TrafficPolicy()
 DEFAULT_HOST_PORT = 80
 
 _SIMPLE_LB: Mapping[int, LoadBalancer] = {
-    LoadBalancerSettings.UNSPECIFIED: LoadBalancer.ROUND_ROBIN,
+    LoadBalancerSettings.UNSPECIFIED: LoadBalancer.LEAST_REQUEST,  # Istio's default
     LoadBalancerSettings.ROUND_ROBIN: LoadBalancer.ROUND_ROBIN,
     LoadBalancerSettings.LEAST_CONN: LoadBalancer.LEAST_REQUEST,
     LoadBalancerSettings.LEAST_REQUEST: LoadBalancer.LEAST_REQUEST,
@@ -326,12 +326,12 @@ def _traffic_policy(
     pool: ConnectionPoolSettings | None,
     outlier: OutlierDetectionSpec | None,
 ) -> TrafficPolicy:
-    balancer, hashing = LoadBalancer.ROUND_ROBIN, None
+    balancer, hashing = LoadBalancer.LEAST_REQUEST, None
     if lb is not None:
         if lb.WhichOneof("lb_policy") == "consistent_hash":
             hashing = _consistent_hash(lb.consistent_hash)
         else:
-            balancer = _SIMPLE_LB.get(lb.simple, LoadBalancer.ROUND_ROBIN)
+            balancer = _SIMPLE_LB.get(lb.simple, LoadBalancer.LEAST_REQUEST)
     return TrafficPolicy(
         load_balancer=balancer,
         consistent_hash=hashing,

@@ -95,8 +95,11 @@ class ProxylessClient:
         return Counter(json.loads(line))
 
     async def calls(self, count: int) -> Counter[str]:
-        """Make ``count`` calls to the target; count answers by backend name."""
-        return await asyncio.to_thread(self._calls, count)
+        """Make ``count`` calls to the target; count answers by backend name.
+
+        A client that cannot get its configuration (a NACK) fails the test instead of hanging.
+        """
+        return await asyncio.wait_for(asyncio.to_thread(self._calls, count), 2 * TIMEOUT_S)
 
     def stop(self) -> None:
         """Close stdin and wait for the client to exit."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
+from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
+from envoy.extensions.load_balancing_policies.wrr_locality.v3 import wrr_locality_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from translators.build_clusters import HTTP_PROTOCOL_OPTIONS, build_cluster, build_clusters
@@ -61,16 +63,43 @@ def test_connect_timeout_comes_from_the_connection_pool() -> None:
 
 
 @pytest.mark.parametrize(
-    ("balancer", "expected"),
-    [
-        (LoadBalancer.ROUND_ROBIN, cluster_pb2.Cluster.ROUND_ROBIN),
-        (LoadBalancer.LEAST_REQUEST, cluster_pb2.Cluster.LEAST_REQUEST),
-        (LoadBalancer.RANDOM, cluster_pb2.Cluster.RANDOM),
-        (LoadBalancer.PASSTHROUGH, cluster_pb2.Cluster.ROUND_ROBIN),
-    ],
+    "balancer", [LoadBalancer.ROUND_ROBIN, LoadBalancer.PASSTHROUGH], ids=lambda b: b.value
 )
-def test_simple_load_balancer_maps_to_lb_policy(balancer: LoadBalancer, expected: int) -> None:
-    assert cluster(TrafficPolicy(load_balancer=balancer)).lb_policy == expected
+def test_round_robin_and_passthrough_use_the_round_robin_lb_policy(balancer: LoadBalancer) -> None:
+    out = cluster(TrafficPolicy(load_balancer=balancer))
+    assert out.lb_policy == cluster_pb2.Cluster.ROUND_ROBIN
+    assert not out.HasField("load_balancing_policy")
+
+
+@pytest.mark.parametrize(
+    ("balancer", "envoy_policy"),
+    [
+        (LoadBalancer.LEAST_REQUEST, "envoy.load_balancing_policies.least_request"),
+        (LoadBalancer.RANDOM, "envoy.load_balancing_policies.random"),
+    ],
+    ids=["LEAST_REQUEST", "RANDOM"],
+)
+def test_least_request_and_random_list_a_round_robin_alternative_for_grpc(
+    balancer: LoadBalancer, envoy_policy: str
+) -> None:
+    out = cluster(TrafficPolicy(load_balancer=balancer))
+    policies = [p.typed_extension_config for p in out.load_balancing_policy.policies]
+    assert [p.name for p in policies] == [
+        envoy_policy,
+        "envoy.load_balancing_policies.wrr_locality",
+    ]
+    wrr = wrr_locality_pb2.WrrLocality()
+    assert policies[1].typed_config.Unpack(wrr)
+    [picking] = wrr.endpoint_picking_policy.policies
+    assert picking.typed_extension_config.name == "envoy.load_balancing_policies.round_robin"
+
+
+def test_least_request_is_the_default_as_in_istio() -> None:
+    [policy, _] = cluster().load_balancing_policy.policies
+    assert policy.typed_extension_config.name == "envoy.load_balancing_policies.least_request"
+    least = least_request_pb2.LeastRequest()
+    assert policy.typed_extension_config.typed_config.Unpack(least)
+    assert least.locality_lb_config.HasField("locality_weighted_lb_config")
 
 
 def test_consistent_hash_uses_a_ring_hash_with_the_minimum_ring_size() -> None:
@@ -88,8 +117,9 @@ def test_consistent_hash_with_maglev_uses_maglev_with_the_table_size() -> None:
     assert not out.HasField("ring_hash_lb_config")
 
 
-def test_locality_weights_apply() -> None:
-    assert cluster().common_lb_config.HasField("locality_weighted_lb_config")
+def test_locality_weights_apply_to_round_robin() -> None:
+    out = cluster(TrafficPolicy(load_balancer=LoadBalancer.ROUND_ROBIN))
+    assert out.common_lb_config.HasField("locality_weighted_lb_config")
 
 
 def test_connection_pool_limits_become_circuit_breaker_thresholds() -> None:
