@@ -8,7 +8,9 @@ from typing import Any
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import config_source_pb2
 from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
+from envoy.extensions.load_balancing_policies.maglev.v3 import maglev_pb2
 from envoy.extensions.load_balancing_policies.random.v3 import random_pb2
+from envoy.extensions.load_balancing_policies.ring_hash.v3 import ring_hash_pb2
 from envoy.extensions.load_balancing_policies.round_robin.v3 import round_robin_pb2
 from envoy.extensions.load_balancing_policies.wrr_locality.v3 import wrr_locality_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
@@ -38,6 +40,8 @@ LEAST_REQUEST_POLICY = "envoy.load_balancing_policies.least_request"
 RANDOM_POLICY = "envoy.load_balancing_policies.random"
 ROUND_ROBIN_POLICY = "envoy.load_balancing_policies.round_robin"
 WRR_LOCALITY_POLICY = "envoy.load_balancing_policies.wrr_locality"
+MAGLEV_POLICY = "envoy.load_balancing_policies.maglev"
+RING_HASH_POLICY = "envoy.load_balancing_policies.ring_hash"
 
 
 def duration(ms: int) -> duration_pb2.Duration:
@@ -114,9 +118,14 @@ def _set_load_balancing(out: cluster_pb2.Cluster, policy: TrafficPolicy) -> None
     elif chash is None:
         out.lb_policy = _LB_POLICIES[policy.load_balancer]
     elif chash.maglev:
-        out.lb_policy = cluster_pb2.Cluster.MAGLEV
+        # Proxyless gRPC clients have no Maglev: they take the ring hash listed after it.
+        maglev = maglev_pb2.Maglev()
         if chash.table_size:
-            out.maglev_lb_config.table_size.value = chash.table_size
+            maglev.table_size.value = chash.table_size
+        policies = out.load_balancing_policy.policies
+        _add_policy(policies, MAGLEV_POLICY, maglev)
+        _add_policy(policies, RING_HASH_POLICY, ring_hash_pb2.RingHash())
+        out.ClearField("common_lb_config")
     else:
         out.lb_policy = cluster_pb2.Cluster.RING_HASH
         if chash.minimum_ring_size:

@@ -6,6 +6,7 @@ import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
 from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
+from envoy.extensions.load_balancing_policies.maglev.v3 import maglev_pb2
 from envoy.extensions.load_balancing_policies.wrr_locality.v3 import wrr_locality_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
@@ -109,12 +110,17 @@ def test_consistent_hash_uses_a_ring_hash_with_the_minimum_ring_size() -> None:
     assert out.ring_hash_lb_config.minimum_ring_size.value == 2048
 
 
-def test_consistent_hash_with_maglev_uses_maglev_with_the_table_size() -> None:
+def test_consistent_hash_with_maglev_lists_a_ring_hash_alternative_for_grpc() -> None:
     chash = ConsistentHash(source_ip=True, maglev=True, table_size=65537)
     out = cluster(TrafficPolicy(consistent_hash=chash))
-    assert out.lb_policy == cluster_pb2.Cluster.MAGLEV
-    assert out.maglev_lb_config.table_size.value == 65537
-    assert not out.HasField("ring_hash_lb_config")
+    first, second = (p.typed_extension_config for p in out.load_balancing_policy.policies)
+    assert (first.name, second.name) == (
+        "envoy.load_balancing_policies.maglev",
+        "envoy.load_balancing_policies.ring_hash",
+    )
+    maglev = maglev_pb2.Maglev()
+    assert first.typed_config.Unpack(maglev)
+    assert maglev.table_size.value == 65537
 
 
 def test_locality_weights_apply_to_round_robin() -> None:
