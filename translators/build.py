@@ -1,7 +1,8 @@
 """A node group's Envoy resources: model → {type URL: resources sorted by name}.
 
-Clusters, endpoints and the per-port route tables do not depend on the group, so they are built
-once and shared by every group. A ``ResourceBuilder`` also remembers what it built from the
+Clusters (one set for Envoy, one for proxyless gRPC clients, which support fewer balancing
+policies), endpoints and the per-port route tables do not depend on the group otherwise, so they
+are built once and shared by every group. A ``ResourceBuilder`` also remembers what it built from the
 previous model: a part of the model that is the very same object as before (``translate_endpoints``
 keeps the clusters and virtual hosts of an endpoint-only change) is not built again, so an
 endpoint change rebuilds load assignments and nothing else.
@@ -61,7 +62,13 @@ class ResourceBuilder:
         Every EDS name a cluster uses has a load assignment, and every route table a listener
         names is present (possibly empty).
         """
-        clusters = self._part("clusters", (model.clusters,), lambda: build_clusters(model.clusters))
+        # Proxyless gRPC clients get clusters with only the balancing they support.
+        grpc = group.role is Role.PROXYLESS
+        clusters = self._part(
+            "grpc-clusters" if grpc else "clusters",
+            (model.clusters,),
+            lambda: build_clusters(model.clusters, grpc=grpc),
+        )
         endpoints = self._part(
             "endpoints", (model.clusters, model.endpoints), lambda: _load_assignments(model)
         )

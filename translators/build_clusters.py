@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import config_source_pb2
-from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
-from envoy.extensions.load_balancing_policies.maglev.v3 import maglev_pb2
-from envoy.extensions.load_balancing_policies.random.v3 import random_pb2
-from envoy.extensions.load_balancing_policies.ring_hash.v3 import ring_hash_pb2
-from envoy.extensions.load_balancing_policies.round_robin.v3 import round_robin_pb2
-from envoy.extensions.load_balancing_policies.wrr_locality.v3 import wrr_locality_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import duration_pb2
-from google.protobuf.message import Message
 
 from translators.model import (
     Cluster,
@@ -36,12 +28,14 @@ _LB_POLICIES = {
     # An EDS cluster has no original destination to pass through to; balance evenly instead.
     LoadBalancer.PASSTHROUGH: cluster_pb2.Cluster.ROUND_ROBIN,
 }
-LEAST_REQUEST_POLICY = "envoy.load_balancing_policies.least_request"
-RANDOM_POLICY = "envoy.load_balancing_policies.random"
-ROUND_ROBIN_POLICY = "envoy.load_balancing_policies.round_robin"
-WRR_LOCALITY_POLICY = "envoy.load_balancing_policies.wrr_locality"
-MAGLEV_POLICY = "envoy.load_balancing_policies.maglev"
-RING_HASH_POLICY = "envoy.load_balancing_policies.ring_hash"
+# Proxyless gRPC clients reject least request, random and Maglev (they NACK the cluster): they
+# get round robin, or a ring hash for Maglev.
+_GRPC_LB_POLICIES = {
+    LoadBalancer.ROUND_ROBIN: cluster_pb2.Cluster.ROUND_ROBIN,
+    LoadBalancer.LEAST_REQUEST: cluster_pb2.Cluster.ROUND_ROBIN,
+    LoadBalancer.RANDOM: cluster_pb2.Cluster.ROUND_ROBIN,
+    LoadBalancer.PASSTHROUGH: cluster_pb2.Cluster.ROUND_ROBIN,
+}
 
 
 def duration(ms: int) -> duration_pb2.Duration:
@@ -57,16 +51,21 @@ def ads_config_source() -> config_source_pb2.ConfigSource:
     )
 
 
-def build_cluster(cluster: Cluster) -> cluster_pb2.Cluster:
-    """The Envoy cluster for one model cluster; endpoints come over EDS under the same name."""
-    out = cluster_template(cluster.protocol, cluster.policy)
+def build_cluster(cluster: Cluster, *, grpc: bool = False) -> cluster_pb2.Cluster:
+    """The Envoy cluster for one model cluster; endpoints come over EDS under the same name.
+
+    ``grpc``: for proxyless gRPC clients, with only the balancing they support.
+    """
+    out = cluster_template(cluster.protocol, cluster.policy, grpc=grpc)
     out.name = cluster.name
     out.eds_cluster_config.service_name = cluster.name
     return out
 
 
-def build_clusters(clusters: Iterable[Cluster]) -> tuple[cluster_pb2.Cluster, ...]:
-    """Every cluster, sorted by name.
+def build_clusters(
+    clusters: Iterable[Cluster], *, grpc: bool = False
+) -> tuple[cluster_pb2.Cluster, ...]:
+    """Every cluster, sorted by name (``grpc``: for proxyless gRPC clients).
 
     Clusters that share a protocol and a policy differ only in their names, so each such
     combination is built once and copied.
@@ -77,7 +76,7 @@ def build_clusters(clusters: Iterable[Cluster]) -> tuple[cluster_pb2.Cluster, ..
         key = (cluster.protocol, cluster.policy)
         template = templates.get(key)
         if template is None:
-            template = templates[key] = cluster_template(*key).SerializeToString()
+            template = templates[key] = cluster_template(*key, grpc=grpc).SerializeToString()
         built = cluster_pb2.Cluster(name=cluster.name)
         built.MergeFromString(template)
         built.eds_cluster_config.service_name = cluster.name
@@ -85,7 +84,9 @@ def build_clusters(clusters: Iterable[Cluster]) -> tuple[cluster_pb2.Cluster, ..
     return tuple(out)
 
 
-def cluster_template(protocol: Protocol, policy: TrafficPolicy) -> cluster_pb2.Cluster:
+def cluster_template(
+    protocol: Protocol, policy: TrafficPolicy, *, grpc: bool = False
+) -> cluster_pb2.Cluster:
     """Everything of a cluster but its names: EDS over ADS, timeouts, balancing, limits."""
     pool = policy.connection_pool
     connect_ms = DEFAULT_CONNECT_TIMEOUT_MS
@@ -94,7 +95,7 @@ def cluster_template(protocol: Protocol, policy: TrafficPolicy) -> cluster_pb2.C
     out = cluster_pb2.Cluster(type=cluster_pb2.Cluster.EDS, connect_timeout=duration(connect_ms))
     out.eds_cluster_config.eds_config.CopyFrom(ads_config_source())
     out.common_lb_config.locality_weighted_lb_config.SetInParent()
-    _set_load_balancing(out, policy)
+    _set_load_balancing(out, policy, grpc=grpc)
     if pool is not None:
         thresholds = circuit_breaker_thresholds(pool)
         if thresholds is not None:
@@ -111,64 +112,19 @@ def cluster_template(protocol: Protocol, policy: TrafficPolicy) -> cluster_pb2.C
     return out
 
 
-def _set_load_balancing(out: cluster_pb2.Cluster, policy: TrafficPolicy) -> None:
+def _set_load_balancing(out: cluster_pb2.Cluster, policy: TrafficPolicy, *, grpc: bool) -> None:
     chash = policy.consistent_hash
-    if chash is None and policy.load_balancer in (LoadBalancer.LEAST_REQUEST, LoadBalancer.RANDOM):
-        _set_policy_list(out, policy.load_balancer)
-    elif chash is None:
-        out.lb_policy = _LB_POLICIES[policy.load_balancer]
-    elif chash.maglev:
-        # Proxyless gRPC clients have no Maglev: they take the ring hash listed after it.
-        maglev = maglev_pb2.Maglev()
+    if chash is None:
+        policies = _GRPC_LB_POLICIES if grpc else _LB_POLICIES
+        out.lb_policy = policies[policy.load_balancer]
+    elif chash.maglev and not grpc:
+        out.lb_policy = cluster_pb2.Cluster.MAGLEV
         if chash.table_size:
-            maglev.table_size.value = chash.table_size
-        policies = out.load_balancing_policy.policies
-        _add_policy(policies, MAGLEV_POLICY, maglev)
-        _add_policy(policies, RING_HASH_POLICY, ring_hash_pb2.RingHash())
-        out.ClearField("common_lb_config")
+            out.maglev_lb_config.table_size.value = chash.table_size
     else:
         out.lb_policy = cluster_pb2.Cluster.RING_HASH
         if chash.minimum_ring_size:
             out.ring_hash_lb_config.minimum_ring_size.value = chash.minimum_ring_size
-
-
-def _set_policy_list(out: cluster_pb2.Cluster, balancer: LoadBalancer) -> None:
-    """Least-request and random balancing as a list of alternatives: each client takes the
-    first one it supports.
-
-    Envoy takes the plain policy, locality-weighted. Proxyless gRPC clients reject
-    ``lb_policy: LEAST_REQUEST`` or ``RANDOM`` outright and support neither policy; they take
-    the next entry, round robin inside ``wrr_locality`` (their way of honouring locality
-    weights).
-    """
-    plain: Message
-    if balancer is LoadBalancer.RANDOM:
-        random = random_pb2.Random()
-        random.locality_lb_config.locality_weighted_lb_config.SetInParent()
-        plain, name = random, RANDOM_POLICY
-    else:
-        least = least_request_pb2.LeastRequest()
-        least.locality_lb_config.locality_weighted_lb_config.SetInParent()
-        plain, name = least, LEAST_REQUEST_POLICY
-    policies = out.load_balancing_policy.policies
-    _add_policy(policies, name, plain)
-    picking = _policy_list(ROUND_ROBIN_POLICY, round_robin_pb2.RoundRobin())
-    _add_policy(
-        policies, WRR_LOCALITY_POLICY, wrr_locality_pb2.WrrLocality(endpoint_picking_policy=picking)
-    )
-    out.ClearField("common_lb_config")
-
-
-def _policy_list(name: str, config: Message) -> cluster_pb2.LoadBalancingPolicy:
-    listed = cluster_pb2.LoadBalancingPolicy()
-    _add_policy(listed.policies, name, config)
-    return listed
-
-
-def _add_policy(policies: Any, name: str, config: Message) -> None:
-    entry = policies.add()
-    entry.typed_extension_config.name = name
-    entry.typed_extension_config.typed_config.Pack(config)
 
 
 def circuit_breaker_thresholds(

@@ -5,9 +5,6 @@ from __future__ import annotations
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
-from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
-from envoy.extensions.load_balancing_policies.maglev.v3 import maglev_pb2
-from envoy.extensions.load_balancing_policies.wrr_locality.v3 import wrr_locality_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from translators.build_clusters import HTTP_PROTOCOL_OPTIONS, build_cluster, build_clusters
@@ -22,6 +19,8 @@ from translators.model import (
 )
 
 NAME = "outbound|80|v1|reviews.default.svc.cluster.local"
+HOST = "reviews.default.svc.cluster.local"
+ROUND_ROBIN = cluster_pb2.Cluster.ROUND_ROBIN
 
 
 def cluster(
@@ -64,43 +63,38 @@ def test_connect_timeout_comes_from_the_connection_pool() -> None:
 
 
 @pytest.mark.parametrize(
-    "balancer", [LoadBalancer.ROUND_ROBIN, LoadBalancer.PASSTHROUGH], ids=lambda b: b.value
-)
-def test_round_robin_and_passthrough_use_the_round_robin_lb_policy(balancer: LoadBalancer) -> None:
-    out = cluster(TrafficPolicy(load_balancer=balancer))
-    assert out.lb_policy == cluster_pb2.Cluster.ROUND_ROBIN
-    assert not out.HasField("load_balancing_policy")
-
-
-@pytest.mark.parametrize(
-    ("balancer", "envoy_policy"),
+    ("balancer", "envoy", "grpc"),
     [
-        (LoadBalancer.LEAST_REQUEST, "envoy.load_balancing_policies.least_request"),
-        (LoadBalancer.RANDOM, "envoy.load_balancing_policies.random"),
+        (
+            LoadBalancer.ROUND_ROBIN,
+            cluster_pb2.Cluster.ROUND_ROBIN,
+            cluster_pb2.Cluster.ROUND_ROBIN,
+        ),
+        (
+            LoadBalancer.LEAST_REQUEST,
+            cluster_pb2.Cluster.LEAST_REQUEST,
+            cluster_pb2.Cluster.ROUND_ROBIN,
+        ),
+        (LoadBalancer.RANDOM, cluster_pb2.Cluster.RANDOM, cluster_pb2.Cluster.ROUND_ROBIN),
+        (
+            LoadBalancer.PASSTHROUGH,
+            cluster_pb2.Cluster.ROUND_ROBIN,
+            cluster_pb2.Cluster.ROUND_ROBIN,
+        ),
     ],
-    ids=["LEAST_REQUEST", "RANDOM"],
+    ids=lambda v: v.value if isinstance(v, LoadBalancer) else "",
 )
-def test_least_request_and_random_list_a_round_robin_alternative_for_grpc(
-    balancer: LoadBalancer, envoy_policy: str
+def test_simple_load_balancer_for_envoy_and_for_proxyless_grpc(
+    balancer: LoadBalancer, envoy: int, grpc: int
 ) -> None:
-    out = cluster(TrafficPolicy(load_balancer=balancer))
-    policies = [p.typed_extension_config for p in out.load_balancing_policy.policies]
-    assert [p.name for p in policies] == [
-        envoy_policy,
-        "envoy.load_balancing_policies.wrr_locality",
-    ]
-    wrr = wrr_locality_pb2.WrrLocality()
-    assert policies[1].typed_config.Unpack(wrr)
-    [picking] = wrr.endpoint_picking_policy.policies
-    assert picking.typed_extension_config.name == "envoy.load_balancing_policies.round_robin"
+    """Proxyless gRPC clients NACK least request and random: they balance round robin."""
+    model = Cluster(NAME, HOST, 80, policy=TrafficPolicy(load_balancer=balancer))
+    assert build_cluster(model).lb_policy == envoy
+    assert build_cluster(model, grpc=True).lb_policy == grpc
 
 
 def test_least_request_is_the_default_as_in_istio() -> None:
-    [policy, _] = cluster().load_balancing_policy.policies
-    assert policy.typed_extension_config.name == "envoy.load_balancing_policies.least_request"
-    least = least_request_pb2.LeastRequest()
-    assert policy.typed_extension_config.typed_config.Unpack(least)
-    assert least.locality_lb_config.HasField("locality_weighted_lb_config")
+    assert cluster().lb_policy == cluster_pb2.Cluster.LEAST_REQUEST
 
 
 def test_consistent_hash_uses_a_ring_hash_with_the_minimum_ring_size() -> None:
@@ -110,22 +104,22 @@ def test_consistent_hash_uses_a_ring_hash_with_the_minimum_ring_size() -> None:
     assert out.ring_hash_lb_config.minimum_ring_size.value == 2048
 
 
-def test_consistent_hash_with_maglev_lists_a_ring_hash_alternative_for_grpc() -> None:
+def test_consistent_hash_with_maglev_uses_maglev_with_the_table_size() -> None:
     chash = ConsistentHash(source_ip=True, maglev=True, table_size=65537)
     out = cluster(TrafficPolicy(consistent_hash=chash))
-    first, second = (p.typed_extension_config for p in out.load_balancing_policy.policies)
-    assert (first.name, second.name) == (
-        "envoy.load_balancing_policies.maglev",
-        "envoy.load_balancing_policies.ring_hash",
-    )
-    maglev = maglev_pb2.Maglev()
-    assert first.typed_config.Unpack(maglev)
-    assert maglev.table_size.value == 65537
+    assert out.lb_policy == cluster_pb2.Cluster.MAGLEV
+    assert out.maglev_lb_config.table_size.value == 65537
+    assert not out.HasField("ring_hash_lb_config")
 
 
-def test_locality_weights_apply_to_round_robin() -> None:
-    out = cluster(TrafficPolicy(load_balancer=LoadBalancer.ROUND_ROBIN))
-    assert out.common_lb_config.HasField("locality_weighted_lb_config")
+def test_proxyless_grpc_clients_get_a_ring_hash_for_maglev() -> None:
+    chash = ConsistentHash(source_ip=True, maglev=True, table_size=65537)
+    model = Cluster(NAME, HOST, 80, policy=TrafficPolicy(consistent_hash=chash))
+    assert build_cluster(model, grpc=True).lb_policy == cluster_pb2.Cluster.RING_HASH
+
+
+def test_locality_weights_apply() -> None:
+    assert cluster().common_lb_config.HasField("locality_weighted_lb_config")
 
 
 def test_connection_pool_limits_become_circuit_breaker_thresholds() -> None:
