@@ -14,24 +14,30 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-MemoEntries = Mapping[tuple[str, int], tuple[object, Any]]
+# step → id(object) → (object, result); holding the object keeps its id from being reused
+MemoEntries = Mapping[str, Mapping[int, tuple[object, Any]]]
+
+_EMPTY: Mapping[int, tuple[object, Any]] = {}
 
 
 class Memo:
-    """Results by (step, object identity): the previous translation's, and this one's."""
+    """Results by step and object identity: the previous translation's, and this one's."""
 
     def __init__(self, previous: MemoEntries | None = None) -> None:
         self._previous: MemoEntries = previous or {}
-        self.entries: dict[tuple[str, int], tuple[object, Any]] = {}
+        self.entries: dict[str, dict[int, tuple[object, Any]]] = {}
 
     def get(self, step: str, obj: object, compute: Callable[[], T]) -> T:
         """``compute()``, or its result from before if ``obj`` is the very same object."""
-        key = (step, id(obj))
-        held = self.entries.get(key) or self._previous.get(key)
+        current = self.entries.get(step)
+        if current is None:
+            current = self.entries[step] = {}
+        key = id(obj)
+        held = current.get(key) or self._previous.get(step, _EMPTY).get(key)
         if held is not None and held[0] is obj:
-            self.entries[key] = held
+            current[key] = held
             result: T = held[1]
             return result
         value = compute()
-        self.entries[key] = (obj, value)  # holding obj keeps its id from being reused
+        current[key] = (obj, value)
         return value

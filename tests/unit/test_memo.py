@@ -39,7 +39,7 @@ def test_entries_hold_only_what_the_last_translation_used() -> None:
     second = Memo(first.entries)
     second.get("step", obj, lambda: 3)
 
-    assert [held for held, _ in second.entries.values()] == [obj]
+    assert [held for held, _ in second.entries["step"].values()] == [obj]
 
 
 def test_an_unchanged_virtual_service_is_not_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
