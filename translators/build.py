@@ -1,11 +1,11 @@
 """A node group's Envoy resources: model → {type URL: resources sorted by name}.
 
 Clusters (one set for Envoy, one for proxyless gRPC clients, which support fewer balancing
-policies), endpoints and the per-port route tables do not depend on the group otherwise, so they
-are built once and shared by every group. A ``ResourceBuilder`` also remembers what it built from the
-previous model: a part of the model that is the very same object as before (``translate_endpoints``
-keeps the clusters and virtual hosts of an endpoint-only change) is not built again, so an
-endpoint change rebuilds load assignments and nothing else.
+policies), endpoints and the per-port route tables do not otherwise depend on the group, so they
+are built once and shared by every group. A ``ResourceBuilder`` also remembers what it built
+from the previous model: a part of the model that is the very same object as before
+(``translate_endpoints`` keeps the clusters and virtual hosts of an endpoint-only change) is not
+built again, so an endpoint change rebuilds load assignments and nothing else.
 """
 
 from __future__ import annotations
