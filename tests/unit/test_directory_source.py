@@ -293,6 +293,16 @@ def test_line_numbers_count_from_the_start_of_the_file(mesh: Path) -> None:
     assert "at line 10, column 1" in problems[0].message
 
 
+def test_a_10_mb_file_is_refused_by_the_default_limit_and_nothing_else_is_lost(mesh: Path) -> None:
+    (mesh / "huge.yaml").write_text(service() + "#" * (10 * 1024 * 1024) + "\n")
+    (mesh / "small.yaml").write_text(service("ratings"))
+    objects, problems = load_directory([mesh])
+    assert [obj["metadata"]["name"] for obj in objects] == ["ratings"]
+    [problem] = problems
+    assert problem.file == str(mesh / "huge.yaml")
+    assert problem.message == f"file is larger than the limit of {4 * 1024 * 1024} bytes"
+
+
 def test_a_file_over_the_size_limit_is_a_problem_not_a_crash(mesh: Path) -> None:
     (mesh / "big.yaml").write_text(service() + "#" * 2000 + "\n")
     (mesh / "small.yaml").write_text(service("ratings"))
