@@ -87,7 +87,7 @@ class ControlPlane:
         self._published = False
         # Unchanged parts of the model are not built again, nor their messages serialized again.
         self.builder = ResourceBuilder()
-        self._serializer = Serializer()
+        self.serializer = Serializer()
         self.xds_port = 0  # bound ports, known once serving
         self.debug_port = 0
 
@@ -129,7 +129,7 @@ class ControlPlane:
         if previous is None or previous.model != translation.model or not self._published:
             for group in sorted(self._groups):
                 self._publish(group, translation.model)
-            self._serializer.end_round()
+            self.serializer.end_round()
             self._published = True
         self.metrics.push_time.observe(time.perf_counter() - started)
 
@@ -152,7 +152,7 @@ class ControlPlane:
             log.warning("a node asked for group %r, which no role serves", key)
             return
         resources: Mapping[str, Sequence[Message]] = self.builder.build_group(model, group)
-        snapshot = snapshot_from_messages(resources, self._serializer)
+        snapshot = snapshot_from_messages(resources, self.serializer)
         if self.cache.set_snapshot(key, snapshot):
             self.metrics.snapshots.inc(key)
             log.info(

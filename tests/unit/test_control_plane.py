@@ -143,7 +143,7 @@ def test_group_keys_parse_to_node_groups() -> None:
 async def test_a_weight_change_rebuilds_routes_but_not_clusters_or_endpoints() -> None:
     plane = await started([*versioned_service(), canary(90, 10), reviews_slice("10.0.0.1")])
     builds_before = dict(plane.builder.builds)
-    serialized_before = plane._serializer.serialized
+    serialized_before = plane.serializer.serialized
 
     plane.store.upsert(SOURCE, canary(50, 50))
     await settle(plane)
@@ -151,4 +151,4 @@ async def test_a_weight_change_rebuilds_routes_but_not_clusters_or_endpoints() -
     rebuilt = {part for part, n in plane.builder.builds.items() if n != builds_before.get(part)}
     assert rebuilt == {"sidecar:15001/routes", "port-routes"}
     # the sidecar table and the proxyless per-port table: nothing else was serialized again
-    assert plane._serializer.serialized - serialized_before == 2
+    assert plane.serializer.serialized - serialized_before == 2
