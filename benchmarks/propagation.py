@@ -52,7 +52,6 @@ import importlib
 import inspect
 import json
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -79,6 +78,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryResponse
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from results import record_section
 
 from translators import resources
 from translators.build import build_group
@@ -88,8 +88,8 @@ from xds_server.bootstrap import render_bootstrap
 from xds_server.cache import SnapshotCache, snapshot_from_messages
 from xds_server.client_status import ClientRegistry
 from xds_server.grpc_server import start_xds_server
+from xds_server.local_envoy import RunningEnvoy, running_envoy
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## propagation"
 SCENARIOS = ("floor", "folder", "kubernetes", "push")
 NODE_ID = "sidecar~127.0.0.1~bench.default~default.svc.cluster.local"
@@ -252,73 +252,6 @@ def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = TIMEOU
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         time.sleep(0.01)
-
-
-# -- Envoy ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Envoy:
-    process: subprocess.Popen[bytes]
-    admin_port: int
-    log_path: Path
-
-    def ready(self) -> bool:
-        try:
-            url = f"http://127.0.0.1:{self.admin_port}/ready"
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            if self.process.poll() is not None:
-                raise RuntimeError(f"envoy exited:\n{self.log_path.read_text()[-3000:]}") from None
-            return False
-
-
-def envoy_binary() -> str:
-    beside = Path(sys.executable).with_name("envoy")
-    return str(beside) if beside.exists() else shutil.which("envoy") or "envoy"
-
-
-@contextlib.contextmanager
-def running_envoy(bootstrap: Mapping[str, Any], workdir: Path) -> Iterator[Envoy]:
-    """Envoy on ``bootstrap`` with its admin on a free loopback port, ready; stopped after."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    config = dict(bootstrap)
-    config["admin"] = {
-        **config.get("admin", {}),
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-    }
-    config_path = workdir / "envoy.json"
-    config_path.write_text(json.dumps(config))
-    admin_path = workdir / "admin_address"
-    log_path = workdir / "envoy.log"
-    command = [
-        envoy_binary(),
-        "-c",
-        str(config_path),
-        "--disable-hot-restart",
-        "--concurrency",
-        "1",
-        "--admin-address-path",
-        str(admin_path),
-        "--log-level",
-        "warning",
-        "--log-path",
-        str(log_path),
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: admin_path.exists() and bool(admin_path.read_text().strip()), "admin")
-        envoy = Envoy(process, int(admin_path.read_text().strip().rsplit(":", 1)[1]), log_path)
-        wait_for(envoy.ready, "envoy /ready")
-        yield envoy
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # -- what is observed -------------------------------------------------------------------------
@@ -529,7 +462,9 @@ class Measured:
     failed_requests: int
 
 
-def run_flips(flipper: Flipper, envoy: Envoy, outbound_port: int, settings: Settings) -> Measured:
+def run_flips(
+    flipper: Flipper, envoy: RunningEnvoy, outbound_port: int, settings: Settings
+) -> Measured:
     """Two passes of ``settings.flips`` flips, starting from v1.
 
     The first pass only polls Envoy's admin, the second only sends traffic, so that neither
@@ -1083,19 +1018,6 @@ def verdict(met: bool) -> str:
     return "(met)" if met else "(missed)"
 
 
-def record(text: str) -> None:
-    """Write the propagation section of RESULTS.md, keeping every other section."""
-    existing = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmarks\n"
-    head, found, rest = existing.partition(SECTION + "\n")
-    if found:
-        following = rest.find("\n## ")
-        tail = rest[following + 1 :] if following >= 0 else ""
-        existing = head + text + ("\n" + tail if tail else "")
-    else:
-        existing = existing.rstrip("\n") + "\n\n" + text
-    RESULTS.write_text(existing, encoding="utf-8")
-
-
 def report(outcomes: Sequence[Outcome], settings: Settings, command: str) -> str:
     """The RESULTS.md section: the command, what was measured, and the table."""
     setup = (
@@ -1202,7 +1124,7 @@ def main() -> None:
             "process (`--profile`).\n\n" + "\n\n".join(profiles) + "\n"
         )
     if args.record:
-        record(text)
+        record_section(SECTION, text)
 
 
 if __name__ == "__main__":

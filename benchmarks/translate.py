@@ -24,8 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from results import record_section
+
 NAMESPACE = "bench"
-RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## translate"
 
 
@@ -241,19 +242,6 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def record(text: str) -> None:
-    """Write the translate section of RESULTS.md, keeping every other section."""
-    existing = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmarks\n"
-    head, found, rest = existing.partition(SECTION + "\n")
-    if found:
-        following = rest.find("\n## ")
-        tail = rest[following + 1 :] if following >= 0 else ""
-        existing = head + text + ("\n" + tail if tail else "")
-    else:
-        existing = existing.rstrip("\n") + "\n\n" + text
-    RESULTS.write_text(existing, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
@@ -292,7 +280,8 @@ def main() -> None:
         )
     if args.record:
         command = "python benchmarks/translate.py " + " ".join(sys.argv[1:])
-        record(
+        record_section(
+            SECTION,
             f"{SECTION}\n\n"
             "Cold translation (fresh interpreter per run; median of "
             f"{args.runs} runs), as `splitplane serve` does it: `translate`, then build "
@@ -302,7 +291,7 @@ def main() -> None:
             "Each service: one HTTP port, "
             "2 subsets, a 90/10 VirtualService, 4 ready pods in an EndpointSlice. "
             "Target: 10k services ≤ 2 s.\n\n"
-            f"Command: `{command}`\n\n" + "\n".join(sections)
+            f"Command: `{command}`\n\n" + "\n".join(sections),
         )
 
 
