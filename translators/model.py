@@ -45,7 +45,7 @@ class Protocol(StrEnum):
 # Services and endpoints
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     """One ready backend address of a service port (``port`` is the resolved target port)."""
 
@@ -56,7 +56,7 @@ class Endpoint:
     pod: str = ""  # "namespace/name" of the pod behind it, when known
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServicePort:
     port: int
     name: str = ""
@@ -65,7 +65,7 @@ class ServicePort:
     endpoints: tuple[Endpoint, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Service:
     name: str
     namespace: str
@@ -90,7 +90,7 @@ class LoadBalancer(StrEnum):
     PASSTHROUGH = "PASSTHROUGH"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConsistentHash:
     """Exactly one key is set: header, cookie, source IP or query parameter."""
 
@@ -105,7 +105,7 @@ class ConsistentHash:
     minimum_ring_size: int = 0  # ring hash, 0 = Envoy default
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConnectionPool:
     max_connections: int | None = None
     connect_timeout_ms: int | None = None
@@ -117,7 +117,7 @@ class ConnectionPool:
     max_concurrent_streams: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OutlierDetection:
     consecutive_5xx_errors: int | None = None
     consecutive_gateway_errors: int | None = None
@@ -129,7 +129,7 @@ class OutlierDetection:
     min_health_percent: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TrafficPolicy:
     load_balancer: LoadBalancer = LoadBalancer.LEAST_REQUEST  # Istio's default since 1.14
     consistent_hash: ConsistentHash | None = None
@@ -141,7 +141,7 @@ class TrafficPolicy:
 # Clusters and their endpoints
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Cluster:
     """One Envoy cluster: a service port, optionally narrowed to a subset."""
 
@@ -154,7 +154,7 @@ class Cluster:
     policy: TrafficPolicy = field(default_factory=TrafficPolicy)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ClusterEndpoints:
     """The load assignment of one cluster (possibly empty: a service with no ready endpoints)."""
 
@@ -173,13 +173,13 @@ class MatchKind(StrEnum):
     PATH_PREFIX = "path_prefix"  # Kubernetes Ingress `Prefix`: matches whole path elements
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StringMatch:
     kind: MatchKind
     value: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyMatch:
     """A header or query parameter match; ``match`` None means "present"."""
 
@@ -188,7 +188,7 @@ class KeyMatch:
     invert: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RouteMatch:
     uri: StringMatch | None = None
     scheme: StringMatch | None = None
@@ -201,7 +201,7 @@ class RouteMatch:
     source_labels: Labels = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HeaderOperations:
     set: tuple[tuple[str, str], ...] = ()
     add: tuple[tuple[str, str], ...] = ()
@@ -211,7 +211,7 @@ class HeaderOperations:
         return bool(self.set or self.add or self.remove)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Headers:
     request: HeaderOperations = field(default_factory=HeaderOperations)
     response: HeaderOperations = field(default_factory=HeaderOperations)
@@ -220,14 +220,14 @@ class Headers:
         return bool(self.request or self.response)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WeightedCluster:
     cluster: str
     weight: int
     headers: Headers = field(default_factory=Headers)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Redirect:
     uri: str = ""
     authority: str = ""
@@ -236,7 +236,7 @@ class Redirect:
     code: int = 301
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rewrite:
     uri: str = ""
     authority: str = ""
@@ -244,14 +244,14 @@ class Rewrite:
     regex_substitution: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RetryPolicy:
     attempts: int
     per_try_timeout_ms: int | None = None
     retry_on: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Fault:
     delay_ms: int | None = None
     delay_percent: float = 100.0
@@ -260,13 +260,13 @@ class Fault:
     abort_percent: float = 100.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Mirror:
     cluster: str
     percent: float = 100.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HttpRoute:
     """One rule: the first route whose matches (any of them; none = everything) fit wins."""
 
@@ -282,7 +282,7 @@ class HttpRoute:
     headers: Headers = field(default_factory=Headers)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VirtualHost:
     """Every name a client may use for one HTTP service port, and the rules for it.
 
@@ -296,7 +296,7 @@ class VirtualHost:
     routes: tuple[HttpRoute, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TcpListener:
     """A gateway TCP listener (a LoadBalancer Service port) and where its connections go."""
 
@@ -305,7 +305,7 @@ class TcpListener:
     destinations: tuple[WeightedCluster, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TcpRoute:
     """Where a VirtualService's ``tcp`` rules send the connections of one service port.
 
@@ -318,7 +318,7 @@ class TcpRoute:
     gateway: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MeshModel:
     """Everything one translation produced; sorted, so equal inputs give equal models."""
 
@@ -337,7 +337,7 @@ class Role(StrEnum):
     PROXYLESS = "proxyless"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeGroup:
     """Nodes that receive the same snapshot.
 

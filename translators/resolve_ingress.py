@@ -65,7 +65,7 @@ _UNSAFE_PATH_PARTS = ("//", "/./", "/../", "%2f", "%2F")
 # Classes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IngressClasses:
     """The class names splitplane serves, and whether it serves Ingresses without a class."""
 
@@ -109,7 +109,7 @@ def ingress_classes(objects: Iterable[Mapping[str, Any]]) -> IngressClasses:
 # One Ingress
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IngressBackend:
     """A backend as written: a service name and its port by number or by name."""
 
@@ -119,7 +119,7 @@ class IngressBackend:
     at: str = ""  # field path of the backend
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IngressPath:
     host: str  # "*" when the rule names none
     kind: MatchKind  # EXACT or PATH_PREFIX
@@ -138,7 +138,7 @@ class IngressPath:
         return (-len(self.key[1]), 0 if self.kind is MatchKind.EXACT else 1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IngressRules:
     """An Ingress of splitplane's class that passed its own checks."""
 
@@ -347,7 +347,7 @@ def _is_port(value: object) -> TypeGuard[int]:
 # Assembly
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IngressRouting:
     """The fleet's virtual hosts from Ingresses (sorted by name), and what went wrong."""
 
@@ -355,7 +355,7 @@ class IngressRouting:
     diagnostics: tuple[Diagnostic, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Entry:
     """One Ingress path or default backend on one host, ready to become routes."""
 

@@ -37,7 +37,7 @@ def listener_name(namespace: str, name: str, port: int) -> str:
     return f"{namespace}/{name}:{port}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LoadBalancers:
     """The fleet's TCP listeners (sorted by port) and the diagnostics found choosing them."""
 

@@ -83,7 +83,7 @@ _SIMPLE_LB: Mapping[int, LoadBalancer] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Source:
     """The object a rule came from; ``age`` orders objects oldest first."""
 
@@ -122,7 +122,7 @@ def _ms(duration: Duration) -> int:
 # DestinationRules
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DestinationRuleSpec:
     """A DestinationRule that passed its own checks."""
 
@@ -188,7 +188,7 @@ def _check_load_balancer(lb: LoadBalancerSettings, at: str, problems: _Problems)
         problems.add(f"{at}.consistentHash.httpCookie.name", "is required")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DestinationRuleIndex:
     """The DestinationRule that applies to each service hostname."""
 
@@ -394,19 +394,19 @@ def _outlier_detection(spec: OutlierDetectionSpec) -> OutlierDetection:
 # VirtualServices
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _HttpRule:
     route: HttpRoute
     destination_ports: frozenset[int]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _TcpRule:
     ports: frozenset[int]  # empty: every port
     destinations: tuple[WeightedCluster, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VirtualServiceRules:
     """A VirtualService that passed its checks, with its rules as model routes."""
 
@@ -425,7 +425,7 @@ class VirtualServiceRules:
         return next(iter(ports)) if len(ports) == 1 else DEFAULT_HOST_PORT
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RoutingContext:
     """What a VirtualService's destinations are checked against."""
 
@@ -769,7 +769,7 @@ def _headers(spec: HeadersSpec) -> Headers:
 # Assembly
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Routing:
     """Clusters and virtual hosts of the mesh, and the diagnostics found assembling them."""
 

@@ -67,7 +67,7 @@ class ObjectKey(NamedTuple):
     name: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObjectMeta:
     """The parts of a Kubernetes object's envelope the resolvers use."""
 
@@ -127,7 +127,7 @@ def _string_labels(value: object) -> Labels:
 # Service objects
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PortSpec:
     port: int
     name: str
@@ -135,7 +135,7 @@ class PortSpec:
     target_port: int | str  # a number, or a container port name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServiceSpec:
     """A valid Service object without its endpoints."""
 
@@ -328,7 +328,7 @@ def _target_port(raw: object, port: int, at: str, problems: _Problems) -> int | 
 # Endpoints
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _PodInfo:
     namespace: str
     name: str
@@ -378,7 +378,7 @@ def _named_ports(spec: object) -> Mapping[str, int]:
     return named
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Services:
     """The resolved services and the diagnostics that depend on endpoints."""
 
@@ -533,14 +533,14 @@ def _ports_from_pods(
     return tuple(ports)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _SliceEndpoint:
     address: str
     zone: str
     pod: tuple[str, str] | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Slice:
     namespace: str
     service: str

@@ -86,7 +86,7 @@ class _Shape(Enum):
     MAP = "map"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Field:
     """What the reader needs of one field, looked up once per message type."""
 
@@ -97,7 +97,7 @@ class _Field:
     value: FieldDescriptor  # the map entry's value field for a map, else the field itself
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Fields:
     """How the keys of one message type are looked up."""
 

@@ -65,13 +65,13 @@ _KINDS: Mapping[str, str] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Options:
     domain: str = CLUSTER_DOMAIN  # the cluster's DNS domain
     only_lb_class: bool = False  # serve only LoadBalancer Services of class splitplane.io/envoy
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Translation:
     """One translation: the model, every diagnostic (sorted) and what was accepted.
 
@@ -95,7 +95,7 @@ class Translation:
         return any(d.is_error for d in self.diagnostics)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Objects:
     """The input sorted by kind; keyed kinds hold one object per key."""
 
