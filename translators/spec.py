@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import difflib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from fractions import Fraction
 from functools import cache
-from typing import Final, NamedTuple, TypeGuard, TypeVar
+from typing import Final, NamedTuple, NoReturn, TypeGuard, TypeVar
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.duration_pb2 import Duration
@@ -454,6 +455,171 @@ def _has_error(diagnostics: list[Diagnostic]) -> bool:
     return any(diagnostic.is_error for diagnostic in diagnostics)
 
 
+# ------------------------------------------------------------------------------------------------
+# The one-pass reader for the common case
+#
+# Nearly every spec a user writes is valid and uses only implemented fields. For those, checking
+# each value and building the message in one constructor call is several times cheaper than the
+# walker's field-by-field filling. The fast reader accepts a strict subset of what the walker
+# accepts (plain dicts, lists, str, int, float, bool; no nulls in lists or maps, no unsupported or
+# unknown field, no duplicate or oneof clash) and declines everything else, which then goes
+# through the walker for its diagnostics. Both give the same message for what the reader accepts.
+
+
+class _DeclinedError(Exception):
+    """The fast reader leaves this value to the walker."""
+
+
+_DECLINED: Final = _DeclinedError()
+
+_Read = Callable[[object], object]
+
+
+def _declined() -> NoReturn:
+    raise _DECLINED
+
+
+def _fast_scalar(field: FieldDescriptor) -> _Read:
+    """A reader of one non-message value that returns exactly what the walker would store."""
+    kind = field.type
+    if kind == FieldDescriptor.TYPE_STRING:
+
+        def read_text(value: object) -> object:
+            if type(value) is str and (value.isascii() or _is_text(value)):
+                return value
+            _declined()
+
+        return read_text
+    if kind in _INTEGER_RANGES:
+        _, low, high = _INTEGER_RANGES[kind]
+
+        def read_integer(value: object) -> object:
+            if type(value) is int and low <= value <= high:
+                return value
+            _declined()
+
+        return read_integer
+    if kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        limit = _FLOAT32_MAX if kind == FieldDescriptor.TYPE_FLOAT else math.inf
+
+        def read_number(value: object) -> object:
+            if type(value) is float or type(value) is int:
+                with contextlib.suppress(OverflowError):
+                    number = float(value)
+                    if math.isfinite(number) and abs(number) <= limit:
+                        return number
+            _declined()
+
+        return read_number
+    if kind == FieldDescriptor.TYPE_BOOL:
+
+        def read_bool(value: object) -> object:
+            if type(value) is bool:
+                return value
+            _declined()
+
+        return read_bool
+    if kind == FieldDescriptor.TYPE_ENUM:
+        assert field.enum_type is not None
+        names = frozenset(field.enum_type.values_by_name)
+
+        def read_enum(value: object) -> object:
+            if type(value) is str and value in names:
+                return value
+            _declined()
+
+        return read_enum
+    return lambda value: _declined()  # bytes: rare, left to the walker
+
+
+def _fast_value(field: FieldDescriptor) -> _Read:
+    """A reader of one field's value (scalar, message, list or map)."""
+    message_type = field.message_type
+    if message_type is not None and message_type.GetOptions().map_entry:
+        read_key = _fast_scalar(message_type.fields_by_name["key"])
+        read_item = _fast_single(message_type.fields_by_name["value"])
+
+        def read_map(value: object) -> object:
+            if type(value) is not dict:
+                _declined()
+            return {read_key(key): read_item(item) for key, item in value.items()}
+
+        return read_map
+    read_one = _fast_single(field)
+    if field.is_repeated:
+
+        def read_list(value: object) -> object:
+            if type(value) is not list:
+                _declined()
+            return [read_one(item) for item in value]
+
+        return read_list
+    return read_one
+
+
+def _fast_single(field: FieldDescriptor) -> _Read:
+    message_type = field.message_type
+    if message_type is None:
+        return _fast_scalar(field)
+    return _fast_message(message_type)
+
+
+@cache
+def _fast_message(descriptor: Descriptor) -> _Read:
+    """A reader of one message value, returning the message's constructor arguments."""
+    full_name = descriptor.full_name
+    if full_name == "google.protobuf.Duration":
+
+        def read_duration(value: object) -> object:
+            try:
+                seconds, nanos = divmod(_duration_nanos(value), 10**9)
+            except _RejectedError:
+                _declined()
+            return {"seconds": seconds, "nanos": nanos}
+
+        return read_duration
+    if full_name in _WRAPPERS:
+        read_wrapped = _fast_scalar(descriptor.fields_by_name["value"])
+        return lambda value: {"value": read_wrapped(value)}
+    # The field table is filled on first use, so message types that contain themselves need
+    # no special case.
+    by_key: dict[str, tuple[str, _Read]] = {}
+    aliased = any(field.json_name != field.name for field in descriptor.fields)
+    oneofs = [frozenset(field.name for field in oneof.fields) for oneof in descriptor.oneofs]
+
+    def read_message(value: object) -> object:
+        if type(value) is not dict:
+            _declined()
+        if not by_key:
+            for field in descriptor.fields:
+                by_key[field.name] = by_key[field.json_name] = (field.name, _fast_value(field))
+        arguments: dict[str, object] = {}
+        for key, item in value.items():
+            entry = by_key.get(key)
+            if entry is None:
+                _declined()
+            if item is not None:
+                arguments[entry[0]] = entry[1](item)
+        if aliased and len({by_key[key][0] for key in value}) != len(value):
+            _declined()  # one field given by both of its names
+        for members in oneofs:
+            if len(members.intersection(arguments)) > 1:
+                _declined()
+        return arguments
+
+    return read_message
+
+
+def _read_fast(message_type: type[M], data: object) -> M | None:
+    """``data`` as a ``message_type`` when the one-pass reader accepts it, else None."""
+    try:
+        arguments = _fast_message(message_type.DESCRIPTOR)(data)
+        assert isinstance(arguments, dict)
+        return message_type(**arguments)
+    except (_DeclinedError, TypeError, ValueError):
+        return None
+
+
 def parse_spec(
     message_type: type[M],
     data: object,
@@ -468,6 +634,9 @@ def parse_spec(
     Never raises: every problem with ``data`` is a diagnostic whose field path starts with
     ``base_path``.
     """
+    fast = _read_fast(message_type, data)
+    if fast is not None:
+        return fast, []
     reader = _Reader(kind, namespace, name)
     message = message_type()
     if data is None:
@@ -484,6 +653,15 @@ def parse_spec(
 def _parse_object(
     message_type: type[M], kind: str, obj: object
 ) -> tuple[M | None, list[Diagnostic]]:
+    if type(obj) is dict and _plain_envelope(obj, kind):
+        namespace = obj["metadata"].get("namespace") or DEFAULT_NAMESPACE
+        return parse_spec(
+            message_type,
+            obj.get("spec"),
+            kind=kind,
+            namespace=namespace,
+            name=obj["metadata"]["name"],
+        )
     if not is_mapping(obj):
         problem = (
             "expected a Kubernetes object with apiVersion, kind, metadata and spec;"
@@ -532,6 +710,23 @@ def _parse_object(
     )
     diagnostics = reader.diagnostics + diagnostics
     return (None if _has_error(diagnostics) else message), diagnostics
+
+
+def _plain_envelope(obj: dict[object, object], kind: str) -> bool:
+    """Whether the envelope of ``obj`` is one with nothing to report (the common case)."""
+    metadata = obj.get("metadata")
+    if type(metadata) is not dict:
+        return False
+    name, namespace = metadata.get("name"), metadata.get("namespace")
+    return (
+        type(name) is str
+        and name.isascii()
+        and name != ""
+        and (namespace is None or (type(namespace) is str and namespace.isascii()))
+        and obj.get("apiVersion") in _API_VERSIONS
+        and obj.get("kind", kind) == kind
+        and OBJECT_FIELDS.issuperset(obj)
+    )
 
 
 def parse_virtual_service(obj: object) -> tuple[VirtualService | None, list[Diagnostic]]:

@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from translators import spec as spec_module
 from translators.api import UNSUPPORTED_ISTIO_FIELDS, networking_pb2
 from translators.api.networking_pb2 import DestinationRule, VirtualService
 from translators.diagnostics import Diagnostic, Severity
@@ -1071,3 +1072,161 @@ def test_mutated_valid_objects_never_raise(data: st.DataObject, text: str, parse
 
     assert_errors_have_object_paths(diagnostics)
     assert (message is None) == any(d.is_error for d in diagnostics)
+
+
+# --- the one-pass reader and the walker agree --------------------------------------------------
+
+
+def walked(message_type: type[Message], data: object) -> tuple[Message, list[Diagnostic]]:
+    """What the field-by-field walker alone makes of ``data`` (a spec mapping)."""
+    reader = spec_module._Reader("Test", "shop", "t")
+    message = message_type()
+    reader.fields(message, data, "spec", spec_module._fields(message.DESCRIPTOR))  # type: ignore[arg-type]
+    return message, reader.diagnostics
+
+
+@pytest.mark.parametrize(
+    "text",
+    [RICH_VIRTUAL_SERVICE, SEED_VIRTUAL_SERVICE, RICH_DESTINATION_RULE],
+    ids=["rich-virtual-service", "seed-virtual-service", "destination-rule"],
+)
+def test_a_valid_spec_is_read_in_one_pass_into_the_walkers_message(text: str) -> None:
+    obj = load(text)
+    message_type = VirtualService if obj["kind"] == "VirtualService" else DestinationRule
+
+    fast = spec_module._read_fast(message_type, obj["spec"])
+
+    assert fast is not None
+    assert walked(message_type, obj["spec"]) == (fast, [])
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+@pytest.mark.parametrize(
+    "text",
+    [RICH_VIRTUAL_SERVICE, SEED_VIRTUAL_SERVICE, RICH_DESTINATION_RULE],
+    ids=["rich-virtual-service", "seed-virtual-service", "destination-rule"],
+)
+def test_what_the_one_pass_reader_accepts_the_walker_accepts_without_a_word(
+    data: st.DataObject, text: str
+) -> None:
+    document = load(text)
+    message_type = VirtualService if document["kind"] == "VirtualService" else DestinationRule
+    path = data.draw(st.sampled_from(paths_in(document["spec"])))
+    how = data.draw(st.sampled_from(["replace", "remove", "rename"]))
+    new = data.draw(json_values(SPEC_KEYS))
+    spec = mutated(document["spec"], path, how, new)
+    if not isinstance(spec, dict):
+        return
+
+    fast = spec_module._read_fast(message_type, spec)
+
+    if fast is not None:
+        assert walked(message_type, spec) == (fast, [])
+
+
+ODD_VALUES = st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=5)
+
+
+def scalar_values(field: Any) -> st.SearchStrategy[object]:
+    """Mostly values of the field's own type, at its edges too, and now and then anything."""
+    by_type: dict[int, st.SearchStrategy[object]] = {
+        field.TYPE_STRING: st.text(max_size=8) | st.just("\udc80"),
+        field.TYPE_BOOL: st.booleans(),
+        field.TYPE_DOUBLE: st.floats() | st.integers(),
+        field.TYPE_FLOAT: st.floats() | st.integers(),
+        field.TYPE_ENUM: st.sampled_from(
+            [value.name for value in field.enum_type.values] if field.enum_type else ["?"]
+        ),
+        field.TYPE_UINT32: st.integers(-1, 2**32) | st.sampled_from([5.0, 5.5]),
+        field.TYPE_INT32: st.integers(-(2**31) - 1, 2**31),
+        field.TYPE_INT64: st.integers(-(2**63) - 1, 2**63),
+        field.TYPE_UINT64: st.integers(-1, 2**64),
+    }
+    return by_type.get(field.type, ODD_VALUES) | ODD_VALUES
+
+
+def message_values(descriptor: Any, depth: int = 0) -> st.SearchStrategy[object]:
+    """Spec-shaped documents for a message type: real field names (JSON or proto, sometimes
+    both), unsupported Istio fields, oneof clashes, nulls and wrong types now and then."""
+    if descriptor.full_name == "google.protobuf.Duration":
+        return st.sampled_from(["2s", "0.5s", "1m30s", "-1s", "5", "", 3]) | ODD_VALUES
+    if descriptor.full_name.startswith("google.protobuf.") and descriptor.full_name.endswith(
+        "Value"
+    ):
+        return scalar_values(descriptor.fields_by_name["value"])
+    if depth > 3:
+        return st.just({})
+
+    def value_of(field: Any) -> st.SearchStrategy[object]:
+        message_type = field.message_type
+        if message_type is not None and message_type.GetOptions().map_entry:
+            item = message_type.fields_by_name["value"]
+            items = (
+                message_values(item.message_type, depth + 1)
+                if item.message_type is not None
+                else scalar_values(item)
+            )
+            return st.dictionaries(st.text(max_size=4), items, max_size=2) | ODD_VALUES
+        one = (
+            message_values(message_type, depth + 1)
+            if message_type is not None
+            else scalar_values(field)
+        )
+        return st.lists(one, max_size=2) | ODD_VALUES if field.is_repeated else one
+
+    keys = [(field.json_name, field) for field in descriptor.fields]
+    keys += [(field.name, field) for field in descriptor.fields if field.name != field.json_name]
+    unsupported = sorted(UNSUPPORTED_ISTIO_FIELDS.get(descriptor.full_name, ()))
+    entries = st.sampled_from(keys).flatmap(lambda kf: st.tuples(st.just(kf[0]), value_of(kf[1])))
+    if unsupported:
+        entries = entries | st.tuples(st.sampled_from(unsupported), ODD_VALUES)
+    return st.lists(entries, max_size=4).map(dict)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+@pytest.mark.parametrize("message_type", [VirtualService, DestinationRule])
+def test_on_spec_shaped_documents_the_one_pass_reader_and_the_walker_agree(
+    data: st.DataObject, message_type: type[Message]
+) -> None:
+    spec = data.draw(message_values(message_type.DESCRIPTOR))
+
+    fast = spec_module._read_fast(message_type, spec)
+    message, diagnostics = walked(message_type, spec)
+
+    if fast is not None:
+        assert (message, diagnostics) == (fast, [])
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"hosts": ["a"], "exportTo": ["."], "export_to": ["."]},
+        {"http": [{"match": [{"uri": {"exact": "/a", "prefix": "/b"}}]}]},
+        {"http": [{"route": [{"weight": True}]}]},
+        {"http": [{"route": [{"weight": 90.0}]}]},
+        {"http": [{"route": [{"weight": 2**31}]}]},
+        {"hosts": ["a", None]},
+        {"hosts": ["\udc80"]},
+        {"http": [{"timeout": 5}]},
+        {"http": [{"match": [{"uri": {"exact": "/a"}, "statPrefix": "x"}]}]},
+        {"hosts": ("a",)},
+        {"tls": []},
+    ],
+    ids=[
+        "one-field-by-both-names",
+        "oneof-clash",
+        "boolean-integer",
+        "float-integer",
+        "out-of-range",
+        "null-in-list",
+        "not-unicode",
+        "duration-without-unit",
+        "unsupported-field",
+        "tuple",
+        "unknown-field",
+    ],
+)
+def test_the_one_pass_reader_leaves_anything_unusual_to_the_walker(spec: dict[str, Any]) -> None:
+    assert spec_module._read_fast(VirtualService, spec) is None
