@@ -19,7 +19,9 @@ Labels = tuple[tuple[str, str], ...]
 
 def labels_of(mapping: Mapping[str, str] | None) -> Labels:
     """A canonical, hashable label set."""
-    return tuple(sorted((str(k), str(v)) for k, v in (mapping or {}).items()))
+    if not mapping:
+        return ()
+    return tuple(sorted((str(k), str(v)) for k, v in mapping.items()))
 
 
 def labels_match(selector: Labels, labels: Labels) -> bool:

@@ -129,6 +129,8 @@ class DestinationRuleSpec:
     source: Source
     host: str  # as written, normalised
     spec: DestinationRule = field(compare=False)
+    # Each subset's labels as a canonical label set, in the order the rule lists them.
+    subset_labels: Mapping[str, Labels] = field(default_factory=dict, compare=False)
 
 
 def compile_destination_rule(
@@ -155,7 +157,8 @@ def compile_destination_rule(
         _check_policy(spec.traffic_policy, "spec.trafficPolicy", problems)
     if problems.has_error:
         return None, problems.found
-    return DestinationRuleSpec(source, host, spec), problems.found
+    subset_labels = {subset.name: labels_of(subset.labels) for subset in spec.subsets}
+    return DestinationRuleSpec(source, host, spec, subset_labels), problems.found
 
 
 def _check_policy(policy: TrafficPolicySpec, at: str, problems: _Problems) -> None:
@@ -238,9 +241,7 @@ def index_destination_rules(
             )
             continue
         by_host[hostname] = rule
-    subset_names = {
-        host: frozenset(s.name for s in rule.spec.subsets) for host, rule in by_host.items()
-    }
+    subset_names = {host: frozenset(rule.subset_labels) for host, rule in by_host.items()}
     return DestinationRuleIndex(by_host, subset_names), diagnostics
 
 
@@ -883,7 +884,7 @@ def _named_host(host: str, vs: VirtualServiceRules) -> VirtualHost:
 
 def _clusters(service: Service, rule: DestinationRuleSpec | None) -> list[Cluster]:
     found: list[Cluster] = []
-    subsets = rule.spec.subsets if rule else ()
+    subsets = rule.subset_labels if rule else {}
     for port in service.ports:
         found.append(
             Cluster(
@@ -894,16 +895,16 @@ def _clusters(service: Service, rule: DestinationRuleSpec | None) -> list[Cluste
                 policy=effective_policy(rule, port.port),
             )
         )
-        for subset in subsets:
+        for subset, labels in subsets.items():
             found.append(
                 Cluster(
-                    name=cluster_name(port.port, subset.name, service.hostname),
+                    name=cluster_name(port.port, subset, service.hostname),
                     service=service.hostname,
                     port=port.port,
-                    subset=subset.name,
-                    subset_labels=labels_of(dict(subset.labels)),
+                    subset=subset,
+                    subset_labels=labels,
                     protocol=port.protocol,
-                    policy=effective_policy(rule, port.port, subset.name),
+                    policy=effective_policy(rule, port.port, subset),
                 )
             )
     return found

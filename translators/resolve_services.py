@@ -95,14 +95,15 @@ def object_meta(obj: Mapping[str, Any]) -> ObjectMeta | None:
     namespace = metadata.get("namespace")
     if not isinstance(namespace, str) or not namespace:
         namespace = DEFAULT_NAMESPACE
+    created = metadata.get("creationTimestamp")
     labels = metadata.get("labels")
     return ObjectMeta(
-        kind=kind,
-        namespace=namespace,
-        name=name,
-        created=_timestamp(metadata.get("creationTimestamp")),
-        labels=_string_labels(labels),
-        deleting=metadata.get("deletionTimestamp") is not None,
+        kind,
+        namespace,
+        name,
+        created if type(created) is str else _timestamp(created),
+        _string_labels(labels) if labels else (),
+        metadata.get("deletionTimestamp") is not None,
     )
 
 
@@ -116,6 +117,8 @@ def _timestamp(value: object) -> str:
 
 def _string_labels(value: object) -> Labels:
     """The string-valued labels of ``value``, as a canonical label set (see `labels_of`)."""
+    if type(value) is dict and all(type(k) is str and type(v) is str for k, v in value.items()):
+        return tuple(sorted(value.items()))
     if not is_mapping(value):
         return ()
     return tuple(
@@ -533,11 +536,11 @@ def _ports_from_pods(
     return tuple(ports)
 
 
-@dataclass(frozen=True, slots=True)
-class _SliceEndpoint:
+class _SliceEndpoint(NamedTuple):
     address: str
     zone: str
-    pod: tuple[str, str] | None
+    pod: tuple[str, str] | None  # (namespace, name) of the pod behind it
+    pod_ref: str  # the same as "namespace/name", or ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -555,10 +558,7 @@ def _ports_from_slices(
     found = [
         (
             piece,
-            [
-                (e, pods.labels(e.pod) if e.pod else (), f"{e.pod[0]}/{e.pod[1]}" if e.pod else "")
-                for e in piece.endpoints
-            ],
+            [(e, pods.labels(e.pod) if e.pod else (), e.pod_ref) for e in piece.endpoints],
         )
         for piece in slices
     ]
@@ -649,4 +649,9 @@ def _slice_endpoint(
             ref_namespace if isinstance(ref_namespace, str) and ref_namespace else namespace,
             ref["name"],
         )
-    return _SliceEndpoint(addresses[0], zone if isinstance(zone, str) else "", pod)
+    return _SliceEndpoint(
+        addresses[0],
+        zone if isinstance(zone, str) else "",
+        pod,
+        f"{pod[0]}/{pod[1]}" if pod else "",
+    )

@@ -129,9 +129,10 @@ def _sort_objects(objects: Iterable[object], kinds: frozenset[str], memo: Memo) 
             unnamed.setdefault(kind, []).append(obj)
             continue
         by_key = keyed.setdefault(kind, {})
-        other = by_key.get(meta.key)
+        key = meta.key
+        other = by_key.get(key)
         if other is None:
-            by_key[meta.key] = (meta, obj)
+            by_key[key] = (meta, obj)
             continue
         diagnostics.append(
             Diagnostic(
@@ -143,7 +144,7 @@ def _sort_objects(objects: Iterable[object], kinds: frozenset[str], memo: Memo) 
             )
         )
         if _canonical(obj) > _canonical(other[1]):
-            by_key[meta.key] = (meta, obj)
+            by_key[key] = (meta, obj)
     return _Objects(
         keyed,
         {k: tuple(v) for k, v in unnamed.items()},
