@@ -461,6 +461,9 @@ class _Pods:
 
     def __init__(self, objects: Iterable[object]) -> None:
         self._raw: dict[tuple[str, str], Mapping[str, Any]] = {}
+        # Labels are read here, while each pod's metadata is at hand: nearly every pod is named
+        # by some slice endpoint, and reading them later means visiting every pod again.
+        self._labels: dict[tuple[str, str], Labels] = {}
         for obj in objects:
             if not is_mapping(obj):
                 continue
@@ -468,14 +471,16 @@ class _Pods:
             if is_mapping(metadata) and isinstance(metadata.get("name"), str):
                 namespace = metadata.get("namespace")
                 namespace = namespace if isinstance(namespace, str) and namespace else "default"
-                self._raw[namespace, metadata["name"]] = obj
+                key = (namespace, metadata["name"])
+                self._raw[key] = obj
+                labels = metadata.get("labels")
+                self._labels[key] = _string_labels(labels) if labels else ()
         self._parsed: dict[tuple[str, str], _PodInfo | None] = {}
         self._by_label: dict[tuple[str, str, str], list[_PodInfo]] | None = None
 
     def labels(self, key: tuple[str, str]) -> Labels:
         """The labels of a pod an endpoint names (only the labels: the slice says the rest)."""
-        raw = self._raw.get(key)
-        return _string_labels(raw["metadata"].get("labels")) if raw is not None else ()
+        return self._labels.get(key, ())
 
     def get(self, key: tuple[str, str]) -> _PodInfo | None:
         if key not in self._parsed:
