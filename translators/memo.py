@@ -10,9 +10,10 @@ be mutated after they are handed to `translate`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # step → id(object) → (object, result); holding the object keeps its id from being reused
 MemoEntries = Mapping[str, Mapping[int, tuple[object, Any]]]
@@ -27,8 +28,11 @@ class Memo:
         self._previous: MemoEntries = previous or {}
         self.entries: dict[str, dict[int, tuple[object, Any]]] = {}
 
-    def get(self, step: str, obj: object, compute: Callable[[], T]) -> T:
-        """``compute()``, or its result from before if ``obj`` is the very same object."""
+    def get(
+        self, step: str, obj: object, compute: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """``compute(*args, **kwargs)``, or its result from before if ``obj`` is the very same
+        object."""
         current = self.entries.get(step)
         if current is None:
             current = self.entries[step] = {}
@@ -38,6 +42,6 @@ class Memo:
             current[key] = held
             result: T = held[1]
             return result
-        value = compute()
+        value = compute(*args, **kwargs)
         current[key] = (obj, value)
         return value

@@ -17,7 +17,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any, NamedTuple
 
 from translators.diagnostics import Diagnostic, Severity
@@ -404,7 +403,7 @@ def resolve_services(
     pod_index = _Pods(pods)
     slices_by_service: dict[tuple[str, str], list[_Slice]] = defaultdict(list)
     for obj in slices:
-        parsed, problems = memo.get("slice", obj, partial(_parse_slice, obj))
+        parsed, problems = memo.get("slice", obj, _parse_slice, obj)
         diagnostics.extend(problems)
         if parsed is not None:
             slices_by_service[parsed.namespace, parsed.service].append(parsed)

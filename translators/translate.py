@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Any, TypeVar
 
 from translators.diagnostics import Diagnostic, Severity
@@ -112,11 +111,15 @@ def _sort_objects(objects: Iterable[object], kinds: frozenset[str], memo: Memo) 
     slices: list[KubeObject] = []
     pods: list[KubeObject] = []
     diagnostics: list[Diagnostic] = []
+    versions = {kind: _KINDS[kind] for kind in kinds}
     for obj in objects:
         if not is_mapping(obj):
             continue
         kind = obj.get("kind")
-        if not isinstance(kind, str) or kind not in kinds or not _api_version_fits(obj, kind):
+        if not isinstance(kind, str):
+            continue
+        wanted = versions.get(kind)
+        if wanted is None or not _api_version_fits(obj.get("apiVersion"), wanted):
             continue
         if kind == "EndpointSlice":
             slices.append(obj)
@@ -124,7 +127,7 @@ def _sort_objects(objects: Iterable[object], kinds: frozenset[str], memo: Memo) 
         if kind == "Pod":
             pods.append(obj)
             continue
-        meta = memo.get("meta", obj, partial(object_meta, obj))
+        meta = memo.get("meta", obj, object_meta, obj)
         if meta is None:
             unnamed.setdefault(kind, []).append(obj)
             continue
@@ -154,12 +157,11 @@ def _sort_objects(objects: Iterable[object], kinds: frozenset[str], memo: Memo) 
     )
 
 
-def _api_version_fits(obj: KubeObject, kind: str) -> bool:
-    wanted = _KINDS[kind]
-    api_version = obj.get("apiVersion")
+def _api_version_fits(api_version: object, wanted: str) -> bool:
+    """Whether ``api_version`` is ``wanted``, or in its API group when ``wanted`` ends in "/"."""
     if not isinstance(api_version, str):
         return False
-    return api_version.startswith(wanted) if wanted.endswith("/") else api_version == wanted
+    return api_version == wanted or (wanted[-1] == "/" and api_version.startswith(wanted))
 
 
 def _canonical(obj: KubeObject) -> str:
@@ -233,10 +235,12 @@ def translate(
     objects_by_kind = _sort_objects(objects, frozenset(_KINDS), memo)
     acceptor = _Acceptor(previous)
 
+    service_step = f"service/{domain}"
+
     def check_service(
         meta: ObjectMeta | None, obj: KubeObject
     ) -> tuple[ServiceSpec | None, list[Diagnostic]]:
-        return memo.get(f"service/{domain}", obj, lambda: parse_service(obj, domain, meta))
+        return memo.get(service_step, obj, parse_service, obj, domain, meta)
 
     specs = acceptor.accept(
         objects_by_kind.keyed.get("Service", {}),
@@ -258,7 +262,7 @@ def translate(
     def check_rule(
         meta: ObjectMeta | None, obj: KubeObject
     ) -> tuple[DestinationRuleSpec | None, list[Diagnostic]]:
-        return memo.get("destination-rule", obj, lambda: compiled_rule(meta, obj))
+        return memo.get("destination-rule", obj, compiled_rule, meta, obj)
 
     rules = acceptor.accept(
         objects_by_kind.keyed.get("DestinationRule", {}),
@@ -271,7 +275,7 @@ def translate(
     def check_virtual_service(
         meta: ObjectMeta | None, obj: KubeObject
     ) -> tuple[VirtualServiceRules | None, list[Diagnostic]]:
-        spec, found = memo.get("virtual-service", obj, lambda: parse_virtual_service(obj))
+        spec, found = memo.get("virtual-service", obj, parse_virtual_service, obj)
         if spec is None:
             return None, found
         compiled, more = compile_virtual_service(_source(meta), spec, context)
