@@ -78,7 +78,10 @@ class Service:
     headless: bool = False
 
     def port(self, number: int) -> ServicePort | None:
-        return next((p for p in self.ports if p.port == number), None)
+        for port in self.ports:
+            if port.port == number:
+                return port
+        return None
 
 
 # ------------------------------------------------------------------------------------------------

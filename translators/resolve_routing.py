@@ -131,6 +131,8 @@ class DestinationRuleSpec:
     spec: DestinationRule = field(compare=False)
     # Each subset's labels as a canonical label set, in the order the rule lists them.
     subset_labels: Mapping[str, Labels] = field(default_factory=dict, compare=False)
+    # Whether a traffic policy is set anywhere (top level or in a subset).
+    has_policy: bool = field(default=True, compare=False)
 
 
 def compile_destination_rule(
@@ -158,7 +160,10 @@ def compile_destination_rule(
     if problems.has_error:
         return None, problems.found
     subset_labels = {subset.name: labels_of(subset.labels) for subset in spec.subsets}
-    return DestinationRuleSpec(source, host, spec, subset_labels), problems.found
+    has_policy = spec.HasField("traffic_policy") or any(
+        subset.HasField("traffic_policy") for subset in spec.subsets
+    )
+    return DestinationRuleSpec(source, host, spec, subset_labels, has_policy), problems.found
 
 
 def _check_policy(policy: TrafficPolicySpec, at: str, problems: _Problems) -> None:
@@ -288,7 +293,7 @@ def effective_policy(
     Each of load balancer, connection pool and outlier detection is replaced as a whole by the
     most specific layer that sets it.
     """
-    if rule is None:
+    if rule is None or not rule.has_policy:
         return _DEFAULT_POLICY
     layers: list[TrafficPolicySpec | TrafficPolicySpec.PortTrafficPolicy] = []
     if rule.spec.HasField("traffic_policy"):
@@ -943,7 +948,11 @@ def cluster_endpoints(
         service = services.get(cluster.service)
         port = service.port(cluster.port) if service else None
         endpoints = port.endpoints if port else ()
-        if cluster.subset_labels:
-            endpoints = tuple(e for e in endpoints if _has_labels(cluster.subset_labels, e.labels))
+        wanted = cluster.subset_labels
+        if len(wanted) == 1:
+            pair = wanted[0]
+            endpoints = tuple(e for e in endpoints if pair in e.labels)
+        elif wanted:
+            endpoints = tuple(e for e in endpoints if _has_labels(wanted, e.labels))
         assignments.append(ClusterEndpoints(cluster.name, endpoints))
     return tuple(sorted(assignments, key=lambda a: a.cluster))
