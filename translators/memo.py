@@ -33,15 +33,42 @@ class Memo:
     ) -> T:
         """``compute(*args, **kwargs)``, or its result from before if ``obj`` is the very same
         object."""
+        current, held = self._held(step, obj)
+        if held is not None:
+            current[id(obj)] = held
+            result: T = held[1]
+            return result
+        value = compute(*args, **kwargs)
+        current[id(obj)] = (obj, value)
+        return value
+
+    def get_checked(
+        self,
+        step: str,
+        obj: object,
+        still_valid: Callable[[T], bool],
+        compute: Callable[P, T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Like `get`, for a step that also depends on more than ``obj``: a result from before is
+        reused only while ``still_valid(result)``."""
+        current, held = self._held(step, obj)
+        if held is not None and still_valid(held[1]):
+            current[id(obj)] = held
+            result: T = held[1]
+            return result
+        value = compute(*args, **kwargs)
+        current[id(obj)] = (obj, value)
+        return value
+
+    def _held(
+        self, step: str, obj: object
+    ) -> tuple[dict[int, tuple[object, Any]], tuple[object, Any] | None]:
+        """This translation's entries for ``step``, and what is held for ``obj`` (if anything)."""
         current = self.entries.get(step)
         if current is None:
             current = self.entries[step] = {}
         key = id(obj)
         held = current.get(key) or self._previous.get(step, _EMPTY).get(key)
-        if held is not None and held[0] is obj:
-            current[key] = held
-            result: T = held[1]
-            return result
-        value = compute(*args, **kwargs)
-        current[key] = (obj, value)
-        return value
+        return current, held if held is not None and held[0] is obj else None

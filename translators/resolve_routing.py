@@ -440,11 +440,69 @@ class RoutingContext:
     domain: str = CLUSTER_DOMAIN
 
 
+class _Lookups:
+    """The mesh as one VirtualService sees it, recording every answer it was given."""
+
+    def __init__(self, context: RoutingContext, namespace: str) -> None:
+        self.context, self.namespace = context, namespace
+        self.hostnames: dict[str, str | None] = {}
+        self.ports: dict[str, tuple[int, ...]] = {}
+        self.subset_names: dict[str, frozenset[str]] = {}
+
+    def hostname(self, host: str) -> str | None:
+        found = _service_hostname(host, self.namespace, self.context.services, self.context.domain)
+        self.hostnames[host] = found
+        return found
+
+    def service(self, hostname: str) -> Service:
+        service = self.context.services[hostname]
+        self.ports[hostname] = tuple(port.port for port in service.ports)
+        return service
+
+    def subsets(self, hostname: str) -> frozenset[str]:
+        found = self.subset_names[hostname] = self.context.rules.subsets(hostname)
+        return found
+
+    def answers(self) -> MeshAnswers:
+        return MeshAnswers(
+            self.namespace,
+            tuple(self.hostnames.items()),
+            tuple(self.ports.items()),
+            tuple(self.subset_names.items()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MeshAnswers:
+    """What compiling a VirtualService read from the mesh. While every answer still holds, the
+    same VirtualService compiles to the same result, so the result can be reused."""
+
+    namespace: str
+    hostnames: tuple[tuple[str, str | None], ...]  # host as written → the service it names
+    ports: tuple[tuple[str, tuple[int, ...]], ...]  # service hostname → its port numbers
+    subsets: tuple[tuple[str, frozenset[str]], ...]  # service hostname → its subset names
+
+    def still_hold(self, context: RoutingContext) -> bool:
+        services, domain = context.services, context.domain
+        for host, hostname in self.hostnames:
+            if _service_hostname(host, self.namespace, services, domain) != hostname:
+                return False
+        for hostname, ports in self.ports:
+            service = services.get(hostname)
+            if service is None or tuple(port.port for port in service.ports) != ports:
+                return False
+        return all(context.rules.subsets(hostname) == names for hostname, names in self.subsets)
+
+
 def compile_virtual_service(
     source: Source, spec: VirtualService, context: RoutingContext
-) -> tuple[VirtualServiceRules | None, list[Diagnostic]]:
-    """Check a VirtualService against the mesh and turn its rules into model routes."""
-    compiler = _Compiler(source, context)
+) -> tuple[VirtualServiceRules | None, list[Diagnostic], MeshAnswers]:
+    """Check a VirtualService against the mesh and turn its rules into model routes.
+
+    Also returns what the check read from the mesh (see `MeshAnswers`).
+    """
+    lookups = _Lookups(context, source.namespace)
+    compiler = _Compiler(source, lookups)
     gateways = tuple(spec.gateways)
     mesh = not gateways or MESH_GATEWAY in gateways
     hosts = tuple(_normal_host(h) for h in spec.hosts)
@@ -483,21 +541,19 @@ def compile_virtual_service(
     if not spec.http and not spec.tcp:
         compiler.problems.add("spec", "needs http or tcp routes")
     if compiler.problems.has_error:
-        return None, compiler.problems.found
-    hostnames = tuple(
-        _service_hostname(h, source.namespace, context.services, context.domain) for h in hosts
-    )
+        return None, compiler.problems.found, lookups.answers()
+    hostnames = tuple(lookups.hostname(h) for h in hosts)
     rules = VirtualServiceRules(
         source, hosts, hostnames, mesh, any(g != MESH_GATEWAY for g in gateways), http, tuple(tcp)
     )
-    return rules, compiler.problems.found
+    return rules, compiler.problems.found, lookups.answers()
 
 
 class _Compiler:
     """Turns one VirtualService's rules into model routes, collecting its problems."""
 
-    def __init__(self, source: Source, context: RoutingContext) -> None:
-        self.source, self.context = source, context
+    def __init__(self, source: Source, mesh: _Lookups) -> None:
+        self.source, self.mesh = source, mesh
         self.problems = _Problems("VirtualService", source)
 
     def check_port(self, port: int, at: str) -> None:
@@ -615,13 +671,11 @@ class _Compiler:
         if not host:
             self.problems.add(f"{at}.host", "is required")
             return None
-        hostname = _service_hostname(
-            host, self.source.namespace, self.context.services, self.context.domain
-        )
+        hostname = self.mesh.hostname(host)
         if hostname is None:
             self.problems.add(f"{at}.host", f"{destination.host!r} is not a known service")
             return None
-        return self.context.services[hostname]
+        return self.mesh.service(hostname)
 
     def cluster(self, destination: Destination, at: str) -> tuple[str, int]:
         """The cluster name and port a destination means; ("", 0) when it is invalid."""
@@ -644,9 +698,7 @@ class _Compiler:
                 f"{service.hostname} has {len(service.ports)} ports; name one with port.number",
             )
             return "", 0
-        if destination.subset and destination.subset not in self.context.rules.subsets(
-            service.hostname
-        ):
+        if destination.subset and destination.subset not in self.mesh.subsets(service.hostname):
             self.problems.add(
                 f"{at}.subset",
                 f"subset {destination.subset!r} is not defined in a DestinationRule"

@@ -278,7 +278,15 @@ def translate(
         spec, found = memo.get("virtual-service", obj, parse_virtual_service, obj)
         if spec is None:
             return None, found
-        compiled, more = compile_virtual_service(_source(meta), spec, context)
+        compiled, more, _ = memo.get_checked(
+            "virtual-service-rules",
+            obj,
+            lambda held: held[2].still_hold(context),
+            compile_virtual_service,
+            _source(meta),
+            spec,
+            context,
+        )
         return compiled, found + more
 
     virtual_services = acceptor.accept(

@@ -7,9 +7,17 @@ from typing import Any
 import pytest
 
 import translators.translate as translate_module
-from tests.unit.objects import versioned_service
+from tests.unit.objects import (
+    destination,
+    http_route,
+    service,
+    service_port,
+    versioned_service,
+    virtual_service,
+)
 from tests.unit.test_translate import canary
 from translators.memo import Memo
+from translators.resolve_routing import compile_virtual_service
 from translators.spec import parse_virtual_service
 from translators.translate import translate
 
@@ -59,3 +67,78 @@ def test_an_unchanged_virtual_service_is_not_parsed_again(monkeypatch: pytest.Mo
 
     assert parsed == ["reviews", "reviews"]  # the first time, and once more after the change
     assert third.model == translate([*objects[:-1], changed]).model
+
+
+# --- a VirtualService's compiled rules, reused while the mesh it reads is the same -------------
+
+
+@pytest.fixture
+def compiled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the VirtualServices compiled, in order."""
+    names: list[str] = []
+    real = compile_virtual_service
+
+    def counting(source: Any, spec: Any, context: Any) -> Any:
+        names.append(source.name)
+        return real(source, spec, context)
+
+    monkeypatch.setattr(translate_module, "compile_virtual_service", counting)
+    return names
+
+
+def test_an_unchanged_virtual_service_is_not_compiled_again_while_its_mesh_is_unchanged(
+    compiled: list[str],
+) -> None:
+    vs = canary()
+    ratings = versioned_service("ratings", base_ip="10.0.1")
+    first = translate([*versioned_service("reviews"), *ratings, vs])
+    # ratings' pods move and its rule gains a subset: nothing the canary reads
+    moved = versioned_service("ratings", versions=("v1", "v2", "v3"), base_ip="10.0.2")
+
+    second = translate([*versioned_service("reviews"), *moved, vs], previous=first)
+
+    assert compiled == ["reviews"]
+    assert second.model == translate([*versioned_service("reviews"), *moved, vs]).model
+
+
+def test_a_subset_defined_later_makes_the_same_virtual_service_valid(compiled: list[str]) -> None:
+    vs = virtual_service("reviews", ["reviews"], [http_route(destination("reviews", "v3"))])
+    first = translate([*versioned_service("reviews"), vs])
+    assert first.has_errors
+
+    second = translate([*versioned_service("reviews", versions=("v1", "v3")), vs], previous=first)
+
+    assert not second.has_errors
+    assert compiled == ["reviews", "reviews"]
+    host = next(v for v in second.model.mesh_hosts if v.name.startswith("reviews."))
+    assert host.routes[0].destinations[0].cluster == "outbound|80|v3|" + host.name.split(":")[0]
+
+
+def test_the_same_virtual_service_is_compiled_again_when_what_it_reads_changes(
+    compiled: list[str],
+) -> None:
+    vs = canary()
+    base = versioned_service("reviews")
+    first = translate([*base, vs])
+    without_v2 = versioned_service("reviews", versions=("v1",))
+    two_ports = [
+        service("reviews", ports=[service_port(80, "http"), service_port(9090, "admin")]),
+        *base[1:],
+    ]
+
+    second = translate([*without_v2, vs], previous=first)  # a subset it names is gone
+    third = translate([*base, vs], previous=second)  # back
+    fourth = translate([*two_ports, vs], previous=third)  # its service gains a port
+    fifth = translate([vs], previous=fourth)  # its service is gone
+
+    assert compiled == ["reviews"] * 5
+    assert second.has_errors and not third.has_errors and fifth.has_errors
+    for translation, objects in [
+        (second, [*without_v2, vs]),
+        (third, [*base, vs]),
+        (fourth, [*two_ports, vs]),
+        (fifth, [vs]),
+    ]:
+        fresh = translate(objects)
+        assert translation.model == fresh.model
+        assert translation.diagnostics == fresh.diagnostics

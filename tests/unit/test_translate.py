@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 from typing import Any
 
@@ -473,3 +474,49 @@ def test_unchanged_parts_of_the_model_are_the_previous_objects() -> None:
     assert any(ratings is v for v in before.model.mesh_hosts)
     assert not any(reviews is v for v in before.model.mesh_hosts)
     assert after.model == translate([*objects, canary(50, 50)]).model
+
+
+@st.composite
+def mesh_histories(draw: st.DrawFn) -> list[list[Obj]]:
+    """A mesh and then a few changes to it: each change replaces, removes or restores some
+    objects and hands every other object on as the very same dict, as the store does."""
+    current = mesh(
+        endpoint_slice("r", "reviews", [slice_endpoint("10.0.0.1", pod="reviews-v1")]),
+        *versioned_service("details", versions=("v1",), base_ip="10.0.2"),
+        virtual_service(
+            "details", ["details"], [http_route(destination("details", "v1"))], created="2"
+        ),
+    )
+    original = list(current)
+    history = [list(current)]
+    for _ in range(draw(st.integers(1, 4))):
+        for _ in range(draw(st.integers(1, 2))):
+            index = draw(st.integers(0, len(current) - 1))
+            how = draw(st.sampled_from(["mutate", "remove", "restore"]))
+            if how == "remove" and len(current) > 1:
+                del current[index]
+            elif how == "restore":
+                current.append(draw(st.sampled_from(original)))
+            else:
+                target = copy.deepcopy(current[index])
+                path = draw(st.sampled_from(_paths(target)[1:]))
+                parent = target
+                for step in path[:-1]:
+                    parent = parent[step]
+                parent[path[-1]] = draw(json_values)
+                current[index] = target
+        history.append(list(current))
+    return history
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mesh_histories())
+def test_results_reused_from_the_last_translation_change_nothing(history: list[list[Obj]]) -> None:
+    previous = translate(history[0])
+    for objects in history[1:]:
+        reusing = translate(objects, previous=previous)
+        from_scratch = translate(objects, previous=dataclasses.replace(previous, memo={}))
+
+        assert reusing.model == from_scratch.model
+        assert reusing.diagnostics == from_scratch.diagnostics
+        previous = reusing
