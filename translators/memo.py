@@ -62,6 +62,11 @@ class Memo:
         current[id(obj)] = (obj, value)
         return value
 
+    def keep(self, step: str) -> None:
+        """Carry the previous results of ``step`` over, for objects this translation did not
+        visit because it reused a result that covers them."""
+        self.entries[step] = dict(self._previous.get(step, _EMPTY))
+
     def _held(
         self, step: str, obj: object
     ) -> tuple[dict[int, tuple[object, Any]], tuple[object, Any] | None]:

@@ -16,7 +16,7 @@ overrides port-level policy which overrides the top-level policy, and weights fo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
@@ -37,6 +37,7 @@ from translators.api.networking_pb2 import OutlierDetection as OutlierDetectionS
 from translators.api.networking_pb2 import StringMatch as StringMatchSpec
 from translators.api.networking_pb2 import TrafficPolicy as TrafficPolicySpec
 from translators.diagnostics import Diagnostic, Severity
+from translators.memo import Memo
 from translators.model import (
     Cluster,
     ClusterEndpoints,
@@ -842,23 +843,76 @@ def services_by_hostname(services: Iterable[Service]) -> dict[str, Service]:
     return {s.hostname: s for s in services}
 
 
+@dataclass(frozen=True, slots=True)
+class _ServiceClusters:
+    """One service's clusters, and the DestinationRule they were made with."""
+
+    rule: DestinationRuleSpec | None
+    clusters: tuple[Cluster, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _ServiceRoutes:
+    """One service's virtual hosts and TCP routes, and what they were made from."""
+
+    vs: VirtualServiceRules | None
+    domain: str
+    hosts: tuple[VirtualHost, ...]
+    tcp_routes: tuple[TcpRoute, ...]
+
+
+def _service_clusters(service: Service, rule: DestinationRuleSpec | None) -> _ServiceClusters:
+    return _ServiceClusters(rule, tuple(_clusters(service, rule)))
+
+
+def _service_routes(
+    service: Service, vs: VirtualServiceRules | None, domain: str
+) -> _ServiceRoutes:
+    return _ServiceRoutes(
+        vs,
+        domain,
+        tuple(_service_hosts(service, vs, domain)),
+        tuple(_tcp_routes(vs, service, gateway=False)) if vs is not None else (),
+    )
+
+
+def _made_with(rule: DestinationRuleSpec | None) -> Callable[[_ServiceClusters], bool]:
+    return lambda held: held.rule is rule
+
+
+def _made_from(vs: VirtualServiceRules | None, domain: str) -> Callable[[_ServiceRoutes], bool]:
+    return lambda held: held.vs is vs and held.domain == domain
+
+
 def resolve_routing(
     services: Mapping[str, Service],
     rules: DestinationRuleIndex,
     virtual_services: Iterable[VirtualServiceRules],
     domain: str = CLUSTER_DOMAIN,
+    memo: Memo | None = None,
 ) -> Routing:
-    """Clusters for every service port and subset, and the virtual hosts that route to them."""
+    """Clusters for every service port and subset, and the virtual hosts that route to them.
+
+    With a ``memo``, a service that is the very same object as last time keeps its clusters
+    while its DestinationRule is the same, and its virtual hosts while its VirtualService is.
+    """
+    memo = memo or Memo()
     mesh_claims, gateway_claims, diagnostics = _claim_hosts(services, virtual_services, domain)
     clusters: list[Cluster] = []
     mesh_hosts: list[VirtualHost] = []
     tcp_routes: list[TcpRoute] = []
     for service in services.values():
-        clusters.extend(_clusters(service, rules.by_host.get(service.hostname)))
+        rule = rules.by_host.get(service.hostname)
         vs = mesh_claims.get(service.hostname)
-        mesh_hosts.extend(_service_hosts(service, vs, services, domain))
-        if vs is not None:
-            tcp_routes.extend(_tcp_routes(vs, service, gateway=False))
+        made = memo.get_checked(
+            "service-clusters", service, _made_with(rule), _service_clusters, service, rule
+        )
+        routed = memo.get_checked(
+            "service-routes", service, _made_from(vs, domain), _service_routes, service, vs, domain
+        )
+        clusters.extend(made.clusters)
+        mesh_hosts.extend(routed.hosts)
+        tcp_routes.extend(routed.tcp_routes)
     for host, vs in mesh_claims.items():
         if host not in services and vs.http:
             mesh_hosts.append(_named_host(host, vs))
@@ -907,10 +961,7 @@ def _claim_hosts(
 
 
 def _service_hosts(
-    service: Service,
-    vs: VirtualServiceRules | None,
-    services: Mapping[str, Service],
-    domain: str,
+    service: Service, vs: VirtualServiceRules | None, domain: str
 ) -> list[VirtualHost]:
     """One virtual host per HTTP port: the VirtualService's rules, else one default route."""
     aliases = service_aliases(service.name, service.namespace, domain)

@@ -34,6 +34,7 @@ from translators.names import CLUSTER_DOMAIN, service_hostname
 from translators.objects import is_mapping
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+SLICE_STEP = "slice"  # the memo step of parsed EndpointSlices
 DEFAULT_NAMESPACE = "default"
 
 # appProtocol values and Istio port-name prefixes, and the protocol each means.
@@ -403,7 +404,7 @@ def resolve_services(
     pod_index = _Pods(pods)
     slices_by_service: dict[tuple[str, str], list[_Slice]] = defaultdict(list)
     for obj in slices:
-        parsed, problems = memo.get("slice", obj, _parse_slice, obj)
+        parsed, problems = memo.get(SLICE_STEP, obj, _parse_slice, obj)
         diagnostics.extend(problems)
         if parsed is not None:
             slices_by_service[parsed.namespace, parsed.service].append(parsed)

@@ -9,13 +9,14 @@ object that is invalid now but was accepted before is translated from its last a
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from translators.diagnostics import Diagnostic, Severity
 from translators.memo import Memo, MemoEntries
-from translators.model import MeshModel, VirtualHost
+from translators.model import Cluster, ClusterEndpoints, MeshModel, Service, VirtualHost
 from translators.names import CLUSTER_DOMAIN
 from translators.objects import is_mapping
 from translators.resolve_ingress import (
@@ -38,8 +39,10 @@ from translators.resolve_routing import (
     services_by_hostname,
 )
 from translators.resolve_services import (
+    SLICE_STEP,
     ObjectKey,
     ObjectMeta,
+    Services,
     ServiceSpec,
     object_meta,
     parse_service,
@@ -88,6 +91,10 @@ class Translation:
     static_diagnostics: tuple[Diagnostic, ...] = field(default=(), repr=False)
     # Per-object results the next translation reuses for objects that did not change.
     memo: MemoEntries = field(default_factory=dict, repr=False, compare=False)
+    # The very objects the services' endpoints were resolved from (specs, slices, pods) and the
+    # result: the next translation reuses it while the same objects come back.
+    resolved_from: tuple[tuple[object, ...], ...] = field(default=(), repr=False, compare=False)
+    resolved: Services | None = field(default=None, repr=False, compare=False)
 
     @property
     def has_errors(self) -> bool:
@@ -247,7 +254,10 @@ def translate(
         objects_by_kind.unnamed.get("Service", ()),
         check_service,
     )
-    resolved = resolve_services(specs, objects_by_kind.slices, objects_by_kind.pods, memo)
+    resolved_from = (tuple(specs), objects_by_kind.slices, objects_by_kind.pods)
+    resolved = _resolved_before(previous, resolved_from, memo)
+    if resolved is None:
+        resolved = resolve_services(specs, objects_by_kind.slices, objects_by_kind.pods, memo)
     services = services_by_hostname(resolved.services)
 
     def compiled_rule(
@@ -294,7 +304,7 @@ def translate(
         objects_by_kind.unnamed.get("VirtualService", ()),
         check_virtual_service,
     )
-    routing = resolve_routing(services, index, virtual_services, domain)
+    routing = resolve_routing(services, index, virtual_services, domain, memo)
 
     # The load-balancer fleet: Ingresses of splitplane's class and LoadBalancer Services.
     classes = ingress_classes(
@@ -330,7 +340,7 @@ def translate(
     model = MeshModel(
         services=resolved.services,
         clusters=routing.clusters,
-        endpoints=cluster_endpoints(routing.clusters, services),
+        endpoints=_endpoints(previous, resolved, routing.clusters, services),
         mesh_hosts=routing.mesh_hosts,
         gateway_hosts=routing.gateway_hosts + edge.hosts,
         gateway_tcp=balancers.listeners,
@@ -354,7 +364,43 @@ def translate(
         service_specs=tuple(specs),
         static_diagnostics=tuple(sorted(static)),
         memo=memo.entries,
+        resolved_from=resolved_from,
+        resolved=resolved,
     )
+
+
+def _resolved_before(
+    previous: Translation | None, resolved_from: tuple[tuple[object, ...], ...], memo: Memo
+) -> Services | None:
+    """The previous translation's services if they were resolved from the very same objects."""
+    if previous is None or previous.resolved is None:
+        return None
+    before = previous.resolved_from
+    if len(before) != len(resolved_from) or not all(
+        len(old) == len(new) and all(map(operator.is_, old, new))
+        for old, new in zip(before, resolved_from, strict=True)
+    ):
+        return None
+    memo.keep(SLICE_STEP)
+    return previous.resolved
+
+
+def _endpoints(
+    previous: Translation | None,
+    resolved: Services,
+    clusters: tuple[Cluster, ...],
+    services: Mapping[str, Service],
+) -> tuple[ClusterEndpoints, ...]:
+    """The clusters' load assignments; the previous ones while services and clusters are the
+    very same objects as last time (a change to routes only)."""
+    if (
+        previous is not None
+        and resolved is previous.resolved
+        and len(clusters) == len(previous.model.clusters)
+        and all(map(operator.is_, clusters, previous.model.clusters))
+    ):
+        return previous.model.endpoints
+    return cluster_endpoints(clusters, services)
 
 
 def reuse_unchanged(previous: MeshModel, model: MeshModel) -> MeshModel:
@@ -411,4 +457,6 @@ def translate_endpoints(previous: Translation, objects: Iterable[KubeObject]) ->
         model=model,
         diagnostics=tuple(sorted((*previous.static_diagnostics, *resolved.diagnostics))),
         memo={**previous.memo, **memo.entries},
+        resolved_from=(previous.service_specs, found.slices, found.pods),
+        resolved=resolved,
     )

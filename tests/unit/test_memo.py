@@ -6,12 +6,15 @@ from typing import Any
 
 import pytest
 
+import translators.resolve_services as resolve_services_module
 import translators.translate as translate_module
 from tests.unit.objects import (
     destination,
+    endpoint_slice,
     http_route,
     service,
     service_port,
+    slice_endpoint,
     versioned_service,
     virtual_service,
 )
@@ -19,7 +22,7 @@ from tests.unit.test_translate import canary
 from translators.memo import Memo
 from translators.resolve_routing import compile_virtual_service
 from translators.spec import parse_virtual_service
-from translators.translate import translate
+from translators.translate import translate, translate_endpoints
 
 
 def test_a_result_is_reused_for_the_same_object_only() -> None:
@@ -142,3 +145,29 @@ def test_the_same_virtual_service_is_compiled_again_when_what_it_reads_changes(
         fresh = translate(objects)
         assert translation.model == fresh.model
         assert translation.diagnostics == fresh.diagnostics
+
+
+def test_endpoint_slices_are_parsed_once_across_changes_that_reuse_the_services(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parsed: list[str] = []
+    real = resolve_services_module._parse_slice
+
+    def counting(obj: Any) -> Any:
+        parsed.append(obj["metadata"]["name"])
+        return real(obj)
+
+    monkeypatch.setattr(resolve_services_module, "_parse_slice", counting)
+    slices = [
+        endpoint_slice("reviews-a", "reviews", [slice_endpoint("10.0.0.1", pod="reviews-v1")]),
+        endpoint_slice("reviews-b", "reviews", [slice_endpoint("10.0.0.2", pod="reviews-v2")]),
+    ]
+    objects = [*versioned_service("reviews"), *slices]
+    first = translate([*objects, canary()])
+    second = translate([*objects, canary(50, 50)], previous=first)  # routes only: reused
+    moved = endpoint_slice("reviews-b", "reviews", [slice_endpoint("10.0.0.3", pod="reviews-v2")])
+
+    third = translate_endpoints(second, [*objects[:-1], moved, canary(50, 50)])
+
+    assert parsed == ["reviews-a", "reviews-b", "reviews-b"]
+    assert third.model == translate([*objects[:-1], moved, canary(50, 50)]).model
