@@ -12,6 +12,7 @@ Resolution is in two steps so that the last good version of a Service can keep s
 
 from __future__ import annotations
 
+import operator
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,7 +35,9 @@ from translators.names import CLUSTER_DOMAIN, service_hostname
 from translators.objects import is_mapping
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-SLICE_STEP = "slice"  # the memo step of parsed EndpointSlices
+# Memo steps: parsed EndpointSlices, parsed Pods, each service with its endpoints.
+SLICE_STEP, POD_STEP, SERVICE_STEP = "slice", "pod", "service-endpoints"
+RESOLVE_STEPS = (SLICE_STEP, POD_STEP, SERVICE_STEP)
 DEFAULT_NAMESPACE = "default"
 
 # appProtocol values and Istio port-name prefixes, and the protocol each means.
@@ -397,11 +400,13 @@ def resolve_services(
 ) -> Services:
     """The given services with the ready endpoints of each port, sorted by hostname.
 
-    With a ``memo``, an EndpointSlice that is the same object as last time is not parsed again.
+    With a ``memo``, an EndpointSlice that is the same object as last time is not parsed again,
+    and a service whose spec, slices (or selected pods) and endpoint pod labels are the same as
+    last time is the very same `Service` object.
     """
     memo = memo or Memo()
     diagnostics: list[Diagnostic] = []
-    pod_index = _Pods(pods)
+    pod_index = _Pods(pods, memo)
     slices_by_service: dict[tuple[str, str], list[_Slice]] = defaultdict(list)
     for obj in slices:
         parsed, problems = memo.get(SLICE_STEP, obj, _parse_slice, obj)
@@ -412,33 +417,79 @@ def resolve_services(
     for spec in specs:
         owned = slices_by_service.get((spec.namespace, spec.name))
         if owned is not None:
-            ports = _ports_from_slices(spec, owned, pod_index)
+            labels = tuple(
+                pod_index.labels(e.pod) if e.pod else () for piece in owned for e in piece.endpoints
+            )
+            inputs = _Inputs(tuple(owned), labels, ())
         else:
-            ports = _ports_from_pods(spec, pod_index.selected(spec), diagnostics)
-        if ports and not any(p.endpoints for p in ports):
-            diagnostics.append(
-                Diagnostic(
-                    "Service",
-                    spec.namespace,
-                    spec.name,
-                    "",
-                    "no ready endpoints; its clusters have empty load assignments",
-                    Severity.WARNING,
-                )
-            )
-        services.append(
-            Service(
-                name=spec.name,
-                namespace=spec.namespace,
-                hostname=spec.hostname,
-                ports=ports,
-                type=spec.type,
-                load_balancer_class=spec.load_balancer_class,
-                headless=spec.headless,
-            )
+            inputs = _Inputs(None, (), tuple(pod_index.selected(spec)))
+        resolved = memo.get_checked(
+            SERVICE_STEP, spec, inputs.same_as, _resolve_service, spec, inputs
         )
+        services.append(resolved.service)
+        diagnostics.extend(resolved.diagnostics)
     services.sort(key=lambda s: s.hostname)
     return Services(tuple(services), tuple(sorted(diagnostics)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Inputs:
+    """What one service's endpoints are computed from."""
+
+    slices: tuple[_Slice, ...] | None  # None: from the pods its selector matches
+    labels: tuple[Labels, ...]  # the pod labels of each slice endpoint, in order
+    selected: tuple[_PodInfo, ...]
+
+    def same_as(self, held: _Resolved) -> bool:
+        """Whether ``held`` was resolved from the very same slices or pods and equal labels."""
+        before = held.inputs
+        if self.slices is None or before.slices is None:
+            return (
+                self.slices is before.slices
+                and len(self.selected) == len(before.selected)
+                and all(map(operator.is_, self.selected, before.selected))
+            )
+        return (
+            len(self.slices) == len(before.slices)
+            and all(map(operator.is_, self.slices, before.slices))
+            and self.labels == before.labels
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    inputs: _Inputs
+    service: Service
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def _resolve_service(spec: ServiceSpec, inputs: _Inputs) -> _Resolved:
+    diagnostics: list[Diagnostic] = []
+    if inputs.slices is not None:
+        ports = _ports_from_slices(spec, inputs.slices, inputs.labels)
+    else:
+        ports = _ports_from_pods(spec, inputs.selected, diagnostics)
+    if ports and not any(p.endpoints for p in ports):
+        diagnostics.append(
+            Diagnostic(
+                "Service",
+                spec.namespace,
+                spec.name,
+                "",
+                "no ready endpoints; its clusters have empty load assignments",
+                Severity.WARNING,
+            )
+        )
+    service = Service(
+        name=spec.name,
+        namespace=spec.namespace,
+        hostname=spec.hostname,
+        ports=ports,
+        type=spec.type,
+        load_balancer_class=spec.load_balancer_class,
+        headless=spec.headless,
+    )
+    return _Resolved(inputs, service, tuple(diagnostics))
 
 
 def _service_port(spec: PortSpec, endpoints: Iterable[Endpoint]) -> ServicePort:
@@ -459,7 +510,8 @@ class _Pods:
     a selector never scans a whole namespace) is built on the first service without slices.
     """
 
-    def __init__(self, objects: Iterable[object]) -> None:
+    def __init__(self, objects: Iterable[object], memo: Memo) -> None:
+        self._memo = memo
         self._raw: dict[tuple[str, str], Mapping[str, Any]] = {}
         # Labels are read here, while each pod's metadata is at hand: nearly every pod is named
         # by some slice endpoint, and reading them later means visiting every pod again.
@@ -485,7 +537,9 @@ class _Pods:
     def get(self, key: tuple[str, str]) -> _PodInfo | None:
         if key not in self._parsed:
             raw = self._raw.get(key)
-            self._parsed[key] = _pod_info(raw) if raw is not None else None
+            self._parsed[key] = (
+                self._memo.get(POD_STEP, raw, _pod_info, raw) if raw is not None else None
+            )
         return self._parsed[key]
 
     def selected(self, spec: ServiceSpec) -> list[_PodInfo]:
@@ -557,16 +611,11 @@ class _Slice:
 
 
 def _ports_from_slices(
-    spec: ServiceSpec, slices: Sequence[_Slice], pods: _Pods
+    spec: ServiceSpec, slices: Sequence[_Slice], labels: Sequence[Labels]
 ) -> tuple[ServicePort, ...]:
-    # Each slice endpoint's pod labels are looked up once, whatever the number of ports.
-    found = [
-        (
-            piece,
-            [(e, pods.labels(e.pod) if e.pod else (), e.pod_ref) for e in piece.endpoints],
-        )
-        for piece in slices
-    ]
+    """``labels`` holds the pod labels of every endpoint of ``slices``, in order."""
+    each = iter(labels)
+    found = [(piece, [(e, next(each), e.pod_ref) for e in piece.endpoints]) for piece in slices]
     ports: list[ServicePort] = []
     for port in spec.ports:
         endpoints: list[Endpoint] = []

@@ -39,7 +39,7 @@ from translators.resolve_routing import (
     services_by_hostname,
 )
 from translators.resolve_services import (
-    SLICE_STEP,
+    RESOLVE_STEPS,
     ObjectKey,
     ObjectMeta,
     Services,
@@ -381,7 +381,8 @@ def _resolved_before(
         for old, new in zip(before, resolved_from, strict=True)
     ):
         return None
-    memo.keep(SLICE_STEP)
+    for step in RESOLVE_STEPS:
+        memo.keep(step)
     return previous.resolved
 
 
