@@ -153,7 +153,9 @@ def child(size: int, server_gc: bool, group_keys: list[str]) -> dict[str, Any]:
     cpu = time.process_time() - cpu_start
     serializer.end_round()
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    change_seconds = one_change(objects, translation, builder, serializer, groups)
+    change_seconds, endpoint_change_seconds = one_change(
+        objects, translation, builder, serializer, groups
+    )
     return {
         "size": size,
         "seconds": end - start,
@@ -166,6 +168,7 @@ def child(size: int, server_gc: bool, group_keys: list[str]) -> dict[str, Any]:
         "peak_rss_mb": peak_rss / 1024,
         "input_rss_mb": rss_before / 1024,
         "change_seconds": change_seconds,
+        "endpoint_change_seconds": endpoint_change_seconds,
     }
 
 
@@ -175,22 +178,39 @@ def one_change(
     builder: Any,
     serializer: Any,
     groups: list[Any],
-) -> float:
-    """Seconds to publish one VirtualService's new weights after the cold start, as serve does:
-    translate with the previous translation, build, snapshot."""
-    from translators.translate import translate
+) -> tuple[float, float]:
+    """Seconds to publish, after the cold start, one VirtualService's new weights and then one
+    EndpointSlice's new address, as serve does: translate with the previous translation (only
+    the endpoints for an endpoint-only change), build, snapshot."""
+    from translators.translate import translate, translate_endpoints
     from xds_server.cache import snapshot_from_messages
 
-    index = next(i for i, obj in enumerate(objects) if obj["kind"] == "VirtualService")
-    changed = copy.deepcopy(objects[index])
-    changed["spec"]["http"][0]["route"][0]["weight"] = 50
-    objects = [*objects[:index], changed, *objects[index + 1 :]]
+    def publish(translation: Any) -> None:
+        for group in groups:
+            snapshot_from_messages(builder.build_group(translation.model, group), serializer)
+        serializer.end_round()
+
+    def replaced(kind: str, change: Any) -> list[dict[str, Any]]:
+        index = next(i for i, obj in enumerate(objects) if obj["kind"] == kind)
+        changed = copy.deepcopy(objects[index])
+        change(changed)
+        return [*objects[:index], changed, *objects[index + 1 :]]
+
+    def new_weight(vs: dict[str, Any]) -> None:
+        vs["spec"]["http"][0]["route"][0]["weight"] = 50
+
+    def new_address(endpoint_slice: dict[str, Any]) -> None:
+        endpoint_slice["endpoints"][0]["addresses"] = ["10.255.255.1"]
+
+    objects = replaced("VirtualService", new_weight)
     start = time.perf_counter()
     translation = translate(objects, previous=previous)
-    for group in groups:
-        snapshot_from_messages(builder.build_group(translation.model, group), serializer)
-    serializer.end_round()
-    return time.perf_counter() - start
+    publish(translation)
+    routes = time.perf_counter() - start
+    objects = replaced("EndpointSlice", new_address)
+    start = time.perf_counter()
+    publish(translate_endpoints(translation, objects))
+    return routes, time.perf_counter() - start
 
 
 def run_fresh(size: int, server_gc: bool, group_keys: list[str]) -> dict[str, Any]:
@@ -221,6 +241,7 @@ def summary(size: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "peak_rss_mb": median("peak_rss_mb"),
         "input_rss_mb": median("input_rss_mb"),
         "change_seconds": median("change_seconds"),
+        "endpoint_change_seconds": median("endpoint_change_seconds"),
         "resources": runs[0]["resources"],
     }
 
@@ -229,15 +250,16 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| services | cold total (s) | CPU (s) | translate (s) | build groups (s) "
         "| serialize (s) | serialized (MB) | peak RSS (MB) | RSS of input objects (MB) "
-        "| then one VirtualService change (s) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| then one VirtualService change (s) | then one EndpointSlice change (s) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['size']} | {r['seconds']:.2f} | {r['cpu_seconds']:.2f} "
             f"| {r['translate_seconds']:.2f} "
             f"| {r['build_seconds']:.2f} | {r['serialize_seconds']:.2f} | {r['mb']:.1f} "
-            f"| {r['peak_rss_mb']:.0f} | {r['input_rss_mb']:.0f} | {r['change_seconds']:.2f} |"
+            f"| {r['peak_rss_mb']:.0f} | {r['input_rss_mb']:.0f} | {r['change_seconds']:.2f} "
+            f"| {r['endpoint_change_seconds']:.2f} |"
         )
     return "\n".join(lines)
 
