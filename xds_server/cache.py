@@ -13,11 +13,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import repeat
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.listener.v3.listener_pb2 import Listener
@@ -264,10 +266,33 @@ def _type_url(message_type: type[Message]) -> str:
 class _TypeSet:
     """The resources of one type made from one tuple of messages, and what they refer to."""
 
-    messages: tuple[Message, ...]
+    messages: object  # the very tuple handed in, to know it again
     resources: TypeResources
     references: frozenset[str]
     prepared: Mapping[int, _Prepared]  # by id of the message
+
+
+@runtime_checkable
+class EncodedMessages(Protocol):
+    """Messages that come with their encoding (the translators' ``Built``): for the message at
+    each index, its name and canonical bytes; the names of the resources they refer to."""
+
+    type_url: str
+    names: Sequence[str]
+    bodies: Sequence[bytes]
+    references: frozenset[str]
+
+
+def _sorted_set(
+    type_url: str,
+    messages: object,
+    by_name: dict[str, Resource],
+    references: frozenset[str],
+    prepared: Mapping[int, _Prepared],
+) -> _TypeSet:
+    ordered = dict(sorted(by_name.items()))
+    resources = TypeResources(type_url, MappingProxyType(ordered), set_version(ordered.values()))
+    return _TypeSet(messages, resources, references, prepared)
 
 
 class Serializer:
@@ -275,7 +300,8 @@ class Serializer:
     versions for as long as the builder hands back the very same message objects.
 
     A tuple of messages handed in again (groups share their clusters and load assignments) yields
-    the very same ``TypeResources``, without looking at its messages again.
+    the very same ``TypeResources``, without looking at its messages again. A tuple that comes
+    encoded (``EncodedMessages``) is not serialized again: its bytes are only hashed.
     ``end_round()`` after a publish forgets what that publish did not use, so memory stays
     bounded by the live snapshots.
     """
@@ -285,7 +311,7 @@ class Serializer:
         self._used: dict[int, _Prepared] = {}
         self._sets_held: dict[tuple[str, int], _TypeSet] = {}
         self._sets_used: dict[tuple[str, int], _TypeSet] = {}
-        self.serialized = 0  # messages serialized so far (for tests and benchmarks)
+        self.serialized = 0  # resources serialized or hashed so far (for tests and benchmarks)
 
     def prepare(self, type_url: str, message: Message) -> _Prepared:
         key = id(message)
@@ -303,7 +329,10 @@ class Serializer:
         key = (type_url, id(messages))
         found = self._sets_used.get(key) or self._sets_held.get(key)
         if found is None or found.messages is not messages:
-            found = self._type_set(type_url, messages)
+            if isinstance(messages, EncodedMessages):
+                found = self._encoded_set(type_url, messages)
+            else:
+                found = self._type_set(type_url, messages)
         else:
             self._used.update(found.prepared)
         self._sets_used[key] = found
@@ -321,11 +350,19 @@ class Serializer:
             by_name[name] = found.resource
             prepared[id(message)] = found
             references.update(found.references)
-        ordered = dict(sorted(by_name.items()))
-        resources = TypeResources(
-            type_url, MappingProxyType(ordered), set_version(ordered.values())
-        )
-        return _TypeSet(tuple(messages), resources, frozenset(references), prepared)
+        return _sorted_set(type_url, tuple(messages), by_name, frozenset(references), prepared)
+
+    def _encoded_set(self, type_url: str, messages: EncodedMessages) -> _TypeSet:
+        if messages.type_url != type_url:
+            raise ValueError(f"{messages.type_url} resources listed under {type_url}")
+        names, bodies = messages.names, messages.bodies
+        made = map(Resource, repeat(type_url), names, map(short_hash, bodies), bodies)
+        by_name = dict(zip(names, made, strict=True))
+        if len(by_name) != len(names):
+            twice = next(name for name, count in Counter(names).items() if count > 1)
+            raise ValueError(f"two {type_url} resources named {twice!r}")
+        self.serialized += len(by_name)
+        return _sorted_set(type_url, messages, by_name, messages.references, {})
 
     def end_round(self) -> None:
         self._held, self._used = self._used, {}

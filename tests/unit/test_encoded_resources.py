@@ -1,0 +1,115 @@
+"""Resources the builders write as bytes: the same bytes the protobuf library writes, and a
+serializer that takes them as they are gives the same snapshot as one that serializes."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from google.protobuf import wrappers_pb2
+
+from tests.support.envoy_resources import eds_cluster, load_assignment
+from translators import resources
+from xds_server.cache import Serializer, Snapshot, snapshot_from_messages
+
+LONG = "x" * 200  # long enough that every enclosing length takes two bytes
+
+
+def test_wire_helpers_write_what_the_protobuf_library_writes() -> None:
+    for text in ("", "a", LONG, "é" * 100, "y" * 20_000):
+        value = wrappers_pb2.StringValue(value=text)
+        assert resources.string_field(1, text) == resources.serialize(value)
+    for number in (0, 1, 127, 128, 300, 2**32 - 1):
+        value32 = wrappers_pb2.UInt32Value(value=number)
+        assert resources.varint_field(1, number) == resources.serialize(value32)
+    domains = ["a", "", LONG]
+    names = cluster_pb2.Cluster.EdsClusterConfig(service_name="s")
+    assert resources.repeated_string_field(2, ["s"]) == resources.serialize(names)
+    assert resources.repeated_string_field(1, domains) == b"".join(
+        resources.length_delimited(1, d.encode()) for d in domains
+    )
+    # field 20 of a cluster (a map of messages) needs a two-byte tag
+    cluster = cluster_pb2.Cluster()
+    cluster.typed_extension_protocol_options["k"].type_url = LONG
+    entry = resources.serialize(cluster)
+    inner = cluster.typed_extension_protocol_options["k"]
+    payload = resources.string_field(1, "k") + resources.length_delimited(
+        2, resources.serialize(inner)
+    )
+    number = cluster_pb2.Cluster.TYPED_EXTENSION_PROTOCOL_OPTIONS_FIELD_NUMBER
+    assert resources.length_delimited(number, payload) == entry
+
+
+def test_the_fields_around_one_field_rebuild_the_message() -> None:
+    cluster = eds_cluster("n")
+    cluster.connect_timeout.seconds = 3
+    number = cluster_pb2.Cluster.EDS_CLUSTER_CONFIG_FIELD_NUMBER
+    before, after = resources.fields_around(cluster, number)
+    own = resources.length_delimited(number, resources.serialize(cluster.eds_cluster_config))
+    assert before + own + after == resources.serialize(cluster)
+    assert before.startswith(resources.string_field(1, "n"))
+    assert after
+
+
+def assignments() -> list[endpoint_pb2.ClusterLoadAssignment]:
+    return [load_assignment(name, [("10.0.0.1", 80)]) for name in ("a", "b", "c", LONG)]
+
+
+def test_built_messages_are_parsed_from_their_bytes() -> None:
+    messages = assignments()
+    built = resources.Built.of(endpoint_pb2.ClusterLoadAssignment, messages)
+    assert list(built) == messages
+    assert built.names == ("a", "b", "c", LONG)
+    assert built.bodies == tuple(resources.serialize(m) for m in messages)
+    assert built.type_url == resources.ENDPOINT
+    for other in (copy.copy(built), copy.deepcopy(built), pickle.loads(pickle.dumps(built))):
+        assert other == built
+        assert (other.names, other.bodies) == (built.names, built.bodies)
+
+
+def test_built_names_and_bytes_must_pair_up() -> None:
+    with pytest.raises(ValueError, match="2 names for 1 resources"):
+        resources.Built(endpoint_pb2.ClusterLoadAssignment, ["a", "b"], [b""])
+
+
+def snapshot_data(snapshot: Snapshot) -> object:
+    return (
+        {
+            url: [(r.name, r.version, r.body) for r in types.resources]
+            for url, types in snapshot.types.items()
+        },
+        {url: types.version for url, types in snapshot.types.items()},
+        snapshot.eds_references,
+        snapshot.rds_references,
+    )
+
+
+def test_a_serializer_takes_built_resources_as_they_are() -> None:
+    clusters = [eds_cluster(name) for name in ("b", "a", LONG)]
+    built = {
+        resources.CLUSTER: resources.Built.of(
+            cluster_pb2.Cluster, clusters, frozenset(("a", "b", LONG))
+        ),
+        resources.ENDPOINT: resources.Built.of(endpoint_pb2.ClusterLoadAssignment, assignments()),
+    }
+    serializer = Serializer()
+    snapshot = snapshot_from_messages(built, serializer)
+    assert serializer.serialized == 7
+    expected = snapshot_from_messages({url: list(m) for url, m in built.items()})
+    assert snapshot_data(snapshot) == snapshot_data(expected)
+    # handed in again, the same tuple is not looked at again
+    again = snapshot_from_messages(built, serializer)
+    assert serializer.serialized == 7
+    assert again.of_type(resources.CLUSTER) is snapshot.of_type(resources.CLUSTER)
+
+
+def test_a_serializer_refuses_built_resources_under_another_type_or_named_twice() -> None:
+    clusters = resources.Built.of(cluster_pb2.Cluster, [eds_cluster("a")])
+    with pytest.raises(ValueError, match="Cluster resources listed under"):
+        snapshot_from_messages({resources.ENDPOINT: clusters})
+    twice = resources.Built.of(cluster_pb2.Cluster, [eds_cluster("a"), eds_cluster("a")])
+    with pytest.raises(ValueError, match="named 'a'"):
+        snapshot_from_messages({resources.CLUSTER: twice})
