@@ -1,40 +1,112 @@
-"""Endpoints: one ClusterLoadAssignment per cluster, endpoints grouped by zone."""
+"""Endpoints: one ClusterLoadAssignment per cluster, endpoints grouped by zone.
+
+There is one load assignment per cluster, so they are written as bytes (see ``resources``):
+
+    ClusterLoadAssignment  1 cluster_name, 2 endpoints (LocalityLbEndpoints)
+    LocalityLbEndpoints    1 locality (2 zone), 2 lb_endpoints, 3 load_balancing_weight (1 value)
+    LbEndpoint             1 endpoint → Endpoint 1 address → Address 1 socket_address
+    SocketAddress          2 address, 3 port_value
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from operator import attrgetter
 
 from envoy.config.endpoint.v3 import endpoint_pb2
 
-from translators.model import ClusterEndpoints, Endpoint
+from translators.model import ClusterEndpoints
+from translators.resources import (
+    Built,
+    length_delimited,
+    string_field,
+    varint_field,
+)
+
+
+class _Entries(dict[tuple[str, int], bytes]):
+    """The ``lb_endpoints`` entry of each address and port, written once: a subset's cluster
+    holds endpoints of its service's cluster."""
+
+    def __missing__(self, key: tuple[str, int]) -> bytes:
+        socket_address = string_field(2, key[0]) + varint_field(3, key[1])
+        size = len(socket_address)
+        if size + 6 < 0x80:  # every length fits in one byte: the usual case, written at once
+            prefix = bytes((0x12, size + 6, 0x0A, size + 4, 0x0A, size + 2, 0x0A, size))
+            entry = prefix + socket_address
+        else:
+            address = length_delimited(1, socket_address)
+            entry = length_delimited(2, length_delimited(1, length_delimited(1, address)))
+        self[key] = entry
+        return entry
+
+
+class _Localities(dict[str, bytes]):
+    """The ``locality`` field of each zone (nothing for the empty zone)."""
+
+    def __missing__(self, zone: str) -> bytes:
+        locality = length_delimited(1, string_field(2, zone)) if zone else b""
+        self[zone] = locality
+        return locality
+
+
+class _Weights(dict[int, bytes]):
+    """The ``load_balancing_weight`` field of each endpoint count."""
+
+    def __missing__(self, count: int) -> bytes:
+        weight = length_delimited(3, varint_field(1, count))
+        self[count] = weight
+        return weight
+
+
+class LoadAssignmentWriter:
+    """Encodes load assignments, each endpoint, zone and weight written once for all of them."""
+
+    def __init__(self) -> None:
+        self._entries = _Entries()
+        self._localities = _Localities()
+        self._weights = _Weights()
+
+    def encode(self, assignment: ClusterEndpoints) -> bytes:
+        """The load assignment of one cluster.
+
+        One locality per zone (sorted; endpoints without a zone share the empty zone), each
+        weighted by its number of endpoints so that traffic still spreads evenly over all
+        endpoints: gRPC clients drop a locality that has no ``load_balancing_weight``.
+        """
+        head = string_field(1, assignment.cluster)
+        if not assignment.endpoints:
+            return head
+        by_zone: dict[str, list[tuple[str, int]]] = {}
+        for endpoint in assignment.endpoints:
+            by_zone.setdefault(endpoint.zone, []).append((endpoint.address, endpoint.port))
+        parts = [head]
+        entries = self._entries
+        localities = self._localities
+        weights = self._weights
+        for zone in sorted(by_zone):
+            members = by_zone[zone]
+            if len(members) > 1:
+                members = sorted(set(members))
+            locality = [localities[zone], *[entries[m] for m in members], weights[len(members)]]
+            parts.append(length_delimited(2, b"".join(locality)))
+        return b"".join(parts)
 
 
 def build_load_assignment(assignment: ClusterEndpoints) -> endpoint_pb2.ClusterLoadAssignment:
-    """The load assignment of one cluster.
-
-    One locality per zone (sorted; endpoints without a zone share the empty zone), each weighted
-    by its number of endpoints so that traffic still spreads evenly over all endpoints: gRPC
-    clients drop a locality that has no ``load_balancing_weight``.
-    """
-    by_zone: dict[str, list[Endpoint]] = {}
-    for endpoint in assignment.endpoints:
-        by_zone.setdefault(endpoint.zone, []).append(endpoint)
-    out = endpoint_pb2.ClusterLoadAssignment(cluster_name=assignment.cluster)
-    for zone in sorted(by_zone):
-        members = sorted({(e.address, e.port) for e in by_zone[zone]})
-        locality = out.endpoints.add()
-        if zone:
-            locality.locality.zone = zone
-        locality.load_balancing_weight.value = len(members)
-        for address, port in members:
-            socket = locality.lb_endpoints.add().endpoint.address.socket_address
-            socket.address = address
-            socket.port_value = port
-    return out
+    """The load assignment of one cluster (see ``LoadAssignmentWriter.encode``)."""
+    body = LoadAssignmentWriter().encode(assignment)
+    return endpoint_pb2.ClusterLoadAssignment.FromString(body)
 
 
 def build_load_assignments(
     assignments: Iterable[ClusterEndpoints],
-) -> tuple[endpoint_pb2.ClusterLoadAssignment, ...]:
+) -> Built[endpoint_pb2.ClusterLoadAssignment]:
     """Every load assignment, sorted by cluster name."""
-    return tuple(build_load_assignment(a) for a in sorted(assignments, key=lambda a: a.cluster))
+    encode = LoadAssignmentWriter().encode
+    ordered = sorted(assignments, key=attrgetter("cluster"))
+    return Built(
+        endpoint_pb2.ClusterLoadAssignment,
+        [a.cluster for a in ordered],
+        [encode(a) for a in ordered],
+    )

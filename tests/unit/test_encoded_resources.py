@@ -13,6 +13,8 @@ from google.protobuf import wrappers_pb2
 
 from tests.support.envoy_resources import eds_cluster, load_assignment
 from translators import resources
+from translators.build_endpoints import build_load_assignment, build_load_assignments
+from translators.model import ClusterEndpoints, Endpoint
 from xds_server.cache import Serializer, Snapshot, snapshot_from_messages
 
 LONG = "x" * 200  # long enough that every enclosing length takes two bytes
@@ -113,3 +115,52 @@ def test_a_serializer_refuses_built_resources_under_another_type_or_named_twice(
     twice = resources.Built.of(cluster_pb2.Cluster, [eds_cluster("a"), eds_cluster("a")])
     with pytest.raises(ValueError, match="named 'a'"):
         snapshot_from_messages({resources.CLUSTER: twice})
+
+
+def load_assignment_by_fields(
+    assignment: ClusterEndpoints,
+) -> endpoint_pb2.ClusterLoadAssignment:
+    """The load assignment the builder documents, made with the protobuf library."""
+    out = endpoint_pb2.ClusterLoadAssignment(cluster_name=assignment.cluster)
+    zones = sorted({e.zone for e in assignment.endpoints})
+    for zone in zones:
+        members = sorted({(e.address, e.port) for e in assignment.endpoints if e.zone == zone})
+        locality = out.endpoints.add()
+        if zone:
+            locality.locality.zone = zone
+        locality.load_balancing_weight.value = len(members)
+        for address, port in members:
+            socket = locality.lb_endpoints.add().endpoint.address.socket_address
+            socket.address = address
+            socket.port_value = port
+    return out
+
+
+@pytest.mark.parametrize(
+    "assignment",
+    [
+        ClusterEndpoints("a"),
+        ClusterEndpoints("a", (Endpoint("10.0.0.1", 80),)),
+        ClusterEndpoints(
+            "outbound|80|v1|reviews.default.svc.cluster.local",
+            (
+                Endpoint("10.0.0.2", 9080, zone="b"),
+                Endpoint("10.0.0.1", 9080, zone="b"),
+                Endpoint("10.0.0.1", 9080, zone="b"),  # the same address twice: once
+                Endpoint("10.0.0.3", 65535),
+                Endpoint("fd00::1", 1, zone="a"),
+            ),
+        ),
+        ClusterEndpoints(LONG, (Endpoint(LONG, 300, zone=LONG),)),
+        ClusterEndpoints("many", tuple(Endpoint(f"10.0.{i}.1", 8000 + i) for i in range(300))),
+    ],
+    ids=["empty", "one", "zones", "long-names", "many"],
+)
+def test_load_assignments_are_the_bytes_the_protobuf_library_writes(
+    assignment: ClusterEndpoints,
+) -> None:
+    expected = resources.serialize(load_assignment_by_fields(assignment))
+    assert resources.serialize(build_load_assignment(assignment)) == expected
+    built = build_load_assignments([assignment, ClusterEndpoints("0")])
+    assert built.bodies[1] == expected
+    assert built.names == ("0", assignment.cluster)
