@@ -13,8 +13,17 @@ from google.protobuf import wrappers_pb2
 
 from tests.support.envoy_resources import eds_cluster, load_assignment
 from translators import resources
+from translators.build_clusters import build_cluster, build_clusters, cluster_template
 from translators.build_endpoints import build_load_assignment, build_load_assignments
-from translators.model import ClusterEndpoints, Endpoint
+from translators.model import (
+    Cluster,
+    ClusterEndpoints,
+    ConnectionPool,
+    Endpoint,
+    OutlierDetection,
+    Protocol,
+    TrafficPolicy,
+)
 from xds_server.cache import Serializer, Snapshot, snapshot_from_messages
 
 LONG = "x" * 200  # long enough that every enclosing length takes two bytes
@@ -164,3 +173,24 @@ def test_load_assignments_are_the_bytes_the_protobuf_library_writes(
     built = build_load_assignments([assignment, ClusterEndpoints("0")])
     assert built.bodies[1] == expected
     assert built.names == ("0", assignment.cluster)
+
+
+@pytest.mark.parametrize(
+    ("name", "protocol", "policy"),
+    [
+        ("outbound|80||reviews.default.svc.cluster.local", Protocol.HTTP, TrafficPolicy()),
+        ("b", Protocol.GRPC, TrafficPolicy(connection_pool=ConnectionPool(max_connections=5))),
+        (LONG, Protocol.TCP, TrafficPolicy(outlier_detection=OutlierDetection(interval_ms=10))),
+    ],
+)
+def test_clusters_are_their_template_with_their_names(
+    name: str, protocol: Protocol, policy: TrafficPolicy
+) -> None:
+    expected = cluster_template(protocol, policy)
+    expected.name = name
+    expected.eds_cluster_config.service_name = name
+    cluster = Cluster(name, "svc", 80, protocol=protocol, policy=policy)
+    assert resources.serialize(build_cluster(cluster)) == resources.serialize(expected)
+    built = build_clusters([cluster, Cluster("0", "svc", 80)])
+    assert built.bodies[1] == resources.serialize(expected)
+    assert built.references == {"0", name}
