@@ -21,9 +21,9 @@ from translators.build_endpoints import build_load_assignments
 from translators.build_listeners import api_listeners, gateway_listeners, sidecar_listeners
 from translators.build_routes import (
     VirtualHostRoutes,
-    gateway_route_table,
+    gateway_route_tables,
     port_route_tables,
-    sidecar_route_table,
+    sidecar_route_tables,
 )
 from translators.model import ClusterEndpoints, MeshModel, NodeGroup, Role
 
@@ -81,7 +81,7 @@ class ResourceBuilder:
             tables = self._part(
                 f"{group.key}/routes",
                 (model.mesh_hosts, routes),
-                lambda: (sidecar_route_table(model, port, routes),),
+                lambda: sidecar_route_tables(model, port, routes),
             )
         elif group.role is Role.GATEWAY:
             port = group.port or DEFAULT_GATEWAY_PORT
@@ -93,7 +93,7 @@ class ResourceBuilder:
             tables = self._part(
                 f"{group.key}/routes",
                 (model.gateway_hosts, routes),
-                lambda: (gateway_route_table(model, port, routes),),
+                lambda: gateway_route_tables(model, port, routes),
             )
         else:
             # api listeners depend only on each host's names and port, not on its routes

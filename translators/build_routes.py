@@ -37,6 +37,13 @@ from translators.model import (
     StringMatch,
     VirtualHost,
 )
+from translators.resources import (
+    Built,
+    length_delimited,
+    repeated_string_field,
+    serialize,
+    string_field,
+)
 
 FAULT_FILTER = "envoy.filters.http.fault"
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
@@ -388,33 +395,40 @@ class VirtualHostRoutes:
         self._built: dict[int, tuple[VirtualHost, bytes]] = {}
 
     def serialized(self, vhost: VirtualHost) -> bytes:
-        """An Envoy virtual host holding only the routes of ``vhost``, serialized."""
+        """The routes of ``vhost`` as Envoy ``VirtualHost.routes`` fields, canonical bytes."""
         found = self._built.get(id(vhost))
         if found is not None and found[0] is vhost:
             return found[1]
         out = rc.VirtualHost()
         for route in vhost.routes:
             out.routes.extend(build_routes(route, self.clusters, vhost.port))
-        data: bytes = out.SerializeToString()
+        data = serialize(out)
         self._built[id(vhost)] = (vhost, data)
         return data
+
+
+_TABLE_NAME = route_pb2.RouteConfiguration.NAME_FIELD_NUMBER
+_VIRTUAL_HOSTS = route_pb2.RouteConfiguration.VIRTUAL_HOSTS_FIELD_NUMBER
+# A virtual host is written as its name, its domains, then the bytes of its routes (which hold
+# nothing else): the field order of rc.VirtualHost.
+_VHOST_NAME = rc.VirtualHost.NAME_FIELD_NUMBER
+_DOMAINS = rc.VirtualHost.DOMAINS_FIELD_NUMBER
 
 
 class _Table:
     """One route configuration being filled: each domain and virtual host name claimed once."""
 
     def __init__(self, name: str, routes: VirtualHostRoutes) -> None:
-        self.config = route_pb2.RouteConfiguration(name=name)
+        self.name = name
         self.routes = routes
         self.domains: set[str] = set()
         self.vhost_names: set[str] = set()
+        self.virtual_hosts: list[bytes] = []
 
     def claim(self, domains: Iterable[str]) -> list[str]:
-        claimed = []
-        for domain in domains:
-            if domain not in self.domains:
-                self.domains.add(domain)
-                claimed.append(domain)
+        taken = self.domains
+        claimed = [domain for domain in dict.fromkeys(domains) if domain not in taken]
+        taken.update(claimed)
         return claimed
 
     def add(self, vhost: VirtualHost, domains: list[str]) -> None:
@@ -426,15 +440,22 @@ class _Table:
             suffix += 1
             name = f"{vhost.name}#{suffix}"
         self.vhost_names.add(name)
-        out = self.config.virtual_hosts.add()
-        out.MergeFromString(self.routes.serialized(vhost))
-        out.name = name
-        out.domains.extend(domains)
+        data = b"".join(
+            (
+                string_field(_VHOST_NAME, name),
+                repeated_string_field(_DOMAINS, domains),
+                self.routes.serialized(vhost),
+            )
+        )
+        self.virtual_hosts.append(length_delimited(_VIRTUAL_HOSTS, data))
+
+    def encode(self) -> bytes:
+        return string_field(_TABLE_NAME, self.name) + b"".join(self.virtual_hosts)
 
 
 def port_route_tables(
     model: MeshModel, routes: VirtualHostRoutes | None = None
-) -> tuple[route_pb2.RouteConfiguration, ...]:
+) -> Built[route_pb2.RouteConfiguration]:
     """One table per mesh port, named by the port; domains are each host and ``host:port``."""
     routes = routes or VirtualHostRoutes(model)
     tables: dict[int, _Table] = {}
@@ -444,7 +465,12 @@ def port_route_tables(
             table = tables[vhost.port] = _Table(names.route_table_name(vhost.port), routes)
         domains = [d for host in vhost.hosts for d in host_domains(host, vhost.port)]
         table.add(vhost, table.claim(domains))
-    return tuple(tables[port].config for port in sorted(tables))
+    ordered = [tables[port] for port in sorted(tables)]
+    return Built(
+        route_pb2.RouteConfiguration,
+        [table.name for table in ordered],
+        [table.encode() for table in ordered],
+    )
 
 
 def bare_host_owners(hosts: Iterable[VirtualHost]) -> dict[int, set[str]]:
@@ -462,32 +488,50 @@ def bare_host_owners(hosts: Iterable[VirtualHost]) -> dict[int, set[str]]:
     return owners
 
 
-def sidecar_route_table(
+def sidecar_route_tables(
     model: MeshModel, port: int, routes: VirtualHostRoutes | None = None
-) -> route_pb2.RouteConfiguration:
-    """The outbound table of a sidecar listening on ``port``: every mesh virtual host.
+) -> Built[route_pb2.RouteConfiguration]:
+    """The tables of a sidecar listening on ``port``: its one outbound table, with every mesh
+    virtual host.
 
     A client may send ``host:port`` for any service port, or the bare host, which goes to port 80
     when the service has it (else to its lowest port).
     """
     table = _Table(names.route_table_name(port), routes or VirtualHostRoutes(model))
-    owners = bare_host_owners(model.mesh_hosts)
+    hosts = model.mesh_hosts
+    owners = bare_host_owners(hosts)
+    claim = table.claim
     with_port = [
-        table.claim(f"{host}:{vhost.port}" for host in vhost.hosts if host != "*")
-        for vhost in model.mesh_hosts
+        claim([f"{host}:{vhost.port}" for host in vhost.hosts if host != "*"]) for vhost in hosts
     ]
-    for index, vhost in enumerate(model.mesh_hosts):
-        bare = table.claim(host for host in vhost.hosts if host in owners[index])
+    for index, vhost in enumerate(hosts):
+        mine = owners[index]
+        bare = claim([host for host in vhost.hosts if host in mine])
         table.add(vhost, bare + with_port[index])
-    return table.config
+    return Built(route_pb2.RouteConfiguration, [table.name], [table.encode()])
+
+
+def sidecar_route_table(
+    model: MeshModel, port: int, routes: VirtualHostRoutes | None = None
+) -> route_pb2.RouteConfiguration:
+    """The outbound table of a sidecar listening on ``port`` (see ``sidecar_route_tables``)."""
+    return sidecar_route_tables(model, port, routes)[0]
+
+
+def gateway_route_tables(
+    model: MeshModel, port: int, routes: VirtualHostRoutes | None = None
+) -> Built[route_pb2.RouteConfiguration]:
+    """The gateway's one table, named by its HTTP port; domains are the hosts and
+    ``host:port``."""
+    table = _Table(names.route_table_name(port), routes or VirtualHostRoutes(model))
+    for vhost in model.gateway_hosts:
+        domains = [d for host in vhost.hosts for d in host_domains(host, port)]
+        table.add(vhost, table.claim(domains))
+    return Built(route_pb2.RouteConfiguration, [table.name], [table.encode()])
 
 
 def gateway_route_table(
     model: MeshModel, port: int, routes: VirtualHostRoutes | None = None
 ) -> route_pb2.RouteConfiguration:
-    """The gateway's table, named by its HTTP port; domains are the hosts and ``host:port``."""
-    table = _Table(names.route_table_name(port), routes or VirtualHostRoutes(model))
-    for vhost in model.gateway_hosts:
-        domains = [d for host in vhost.hosts for d in host_domains(host, port)]
-        table.add(vhost, table.claim(domains))
-    return table.config
+    """The gateway's table (see ``gateway_route_tables``)."""
+    return gateway_route_tables(model, port, routes)[0]

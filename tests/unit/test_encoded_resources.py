@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import copy
 import pickle
+from pathlib import Path
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from google.protobuf import wrappers_pb2
 
+from tests.golden.test_golden import CASES, run_case
 from tests.support.envoy_resources import eds_cluster, load_assignment
 from translators import resources
 from translators.build_clusters import build_cluster, build_clusters, cluster_template
@@ -194,3 +196,15 @@ def test_clusters_are_their_template_with_their_names(
     built = build_clusters([cluster, Cluster("0", "svc", 80)])
     assert built.bodies[1] == resources.serialize(expected)
     assert built.references == {"0", name}
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
+def test_every_group_is_built_with_its_own_names_bytes_and_references(case: Path) -> None:
+    for key, built in run_case(case).groups.items():
+        for messages in built.values():
+            assert isinstance(messages, resources.Built)
+            assert list(messages.names) == [resources.resource_name(m) for m in messages]
+            assert list(messages.bodies) == [resources.serialize(m) for m in messages]
+        serialized_here = {url: list(messages) for url, messages in built.items()}
+        expected = snapshot_data(snapshot_from_messages(serialized_here))
+        assert snapshot_data(snapshot_from_messages(built)) == expected, key
