@@ -6,6 +6,7 @@ domain once: the first virtual host to claim a name keeps it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 
 from envoy.config.core.v3 import base_pb2
@@ -250,6 +251,13 @@ def retry_policy(retries: RetryPolicy) -> rc.RetryPolicy | None:
     return out
 
 
+@functools.lru_cache(maxsize=1024)
+def _shared_retry_policy(retries: RetryPolicy) -> rc.RetryPolicy | None:
+    """``retry_policy``, built once per distinct policy: most routes have the default one.
+    Callers copy it and never change it."""
+    return retry_policy(retries)
+
+
 def hash_policy(chash: ConsistentHash) -> rc.RouteAction.HashPolicy:
     """The request attribute a consistent-hash cluster hashes on."""
     out = rc.RouteAction.HashPolicy()
@@ -300,18 +308,22 @@ def _redirect(redirect: Redirect) -> rc.RedirectAction:
 
 
 def _route_action(
-    route: HttpRoute, match: RouteMatch | None, clusters: Mapping[str, Cluster]
-) -> tuple[rc.RouteAction, Headers | None]:
-    """The forwarding action, and the destination headers a single destination moves up."""
-    action = rc.RouteAction()
+    action: rc.RouteAction,
+    route: HttpRoute,
+    match: RouteMatch | None,
+    clusters: Mapping[str, Cluster],
+) -> Headers | None:
+    """Fill in the forwarding action; return the destination headers a single destination
+    moves up."""
     destinations = [d for d in route.destinations if d.weight > 0] or list(route.destinations[:1])
     lifted: Headers | None = None
     if len(destinations) == 1:
         action.cluster = destinations[0].cluster
         lifted = destinations[0].headers
     else:
+        weighted_clusters = action.weighted_clusters.clusters
         for destination in destinations:
-            weighted = action.weighted_clusters.clusters.add(name=destination.cluster)
+            weighted = weighted_clusters.add(name=destination.cluster)
             weighted.weight.value = destination.weight
             _add_headers(weighted, destination.headers)
     rewrite = route.rewrite
@@ -328,8 +340,11 @@ def _route_action(
                 action.regex_rewrite.substitution = rewrite.uri
         if rewrite.authority:
             action.host_rewrite_literal = rewrite.authority
-    action.timeout.CopyFrom(duration(route.timeout_ms or 0))
-    policy = retry_policy(route.retries if route.retries is not None else DEFAULT_RETRIES)
+    if route.timeout_ms:
+        action.timeout.CopyFrom(duration(route.timeout_ms))
+    else:
+        action.timeout.SetInParent()  # 0: no timeout, which Envoy otherwise defaults to 15 s
+    policy = _shared_retry_policy(route.retries if route.retries is not None else DEFAULT_RETRIES)
     if policy is not None:
         action.retry_policy.CopyFrom(policy)
     if route.mirror is not None:
@@ -339,7 +354,7 @@ def _route_action(
         if target is not None and target.policy.consistent_hash is not None:
             action.hash_policy.append(hash_policy(target.policy.consistent_hash))
             break
-    return action, lifted
+    return lifted
 
 
 def build_routes(
@@ -365,8 +380,7 @@ def build_routes(
         elif not route.destinations:
             envoy_route.direct_response.status = NO_DESTINATION_STATUS
         else:
-            action, lifted = _route_action(route, match, clusters)
-            envoy_route.route.CopyFrom(action)
+            lifted = _route_action(envoy_route.route, route, match, clusters)
         _add_headers(envoy_route, route.headers)
         if lifted:
             _add_headers(envoy_route, lifted)
@@ -399,10 +413,11 @@ class VirtualHostRoutes:
         found = self._built.get(id(vhost))
         if found is not None and found[0] is vhost:
             return found[1]
-        out = rc.VirtualHost()
-        for route in vhost.routes:
-            out.routes.extend(build_routes(route, self.clusters, vhost.port))
-        data = serialize(out)
+        data = b"".join(
+            length_delimited(_ROUTES, serialize(envoy_route))
+            for route in vhost.routes
+            for envoy_route in build_routes(route, self.clusters, vhost.port)
+        )
         self._built[id(vhost)] = (vhost, data)
         return data
 
@@ -413,6 +428,7 @@ _VIRTUAL_HOSTS = route_pb2.RouteConfiguration.VIRTUAL_HOSTS_FIELD_NUMBER
 # nothing else): the field order of rc.VirtualHost.
 _VHOST_NAME = rc.VirtualHost.NAME_FIELD_NUMBER
 _DOMAINS = rc.VirtualHost.DOMAINS_FIELD_NUMBER
+_ROUTES = rc.VirtualHost.ROUTES_FIELD_NUMBER
 
 
 class _Table:
