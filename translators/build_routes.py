@@ -17,7 +17,6 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
-from google.protobuf import any_pb2
 
 from translators import names
 from translators.build_clusters import duration
@@ -37,6 +36,7 @@ from translators.model import (
     RouteMatch,
     StringMatch,
     VirtualHost,
+    WeightedCluster,
 )
 from translators.resources import (
     Built,
@@ -44,6 +44,7 @@ from translators.resources import (
     repeated_string_field,
     serialize,
     string_field,
+    varint_field,
 )
 
 FAULT_FILTER = "envoy.filters.http.fault"
@@ -251,13 +252,6 @@ def retry_policy(retries: RetryPolicy) -> rc.RetryPolicy | None:
     return out
 
 
-@functools.lru_cache(maxsize=1024)
-def _shared_retry_policy(retries: RetryPolicy) -> rc.RetryPolicy | None:
-    """``retry_policy``, built once per distinct policy: most routes have the default one.
-    Callers copy it and never change it."""
-    return retry_policy(retries)
-
-
 def hash_policy(chash: ConsistentHash) -> rc.RouteAction.HashPolicy:
     """The request attribute a consistent-hash cluster hashes on."""
     out = rc.RouteAction.HashPolicy()
@@ -307,59 +301,109 @@ def _redirect(redirect: Redirect) -> rc.RedirectAction:
     return out
 
 
+# A route is written field by field in field number order (see ``resources``); the parts most
+# routes do not have are built as messages and serialized in their place.
+_MATCH = rc.Route.MATCH_FIELD_NUMBER
+_ACTION = rc.Route.ROUTE_FIELD_NUMBER
+_REDIRECT = rc.Route.REDIRECT_FIELD_NUMBER
+_DIRECT_RESPONSE = rc.Route.DIRECT_RESPONSE_FIELD_NUMBER
+# then request/response header operations and typed_per_filter_config (9–13), then:
+_ROUTE_NAME = rc.Route.NAME_FIELD_NUMBER
+_CLUSTER = rc.RouteAction.CLUSTER_FIELD_NUMBER
+_WEIGHTED_CLUSTERS = rc.RouteAction.WEIGHTED_CLUSTERS_FIELD_NUMBER
+_PREFIX_REWRITE = rc.RouteAction.PREFIX_REWRITE_FIELD_NUMBER
+_HOST_REWRITE_LITERAL = rc.RouteAction.HOST_REWRITE_LITERAL_FIELD_NUMBER
+_TIMEOUT = rc.RouteAction.TIMEOUT_FIELD_NUMBER
+_RETRY_POLICY = rc.RouteAction.RETRY_POLICY_FIELD_NUMBER
+_HASH_POLICY = rc.RouteAction.HASH_POLICY_FIELD_NUMBER
+_MIRROR_POLICIES = rc.RouteAction.REQUEST_MIRROR_POLICIES_FIELD_NUMBER
+_REGEX_REWRITE = rc.RouteAction.REGEX_REWRITE_FIELD_NUMBER
+_WEIGHTED_CLUSTER = rc.WeightedCluster.CLUSTERS_FIELD_NUMBER
+_WEIGHT_NAME = rc.WeightedCluster.ClusterWeight.NAME_FIELD_NUMBER
+_WEIGHT = rc.WeightedCluster.ClusterWeight.WEIGHT_FIELD_NUMBER
+# then the cluster's header operations (4–9)
+
+_NO_DESTINATION = length_delimited(_DIRECT_RESPONSE, varint_field(1, NO_DESTINATION_STATUS))
+_NO_TIMEOUT = length_delimited(_TIMEOUT, b"")  # 0: no timeout; Envoy would otherwise use 15 s
+
+
+@functools.cache
+def _match_all() -> bytes:
+    return length_delimited(_MATCH, serialize(route_match(None)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _retry_policy_field(retries: RetryPolicy) -> bytes:
+    """``retry_policy`` as a RouteAction field, written once per distinct policy: most routes
+    have the default one."""
+    policy = retry_policy(retries)
+    return length_delimited(_RETRY_POLICY, serialize(policy)) if policy is not None else b""
+
+
+def _regex_rewrite(pattern: str, substitution: str) -> bytes:
+    rewrite = regex_pb2.RegexMatchAndSubstitute(
+        pattern=regex_pb2.RegexMatcher(regex=pattern), substitution=substitution
+    )
+    return length_delimited(_REGEX_REWRITE, serialize(rewrite))
+
+
+def _cluster_weight(destination: WeightedCluster) -> bytes:
+    data = string_field(_WEIGHT_NAME, destination.cluster) + length_delimited(
+        _WEIGHT, varint_field(1, destination.weight)
+    )
+    if destination.headers:
+        headers = rc.WeightedCluster.ClusterWeight()
+        _add_headers(headers, destination.headers)
+        data += serialize(headers)
+    return length_delimited(_WEIGHTED_CLUSTER, data)
+
+
 def _route_action(
-    action: rc.RouteAction,
     route: HttpRoute,
+    destinations: Sequence[WeightedCluster],
     match: RouteMatch | None,
     clusters: Mapping[str, Cluster],
-) -> Headers | None:
-    """Fill in the forwarding action; return the destination headers a single destination
-    moves up."""
-    destinations = [d for d in route.destinations if d.weight > 0] or list(route.destinations[:1])
-    lifted: Headers | None = None
+) -> bytes:
+    """The forwarding action to ``destinations`` (at least one), encoded."""
     if len(destinations) == 1:
-        action.cluster = destinations[0].cluster
-        lifted = destinations[0].headers
+        parts = [length_delimited(_CLUSTER, destinations[0].cluster.encode())]  # oneof: always
     else:
-        weighted_clusters = action.weighted_clusters.clusters
-        for destination in destinations:
-            weighted = weighted_clusters.add(name=destination.cluster)
-            weighted.weight.value = destination.weight
-            _add_headers(weighted, destination.headers)
+        weighted = b"".join([_cluster_weight(d) for d in destinations])
+        parts = [length_delimited(_WEIGHTED_CLUSTERS, weighted)]
+    regex_rewrite = b""
     rewrite = route.rewrite
     if rewrite is not None:
         if rewrite.regex:
-            action.regex_rewrite.pattern.regex = rewrite.regex
-            action.regex_rewrite.substitution = rewrite.regex_substitution
+            regex_rewrite = _regex_rewrite(rewrite.regex, rewrite.regex_substitution)
         elif rewrite.uri:
             uri = match.uri if match is not None else None
             if uri is None or uri.kind in (MatchKind.PREFIX, MatchKind.PATH_PREFIX):
-                action.prefix_rewrite = rewrite.uri
+                parts.append(string_field(_PREFIX_REWRITE, rewrite.uri))
             else:
-                action.regex_rewrite.pattern.regex = "^.*$"
-                action.regex_rewrite.substitution = rewrite.uri
+                regex_rewrite = _regex_rewrite("^.*$", rewrite.uri)
         if rewrite.authority:
-            action.host_rewrite_literal = rewrite.authority
+            parts.append(string_field(_HOST_REWRITE_LITERAL, rewrite.authority))
     if route.timeout_ms:
-        action.timeout.CopyFrom(duration(route.timeout_ms))
+        parts.append(length_delimited(_TIMEOUT, serialize(duration(route.timeout_ms))))
     else:
-        action.timeout.SetInParent()  # 0: no timeout, which Envoy otherwise defaults to 15 s
-    policy = _shared_retry_policy(route.retries if route.retries is not None else DEFAULT_RETRIES)
-    if policy is not None:
-        action.retry_policy.CopyFrom(policy)
-    if route.mirror is not None:
-        action.request_mirror_policies.append(_mirror_policy(route.mirror))
+        parts.append(_NO_TIMEOUT)
+    parts.append(
+        _retry_policy_field(route.retries if route.retries is not None else DEFAULT_RETRIES)
+    )
     for destination in destinations:
         target = clusters.get(destination.cluster)
         if target is not None and target.policy.consistent_hash is not None:
-            action.hash_policy.append(hash_policy(target.policy.consistent_hash))
+            policy = hash_policy(target.policy.consistent_hash)
+            parts.append(length_delimited(_HASH_POLICY, serialize(policy)))
             break
-    return lifted
+    if route.mirror is not None:
+        mirror = _mirror_policy(route.mirror)
+        parts.append(length_delimited(_MIRROR_POLICIES, serialize(mirror)))
+    parts.append(regex_rewrite)
+    return length_delimited(_ACTION, b"".join(parts))
 
 
-def build_routes(
-    route: HttpRoute, clusters: Mapping[str, Cluster], port: int = 0
-) -> list[rc.Route]:
+def encode_routes(route: HttpRoute, clusters: Mapping[str, Cluster], port: int = 0) -> list[bytes]:
     """One Envoy route per match of a rule (a rule without matches matches everything).
 
     Matches bound to another port than ``port`` are left out; a rule left with none is dropped.
@@ -367,27 +411,41 @@ def build_routes(
     matches: Sequence[RouteMatch | None] = route.matches or (None,)
     if port:
         matches = [m for m in matches if m is None or not m.port or m.port == port]
-    fault: any_pb2.Any | None = None
-    if route.fault is not None:
-        fault = any_pb2.Any()
-        fault.Pack(http_fault(route.fault))
+    destinations = [d for d in route.destinations if d.weight > 0] or list(route.destinations[:1])
+    outcome = b""
+    lifted: Headers | None = None  # a single destination's headers move up to the route
+    if route.redirect is not None:
+        outcome = length_delimited(_REDIRECT, serialize(_redirect(route.redirect)))
+    elif not route.destinations:
+        outcome = _NO_DESTINATION
+    elif len(destinations) == 1:
+        lifted = destinations[0].headers
+    tail = string_field(_ROUTE_NAME, route.name)
+    if route.headers or lifted or route.fault is not None:
+        extra = rc.Route()
+        _add_headers(extra, route.headers)
+        if lifted:
+            _add_headers(extra, lifted)
+        if route.fault is not None:
+            extra.typed_per_filter_config[FAULT_FILTER].Pack(http_fault(route.fault))
+        tail = serialize(extra) + tail
     out = []
     for match in matches:
-        envoy_route = rc.Route(name=route.name, match=route_match(match))
-        lifted: Headers | None = None
-        if route.redirect is not None:
-            envoy_route.redirect.CopyFrom(_redirect(route.redirect))
-        elif not route.destinations:
-            envoy_route.direct_response.status = NO_DESTINATION_STATUS
-        else:
-            lifted = _route_action(envoy_route.route, route, match, clusters)
-        _add_headers(envoy_route, route.headers)
-        if lifted:
-            _add_headers(envoy_route, lifted)
-        if fault is not None:
-            envoy_route.typed_per_filter_config[FAULT_FILTER].CopyFrom(fault)
-        out.append(envoy_route)
+        head = (
+            _match_all()
+            if match is None
+            else length_delimited(_MATCH, serialize(route_match(match)))
+        )
+        action = outcome or _route_action(route, destinations, match, clusters)
+        out.append(head + action + tail)
     return out
+
+
+def build_routes(
+    route: HttpRoute, clusters: Mapping[str, Cluster], port: int = 0
+) -> list[rc.Route]:
+    """The Envoy routes of a rule (see ``encode_routes``)."""
+    return [rc.Route.FromString(data) for data in encode_routes(route, clusters, port)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -414,9 +472,9 @@ class VirtualHostRoutes:
         if found is not None and found[0] is vhost:
             return found[1]
         data = b"".join(
-            length_delimited(_ROUTES, serialize(envoy_route))
+            length_delimited(_ROUTES, encoded)
             for route in vhost.routes
-            for envoy_route in build_routes(route, self.clusters, vhost.port)
+            for encoded in encode_routes(route, self.clusters, vhost.port)
         )
         self._built[id(vhost)] = (vhost, data)
         return data

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
 from google.protobuf import wrappers_pb2
 
 from tests.golden.test_golden import CASES, run_case
@@ -17,14 +18,29 @@ from tests.support.envoy_resources import eds_cluster, load_assignment
 from translators import resources
 from translators.build_clusters import build_cluster, build_clusters, cluster_template
 from translators.build_endpoints import build_load_assignment, build_load_assignments
+from translators.build_routes import encode_routes
 from translators.model import (
     Cluster,
     ClusterEndpoints,
     ConnectionPool,
+    ConsistentHash,
     Endpoint,
+    Fault,
+    HeaderOperations,
+    Headers,
+    HttpRoute,
+    KeyMatch,
+    MatchKind,
+    Mirror,
     OutlierDetection,
     Protocol,
+    Redirect,
+    RetryPolicy,
+    Rewrite,
+    RouteMatch,
+    StringMatch,
     TrafficPolicy,
+    WeightedCluster,
 )
 from xds_server.cache import Serializer, Snapshot, snapshot_from_messages
 
@@ -208,3 +224,55 @@ def test_every_group_is_built_with_its_own_names_bytes_and_references(case: Path
         serialized_here = {url: list(messages) for url, messages in built.items()}
         expected = snapshot_data(snapshot_from_messages(serialized_here))
         assert snapshot_data(snapshot_from_messages(built)) == expected, key
+
+
+HEADERS = Headers(
+    request=HeaderOperations(set=(("x-a", "1"),), add=(("x-b", "2"),), remove=("x-c",)),
+    response=HeaderOperations(set=(("x-d", "3"),), remove=("x-e",)),
+)
+HASHED = Cluster("hashed", "svc", 80, policy=TrafficPolicy(consistent_hash=ConsistentHash("h")))
+SPLIT = (WeightedCluster("a", 3, HEADERS), WeightedCluster(LONG, 1), WeightedCluster("z", 0))
+PREFIX = StringMatch(MatchKind.PREFIX, "/api")
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        HttpRoute(destinations=(WeightedCluster("a", 1),)),
+        HttpRoute(name="all", destinations=SPLIT, headers=HEADERS, timeout_ms=1500),
+        HttpRoute(destinations=(WeightedCluster("a", 1, HEADERS),), headers=HEADERS),
+        HttpRoute(destinations=(WeightedCluster("a", 0), WeightedCluster("hashed", 0))),
+        HttpRoute(
+            matches=(
+                RouteMatch(uri=PREFIX, port=80),
+                RouteMatch(
+                    uri=StringMatch(MatchKind.EXACT, "/x"),
+                    method=StringMatch(MatchKind.EXACT, "GET"),
+                    headers=(KeyMatch("h", StringMatch(MatchKind.REGEX, "v.*"), invert=True),),
+                    query_params=(KeyMatch("q"),),
+                    ignore_uri_case=True,
+                ),
+                RouteMatch(uri=PREFIX, port=81),
+            ),
+            destinations=(WeightedCluster("hashed", 1), WeightedCluster("b", 1)),
+            rewrite=Rewrite(uri="/v2", authority="new.example.com"),
+            retries=RetryPolicy(3, per_try_timeout_ms=250, retry_on="503,gateway-error"),
+            fault=Fault(delay_ms=5, delay_percent=12.5, abort_grpc_status="UNAVAILABLE"),
+            mirror=Mirror("shadow", 10.0),
+        ),
+        HttpRoute(
+            destinations=(WeightedCluster("a", 1),),
+            rewrite=Rewrite(regex="^/old/(.*)$", regex_substitution="/new/\\1"),
+            retries=RetryPolicy(0),
+        ),
+        HttpRoute(redirect=Redirect(uri="/moved", port=8443, scheme="https", code=308)),
+        HttpRoute(matches=(RouteMatch(uri=PREFIX),), headers=HEADERS),
+    ],
+    ids=["plain", "split", "lifted", "all-zero", "everything", "regex", "redirect", "none"],
+)
+def test_routes_are_written_as_the_protobuf_library_writes_them(route: HttpRoute) -> None:
+    clusters = {HASHED.name: HASHED}
+    encoded = encode_routes(route, clusters, port=80)
+    assert encoded
+    for data in encoded:
+        assert resources.serialize(rc.Route.FromString(data)) == data
