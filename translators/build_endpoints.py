@@ -10,6 +10,7 @@ There is one load assignment per cluster, so they are written as bytes (see ``re
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from operator import attrgetter
 
@@ -29,7 +30,7 @@ class _Entries(dict[tuple[str, int], bytes]):
     holds endpoints of its service's cluster."""
 
     def __missing__(self, key: tuple[str, int]) -> bytes:
-        socket_address = string_field(2, key[0]) + varint_field(3, key[1])
+        socket_address = string_field(2, key[0]) + _port_value(key[1])
         size = len(socket_address)
         if size + 6 < 0x80:  # every length fits in one byte: the usual case, written at once
             prefix = bytes((0x12, size + 6, 0x0A, size + 4, 0x0A, size + 2, 0x0A, size))
@@ -39,6 +40,11 @@ class _Entries(dict[tuple[str, int], bytes]):
             entry = length_delimited(2, length_delimited(1, length_delimited(1, address)))
         self[key] = entry
         return entry
+
+
+@functools.lru_cache(maxsize=1024)
+def _port_value(port: int) -> bytes:
+    return varint_field(3, port)
 
 
 class _Localities(dict[str, bytes]):
