@@ -21,8 +21,12 @@ from translators.build_endpoints import build_load_assignments
 from translators.build_listeners import api_listeners, gateway_listeners, sidecar_listeners
 from translators.build_routes import (
     VirtualHostRoutes,
+    gateway_layout,
     gateway_route_tables,
+    layout_key,
+    port_layout,
     port_route_tables,
+    sidecar_layout,
     sidecar_route_tables,
 )
 from translators.model import ClusterEndpoints, MeshModel, NodeGroup, Role
@@ -75,13 +79,20 @@ class ResourceBuilder:
         routes = self._part("routes", (model.clusters,), lambda: VirtualHostRoutes(model))
         listeners: tuple[Message, ...]
         tables: tuple[Message, ...]
+        # Where each virtual host goes in a table depends only on the virtual hosts' names,
+        # ports and hosts: a routing change keeps the layout and only reassembles the table.
         if group.role is Role.SIDECAR:
             port = group.port or DEFAULT_SIDECAR_PORT
             listeners = self._part(f"{group.key}/listeners", (), lambda: sidecar_listeners(port))
+            layout = self._part(
+                f"{group.key}/layout",
+                (layout_key(model.mesh_hosts),),
+                lambda: sidecar_layout(model.mesh_hosts),
+            )
             tables = self._part(
                 f"{group.key}/routes",
-                (model.mesh_hosts, routes),
-                lambda: sidecar_route_tables(model, port, routes),
+                (model.mesh_hosts, routes, layout),
+                lambda: sidecar_route_tables(model, port, routes, layout),
             )
         elif group.role is Role.GATEWAY:
             port = group.port or DEFAULT_GATEWAY_PORT
@@ -90,10 +101,15 @@ class ResourceBuilder:
                 (model.gateway_tcp,),
                 lambda: gateway_listeners(port, model.gateway_tcp),
             )
+            layout = self._part(
+                f"{group.key}/layout",
+                (layout_key(model.gateway_hosts),),
+                lambda: gateway_layout(model.gateway_hosts, port),
+            )
             tables = self._part(
                 f"{group.key}/routes",
-                (model.gateway_hosts, routes),
-                lambda: gateway_route_tables(model, port, routes),
+                (model.gateway_hosts, routes, layout),
+                lambda: gateway_route_tables(model, port, routes, layout),
             )
         else:
             # api listeners depend only on each host's names and port, not on its routes
@@ -101,10 +117,15 @@ class ResourceBuilder:
             listeners = self._part(
                 "api-listeners", (targets,), lambda: api_listeners(model.mesh_hosts)
             )
+            layout = self._part(
+                "port-layout",
+                (layout_key(model.mesh_hosts),),
+                lambda: port_layout(model.mesh_hosts),
+            )
             tables = self._part(
                 "port-routes",
-                (model.mesh_hosts, routes),
-                lambda: port_route_tables(model, routes),
+                (model.mesh_hosts, routes, layout),
+                lambda: port_route_tables(model, routes, layout),
             )
         return {
             resources.CLUSTER: clusters,

@@ -482,22 +482,24 @@ class VirtualHostRoutes:
 
 _TABLE_NAME = route_pb2.RouteConfiguration.NAME_FIELD_NUMBER
 _VIRTUAL_HOSTS = route_pb2.RouteConfiguration.VIRTUAL_HOSTS_FIELD_NUMBER
-# A virtual host is written as its name, its domains, then the bytes of its routes (which hold
+# A virtual host is written as its name and domains, then the bytes of its routes (which hold
 # nothing else): the field order of rc.VirtualHost.
 _VHOST_NAME = rc.VirtualHost.NAME_FIELD_NUMBER
 _DOMAINS = rc.VirtualHost.DOMAINS_FIELD_NUMBER
 _ROUTES = rc.VirtualHost.ROUTES_FIELD_NUMBER
 
+Layout = tuple[bytes | None, ...]
+"""Where each virtual host (in the model's order) goes in its route table: its name and domains
+there, encoded, or None when it claims no domain. A layout depends only on the names, ports and
+hosts of the virtual hosts, not on their routes, so a routing change keeps it."""
 
-class _Table:
-    """One route configuration being filled: each domain and virtual host name claimed once."""
 
-    def __init__(self, name: str, routes: VirtualHostRoutes) -> None:
-        self.name = name
-        self.routes = routes
+class _Claims:
+    """The domains and virtual host names of one route table: each claimed once."""
+
+    def __init__(self) -> None:
         self.domains: set[str] = set()
         self.vhost_names: set[str] = set()
-        self.virtual_hosts: list[bytes] = []
 
     def claim(self, domains: Iterable[str]) -> list[str]:
         taken = self.domains
@@ -505,46 +507,70 @@ class _Table:
         taken.update(claimed)
         return claimed
 
-    def add(self, vhost: VirtualHost, domains: list[str]) -> None:
+    def place(self, vhost: VirtualHost, domains: list[str]) -> bytes | None:
+        """``vhost``'s name (made unique) and ``domains`` in this table, encoded."""
         if not domains:
-            return
+            return None
         name = vhost.name
         suffix = 1
         while name in self.vhost_names:
             suffix += 1
             name = f"{vhost.name}#{suffix}"
         self.vhost_names.add(name)
-        data = b"".join(
-            (
-                string_field(_VHOST_NAME, name),
-                repeated_string_field(_DOMAINS, domains),
-                self.routes.serialized(vhost),
-            )
-        )
-        self.virtual_hosts.append(length_delimited(_VIRTUAL_HOSTS, data))
+        return string_field(_VHOST_NAME, name) + repeated_string_field(_DOMAINS, domains)
 
-    def encode(self) -> bytes:
-        return string_field(_TABLE_NAME, self.name) + b"".join(self.virtual_hosts)
+
+def layout_key(
+    hosts: Sequence[VirtualHost],
+) -> tuple[tuple[str, ...], tuple[int, ...], tuple[tuple[str, ...], ...]]:
+    """What the layouts of ``hosts`` depend on: their names, ports and hosts."""
+    return (
+        tuple(vhost.name for vhost in hosts),
+        tuple(vhost.port for vhost in hosts),
+        tuple(vhost.hosts for vhost in hosts),
+    )
+
+
+def _table(
+    name: str, placed: Iterable[tuple[VirtualHost, bytes | None]], routes: VirtualHostRoutes
+) -> bytes:
+    parts = [string_field(_TABLE_NAME, name)]
+    for vhost, place in placed:
+        if place is not None:
+            vhost_data = place + routes.serialized(vhost)
+            parts.append(length_delimited(_VIRTUAL_HOSTS, vhost_data))
+    return b"".join(parts)
+
+
+def port_layout(hosts: Sequence[VirtualHost]) -> Layout:
+    """Each virtual host in the table of its port; domains are each host and ``host:port``."""
+    tables: dict[int, _Claims] = {}
+    out = []
+    for vhost in hosts:
+        claims = tables.get(vhost.port)
+        if claims is None:
+            claims = tables[vhost.port] = _Claims()
+        domains = [d for host in vhost.hosts for d in host_domains(host, vhost.port)]
+        out.append(claims.place(vhost, claims.claim(domains)))
+    return tuple(out)
 
 
 def port_route_tables(
-    model: MeshModel, routes: VirtualHostRoutes | None = None
+    model: MeshModel, routes: VirtualHostRoutes | None = None, layout: Layout | None = None
 ) -> Built[route_pb2.RouteConfiguration]:
-    """One table per mesh port, named by the port; domains are each host and ``host:port``."""
+    """One table per mesh port, named by the port (see ``port_layout``)."""
     routes = routes or VirtualHostRoutes(model)
-    tables: dict[int, _Table] = {}
-    for vhost in model.mesh_hosts:
-        table = tables.get(vhost.port)
-        if table is None:
-            table = tables[vhost.port] = _Table(names.route_table_name(vhost.port), routes)
-        domains = [d for host in vhost.hosts for d in host_domains(host, vhost.port)]
-        table.add(vhost, table.claim(domains))
-    ordered = [tables[port] for port in sorted(tables)]
-    return Built(
-        route_pb2.RouteConfiguration,
-        [table.name for table in ordered],
-        [table.encode() for table in ordered],
-    )
+    if layout is None:
+        layout = port_layout(model.mesh_hosts)
+    by_port: dict[int, list[tuple[VirtualHost, bytes | None]]] = {}
+    for vhost, place in zip(model.mesh_hosts, layout, strict=True):
+        by_port.setdefault(vhost.port, []).append((vhost, place))
+    ports = sorted(by_port)
+    table_names = [names.route_table_name(port) for port in ports]
+    bodies = [
+        _table(name, by_port[port], routes) for name, port in zip(table_names, ports, strict=True)
+    ]
+    return Built(route_pb2.RouteConfiguration, table_names, bodies)
 
 
 def bare_host_owners(hosts: Iterable[VirtualHost]) -> dict[int, set[str]]:
@@ -562,27 +588,40 @@ def bare_host_owners(hosts: Iterable[VirtualHost]) -> dict[int, set[str]]:
     return owners
 
 
-def sidecar_route_tables(
-    model: MeshModel, port: int, routes: VirtualHostRoutes | None = None
-) -> Built[route_pb2.RouteConfiguration]:
-    """The tables of a sidecar listening on ``port``: its one outbound table, with every mesh
-    virtual host.
+def sidecar_layout(hosts: Sequence[VirtualHost]) -> Layout:
+    """Every mesh virtual host in a sidecar's outbound table.
 
     A client may send ``host:port`` for any service port, or the bare host, which goes to port 80
     when the service has it (else to its lowest port).
     """
-    table = _Table(names.route_table_name(port), routes or VirtualHostRoutes(model))
-    hosts = model.mesh_hosts
+    claims = _Claims()
     owners = bare_host_owners(hosts)
-    claim = table.claim
+    claim = claims.claim
     with_port = [
         claim([f"{host}:{vhost.port}" for host in vhost.hosts if host != "*"]) for vhost in hosts
     ]
+    out = []
     for index, vhost in enumerate(hosts):
         mine = owners[index]
         bare = claim([host for host in vhost.hosts if host in mine])
-        table.add(vhost, bare + with_port[index])
-    return Built(route_pb2.RouteConfiguration, [table.name], [table.encode()])
+        out.append(claims.place(vhost, bare + with_port[index]))
+    return tuple(out)
+
+
+def sidecar_route_tables(
+    model: MeshModel,
+    port: int,
+    routes: VirtualHostRoutes | None = None,
+    layout: Layout | None = None,
+) -> Built[route_pb2.RouteConfiguration]:
+    """The tables of a sidecar listening on ``port``: its one outbound table, with every mesh
+    virtual host (see ``sidecar_layout``)."""
+    routes = routes or VirtualHostRoutes(model)
+    if layout is None:
+        layout = sidecar_layout(model.mesh_hosts)
+    name = names.route_table_name(port)
+    placed = zip(model.mesh_hosts, layout, strict=True)
+    return Built(route_pb2.RouteConfiguration, [name], [_table(name, placed, routes)])
 
 
 def sidecar_route_table(
@@ -592,16 +631,28 @@ def sidecar_route_table(
     return sidecar_route_tables(model, port, routes)[0]
 
 
+def gateway_layout(hosts: Sequence[VirtualHost], port: int) -> Layout:
+    """The gateway's virtual hosts in its table; domains are the hosts and ``host:port``."""
+    claims = _Claims()
+    return tuple(
+        claims.place(vhost, claims.claim([d for h in vhost.hosts for d in host_domains(h, port)]))
+        for vhost in hosts
+    )
+
+
 def gateway_route_tables(
-    model: MeshModel, port: int, routes: VirtualHostRoutes | None = None
+    model: MeshModel,
+    port: int,
+    routes: VirtualHostRoutes | None = None,
+    layout: Layout | None = None,
 ) -> Built[route_pb2.RouteConfiguration]:
-    """The gateway's one table, named by its HTTP port; domains are the hosts and
-    ``host:port``."""
-    table = _Table(names.route_table_name(port), routes or VirtualHostRoutes(model))
-    for vhost in model.gateway_hosts:
-        domains = [d for host in vhost.hosts for d in host_domains(host, port)]
-        table.add(vhost, table.claim(domains))
-    return Built(route_pb2.RouteConfiguration, [table.name], [table.encode()])
+    """The gateway's one table, named by its HTTP port (see ``gateway_layout``)."""
+    routes = routes or VirtualHostRoutes(model)
+    if layout is None:
+        layout = gateway_layout(model.gateway_hosts, port)
+    name = names.route_table_name(port)
+    placed = zip(model.gateway_hosts, layout, strict=True)
+    return Built(route_pb2.RouteConfiguration, [name], [_table(name, placed, routes)])
 
 
 def gateway_route_table(
