@@ -5,7 +5,8 @@ policies), endpoints and the per-port route tables do not otherwise depend on th
 are built once and shared by every group. A ``ResourceBuilder`` also remembers what it built
 from the previous model: a part of the model that is the very same object as before
 (``translate_endpoints`` keeps the clusters and virtual hosts of an endpoint-only change) is not
-built again, so an endpoint change rebuilds load assignments and nothing else.
+built again, so an endpoint change rebuilds load assignments and nothing else, and of those it
+writes again only the ones whose endpoints changed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from google.protobuf.message import Message
 
 from translators import resources
 from translators.build_clusters import build_clusters
-from translators.build_endpoints import build_load_assignments
+from translators.build_endpoints import LoadAssignments
 from translators.build_listeners import api_listeners, gateway_listeners, sidecar_listeners
 from translators.build_routes import (
     VirtualHostRoutes,
@@ -49,6 +50,7 @@ class ResourceBuilder:
     def __init__(self) -> None:
         self._parts: dict[str, tuple[tuple[object, ...], Any]] = {}
         self.builds: dict[str, int] = {}  # how often each part was built (for tests and debug)
+        self._assignments = LoadAssignments()
 
     def _part(self, key: str, inputs: tuple[object, ...], build: Callable[[], T]) -> T:
         held = self._parts.get(key)
@@ -74,7 +76,9 @@ class ResourceBuilder:
             lambda: build_clusters(model.clusters, grpc=grpc),
         )
         endpoints = self._part(
-            "endpoints", (model.clusters, model.endpoints), lambda: _load_assignments(model)
+            "endpoints",
+            (model.clusters, model.endpoints),
+            lambda: _load_assignments(model, self._assignments),
         )
         routes = self._part("routes", (model.clusters,), lambda: VirtualHostRoutes(model))
         listeners: tuple[Message, ...]
@@ -135,10 +139,10 @@ class ResourceBuilder:
         }
 
 
-def _load_assignments(model: MeshModel) -> tuple[Message, ...]:
+def _load_assignments(model: MeshModel, builder: LoadAssignments) -> tuple[Message, ...]:
     """A load assignment for every cluster (empty when the model has none for it)."""
     given = {e.cluster: e for e in model.endpoints}
-    return build_load_assignments(
+    return builder.build(
         given.get(c.name) or ClusterEndpoints(cluster=c.name) for c in model.clusters
     )
 

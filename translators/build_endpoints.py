@@ -16,7 +16,7 @@ from operator import attrgetter
 
 from envoy.config.endpoint.v3 import endpoint_pb2
 
-from translators.model import ClusterEndpoints
+from translators.model import ClusterEndpoints, Endpoint
 from translators.resources import (
     Built,
     length_delimited,
@@ -109,10 +109,42 @@ def build_load_assignments(
     assignments: Iterable[ClusterEndpoints],
 ) -> Built[endpoint_pb2.ClusterLoadAssignment]:
     """Every load assignment, sorted by cluster name."""
-    encode = LoadAssignmentWriter().encode
-    ordered = sorted(assignments, key=attrgetter("cluster"))
-    return Built(
-        endpoint_pb2.ClusterLoadAssignment,
-        [a.cluster for a in ordered],
-        [encode(a) for a in ordered],
-    )
+    return LoadAssignments().build(assignments)
+
+
+class LoadAssignments:
+    """Builds the load assignments of successive models: an assignment with the same endpoints
+    as in the previous build keeps its bytes and its message (an endpoint change rewrites only
+    the assignments it touched). Holds the previous build only."""
+
+    def __init__(self) -> None:
+        self._endpoints: dict[str, tuple[Endpoint, ...]] = {}
+        self._built: Built[endpoint_pb2.ClusterLoadAssignment] | None = None
+
+    def build(
+        self, assignments: Iterable[ClusterEndpoints]
+    ) -> Built[endpoint_pb2.ClusterLoadAssignment]:
+        """Every load assignment, sorted by cluster name."""
+        ordered = sorted(assignments, key=attrgetter("cluster"))
+        names = [a.cluster for a in ordered]
+        earlier = self._built
+        if earlier is None:
+            encode = LoadAssignmentWriter().encode
+            bodies = [encode(a) for a in ordered]
+        else:
+            bodies = self._bodies(ordered, dict(zip(earlier.names, earlier.bodies, strict=True)))
+        built = Built(endpoint_pb2.ClusterLoadAssignment, names, bodies, earlier=earlier)
+        self._endpoints = {a.cluster: a.endpoints for a in ordered}
+        self._built = built
+        return built
+
+    def _bodies(self, ordered: list[ClusterEndpoints], earlier: dict[str, bytes]) -> list[bytes]:
+        writer = LoadAssignmentWriter()
+        bodies = []
+        for assignment in ordered:
+            endpoints = self._endpoints.get(assignment.cluster)
+            body = earlier.get(assignment.cluster)
+            if body is None or endpoints is None or endpoints != assignment.endpoints:
+                body = writer.encode(assignment)
+            bodies.append(body)
+        return bodies

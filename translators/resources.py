@@ -70,12 +70,19 @@ class Built(tuple[M, ...]):
         names: Iterable[str],
         bodies: Iterable[bytes],
         references: frozenset[str] = NO_REFERENCES,
+        earlier: Built[M] | None = None,
     ) -> Built[M]:
+        """``earlier``: resources built before, whose message is taken for each of their very
+        bytes objects found in ``bodies`` instead of parsing them again."""
         held_names = tuple(names)
         held_bodies = tuple(bodies)
         if len(held_names) != len(held_bodies):
             raise ValueError(f"{len(held_names)} names for {len(held_bodies)} resources")
-        out = super().__new__(cls, parse_all(message_type, held_bodies))
+        if earlier is None or earlier.message_type is not message_type:
+            messages = parse_all(message_type, held_bodies)
+        else:
+            messages = _reparse(message_type, held_bodies, earlier)
+        out = super().__new__(cls, messages)
         out.message_type = message_type
         out.type_url = type_url(message_type)
         out.names = held_names
@@ -96,6 +103,13 @@ class Built(tuple[M, ...]):
         """Messages built field by field (resources made a few at a time), encoded."""
         held = list(messages)
         return cls(message_type, map(resource_name, held), map(serialize, held), references)
+
+
+def _reparse(message_type: type[M], bodies: Sequence[bytes], earlier: Built[M]) -> list[M]:
+    # by id: ``earlier`` holds its bodies, so no other bytes object can have the same id
+    known = {id(body): message for body, message in zip(earlier.bodies, earlier, strict=True)}
+    parsed = iter(parse_all(message_type, [b for b in bodies if id(b) not in known]))
+    return [known[id(b)] if id(b) in known else next(parsed) for b in bodies]
 
 
 def parse_all(message_type: type[M], bodies: Sequence[bytes]) -> list[M]:

@@ -356,13 +356,34 @@ class Serializer:
         if messages.type_url != type_url:
             raise ValueError(f"{messages.type_url} resources listed under {type_url}")
         names, bodies = messages.names, messages.bodies
-        made = map(Resource, repeat(type_url), names, map(short_hash, bodies), bodies)
+        earlier = self._earlier_resources(type_url)
+        if earlier:  # keep the resources whose very bytes are handed over again
+            made = []
+            for name, body in zip(names, bodies, strict=True):
+                found = earlier.get(id(body))
+                if found is None or found.body is not body or found.name != name:
+                    found = Resource(type_url, name, short_hash(body), body)
+                    self.serialized += 1
+                made.append(found)
+        else:
+            made = list(map(Resource, repeat(type_url), names, map(short_hash, bodies), bodies))
+            self.serialized += len(made)
         by_name = dict(zip(names, made, strict=True))
         if len(by_name) != len(names):
             twice = next(name for name, count in Counter(names).items() if count > 1)
             raise ValueError(f"two {type_url} resources named {twice!r}")
-        self.serialized += len(by_name)
         return _sorted_set(type_url, messages, by_name, messages.references, {})
+
+    def _earlier_resources(self, type_url: str) -> dict[int, Resource]:
+        """The resources of ``type_url`` of this round and the last, by id of their bytes (the
+        builder hands over the very same bytes for a resource it did not build again)."""
+        return {
+            id(resource.body): resource
+            for sets in (self._sets_held, self._sets_used)
+            for (url, _), found in sets.items()
+            if url == type_url
+            for resource in found.resources.by_name.values()
+        }
 
     def end_round(self) -> None:
         self._held, self._used = self._used, {}

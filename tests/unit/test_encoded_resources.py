@@ -17,7 +17,11 @@ from tests.golden.test_golden import CASES, run_case
 from tests.support.envoy_resources import eds_cluster, load_assignment
 from translators import resources
 from translators.build_clusters import build_cluster, build_clusters, cluster_template
-from translators.build_endpoints import build_load_assignment, build_load_assignments
+from translators.build_endpoints import (
+    LoadAssignments,
+    build_load_assignment,
+    build_load_assignments,
+)
 from translators.build_routes import encode_routes
 from translators.model import (
     Cluster,
@@ -276,3 +280,41 @@ def test_routes_are_written_as_the_protobuf_library_writes_them(route: HttpRoute
     assert encoded
     for data in encoded:
         assert resources.serialize(rc.Route.FromString(data)) == data
+
+
+def test_an_endpoint_change_rewrites_only_the_assignments_it_touched() -> None:
+    before = [
+        ClusterEndpoints(name, (Endpoint("10.0.0.1", 80, zone="a"), Endpoint("10.0.0.2", 80)))
+        for name in ("a", "b", "c")
+    ]
+    moved = ClusterEndpoints("b", (Endpoint("10.0.0.9", 80),))
+    after = [before[0], moved, ClusterEndpoints("c", tuple(before[2].endpoints))]
+    builder = LoadAssignments()
+    first = builder.build(before)
+
+    second = builder.build(after)
+
+    fresh = build_load_assignments(after)
+    assert second.bodies == fresh.bodies
+    assert list(second) == list(fresh)
+    assert second.bodies[0] is first.bodies[0] and second[0] is first[0]
+    assert second.bodies[2] is first.bodies[2] and second[2] is first[2]  # equal endpoints
+    assert second.bodies[1] is not first.bodies[1]
+
+
+def test_a_serializer_keeps_the_resources_whose_bytes_it_is_handed_again() -> None:
+    builder = LoadAssignments()
+    serializer = Serializer()
+    before = [ClusterEndpoints(name, (Endpoint("10.0.0.1", 80),)) for name in ("a", "b")]
+    first = snapshot_from_messages({resources.ENDPOINT: builder.build(before)}, serializer)
+    serializer.end_round()
+    after = [before[0], ClusterEndpoints("b", (Endpoint("10.0.0.2", 80),))]
+
+    second = snapshot_from_messages({resources.ENDPOINT: builder.build(after)}, serializer)
+
+    assert serializer.serialized == 3
+    old, new = first.of_type(resources.ENDPOINT), second.of_type(resources.ENDPOINT)
+    assert new.by_name["a"] is old.by_name["a"]
+    assert new.by_name["b"] != old.by_name["b"]
+    fresh = snapshot_from_messages({resources.ENDPOINT: build_load_assignments(after)})
+    assert snapshot_data(second) == snapshot_data(fresh)
