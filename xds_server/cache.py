@@ -13,11 +13,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import operator
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import repeat
+from itertools import islice, repeat
 from types import MappingProxyType
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -290,8 +291,10 @@ def _sorted_set(
     references: frozenset[str],
     prepared: Mapping[int, _Prepared],
 ) -> _TypeSet:
-    ordered = dict(sorted(by_name.items()))
-    resources = TypeResources(type_url, MappingProxyType(ordered), set_version(ordered.values()))
+    names = list(by_name)
+    if not all(map(operator.lt, names, islice(names, 1, None))):  # builders hand them sorted
+        by_name = dict(sorted(by_name.items()))
+    resources = TypeResources(type_url, MappingProxyType(by_name), set_version(by_name.values()))
     return _TypeSet(messages, resources, references, prepared)
 
 
