@@ -19,7 +19,13 @@ from translators.model import (
     Protocol,
     TrafficPolicy,
 )
-from translators.resources import Built, fields_around, length_delimited, serialize
+from translators.resources import (
+    Built,
+    LengthPrefixes,
+    fields_around,
+    length_delimited,
+    serialize,
+)
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 DEFAULT_CONNECT_TIMEOUT_MS = 10_000
@@ -85,9 +91,10 @@ def build_clusters(
     return Built(cluster_pb2.Cluster, names, bodies, frozenset(names))
 
 
-_NAME = cluster_pb2.Cluster.NAME_FIELD_NUMBER
 _EDS_CLUSTER_CONFIG = cluster_pb2.Cluster.EDS_CLUSTER_CONFIG_FIELD_NUMBER
-_SERVICE_NAME = cluster_pb2.Cluster.EdsClusterConfig.SERVICE_NAME_FIELD_NUMBER
+_NAMES = LengthPrefixes(cluster_pb2.Cluster.NAME_FIELD_NUMBER)
+_EDS_CLUSTER_CONFIGS = LengthPrefixes(_EDS_CLUSTER_CONFIG)
+_SERVICE_NAMES = LengthPrefixes(cluster_pb2.Cluster.EdsClusterConfig.SERVICE_NAME_FIELD_NUMBER)
 
 
 class ClusterTemplate(NamedTuple):
@@ -106,10 +113,13 @@ class ClusterTemplate(NamedTuple):
     def encode(self, name: str) -> bytes:
         """The cluster named ``name``, with ``name`` as its EDS service name too."""
         data = name.encode()
-        named = length_delimited(_NAME, data) if data else b""
-        eds = self.eds_config + (length_delimited(_SERVICE_NAME, data) if data else b"")
+        if not data:  # proto3 leaves empty strings out
+            eds = self.eds_config
+            return self.before + length_delimited(_EDS_CLUSTER_CONFIG, eds) + self.after
+        size = len(data)
+        eds = b"".join((self.eds_config, _SERVICE_NAMES[size], data))
         return b"".join(
-            (named, self.before, length_delimited(_EDS_CLUSTER_CONFIG, eds), self.after)
+            (_NAMES[size], data, self.before, _EDS_CLUSTER_CONFIGS[len(eds)], eds, self.after)
         )
 
 

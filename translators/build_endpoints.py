@@ -19,6 +19,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from translators.model import ClusterEndpoints, Endpoint
 from translators.resources import (
     Built,
+    LengthPrefixes,
     length_delimited,
     string_field,
     varint_field,
@@ -40,6 +41,9 @@ class _Entries(dict[tuple[str, int], bytes]):
             entry = length_delimited(2, length_delimited(1, length_delimited(1, address)))
         self[key] = entry
         return entry
+
+
+_LOCALITIES = LengthPrefixes(2)  # ClusterLoadAssignment.endpoints
 
 
 @functools.lru_cache(maxsize=1024)
@@ -95,7 +99,8 @@ class LoadAssignmentWriter:
             if len(members) > 1:
                 members = sorted(set(members))
             locality = [localities[zone], *[entries[m] for m in members], weights[len(members)]]
-            parts.append(length_delimited(2, b"".join(locality)))
+            data = b"".join(locality)
+            parts += (_LOCALITIES[len(data)], data)
         return b"".join(parts)
 
 

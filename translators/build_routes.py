@@ -40,6 +40,7 @@ from translators.model import (
 )
 from translators.resources import (
     Built,
+    LengthPrefixes,
     length_delimited,
     repeated_string_field,
     serialize,
@@ -323,6 +324,8 @@ _WEIGHT_NAME = rc.WeightedCluster.ClusterWeight.NAME_FIELD_NUMBER
 _WEIGHT = rc.WeightedCluster.ClusterWeight.WEIGHT_FIELD_NUMBER
 # then the cluster's header operations (4–9)
 
+_ACTIONS = LengthPrefixes(_ACTION)
+_WEIGHTED_CLUSTER_ENTRIES = LengthPrefixes(_WEIGHTED_CLUSTER)
 _NO_DESTINATION = length_delimited(_DIRECT_RESPONSE, varint_field(1, NO_DESTINATION_STATUS))
 _NO_TIMEOUT = length_delimited(_TIMEOUT, b"")  # 0: no timeout; Envoy would otherwise use 15 s
 
@@ -347,15 +350,18 @@ def _regex_rewrite(pattern: str, substitution: str) -> bytes:
     return length_delimited(_REGEX_REWRITE, serialize(rewrite))
 
 
+@functools.lru_cache(maxsize=1024)
+def _weight_field(weight: int) -> bytes:
+    return length_delimited(_WEIGHT, varint_field(1, weight))
+
+
 def _cluster_weight(destination: WeightedCluster) -> bytes:
-    data = string_field(_WEIGHT_NAME, destination.cluster) + length_delimited(
-        _WEIGHT, varint_field(1, destination.weight)
-    )
+    data = string_field(_WEIGHT_NAME, destination.cluster) + _weight_field(destination.weight)
     if destination.headers:
         headers = rc.WeightedCluster.ClusterWeight()
         _add_headers(headers, destination.headers)
         data += serialize(headers)
-    return length_delimited(_WEIGHTED_CLUSTER, data)
+    return _WEIGHTED_CLUSTER_ENTRIES[len(data)] + data
 
 
 def _route_action(
@@ -400,7 +406,8 @@ def _route_action(
         mirror = _mirror_policy(route.mirror)
         parts.append(length_delimited(_MIRROR_POLICIES, serialize(mirror)))
     parts.append(regex_rewrite)
-    return length_delimited(_ACTION, b"".join(parts))
+    data = b"".join(parts)
+    return _ACTIONS[len(data)] + data
 
 
 def encode_routes(route: HttpRoute, clusters: Mapping[str, Cluster], port: int = 0) -> list[bytes]:
@@ -471,10 +478,14 @@ class VirtualHostRoutes:
         found = self._built.get(id(vhost))
         if found is not None and found[0] is vhost:
             return found[1]
+        prefixes = _ROUTE_ENTRIES
         data = b"".join(
-            length_delimited(_ROUTES, encoded)
-            for route in vhost.routes
-            for encoded in encode_routes(route, self.clusters, vhost.port)
+            [
+                part
+                for route in vhost.routes
+                for encoded in encode_routes(route, self.clusters, vhost.port)
+                for part in (prefixes[len(encoded)], encoded)
+            ]
         )
         self._built[id(vhost)] = (vhost, data)
         return data
@@ -486,7 +497,8 @@ _VIRTUAL_HOSTS = route_pb2.RouteConfiguration.VIRTUAL_HOSTS_FIELD_NUMBER
 # nothing else): the field order of rc.VirtualHost.
 _VHOST_NAME = rc.VirtualHost.NAME_FIELD_NUMBER
 _DOMAINS = rc.VirtualHost.DOMAINS_FIELD_NUMBER
-_ROUTES = rc.VirtualHost.ROUTES_FIELD_NUMBER
+_ROUTE_ENTRIES = LengthPrefixes(rc.VirtualHost.ROUTES_FIELD_NUMBER)
+_VIRTUAL_HOST_ENTRIES = LengthPrefixes(_VIRTUAL_HOSTS)
 
 Layout = tuple[bytes | None, ...]
 """Where each virtual host (in the model's order) goes in its route table: its name and domains
@@ -537,8 +549,8 @@ def _table(
     parts = [string_field(_TABLE_NAME, name)]
     for vhost, place in placed:
         if place is not None:
-            vhost_data = place + routes.serialized(vhost)
-            parts.append(length_delimited(_VIRTUAL_HOSTS, vhost_data))
+            routes_data = routes.serialized(vhost)
+            parts += (_VIRTUAL_HOST_ENTRIES[len(place) + len(routes_data)], place, routes_data)
     return b"".join(parts)
 
 

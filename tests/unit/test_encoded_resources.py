@@ -203,6 +203,7 @@ def test_load_assignments_are_the_bytes_the_protobuf_library_writes(
         ("outbound|80||reviews.default.svc.cluster.local", Protocol.HTTP, TrafficPolicy()),
         ("b", Protocol.GRPC, TrafficPolicy(connection_pool=ConnectionPool(max_connections=5))),
         (LONG, Protocol.TCP, TrafficPolicy(outlier_detection=OutlierDetection(interval_ms=10))),
+        ("", Protocol.HTTP, TrafficPolicy()),
     ],
 )
 def test_clusters_are_their_template_with_their_names(
@@ -214,7 +215,7 @@ def test_clusters_are_their_template_with_their_names(
     cluster = Cluster(name, "svc", 80, protocol=protocol, policy=policy)
     assert resources.serialize(build_cluster(cluster)) == resources.serialize(expected)
     built = build_clusters([cluster, Cluster("0", "svc", 80)])
-    assert built.bodies[1] == resources.serialize(expected)
+    assert built.bodies[built.names.index(name)] == resources.serialize(expected)
     assert built.references == {"0", name}
 
 
