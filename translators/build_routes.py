@@ -587,17 +587,20 @@ def port_route_tables(
 
 def bare_host_owners(hosts: Iterable[VirtualHost]) -> dict[int, set[str]]:
     """Which virtual host (by index) owns each bare host name: port 80 first, then ascending."""
-    indexed = list(enumerate(hosts))
-    order = sorted(indexed, key=lambda item: (item[1].port != 80, item[1].port, item[0]))
+    return {index: set(owned) for index, owned in enumerate(owned_bare_hosts(list(hosts)))}
+
+
+def owned_bare_hosts(hosts: Sequence[VirtualHost]) -> list[list[str]]:
+    """For each virtual host (by index), the bare host names it owns, in its order: a name
+    belongs to the first virtual host that has it, port 80 first, then ascending."""
+    order = sorted(range(len(hosts)), key=lambda i: (hosts[i].port != 80, hosts[i].port, i))
     taken: set[str] = set()
-    owners: dict[int, set[str]] = {}
-    for index, vhost in order:
-        mine = owners.setdefault(index, set())
-        for host in vhost.hosts:
-            if host not in taken:
-                taken.add(host)
-                mine.add(host)
-    return owners
+    owned: list[list[str]] = [[] for _ in hosts]
+    for index in order:
+        mine = [host for host in dict.fromkeys(hosts[index].hosts) if host not in taken]
+        taken.update(mine)
+        owned[index] = mine
+    return owned
 
 
 def sidecar_layout(hosts: Sequence[VirtualHost]) -> Layout:
@@ -607,17 +610,17 @@ def sidecar_layout(hosts: Sequence[VirtualHost]) -> Layout:
     when the service has it (else to its lowest port).
     """
     claims = _Claims()
-    owners = bare_host_owners(hosts)
     claim = claims.claim
-    with_port = [
-        claim([f"{host}:{vhost.port}" for host in vhost.hosts if host != "*"]) for vhost in hosts
-    ]
-    out = []
-    for index, vhost in enumerate(hosts):
-        mine = owners[index]
-        bare = claim([host for host in vhost.hosts if host in mine])
-        out.append(claims.place(vhost, bare + with_port[index]))
-    return tuple(out)
+    with_port = []
+    for vhost in hosts:
+        suffix = f":{vhost.port}"
+        with_port.append(claim([host + suffix for host in vhost.hosts if host != "*"]))
+    place = claims.place
+    owned = owned_bare_hosts(hosts)
+    return tuple(
+        place(vhost, claim(bare) + domains)
+        for vhost, bare, domains in zip(hosts, owned, with_port, strict=True)
+    )
 
 
 def sidecar_route_tables(
