@@ -21,7 +21,7 @@ from translators import names
 from translators.build_clusters import ads_config_source
 from translators.build_routes import FAULT_FILTER, bare_host_owners
 from translators.model import TcpListener, VirtualHost
-from translators.resources import Built, fields_around, string_field
+from translators.resources import Built, LengthPrefixes, fields_around
 
 HTTP_CONNECTION_MANAGER = "envoy.filters.network.http_connection_manager"
 TCP_PROXY = "envoy.filters.network.tcp_proxy"
@@ -144,9 +144,12 @@ def api_listeners(hosts: Iterable[VirtualHost]) -> Built[listener_pb2.Listener]:
                 api_listener=api_listener_pb2.ApiListener(api_listener=_packed(hcm))
             )
             template = templates[port] = fields_around(listener, _NAME)
-        bodies.append(template[0] + string_field(_NAME, name) + template[1])
+        data = name.encode()
+        prefix = _NAMES[len(data)] if data else b""  # proto3 leaves an empty name out
+        bodies.append(b"".join((template[0], prefix, data, template[1])))
     tables = frozenset(names.route_table_name(port) for port in templates)
     return Built(listener_pb2.Listener, [name for name, _ in targets], bodies, tables)
 
 
 _NAME = listener_pb2.Listener.NAME_FIELD_NUMBER
+_NAMES = LengthPrefixes(_NAME)
