@@ -56,7 +56,11 @@ class Built(tuple[M, ...]):
     """Resources of one type as a builder hands them over: the messages, and for the message at
     each index its xDS name and canonical bytes, from which it was parsed (so a message and its
     bytes cannot disagree); ``references`` are the names of the resources they need (the load
-    assignments of clusters, the route tables of listeners)."""
+    assignments of clusters, the route tables of listeners).
+
+    The messages are shared (by groups, and with later builds) and are not to be changed: the
+    serializer takes their bytes. A tuple made from them (with one more message, say) is a
+    plain tuple, which the serializer serializes itself."""
 
     message_type: type[M]
     type_url: str

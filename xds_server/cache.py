@@ -1,7 +1,8 @@
 """The snapshot cache: per node group, the Envoy resources every stream of that group is served.
 
-Each resource is serialized once, when its snapshot is built; its version is a hash of those
-bytes, so the same configuration yields the same versions on every replica and after a restart.
+Each resource is serialized once, when its snapshot is built (or by the builder, which hands its
+bytes over with it); its version is a hash of those bytes, so the same configuration yields the
+same versions on every replica and after a restart.
 Streams never copy resources: they read the shared ``Resource`` objects and send their bytes.
 
 The cache knows nothing about streams. A stream asks for its group's snapshot and registers a
