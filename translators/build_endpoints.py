@@ -43,6 +43,7 @@ class _Entries(dict[tuple[str, int], bytes]):
         return entry
 
 
+_CLUSTER_NAMES = LengthPrefixes(1)  # ClusterLoadAssignment.cluster_name
 _LOCALITIES = LengthPrefixes(2)  # ClusterLoadAssignment.endpoints
 
 
@@ -84,13 +85,13 @@ class LoadAssignmentWriter:
         weighted by its number of endpoints so that traffic still spreads evenly over all
         endpoints: gRPC clients drop a locality that has no ``load_balancing_weight``.
         """
-        head = string_field(1, assignment.cluster)
+        name = assignment.cluster.encode()
+        parts = [_CLUSTER_NAMES[len(name)], name] if name else []
         if not assignment.endpoints:
-            return head
+            return b"".join(parts)
         by_zone: dict[str, list[tuple[str, int]]] = {}
         for endpoint in assignment.endpoints:
             by_zone.setdefault(endpoint.zone, []).append((endpoint.address, endpoint.port))
-        parts = [head]
         entries = self._entries
         localities = self._localities
         weights = self._weights
