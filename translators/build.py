@@ -5,7 +5,8 @@ policies), endpoints and the per-port route tables do not otherwise depend on th
 are built once and shared by every group. A ``ResourceBuilder`` also remembers what it built
 from the previous model: a part of the model that is the very same object as before
 (``translate_endpoints`` keeps the clusters and virtual hosts of an endpoint-only change) is not
-built again, so an endpoint change rebuilds load assignments and nothing else.
+built again, so an endpoint change rebuilds load assignments and nothing else, and of those it
+writes again only the ones whose endpoints changed.
 """
 
 from __future__ import annotations
@@ -17,13 +18,17 @@ from google.protobuf.message import Message
 
 from translators import resources
 from translators.build_clusters import build_clusters
-from translators.build_endpoints import build_load_assignments
+from translators.build_endpoints import LoadAssignments
 from translators.build_listeners import api_listeners, gateway_listeners, sidecar_listeners
 from translators.build_routes import (
     VirtualHostRoutes,
-    gateway_route_table,
+    gateway_layout,
+    gateway_route_tables,
+    layout_key,
+    port_layout,
     port_route_tables,
-    sidecar_route_table,
+    sidecar_layout,
+    sidecar_route_tables,
 )
 from translators.model import ClusterEndpoints, MeshModel, NodeGroup, Role
 
@@ -45,6 +50,7 @@ class ResourceBuilder:
     def __init__(self) -> None:
         self._parts: dict[str, tuple[tuple[object, ...], Any]] = {}
         self.builds: dict[str, int] = {}  # how often each part was built (for tests and debug)
+        self._assignments = LoadAssignments()
 
     def _part(self, key: str, inputs: tuple[object, ...], build: Callable[[], T]) -> T:
         held = self._parts.get(key)
@@ -70,18 +76,27 @@ class ResourceBuilder:
             lambda: build_clusters(model.clusters, grpc=grpc),
         )
         endpoints = self._part(
-            "endpoints", (model.clusters, model.endpoints), lambda: _load_assignments(model)
+            "endpoints",
+            (model.clusters, model.endpoints),
+            lambda: _load_assignments(model, self._assignments),
         )
         routes = self._part("routes", (model.clusters,), lambda: VirtualHostRoutes(model))
         listeners: tuple[Message, ...]
         tables: tuple[Message, ...]
+        # Where each virtual host goes in a table depends only on the virtual hosts' names,
+        # ports and hosts: a routing change keeps the layout and only reassembles the table.
         if group.role is Role.SIDECAR:
             port = group.port or DEFAULT_SIDECAR_PORT
             listeners = self._part(f"{group.key}/listeners", (), lambda: sidecar_listeners(port))
+            layout = self._part(
+                f"{group.key}/layout",
+                (layout_key(model.mesh_hosts),),
+                lambda: sidecar_layout(model.mesh_hosts),
+            )
             tables = self._part(
                 f"{group.key}/routes",
-                (model.mesh_hosts, routes),
-                lambda: (sidecar_route_table(model, port, routes),),
+                (model.mesh_hosts, routes, layout),
+                lambda: sidecar_route_tables(model, port, routes, layout),
             )
         elif group.role is Role.GATEWAY:
             port = group.port or DEFAULT_GATEWAY_PORT
@@ -90,10 +105,15 @@ class ResourceBuilder:
                 (model.gateway_tcp,),
                 lambda: gateway_listeners(port, model.gateway_tcp),
             )
+            layout = self._part(
+                f"{group.key}/layout",
+                (layout_key(model.gateway_hosts),),
+                lambda: gateway_layout(model.gateway_hosts, port),
+            )
             tables = self._part(
                 f"{group.key}/routes",
-                (model.gateway_hosts, routes),
-                lambda: (gateway_route_table(model, port, routes),),
+                (model.gateway_hosts, routes, layout),
+                lambda: gateway_route_tables(model, port, routes, layout),
             )
         else:
             # api listeners depend only on each host's names and port, not on its routes
@@ -101,10 +121,15 @@ class ResourceBuilder:
             listeners = self._part(
                 "api-listeners", (targets,), lambda: api_listeners(model.mesh_hosts)
             )
+            layout = self._part(
+                "port-layout",
+                (layout_key(model.mesh_hosts),),
+                lambda: port_layout(model.mesh_hosts),
+            )
             tables = self._part(
                 "port-routes",
-                (model.mesh_hosts, routes),
-                lambda: port_route_tables(model, routes),
+                (model.mesh_hosts, routes, layout),
+                lambda: port_route_tables(model, routes, layout),
             )
         return {
             resources.CLUSTER: clusters,
@@ -114,10 +139,10 @@ class ResourceBuilder:
         }
 
 
-def _load_assignments(model: MeshModel) -> tuple[Message, ...]:
+def _load_assignments(model: MeshModel, builder: LoadAssignments) -> tuple[Message, ...]:
     """A load assignment for every cluster (empty when the model has none for it)."""
     given = {e.cluster: e for e in model.endpoints}
-    return build_load_assignments(
+    return builder.build(
         given.get(c.name) or ClusterEndpoints(cluster=c.name) for c in model.clusters
     )
 

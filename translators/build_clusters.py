@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from operator import attrgetter
+from typing import NamedTuple
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import config_source_pb2
@@ -16,6 +18,13 @@ from translators.model import (
     OutlierDetection,
     Protocol,
     TrafficPolicy,
+)
+from translators.resources import (
+    Built,
+    LengthPrefixes,
+    fields_around,
+    length_delimited,
+    serialize,
 )
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -56,32 +65,62 @@ def build_cluster(cluster: Cluster, *, grpc: bool = False) -> cluster_pb2.Cluste
 
     ``grpc``: for proxyless gRPC clients, with only the balancing they support.
     """
-    out = cluster_template(cluster.protocol, cluster.policy, grpc=grpc)
-    out.name = cluster.name
-    out.eds_cluster_config.service_name = cluster.name
-    return out
+    template = ClusterTemplate.of(cluster_template(cluster.protocol, cluster.policy, grpc=grpc))
+    return cluster_pb2.Cluster.FromString(template.encode(cluster.name))
 
 
 def build_clusters(
     clusters: Iterable[Cluster], *, grpc: bool = False
-) -> tuple[cluster_pb2.Cluster, ...]:
+) -> Built[cluster_pb2.Cluster]:
     """Every cluster, sorted by name (``grpc``: for proxyless gRPC clients).
 
     Clusters that share a protocol and a policy differ only in their names, so each such
-    combination is built once and copied.
+    combination is built once and its bytes are reused around each cluster's names.
     """
-    templates: dict[tuple[Protocol, TrafficPolicy], bytes] = {}
-    out = []
-    for cluster in sorted(clusters, key=lambda c: c.name):
+    templates: dict[tuple[Protocol, TrafficPolicy], ClusterTemplate] = {}
+    names = []
+    bodies = []
+    for cluster in sorted(clusters, key=attrgetter("name")):
         key = (cluster.protocol, cluster.policy)
         template = templates.get(key)
         if template is None:
-            template = templates[key] = cluster_template(*key, grpc=grpc).SerializeToString()
-        built = cluster_pb2.Cluster(name=cluster.name)
-        built.MergeFromString(template)
-        built.eds_cluster_config.service_name = cluster.name
-        out.append(built)
-    return tuple(out)
+            template = templates[key] = ClusterTemplate.of(cluster_template(*key, grpc=grpc))
+        names.append(cluster.name)
+        bodies.append(template.encode(cluster.name))
+    # every cluster is fetched over EDS under its own name
+    return Built(cluster_pb2.Cluster, names, bodies, frozenset(names))
+
+
+_EDS_CLUSTER_CONFIG = cluster_pb2.Cluster.EDS_CLUSTER_CONFIG_FIELD_NUMBER
+_NAMES = LengthPrefixes(cluster_pb2.Cluster.NAME_FIELD_NUMBER)
+_EDS_CLUSTER_CONFIGS = LengthPrefixes(_EDS_CLUSTER_CONFIG)
+_SERVICE_NAMES = LengthPrefixes(cluster_pb2.Cluster.EdsClusterConfig.SERVICE_NAME_FIELD_NUMBER)
+
+
+class ClusterTemplate(NamedTuple):
+    """The bytes of a cluster template around the two places its name goes: ``name`` and the
+    EDS ``service_name`` (the last field of ``eds_cluster_config``)."""
+
+    before: bytes  # fields between name and eds_cluster_config
+    eds_config: bytes  # eds_cluster_config without its service_name
+    after: bytes  # fields after eds_cluster_config
+
+    @classmethod
+    def of(cls, template: cluster_pb2.Cluster) -> ClusterTemplate:
+        before, after = fields_around(template, _EDS_CLUSTER_CONFIG)
+        return cls(before, serialize(template.eds_cluster_config), after)
+
+    def encode(self, name: str) -> bytes:
+        """The cluster named ``name``, with ``name`` as its EDS service name too."""
+        data = name.encode()
+        if not data:  # proto3 leaves empty strings out
+            eds = self.eds_config
+            return self.before + length_delimited(_EDS_CLUSTER_CONFIG, eds) + self.after
+        size = len(data)
+        eds = b"".join((self.eds_config, _SERVICE_NAMES[size], data))
+        return b"".join(
+            (_NAMES[size], data, self.before, _EDS_CLUSTER_CONFIGS[len(eds)], eds, self.after)
+        )
 
 
 def cluster_template(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from operator import attrgetter
 
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
@@ -20,6 +21,7 @@ from translators import names
 from translators.build_clusters import ads_config_source
 from translators.build_routes import FAULT_FILTER, bare_host_owners
 from translators.model import TcpListener, VirtualHost
+from translators.resources import Built, LengthPrefixes, fields_around
 
 HTTP_CONNECTION_MANAGER = "envoy.filters.network.http_connection_manager"
 TCP_PROXY = "envoy.filters.network.tcp_proxy"
@@ -79,9 +81,10 @@ def http_listener(address: str, port: int, stat_prefix: str) -> listener_pb2.Lis
     return _listener(address, port, HTTP_CONNECTION_MANAGER, hcm)
 
 
-def sidecar_listeners(port: int) -> tuple[listener_pb2.Listener, ...]:
+def sidecar_listeners(port: int) -> Built[listener_pb2.Listener]:
     """The sidecar's outbound listener on loopback."""
-    return (http_listener(LOOPBACK, port, f"outbound_{port}"),)
+    listener = http_listener(LOOPBACK, port, f"outbound_{port}")
+    return Built.of(listener_pb2.Listener, [listener], frozenset((names.route_table_name(port),)))
 
 
 def tcp_proxy(listener: TcpListener) -> tcp_proxy_pb2.TcpProxy:
@@ -98,9 +101,7 @@ def tcp_proxy(listener: TcpListener) -> tcp_proxy_pb2.TcpProxy:
     return out
 
 
-def gateway_listeners(
-    port: int, tcp: Sequence[TcpListener] = ()
-) -> tuple[listener_pb2.Listener, ...]:
+def gateway_listeners(port: int, tcp: Sequence[TcpListener] = ()) -> Built[listener_pb2.Listener]:
     """The gateway's HTTP listener and one TCP listener per port no other listener holds."""
     out = [http_listener(ANY_ADDRESS, port, f"gateway_{port}")]
     taken = {port}
@@ -109,7 +110,8 @@ def gateway_listeners(
             continue
         taken.add(listener.port)
         out.append(_listener(ANY_ADDRESS, listener.port, TCP_PROXY, tcp_proxy(listener)))
-    return tuple(sorted(out, key=lambda item: item.name))
+    out.sort(key=attrgetter("name"))
+    return Built.of(listener_pb2.Listener, out, frozenset((names.route_table_name(port),)))
 
 
 def api_listener_names(hosts: Sequence[VirtualHost]) -> list[tuple[str, int]]:
@@ -127,20 +129,27 @@ def api_listener_names(hosts: Sequence[VirtualHost]) -> list[tuple[str, int]]:
     return sorted(found.items())
 
 
-def api_listeners(hosts: Iterable[VirtualHost]) -> tuple[listener_pb2.Listener, ...]:
+def api_listeners(hosts: Iterable[VirtualHost]) -> Built[listener_pb2.Listener]:
     """One ``api_listener`` per dialable target, routed by the table of its port (router only)."""
-    templates: dict[int, bytes] = {}
-    out = []
-    for name, port in api_listener_names(list(hosts)):
+    templates: dict[int, tuple[bytes, bytes]] = {}
+    targets = api_listener_names(list(hosts))
+    bodies = []
+    for name, port in targets:
         template = templates.get(port)
         if template is None:
             hcm = http_connection_manager(
                 f"grpc_{port}", names.route_table_name(port), with_fault=False
             )
-            template = templates[port] = listener_pb2.Listener(
+            listener = listener_pb2.Listener(
                 api_listener=api_listener_pb2.ApiListener(api_listener=_packed(hcm))
-            ).SerializeToString()
-        listener = listener_pb2.Listener(name=name)
-        listener.MergeFromString(template)
-        out.append(listener)
-    return tuple(out)
+            )
+            template = templates[port] = fields_around(listener, _NAME)
+        data = name.encode()
+        prefix = _NAMES[len(data)] if data else b""  # proto3 leaves an empty name out
+        bodies.append(b"".join((template[0], prefix, data, template[1])))
+    tables = frozenset(names.route_table_name(port) for port in templates)
+    return Built(listener_pb2.Listener, [name for name, _ in targets], bodies, tables)
+
+
+_NAME = listener_pb2.Listener.NAME_FIELD_NUMBER
+_NAMES = LengthPrefixes(_NAME)

@@ -6,6 +6,7 @@ domain once: the first virtual host to claim a name keeps it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 
 from envoy.config.core.v3 import base_pb2
@@ -16,7 +17,6 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
-from google.protobuf import any_pb2
 
 from translators import names
 from translators.build_clusters import duration
@@ -36,6 +36,16 @@ from translators.model import (
     RouteMatch,
     StringMatch,
     VirtualHost,
+    WeightedCluster,
+)
+from translators.resources import (
+    Built,
+    LengthPrefixes,
+    length_delimited,
+    repeated_string_field,
+    serialize,
+    string_field,
+    varint_field,
 )
 
 FAULT_FILTER = "envoy.filters.http.fault"
@@ -292,52 +302,115 @@ def _redirect(redirect: Redirect) -> rc.RedirectAction:
     return out
 
 
+# A route is written field by field in field number order (see ``resources``); the parts most
+# routes do not have are built as messages and serialized in their place.
+_MATCH = rc.Route.MATCH_FIELD_NUMBER
+_ACTION = rc.Route.ROUTE_FIELD_NUMBER
+_REDIRECT = rc.Route.REDIRECT_FIELD_NUMBER
+_DIRECT_RESPONSE = rc.Route.DIRECT_RESPONSE_FIELD_NUMBER
+# then request/response header operations and typed_per_filter_config (9–13), then:
+_ROUTE_NAME = rc.Route.NAME_FIELD_NUMBER
+_CLUSTER = rc.RouteAction.CLUSTER_FIELD_NUMBER
+_WEIGHTED_CLUSTERS = rc.RouteAction.WEIGHTED_CLUSTERS_FIELD_NUMBER
+_PREFIX_REWRITE = rc.RouteAction.PREFIX_REWRITE_FIELD_NUMBER
+_HOST_REWRITE_LITERAL = rc.RouteAction.HOST_REWRITE_LITERAL_FIELD_NUMBER
+_TIMEOUT = rc.RouteAction.TIMEOUT_FIELD_NUMBER
+_RETRY_POLICY = rc.RouteAction.RETRY_POLICY_FIELD_NUMBER
+_HASH_POLICY = rc.RouteAction.HASH_POLICY_FIELD_NUMBER
+_MIRROR_POLICIES = rc.RouteAction.REQUEST_MIRROR_POLICIES_FIELD_NUMBER
+_REGEX_REWRITE = rc.RouteAction.REGEX_REWRITE_FIELD_NUMBER
+_WEIGHTED_CLUSTER = rc.WeightedCluster.CLUSTERS_FIELD_NUMBER
+_WEIGHT_NAME = rc.WeightedCluster.ClusterWeight.NAME_FIELD_NUMBER
+_WEIGHT = rc.WeightedCluster.ClusterWeight.WEIGHT_FIELD_NUMBER
+# then the cluster's header operations (4–9)
+
+_ACTIONS = LengthPrefixes(_ACTION)
+_WEIGHTED_CLUSTER_ENTRIES = LengthPrefixes(_WEIGHTED_CLUSTER)
+_NO_DESTINATION = length_delimited(_DIRECT_RESPONSE, varint_field(1, NO_DESTINATION_STATUS))
+_NO_TIMEOUT = length_delimited(_TIMEOUT, b"")  # 0: no timeout; Envoy would otherwise use 15 s
+
+
+@functools.cache
+def _match_all() -> bytes:
+    return length_delimited(_MATCH, serialize(route_match(None)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _retry_policy_field(retries: RetryPolicy) -> bytes:
+    """``retry_policy`` as a RouteAction field, written once per distinct policy: most routes
+    have the default one."""
+    policy = retry_policy(retries)
+    return length_delimited(_RETRY_POLICY, serialize(policy)) if policy is not None else b""
+
+
+def _regex_rewrite(pattern: str, substitution: str) -> bytes:
+    rewrite = regex_pb2.RegexMatchAndSubstitute(
+        pattern=regex_pb2.RegexMatcher(regex=pattern), substitution=substitution
+    )
+    return length_delimited(_REGEX_REWRITE, serialize(rewrite))
+
+
+@functools.lru_cache(maxsize=1024)
+def _weight_field(weight: int) -> bytes:
+    return length_delimited(_WEIGHT, varint_field(1, weight))
+
+
+def _cluster_weight(destination: WeightedCluster) -> bytes:
+    data = string_field(_WEIGHT_NAME, destination.cluster) + _weight_field(destination.weight)
+    if destination.headers:
+        headers = rc.WeightedCluster.ClusterWeight()
+        _add_headers(headers, destination.headers)
+        data += serialize(headers)
+    return _WEIGHTED_CLUSTER_ENTRIES[len(data)] + data
+
+
 def _route_action(
-    route: HttpRoute, match: RouteMatch | None, clusters: Mapping[str, Cluster]
-) -> tuple[rc.RouteAction, Headers | None]:
-    """The forwarding action, and the destination headers a single destination moves up."""
-    action = rc.RouteAction()
-    destinations = [d for d in route.destinations if d.weight > 0] or list(route.destinations[:1])
-    lifted: Headers | None = None
+    route: HttpRoute,
+    destinations: Sequence[WeightedCluster],
+    match: RouteMatch | None,
+    clusters: Mapping[str, Cluster],
+) -> bytes:
+    """The forwarding action to ``destinations`` (at least one), encoded."""
     if len(destinations) == 1:
-        action.cluster = destinations[0].cluster
-        lifted = destinations[0].headers
+        parts = [length_delimited(_CLUSTER, destinations[0].cluster.encode())]  # oneof: always
     else:
-        for destination in destinations:
-            weighted = action.weighted_clusters.clusters.add(name=destination.cluster)
-            weighted.weight.value = destination.weight
-            _add_headers(weighted, destination.headers)
+        weighted = b"".join([_cluster_weight(d) for d in destinations])
+        parts = [length_delimited(_WEIGHTED_CLUSTERS, weighted)]
+    regex_rewrite = b""
     rewrite = route.rewrite
     if rewrite is not None:
         if rewrite.regex:
-            action.regex_rewrite.pattern.regex = rewrite.regex
-            action.regex_rewrite.substitution = rewrite.regex_substitution
+            regex_rewrite = _regex_rewrite(rewrite.regex, rewrite.regex_substitution)
         elif rewrite.uri:
             uri = match.uri if match is not None else None
             if uri is None or uri.kind in (MatchKind.PREFIX, MatchKind.PATH_PREFIX):
-                action.prefix_rewrite = rewrite.uri
+                parts.append(string_field(_PREFIX_REWRITE, rewrite.uri))
             else:
-                action.regex_rewrite.pattern.regex = "^.*$"
-                action.regex_rewrite.substitution = rewrite.uri
+                regex_rewrite = _regex_rewrite("^.*$", rewrite.uri)
         if rewrite.authority:
-            action.host_rewrite_literal = rewrite.authority
-    action.timeout.CopyFrom(duration(route.timeout_ms or 0))
-    policy = retry_policy(route.retries if route.retries is not None else DEFAULT_RETRIES)
-    if policy is not None:
-        action.retry_policy.CopyFrom(policy)
-    if route.mirror is not None:
-        action.request_mirror_policies.append(_mirror_policy(route.mirror))
+            parts.append(string_field(_HOST_REWRITE_LITERAL, rewrite.authority))
+    if route.timeout_ms:
+        parts.append(length_delimited(_TIMEOUT, serialize(duration(route.timeout_ms))))
+    else:
+        parts.append(_NO_TIMEOUT)
+    parts.append(
+        _retry_policy_field(route.retries if route.retries is not None else DEFAULT_RETRIES)
+    )
     for destination in destinations:
         target = clusters.get(destination.cluster)
         if target is not None and target.policy.consistent_hash is not None:
-            action.hash_policy.append(hash_policy(target.policy.consistent_hash))
+            policy = hash_policy(target.policy.consistent_hash)
+            parts.append(length_delimited(_HASH_POLICY, serialize(policy)))
             break
-    return action, lifted
+    if route.mirror is not None:
+        mirror = _mirror_policy(route.mirror)
+        parts.append(length_delimited(_MIRROR_POLICIES, serialize(mirror)))
+    parts.append(regex_rewrite)
+    data = b"".join(parts)
+    return _ACTIONS[len(data)] + data
 
 
-def build_routes(
-    route: HttpRoute, clusters: Mapping[str, Cluster], port: int = 0
-) -> list[rc.Route]:
+def encode_routes(route: HttpRoute, clusters: Mapping[str, Cluster], port: int = 0) -> list[bytes]:
     """One Envoy route per match of a rule (a rule without matches matches everything).
 
     Matches bound to another port than ``port`` are left out; a rule left with none is dropped.
@@ -345,28 +418,41 @@ def build_routes(
     matches: Sequence[RouteMatch | None] = route.matches or (None,)
     if port:
         matches = [m for m in matches if m is None or not m.port or m.port == port]
-    fault: any_pb2.Any | None = None
-    if route.fault is not None:
-        fault = any_pb2.Any()
-        fault.Pack(http_fault(route.fault))
+    destinations = [d for d in route.destinations if d.weight > 0] or list(route.destinations[:1])
+    outcome = b""
+    lifted: Headers | None = None  # a single destination's headers move up to the route
+    if route.redirect is not None:
+        outcome = length_delimited(_REDIRECT, serialize(_redirect(route.redirect)))
+    elif not route.destinations:
+        outcome = _NO_DESTINATION
+    elif len(destinations) == 1:
+        lifted = destinations[0].headers
+    tail = string_field(_ROUTE_NAME, route.name)
+    if route.headers or lifted or route.fault is not None:
+        extra = rc.Route()
+        _add_headers(extra, route.headers)
+        if lifted:
+            _add_headers(extra, lifted)
+        if route.fault is not None:
+            extra.typed_per_filter_config[FAULT_FILTER].Pack(http_fault(route.fault))
+        tail = serialize(extra) + tail
     out = []
     for match in matches:
-        envoy_route = rc.Route(name=route.name, match=route_match(match))
-        lifted: Headers | None = None
-        if route.redirect is not None:
-            envoy_route.redirect.CopyFrom(_redirect(route.redirect))
-        elif not route.destinations:
-            envoy_route.direct_response.status = NO_DESTINATION_STATUS
-        else:
-            action, lifted = _route_action(route, match, clusters)
-            envoy_route.route.CopyFrom(action)
-        _add_headers(envoy_route, route.headers)
-        if lifted:
-            _add_headers(envoy_route, lifted)
-        if fault is not None:
-            envoy_route.typed_per_filter_config[FAULT_FILTER].CopyFrom(fault)
-        out.append(envoy_route)
+        head = (
+            _match_all()
+            if match is None
+            else length_delimited(_MATCH, serialize(route_match(match)))
+        )
+        action = outcome or _route_action(route, destinations, match, clusters)
+        out.append(head + action + tail)
     return out
+
+
+def build_routes(
+    route: HttpRoute, clusters: Mapping[str, Cluster], port: int = 0
+) -> list[rc.Route]:
+    """The Envoy routes of a rule (see ``encode_routes``)."""
+    return [rc.Route.FromString(data) for data in encode_routes(route, clusters, port)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -388,106 +474,204 @@ class VirtualHostRoutes:
         self._built: dict[int, tuple[VirtualHost, bytes]] = {}
 
     def serialized(self, vhost: VirtualHost) -> bytes:
-        """An Envoy virtual host holding only the routes of ``vhost``, serialized."""
+        """The routes of ``vhost`` as Envoy ``VirtualHost.routes`` fields, canonical bytes."""
         found = self._built.get(id(vhost))
         if found is not None and found[0] is vhost:
             return found[1]
-        out = rc.VirtualHost()
-        for route in vhost.routes:
-            out.routes.extend(build_routes(route, self.clusters, vhost.port))
-        data: bytes = out.SerializeToString()
+        prefixes = _ROUTE_ENTRIES
+        data = b"".join(
+            [
+                part
+                for route in vhost.routes
+                for encoded in encode_routes(route, self.clusters, vhost.port)
+                for part in (prefixes[len(encoded)], encoded)
+            ]
+        )
         self._built[id(vhost)] = (vhost, data)
         return data
 
 
-class _Table:
-    """One route configuration being filled: each domain and virtual host name claimed once."""
+_TABLE_NAME = route_pb2.RouteConfiguration.NAME_FIELD_NUMBER
+_VIRTUAL_HOSTS = route_pb2.RouteConfiguration.VIRTUAL_HOSTS_FIELD_NUMBER
+# A virtual host is written as its name and domains, then the bytes of its routes (which hold
+# nothing else): the field order of rc.VirtualHost.
+_VHOST_NAME = rc.VirtualHost.NAME_FIELD_NUMBER
+_DOMAINS = rc.VirtualHost.DOMAINS_FIELD_NUMBER
+_ROUTE_ENTRIES = LengthPrefixes(rc.VirtualHost.ROUTES_FIELD_NUMBER)
+_VIRTUAL_HOST_ENTRIES = LengthPrefixes(_VIRTUAL_HOSTS)
 
-    def __init__(self, name: str, routes: VirtualHostRoutes) -> None:
-        self.config = route_pb2.RouteConfiguration(name=name)
-        self.routes = routes
+Layout = tuple[bytes | None, ...]
+"""Where each virtual host (in the model's order) goes in its route table: its name and domains
+there, encoded, or None when it claims no domain. A layout depends only on the names, ports and
+hosts of the virtual hosts, not on their routes, so a routing change keeps it."""
+
+
+class _Claims:
+    """The domains and virtual host names of one route table: each claimed once."""
+
+    def __init__(self) -> None:
         self.domains: set[str] = set()
         self.vhost_names: set[str] = set()
 
     def claim(self, domains: Iterable[str]) -> list[str]:
-        claimed = []
-        for domain in domains:
-            if domain not in self.domains:
-                self.domains.add(domain)
-                claimed.append(domain)
+        taken = self.domains
+        claimed = [domain for domain in dict.fromkeys(domains) if domain not in taken]
+        taken.update(claimed)
         return claimed
 
-    def add(self, vhost: VirtualHost, domains: list[str]) -> None:
+    def place(self, vhost: VirtualHost, domains: list[str]) -> bytes | None:
+        """``vhost``'s name (made unique) and ``domains`` in this table, encoded."""
         if not domains:
-            return
+            return None
         name = vhost.name
         suffix = 1
         while name in self.vhost_names:
             suffix += 1
             name = f"{vhost.name}#{suffix}"
         self.vhost_names.add(name)
-        out = self.config.virtual_hosts.add()
-        out.MergeFromString(self.routes.serialized(vhost))
-        out.name = name
-        out.domains.extend(domains)
+        return string_field(_VHOST_NAME, name) + repeated_string_field(_DOMAINS, domains)
+
+
+def layout_key(
+    hosts: Sequence[VirtualHost],
+) -> tuple[tuple[str, ...], tuple[int, ...], tuple[tuple[str, ...], ...]]:
+    """What the layouts of ``hosts`` depend on: their names, ports and hosts."""
+    return (
+        tuple(vhost.name for vhost in hosts),
+        tuple(vhost.port for vhost in hosts),
+        tuple(vhost.hosts for vhost in hosts),
+    )
+
+
+def _table(
+    name: str, placed: Iterable[tuple[VirtualHost, bytes | None]], routes: VirtualHostRoutes
+) -> bytes:
+    parts = [string_field(_TABLE_NAME, name)]
+    for vhost, place in placed:
+        if place is not None:
+            routes_data = routes.serialized(vhost)
+            parts += (_VIRTUAL_HOST_ENTRIES[len(place) + len(routes_data)], place, routes_data)
+    return b"".join(parts)
+
+
+def port_layout(hosts: Sequence[VirtualHost]) -> Layout:
+    """Each virtual host in the table of its port; domains are each host and ``host:port``."""
+    tables: dict[int, _Claims] = {}
+    out = []
+    for vhost in hosts:
+        claims = tables.get(vhost.port)
+        if claims is None:
+            claims = tables[vhost.port] = _Claims()
+        domains = [d for host in vhost.hosts for d in host_domains(host, vhost.port)]
+        out.append(claims.place(vhost, claims.claim(domains)))
+    return tuple(out)
 
 
 def port_route_tables(
-    model: MeshModel, routes: VirtualHostRoutes | None = None
-) -> tuple[route_pb2.RouteConfiguration, ...]:
-    """One table per mesh port, named by the port; domains are each host and ``host:port``."""
+    model: MeshModel, routes: VirtualHostRoutes | None = None, layout: Layout | None = None
+) -> Built[route_pb2.RouteConfiguration]:
+    """One table per mesh port, named by the port (see ``port_layout``)."""
     routes = routes or VirtualHostRoutes(model)
-    tables: dict[int, _Table] = {}
-    for vhost in model.mesh_hosts:
-        table = tables.get(vhost.port)
-        if table is None:
-            table = tables[vhost.port] = _Table(names.route_table_name(vhost.port), routes)
-        domains = [d for host in vhost.hosts for d in host_domains(host, vhost.port)]
-        table.add(vhost, table.claim(domains))
-    return tuple(tables[port].config for port in sorted(tables))
+    if layout is None:
+        layout = port_layout(model.mesh_hosts)
+    by_port: dict[int, list[tuple[VirtualHost, bytes | None]]] = {}
+    for vhost, place in zip(model.mesh_hosts, layout, strict=True):
+        by_port.setdefault(vhost.port, []).append((vhost, place))
+    ports = sorted(by_port)
+    table_names = [names.route_table_name(port) for port in ports]
+    bodies = [
+        _table(name, by_port[port], routes) for name, port in zip(table_names, ports, strict=True)
+    ]
+    return Built(route_pb2.RouteConfiguration, table_names, bodies)
 
 
 def bare_host_owners(hosts: Iterable[VirtualHost]) -> dict[int, set[str]]:
     """Which virtual host (by index) owns each bare host name: port 80 first, then ascending."""
-    indexed = list(enumerate(hosts))
-    order = sorted(indexed, key=lambda item: (item[1].port != 80, item[1].port, item[0]))
+    return {index: set(owned) for index, owned in enumerate(owned_bare_hosts(list(hosts)))}
+
+
+def owned_bare_hosts(hosts: Sequence[VirtualHost]) -> list[list[str]]:
+    """For each virtual host (by index), the bare host names it owns, in its order: a name
+    belongs to the first virtual host that has it, port 80 first, then ascending."""
+    order = sorted(range(len(hosts)), key=lambda i: (hosts[i].port != 80, hosts[i].port, i))
     taken: set[str] = set()
-    owners: dict[int, set[str]] = {}
-    for index, vhost in order:
-        mine = owners.setdefault(index, set())
-        for host in vhost.hosts:
-            if host not in taken:
-                taken.add(host)
-                mine.add(host)
-    return owners
+    owned: list[list[str]] = [[] for _ in hosts]
+    for index in order:
+        mine = [host for host in dict.fromkeys(hosts[index].hosts) if host not in taken]
+        taken.update(mine)
+        owned[index] = mine
+    return owned
+
+
+def sidecar_layout(hosts: Sequence[VirtualHost]) -> Layout:
+    """Every mesh virtual host in a sidecar's outbound table.
+
+    A client may send ``host:port`` for any service port, or the bare host, which goes to port 80
+    when the service has it (else to its lowest port).
+    """
+    claims = _Claims()
+    claim = claims.claim
+    with_port = []
+    for vhost in hosts:
+        suffix = f":{vhost.port}"
+        with_port.append(claim([host + suffix for host in vhost.hosts if host != "*"]))
+    place = claims.place
+    owned = owned_bare_hosts(hosts)
+    return tuple(
+        place(vhost, claim(bare) + domains)
+        for vhost, bare, domains in zip(hosts, owned, with_port, strict=True)
+    )
+
+
+def sidecar_route_tables(
+    model: MeshModel,
+    port: int,
+    routes: VirtualHostRoutes | None = None,
+    layout: Layout | None = None,
+) -> Built[route_pb2.RouteConfiguration]:
+    """The tables of a sidecar listening on ``port``: its one outbound table, with every mesh
+    virtual host (see ``sidecar_layout``)."""
+    routes = routes or VirtualHostRoutes(model)
+    if layout is None:
+        layout = sidecar_layout(model.mesh_hosts)
+    name = names.route_table_name(port)
+    placed = zip(model.mesh_hosts, layout, strict=True)
+    return Built(route_pb2.RouteConfiguration, [name], [_table(name, placed, routes)])
 
 
 def sidecar_route_table(
     model: MeshModel, port: int, routes: VirtualHostRoutes | None = None
 ) -> route_pb2.RouteConfiguration:
-    """The outbound table of a sidecar listening on ``port``: every mesh virtual host.
+    """The outbound table of a sidecar listening on ``port`` (see ``sidecar_route_tables``)."""
+    return sidecar_route_tables(model, port, routes)[0]
 
-    A client may send ``host:port`` for any service port, or the bare host, which goes to port 80
-    when the service has it (else to its lowest port).
-    """
-    table = _Table(names.route_table_name(port), routes or VirtualHostRoutes(model))
-    owners = bare_host_owners(model.mesh_hosts)
-    with_port = [
-        table.claim(f"{host}:{vhost.port}" for host in vhost.hosts if host != "*")
-        for vhost in model.mesh_hosts
-    ]
-    for index, vhost in enumerate(model.mesh_hosts):
-        bare = table.claim(host for host in vhost.hosts if host in owners[index])
-        table.add(vhost, bare + with_port[index])
-    return table.config
+
+def gateway_layout(hosts: Sequence[VirtualHost], port: int) -> Layout:
+    """The gateway's virtual hosts in its table; domains are the hosts and ``host:port``."""
+    claims = _Claims()
+    return tuple(
+        claims.place(vhost, claims.claim([d for h in vhost.hosts for d in host_domains(h, port)]))
+        for vhost in hosts
+    )
+
+
+def gateway_route_tables(
+    model: MeshModel,
+    port: int,
+    routes: VirtualHostRoutes | None = None,
+    layout: Layout | None = None,
+) -> Built[route_pb2.RouteConfiguration]:
+    """The gateway's one table, named by its HTTP port (see ``gateway_layout``)."""
+    routes = routes or VirtualHostRoutes(model)
+    if layout is None:
+        layout = gateway_layout(model.gateway_hosts, port)
+    name = names.route_table_name(port)
+    placed = zip(model.gateway_hosts, layout, strict=True)
+    return Built(route_pb2.RouteConfiguration, [name], [_table(name, placed, routes)])
 
 
 def gateway_route_table(
     model: MeshModel, port: int, routes: VirtualHostRoutes | None = None
 ) -> route_pb2.RouteConfiguration:
-    """The gateway's table, named by its HTTP port; domains are the hosts and ``host:port``."""
-    table = _Table(names.route_table_name(port), routes or VirtualHostRoutes(model))
-    for vhost in model.gateway_hosts:
-        domains = [d for host in vhost.hosts for d in host_domains(host, port)]
-        table.add(vhost, table.claim(domains))
-    return table.config
+    """The gateway's table (see ``gateway_route_tables``)."""
+    return gateway_route_tables(model, port, routes)[0]

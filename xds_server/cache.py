@@ -1,7 +1,8 @@
 """The snapshot cache: per node group, the Envoy resources every stream of that group is served.
 
-Each resource is serialized once, when its snapshot is built; its version is a hash of those
-bytes, so the same configuration yields the same versions on every replica and after a restart.
+Each resource is serialized once, when its snapshot is built (or by the builder, which hands its
+bytes over with it); its version is a hash of those bytes, so the same configuration yields the
+same versions on every replica and after a restart.
 Streams never copy resources: they read the shared ``Resource`` objects and send their bytes.
 
 The cache knows nothing about streams. A stream asks for its group's snapshot and registers a
@@ -13,11 +14,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import operator
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import islice, repeat
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.listener.v3.listener_pb2 import Listener
@@ -264,10 +268,35 @@ def _type_url(message_type: type[Message]) -> str:
 class _TypeSet:
     """The resources of one type made from one tuple of messages, and what they refer to."""
 
-    messages: tuple[Message, ...]
+    messages: object  # the very tuple handed in, to know it again
     resources: TypeResources
     references: frozenset[str]
     prepared: Mapping[int, _Prepared]  # by id of the message
+
+
+@runtime_checkable
+class EncodedMessages(Protocol):
+    """Messages that come with their encoding (the translators' ``Built``): for the message at
+    each index, its name and canonical bytes; the names of the resources they refer to."""
+
+    type_url: str
+    names: Sequence[str]
+    bodies: Sequence[bytes]
+    references: frozenset[str]
+
+
+def _sorted_set(
+    type_url: str,
+    messages: object,
+    by_name: dict[str, Resource],
+    references: frozenset[str],
+    prepared: Mapping[int, _Prepared],
+) -> _TypeSet:
+    names = list(by_name)
+    if not all(map(operator.lt, names, islice(names, 1, None))):  # builders hand them sorted
+        by_name = dict(sorted(by_name.items()))
+    resources = TypeResources(type_url, MappingProxyType(by_name), set_version(by_name.values()))
+    return _TypeSet(messages, resources, references, prepared)
 
 
 class Serializer:
@@ -275,7 +304,8 @@ class Serializer:
     versions for as long as the builder hands back the very same message objects.
 
     A tuple of messages handed in again (groups share their clusters and load assignments) yields
-    the very same ``TypeResources``, without looking at its messages again.
+    the very same ``TypeResources``, without looking at its messages again. A tuple that comes
+    encoded (``EncodedMessages``) is not serialized again: its bytes are only hashed.
     ``end_round()`` after a publish forgets what that publish did not use, so memory stays
     bounded by the live snapshots.
     """
@@ -285,7 +315,7 @@ class Serializer:
         self._used: dict[int, _Prepared] = {}
         self._sets_held: dict[tuple[str, int], _TypeSet] = {}
         self._sets_used: dict[tuple[str, int], _TypeSet] = {}
-        self.serialized = 0  # messages serialized so far (for tests and benchmarks)
+        self.serialized = 0  # resources serialized or hashed so far (for tests and benchmarks)
 
     def prepare(self, type_url: str, message: Message) -> _Prepared:
         key = id(message)
@@ -303,7 +333,10 @@ class Serializer:
         key = (type_url, id(messages))
         found = self._sets_used.get(key) or self._sets_held.get(key)
         if found is None or found.messages is not messages:
-            found = self._type_set(type_url, messages)
+            if isinstance(messages, EncodedMessages):
+                found = self._encoded_set(type_url, messages)
+            else:
+                found = self._type_set(type_url, messages)
         else:
             self._used.update(found.prepared)
         self._sets_used[key] = found
@@ -321,11 +354,40 @@ class Serializer:
             by_name[name] = found.resource
             prepared[id(message)] = found
             references.update(found.references)
-        ordered = dict(sorted(by_name.items()))
-        resources = TypeResources(
-            type_url, MappingProxyType(ordered), set_version(ordered.values())
-        )
-        return _TypeSet(tuple(messages), resources, frozenset(references), prepared)
+        return _sorted_set(type_url, tuple(messages), by_name, frozenset(references), prepared)
+
+    def _encoded_set(self, type_url: str, messages: EncodedMessages) -> _TypeSet:
+        if messages.type_url != type_url:
+            raise ValueError(f"{messages.type_url} resources listed under {type_url}")
+        names, bodies = messages.names, messages.bodies
+        earlier = self._earlier_resources(type_url)
+        if earlier:  # keep the resources whose very bytes are handed over again
+            made = []
+            for name, body in zip(names, bodies, strict=True):
+                found = earlier.get(id(body))
+                if found is None or found.body is not body or found.name != name:
+                    found = Resource(type_url, name, short_hash(body), body)
+                    self.serialized += 1
+                made.append(found)
+        else:
+            made = list(map(Resource, repeat(type_url), names, map(short_hash, bodies), bodies))
+            self.serialized += len(made)
+        by_name = dict(zip(names, made, strict=True))
+        if len(by_name) != len(names):
+            twice = next(name for name, count in Counter(names).items() if count > 1)
+            raise ValueError(f"two {type_url} resources named {twice!r}")
+        return _sorted_set(type_url, messages, by_name, messages.references, {})
+
+    def _earlier_resources(self, type_url: str) -> dict[int, Resource]:
+        """The resources of ``type_url`` of this round and the last, by id of their bytes (the
+        builder hands over the very same bytes for a resource it did not build again)."""
+        return {
+            id(resource.body): resource
+            for sets in (self._sets_held, self._sets_used)
+            for (url, _), found in sets.items()
+            if url == type_url
+            for resource in found.resources.by_name.values()
+        }
 
     def end_round(self) -> None:
         self._held, self._used = self._used, {}

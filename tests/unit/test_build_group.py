@@ -161,3 +161,30 @@ def test_content_version_is_a_short_hash_that_changes_with_the_bytes() -> None:
     assert resources.content_version(b"a") == resources.content_version(b"a")
     assert resources.content_version(b"a") != resources.content_version(b"b")
     assert len(resources.content_version(b"a")) == 16
+
+
+def test_a_routing_change_keeps_each_table_layout_and_builds_what_a_fresh_build_would() -> None:
+    builder = ResourceBuilder()
+    before = model()
+    for group in GROUPS:
+        builder.build_group(before, group)
+    rule = HttpRoute(destinations=(WeightedCluster(V2, 1),))
+    rerouted = replace(
+        before,
+        mesh_hosts=tuple(replace(v, routes=(rule,)) for v in before.mesh_hosts),
+        gateway_hosts=tuple(replace(v, routes=(rule,)) for v in before.gateway_hosts),
+    )
+    renamed = replace(
+        rerouted, mesh_hosts=tuple(replace(v, hosts=("ratings",)) for v in rerouted.mesh_hosts)
+    )
+
+    for after, layouts in ((rerouted, 1), (renamed, 2)):
+        for group in GROUPS:
+            tables = builder.build_group(after, group)[resources.ROUTE]
+            fresh = build_group(after, group)[resources.ROUTE]
+            assert [resources.serialize(t) for t in tables] == [
+                resources.serialize(t) for t in fresh
+            ]
+        assert builder.builds["sidecar:15001/layout"] == builder.builds["port-layout"] == layouts
+    assert builder.builds["gateway:8080/layout"] == 1
+    assert builder.builds["sidecar:15001/routes"] == builder.builds["port-routes"] == 3
