@@ -238,18 +238,43 @@ def parse_yaml(path: str, data: bytes, *, budget: int = DEFAULT_MAX_FILE_BYTES) 
     return ParsedFile(path, tuple(objects), tuple(problems))
 
 
+def _read_at_most(fd: int, limit: int, size: int) -> bytes:
+    """What ``fd`` holds, read to its end but stopping past ``limit`` bytes (at ``limit + 1``).
+
+    ``size`` is the size ``fstat`` gave: buffers are sized for the file, not for the limit.
+    """
+    chunks: list[bytes] = []
+    total = 0
+    ask = size + 1  # one byte more than expected: a file that grew shows it at once
+    while total <= limit:
+        chunk = os.read(fd, min(ask, limit + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+        ask = _READ_CHUNK
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+_READ_CHUNK = 64 * 1024
+
+
 def parse_file(path: str, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> ParsedFile:
     """Read and parse one file. Raises ``FileNotFoundError`` if it does not exist."""
     try:
         # Non-blocking, so that a named pipe cannot stall the reader; regular files ignore it.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as handle:
+        try:
             status = os.fstat(fd)
             if not stat.S_ISREG(status.st_mode):
                 problem = SourceProblem("not a regular file", file=path)
                 return ParsedFile(path, (), (problem,), complete=False)
-            data = b"" if status.st_size > max_bytes else handle.read(max_bytes + 1)
+            data = (
+                b"" if status.st_size > max_bytes else _read_at_most(fd, max_bytes, status.st_size)
+            )
             oversized = status.st_size > max_bytes or len(data) > max_bytes
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise
     except OSError as exc:
