@@ -140,6 +140,60 @@ def _check_expansion(root: yaml.Node, budget: int) -> None:
         raise _UnsafeAliasesError(f"aliases expand the document to more than {budget} nodes")
 
 
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_STR_TAG = "tag:yaml.org,2002:str"
+# Scalars the plain construction builds, each with the safe constructor's own function.
+_PLAIN_SCALAR_TAGS = frozenset(
+    {
+        _STR_TAG,
+        "tag:yaml.org,2002:int",
+        "tag:yaml.org,2002:float",
+        "tag:yaml.org,2002:bool",
+        "tag:yaml.org,2002:null",
+    }
+)
+
+
+class _NotPlainError(Exception):
+    """A node the plain construction leaves to the safe constructor."""
+
+
+def _plain(loader: _KubeYamlLoader, node: yaml.Node) -> Any:
+    """``node`` built exactly as the safe constructor builds it, for what Kubernetes objects are
+    made of: mappings, sequences and core-schema scalars.
+
+    The safe constructor goes through per-node bookkeeping (aliases, recursion, deferred
+    generators) that a document without aliases does not need. Raises ``_NotPlainError`` at
+    anything else: another tag, a merge (``<<``) or value (``=``) key, a key that is not a scalar.
+    """
+    tag = node.tag
+    if isinstance(node, yaml.ScalarNode):
+        if tag == _STR_TAG:
+            return node.value
+        if tag not in _PLAIN_SCALAR_TAGS:
+            raise _NotPlainError(tag)
+        return loader.yaml_constructors[tag](loader, node)
+    if isinstance(node, yaml.MappingNode) and tag == _MAP_TAG:
+        mapping: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise _NotPlainError(key_node.tag)
+            mapping[_plain(loader, key_node)] = _plain(loader, value_node)
+        return mapping
+    if isinstance(node, yaml.SequenceNode) and tag == _SEQ_TAG:
+        return [_plain(loader, child) for child in node.value]
+    raise _NotPlainError(tag)
+
+
+def _constructed(loader: _KubeYamlLoader, node: yaml.Node) -> Any:
+    """A document without aliases, built by the plain construction when it can be."""
+    try:
+        return _plain(loader, node)
+    except Exception:  # anything else, errors included, as the safe constructor has it
+        return loader.construct_document(node)
+
+
 def _documents(data: bytes, budget: int) -> list[tuple[int, Any]]:
     """Each YAML document in ``data`` with the line it starts on."""
     has_anchors = b"&" in data  # without an anchor there is no alias to expand
@@ -152,7 +206,10 @@ def _documents(data: bytes, budget: int) -> list[tuple[int, Any]]:
                 break
             if has_anchors:
                 _check_expansion(node, budget)
-            documents.append((node.start_mark.line + 1, loader.construct_document(node)))
+                document = loader.construct_document(node)
+            else:
+                document = _constructed(loader, node)
+            documents.append((node.start_mark.line + 1, document))
         return documents
     finally:
         loader.dispose()
