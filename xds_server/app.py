@@ -5,6 +5,8 @@
      Kubernetes)    sync gate)      last good)                              content hashes)
 
 Everything runs on one asyncio event loop; Kubernetes informer threads hand their events to it.
+A change is published before anything is written about it: the log lines of a change run on the
+loop's next turn, after the streams its snapshots woke have written their responses.
 """
 
 from __future__ import annotations
@@ -48,6 +50,20 @@ from xds_server.store import DEFAULT_MAX_DELAY, DEFAULT_QUIET, ObjectStore, Stor
 log = logging.getLogger("splitplane")
 
 Stopper = Callable[[], Awaitable[None]]
+
+
+def after_pushes(call: Callable[[], None]) -> None:
+    """Run ``call`` once the streams already woken have started their writes.
+
+    On the running loop, ``call`` is scheduled behind those streams (the loop runs callbacks in
+    the order they were scheduled); without a running loop it runs at once.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        call()
+        return
+    loop.call_soon(call)
 
 
 def parse_group(key: str) -> NodeGroup | None:
@@ -135,10 +151,9 @@ class ControlPlane:
 
     def _set_diagnostics(self, diagnostics: tuple[Diagnostic, ...]) -> None:
         before = set(self._diagnostics)
-        for diagnostic in diagnostics:
-            if diagnostic not in before:
-                level = logging.ERROR if diagnostic.is_error else logging.WARNING
-                log.log(level, diagnostic.render(), extra={"diagnostic": diagnostic.as_dict()})
+        new = [diagnostic for diagnostic in diagnostics if diagnostic not in before]
+        if new:
+            after_pushes(lambda: _log_diagnostics(new))
         self._diagnostics = diagnostics
         counts = {"error": 0, "warning": 0}
         for diagnostic in diagnostics:
@@ -155,18 +170,23 @@ class ControlPlane:
         snapshot = snapshot_from_messages(resources, self.serializer)
         if self.cache.set_snapshot(key, snapshot):
             self.metrics.snapshots.inc(key)
-            log.info(
-                "published snapshot",
-                extra={
-                    "group": key,
-                    "versions": {short_type(t): v for t, v in snapshot.versions.items()},
-                },
-            )
+            after_pushes(lambda: _log_published(key, snapshot))
 
     def _on_group_requested(self, key: str) -> None:
         self._groups.add(key)
         if self._translation is not None:
             self._publish(key, self._translation.model)
+
+
+def _log_diagnostics(diagnostics: Sequence[Diagnostic]) -> None:
+    for diagnostic in diagnostics:
+        level = logging.ERROR if diagnostic.is_error else logging.WARNING
+        log.log(level, diagnostic.render(), extra={"diagnostic": diagnostic.as_dict()})
+
+
+def _log_published(group: str, snapshot: Snapshot) -> None:
+    versions = {short_type(t): v for t, v in snapshot.versions.items()}
+    log.info("published snapshot", extra={"group": group, "versions": versions})
 
 
 @dataclass(frozen=True)
