@@ -821,7 +821,6 @@ PROBES: tuple[tuple[str, str, str], ...] = (
     ("pipeline run (ControlPlane._on_change)", "xds_server.app", "ControlPlane._on_change"),
     ("  store.objects()", "xds_server.store", "ObjectStore.objects"),
     ("  translate", "xds_server.app", "translate"),
-    ("  diagnostics kept and logged", "xds_server.app", "ControlPlane._set_diagnostics"),
     ("  model compared with the last one", "translators.model", "MeshModel.__eq__"),
     ("  _publish (each group)", "xds_server.app", "ControlPlane._publish"),
     ("    build_group", "translators.build", "ResourceBuilder.build_group"),
@@ -829,6 +828,8 @@ PROBES: tuple[tuple[str, str, str], ...] = (
     ("    SnapshotCache.set_snapshot", "xds_server.cache", "SnapshotCache.set_snapshot"),
     ("ADS push (responses built and written)", "xds_server.ads", "SotwStream.push"),
     ("  client status: response recorded", "xds_server.client_status", "ClientRecord.sent"),
+    ("  response assembled (gRPC writes it next)", "xds_server.ads", "sotw_response"),
+    ("change reported (diagnostics, logs)", "xds_server.app", "ControlPlane._report"),
     ("log records written (anywhere)", "logging", "StreamHandler.emit"),
 )
 GC_LABEL = "garbage collection (anywhere)"
