@@ -31,8 +31,9 @@ measurement loads the machine while the other is taken:
 
 ``--profile`` then runs every delivery but the floor once more with timing probes wrapped around
 the pipeline's steps inside the server process (inotify wakeup and YAML parse, watch event, store,
-translate, build, serialize, cache, gRPC push, logging, garbage collection) and prints, per step,
-when it started and ended after the write (medians over the flips).
+translate, build, serialize, cache, gRPC push up to the response handed to gRPC, the change's
+report, logging, garbage collection) and prints, per step, when it started and ended after the
+write (medians over the flips).
 
     .venv/bin/python benchmarks/propagation.py                # 50 flips, prints the table
     .venv/bin/python benchmarks/propagation.py --flips 20 --only floor folder
