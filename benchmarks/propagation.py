@@ -31,8 +31,9 @@ measurement loads the machine while the other is taken:
 
 ``--profile`` then runs every delivery but the floor once more with timing probes wrapped around
 the pipeline's steps inside the server process (inotify wakeup and YAML parse, watch event, store,
-translate, build, serialize, cache, gRPC push, logging, garbage collection) and prints, per step,
-when it started and ended after the write (medians over the flips).
+translate, build, serialize, cache, gRPC push up to the response handed to gRPC, the change's
+report, logging, garbage collection) and prints, per step, when it started and ended after the
+write (medians over the flips).
 
     .venv/bin/python benchmarks/propagation.py                # 50 flips, prints the table
     .venv/bin/python benchmarks/propagation.py --flips 20 --only floor folder
@@ -84,6 +85,7 @@ from translators import resources
 from translators.build import build_group
 from translators.model import NodeGroup, Role
 from translators.translate import translate
+from xds_server.app import GC_THRESHOLDS
 from xds_server.bootstrap import render_bootstrap
 from xds_server.cache import SnapshotCache, snapshot_from_messages
 from xds_server.client_status import ClientRegistry
@@ -722,7 +724,9 @@ async def push_server(ports: Mapping[str, int], outbound_port: int) -> None:
 
     Prints the bound port. Each ``1`` or ``2`` read sets the v1 or v2 snapshot; end of input stops.
     With $STAMPS_ENV set, the probes are installed and their stamps written there at the end.
+    The collector runs with the thresholds ``splitplane serve`` sets.
     """
+    gc.set_threshold(*GC_THRESHOLDS)
     stamps: list[Stamp] = []
     if STAMPS_ENV in os.environ:
         install_probes(stamps)
@@ -821,7 +825,6 @@ PROBES: tuple[tuple[str, str, str], ...] = (
     ("pipeline run (ControlPlane._on_change)", "xds_server.app", "ControlPlane._on_change"),
     ("  store.objects()", "xds_server.store", "ObjectStore.objects"),
     ("  translate", "xds_server.app", "translate"),
-    ("  diagnostics kept and logged", "xds_server.app", "ControlPlane._set_diagnostics"),
     ("  model compared with the last one", "translators.model", "MeshModel.__eq__"),
     ("  _publish (each group)", "xds_server.app", "ControlPlane._publish"),
     ("    build_group", "translators.build", "ResourceBuilder.build_group"),
@@ -829,6 +832,8 @@ PROBES: tuple[tuple[str, str, str], ...] = (
     ("    SnapshotCache.set_snapshot", "xds_server.cache", "SnapshotCache.set_snapshot"),
     ("ADS push (responses built and written)", "xds_server.ads", "SotwStream.push"),
     ("  client status: response recorded", "xds_server.client_status", "ClientRecord.sent"),
+    ("  response assembled (gRPC writes it next)", "xds_server.ads", "sotw_response"),
+    ("change reported (diagnostics, logs)", "xds_server.app", "ControlPlane._report"),
     ("log records written (anywhere)", "logging", "StreamHandler.emit"),
 )
 GC_LABEL = "garbage collection (anywhere)"

@@ -1,9 +1,10 @@
 """ADS, state of the world: ``StreamAggregatedResources``.
 
 A stream holds, per type, what the client subscribed to and what it was last sent; nothing
-else. When the snapshot changes or a request arrives, the stream compares the two and sends what
-differs, in push order. A stream whose client does not read waits in its own write while the
-snapshot moves on; when it resumes it sends only the latest state (latest wins, no queue).
+else. When the snapshot changes or a request changes the subscription, the stream compares the
+two and sends what differs, in push order (an ACK that changes nothing wakes nothing). A stream
+whose client does not read waits in its own write while the snapshot moves on; when it resumes
+it sends only the latest state (latest wins, no queue).
 
 Responses are assembled from the resources' pre-serialized bytes; the gRPC method serializes
 with the identity function, so no stream ever re-serializes a resource.
@@ -95,6 +96,7 @@ class XdsStream(ABC, Generic[RequestT]):
         self._nonces = count(1)
         self._record: ClientRecord | None = None
         self._unwatch: Callable[[], None] | None = None
+        self._order: list[str] = []  # subscribed type URLs in push order
 
     @property
     def record(self) -> ClientRecord:
@@ -132,11 +134,12 @@ class XdsStream(ABC, Generic[RequestT]):
     async def _read(self, requests: AsyncIterator[RequestT]) -> None:
         try:
             async for request in requests:
-                if self._record is None:
+                first = self._record is None
+                if first:
                     self._identify(request.node)
-                self.handle(request)
+                if self.handle(request) or first:
+                    self._wake.set()
                 del request  # a request can be large; keep none while idle
-                self._wake.set()
         finally:
             self._wake.set()
 
@@ -146,9 +149,15 @@ class XdsStream(ABC, Generic[RequestT]):
         self._unwatch = self._cache.watch(group.key, self._wake.set)
         log.info("%s stream from %s (group %s)", self.protocol, node.id, group.key)
 
+    def subscribe(self, type_url: str) -> None:
+        """Note a type the client asks for the first time."""
+        self.record.subscribed(type_url)
+        self._order = push_order([*self._order, type_url])
+
     @abstractmethod
-    def handle(self, request: RequestT) -> None:
-        """Apply one request to the stream's subscription state."""
+    def handle(self, request: RequestT) -> bool:
+        """Apply one request to the stream's subscription state; return whether the
+        subscription changed (only then may the client be owed a response)."""
 
     @abstractmethod
     async def push(self, snapshot: Snapshot) -> None:
@@ -185,17 +194,17 @@ class SotwStream(XdsStream[DiscoveryRequest]):
         super().__init__(cache, registry, write)
         self._subscriptions: dict[str, _Subscription] = {}
 
-    def handle(self, request: DiscoveryRequest) -> None:
+    def handle(self, request: DiscoveryRequest) -> bool:
         type_url = str(request.type_url)
         sub = self._subscriptions.get(type_url)
         first = sub is None
         if sub is None:
             sub = self._subscriptions[type_url] = _Subscription()
-            self.record.subscribed(type_url)
+            self.subscribe(type_url)
         nonce = str(request.response_nonce)
         if nonce and nonce != sub.nonce:
             log.debug("stale %s request (nonce %s, latest %s) ignored", type_url, nonce, sub.nonce)
-            return
+            return first
         if nonce:
             if request.HasField("error_detail"):
                 error = str(request.error_detail.message)
@@ -208,13 +217,17 @@ class SotwStream(XdsStream[DiscoveryRequest]):
             sub.legacy_wildcard = True
         elif names:
             sub.legacy_wildcard = False
-        sub.wildcard = sub.legacy_wildcard or "*" in names
+        wildcard = sub.legacy_wildcard or "*" in names
         names.discard("*")
+        changed = first or wildcard != sub.wildcard
+        sub.wildcard = wildcard
         if names != sub.names:  # an ACK usually repeats the names: keep the shared set
             sub.names = shared_names(names)
+            changed = True
+        return changed
 
     async def push(self, snapshot: Snapshot) -> None:
-        for type_url in push_order(self._subscriptions):
+        for type_url in self._order:
             sub = self._subscriptions[type_url]
             selection = snapshot.of_type(type_url).select(None if sub.wildcard else sub.names)
             if selection.version == sub.sent_version:

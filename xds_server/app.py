@@ -5,6 +5,8 @@
      Kubernetes)    sync gate)      last good)                              content hashes)
 
 Everything runs on one asyncio event loop; Kubernetes informer threads hand their events to it.
+A change is published before anything else is done about it: its diagnostics are kept, counted and
+logged, and its snapshots logged, on the loop's next turn, after the streams it woke have written.
 """
 
 from __future__ import annotations
@@ -42,12 +44,27 @@ from xds_server.loadbalancer_status import (
 from xds_server.logs import configure_logging
 from xds_server.metrics import Metrics, short_type
 from xds_server.problems import diagnostics_from_problems
+from xds_server.sources.base import SourceProblem
 from xds_server.sources.kubernetes_writes import LeaseClaim
 from xds_server.store import DEFAULT_MAX_DELAY, DEFAULT_QUIET, ObjectStore, StoreChange
 
 log = logging.getLogger("splitplane")
 
 Stopper = Callable[[], Awaitable[None]]
+
+
+def after_pushes(call: Callable[[], None]) -> None:
+    """Run ``call`` once the streams already woken have started their writes.
+
+    On the running loop, ``call`` is scheduled behind those streams (the loop runs callbacks in
+    the order they were scheduled); without a running loop it runs at once.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        call()
+        return
+    loop.call_soon(call)
 
 
 def parse_group(key: str) -> NodeGroup | None:
@@ -119,54 +136,67 @@ class ControlPlane:
         else:
             translation = translate(objects, previous=previous, options=self.translate_options)
         self._translation = translation
-        self._set_diagnostics(
-            tuple(
-                sorted(
-                    [*diagnostics_from_problems(self.store.problems()), *translation.diagnostics]
-                )
-            )
-        )
+        published: list[tuple[str, Snapshot]] = []
         if previous is None or previous.model != translation.model or not self._published:
             for group in sorted(self._groups):
-                self._publish(group, translation.model)
+                snapshot = self._publish(group, translation.model)
+                if snapshot is not None:
+                    published.append((group, snapshot))
             self.serializer.end_round()
             self._published = True
         self.metrics.push_time.observe(time.perf_counter() - started)
+        problems = self.store.problems()
+        after_pushes(lambda: self._report(problems, translation.diagnostics, published))
 
-    def _set_diagnostics(self, diagnostics: tuple[Diagnostic, ...]) -> None:
+    def _report(
+        self,
+        problems: Sequence[SourceProblem],
+        found: Sequence[Diagnostic],
+        published: Sequence[tuple[str, Snapshot]],
+    ) -> None:
+        """Keep, count and log a change's diagnostics (the new ones), and log what it published."""
+        diagnostics = tuple(sorted([*diagnostics_from_problems(problems), *found]))
         before = set(self._diagnostics)
-        for diagnostic in diagnostics:
-            if diagnostic not in before:
-                level = logging.ERROR if diagnostic.is_error else logging.WARNING
-                log.log(level, diagnostic.render(), extra={"diagnostic": diagnostic.as_dict()})
+        _log_diagnostics([diagnostic for diagnostic in diagnostics if diagnostic not in before])
         self._diagnostics = diagnostics
         counts = {"error": 0, "warning": 0}
         for diagnostic in diagnostics:
             counts[diagnostic.severity.value] += 1
         for severity, count in counts.items():
             self.metrics.diagnostics.set(severity, value=count)
+        for group, snapshot in published:
+            _log_published(group, snapshot)
 
-    def _publish(self, key: str, model: MeshModel) -> None:
+    def _publish(self, key: str, model: MeshModel) -> Snapshot | None:
+        """Build ``key``'s snapshot and hand it to the cache; the snapshot if the cache took it."""
         group = parse_group(key)
         if group is None:
             log.warning("a node asked for group %r, which no role serves", key)
-            return
+            return None
         resources: Mapping[str, Sequence[Message]] = self.builder.build_group(model, group)
         snapshot = snapshot_from_messages(resources, self.serializer)
-        if self.cache.set_snapshot(key, snapshot):
-            self.metrics.snapshots.inc(key)
-            log.info(
-                "published snapshot",
-                extra={
-                    "group": key,
-                    "versions": {short_type(t): v for t, v in snapshot.versions.items()},
-                },
-            )
+        if not self.cache.set_snapshot(key, snapshot):
+            return None
+        self.metrics.snapshots.inc(key)
+        return snapshot
 
     def _on_group_requested(self, key: str) -> None:
         self._groups.add(key)
         if self._translation is not None:
-            self._publish(key, self._translation.model)
+            snapshot = self._publish(key, self._translation.model)
+            if snapshot is not None:
+                after_pushes(lambda: _log_published(key, snapshot))
+
+
+def _log_diagnostics(diagnostics: Sequence[Diagnostic]) -> None:
+    for diagnostic in diagnostics:
+        level = logging.ERROR if diagnostic.is_error else logging.WARNING
+        log.log(level, diagnostic.render(), extra={"diagnostic": diagnostic.as_dict()})
+
+
+def _log_published(group: str, snapshot: Snapshot) -> None:
+    versions = {short_type(t): v for t, v in snapshot.versions.items()}
+    log.info("published snapshot", extra={"group": group, "versions": versions})
 
 
 @dataclass(frozen=True)

@@ -422,13 +422,27 @@ def _listing(names: list[str], shown: int = 5) -> str:
 
 def inconsistency(snapshot: Snapshot) -> str | None:
     """Why ``snapshot`` cannot be served, or None when every reference resolves."""
-    missing_eds = sorted(snapshot.eds_references - snapshot.of_type(ENDPOINT).by_name.keys())
-    if missing_eds:
+    eds = snapshot.eds_references
+    if eds and not eds <= snapshot.of_type(ENDPOINT).by_name.keys():
+        missing_eds = sorted(eds - snapshot.of_type(ENDPOINT).by_name.keys())
         return f"clusters reference missing endpoints: {_listing(missing_eds)}"
-    missing_rds = sorted(snapshot.rds_references - snapshot.of_type(ROUTE).by_name.keys())
-    if missing_rds:
+    rds = snapshot.rds_references
+    if rds and not rds <= snapshot.of_type(ROUTE).by_name.keys():
+        missing_rds = sorted(rds - snapshot.of_type(ROUTE).by_name.keys())
         return f"listeners reference missing routes: {_listing(missing_rds)}"
     return None
+
+
+def _versions_differ(before: Snapshot, after: Snapshot) -> bool:
+    """Whether some type's resources differ (same version means same resources: versions are
+    content hashes), without looking at the resources."""
+    if before.types.keys() != after.types.keys():
+        return True
+    for type_url, resources in after.types.items():
+        previous = before.types[type_url]
+        if previous is not resources and previous.version != resources.version:
+            return True
+    return False
 
 
 Watcher = Callable[[], None]
@@ -462,7 +476,7 @@ class SnapshotCache:
         self.rejections.pop(group, None)
         previous = self._snapshots.get(group)
         self._snapshots[group] = snapshot
-        if previous is None or previous.types != snapshot.types:
+        if previous is None or _versions_differ(previous, snapshot):
             for notify in list(self._watchers.get(group, ())):
                 notify()
         return True

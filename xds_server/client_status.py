@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from itertools import count
 from typing import Any, Protocol
@@ -151,6 +151,59 @@ class _NoObserver:
         pass
 
 
+class _TypeState:
+    """One type's status as its stream updates it; ``TypeStatus`` is the immutable copy readers
+    get. Updating fields in place keeps the stream's bookkeeping cheap on the push path."""
+
+    __slots__ = (
+        "acked_at",
+        "acked_nonce",
+        "acked_version",
+        "error",
+        "error_at",
+        "nacked_nonce",
+        "nacked_version",
+        "responses_sent",
+        "sent_at",
+        "sent_nonce",
+        "sent_resources",
+        "sent_version",
+        "type_url",
+    )
+
+    def __init__(self, type_url: str) -> None:
+        self.type_url = type_url
+        self.sent_version = ""
+        self.sent_nonce = ""
+        self.sent_at: float | None = None
+        self.responses_sent = 0
+        self.acked_version = ""
+        self.acked_nonce = ""
+        self.acked_at: float | None = None
+        self.nacked_version = ""
+        self.nacked_nonce = ""
+        self.error = ""
+        self.error_at: float | None = None
+        self.sent_resources: tuple[Resource, ...] = ()
+
+    def status(self) -> TypeStatus:
+        return TypeStatus(
+            type_url=self.type_url,
+            sent_version=self.sent_version,
+            sent_nonce=self.sent_nonce,
+            sent_at=self.sent_at,
+            responses_sent=self.responses_sent,
+            acked_version=self.acked_version,
+            acked_nonce=self.acked_nonce,
+            acked_at=self.acked_at,
+            nacked_version=self.nacked_version,
+            nacked_nonce=self.nacked_nonce,
+            error=self.error,
+            error_at=self.error_at,
+            sent_resources=self.sent_resources,
+        )
+
+
 class ClientRecord:
     """The mutable status of one stream; only its stream writes to it."""
 
@@ -171,59 +224,58 @@ class ClientRecord:
         self.group = group
         self.protocol = protocol
         self.connected_since = time.time()
-        self._types: dict[str, TypeStatus] = {}
+        self._types: dict[str, _TypeState] = {}
+
+    def _state(self, type_url: str) -> _TypeState:
+        state = self._types.get(type_url)
+        if state is None:
+            state = self._types[type_url] = _TypeState(type_url)
+        return state
 
     def subscribed(self, type_url: str) -> None:
         """The client asked for ``type_url``."""
-        self._types.setdefault(type_url, TypeStatus(type_url))
+        self._state(type_url)
 
     def sent(
         self, type_url: str, version: str, nonce: str, resources: tuple[Resource, ...]
     ) -> None:
         """A response went out."""
-        current = self._types.get(type_url, TypeStatus(type_url))
-        self._types[type_url] = replace(
-            current,
-            sent_version=version,
-            sent_nonce=nonce,
-            sent_at=time.time(),
-            responses_sent=current.responses_sent + 1,
-            sent_resources=resources,
-        )
+        state = self._state(type_url)
+        state.sent_version = version
+        state.sent_nonce = nonce
+        state.sent_at = time.time()
+        state.responses_sent += 1
+        state.sent_resources = resources
         self.observer.response_sent(type_url, sum(len(r.body) for r in resources))
 
     def acked(self, type_url: str, nonce: str) -> None:
         """The client accepted the response with ``nonce`` (the latest one sent)."""
-        current = self._types.get(type_url, TypeStatus(type_url))
-        if current.acked_nonce != nonce and current.sent_at is not None:
-            self.observer.response_acked(type_url, time.time() - current.sent_at)
-        self._types[type_url] = replace(
-            current,
-            acked_version=current.sent_version,
-            acked_nonce=nonce,
-            acked_at=time.time(),
-            nacked_version="",
-            nacked_nonce="",
-            error="",
-            error_at=None,
-        )
+        state = self._state(type_url)
+        now = time.time()
+        if state.acked_nonce != nonce and state.sent_at is not None:
+            self.observer.response_acked(type_url, now - state.sent_at)
+        state.acked_version = state.sent_version
+        state.acked_nonce = nonce
+        state.acked_at = now
+        state.nacked_version = ""
+        state.nacked_nonce = ""
+        state.error = ""
+        state.error_at = None
 
     def nacked(self, type_url: str, nonce: str, error: str) -> None:
         """The client rejected the response with ``nonce`` (the latest one sent)."""
-        current = self._types.get(type_url, TypeStatus(type_url))
-        if current.nacked_nonce != nonce:
+        state = self._state(type_url)
+        if state.nacked_nonce != nonce:
             self.observer.response_rejected(type_url)
-        self._types[type_url] = replace(
-            current,
-            nacked_version=current.sent_version,
-            nacked_nonce=nonce,
-            error=error,
-            error_at=time.time(),
-        )
+        state.nacked_version = state.sent_version
+        state.nacked_nonce = nonce
+        state.error = error
+        state.error_at = time.time()
 
     def type_status(self, type_url: str) -> TypeStatus:
         """The status of one type (NOT_SENT when the client never asked for it)."""
-        return self._types.get(type_url, TypeStatus(type_url))
+        state = self._types.get(type_url)
+        return TypeStatus(type_url) if state is None else state.status()
 
     def view(self) -> ClientView:
         """An immutable copy."""
@@ -235,7 +287,7 @@ class ClientRecord:
             group=self.group,
             protocol=self.protocol,
             connected_since=self.connected_since,
-            types=tuple(self._types[t] for t in sorted(self._types)),
+            types=tuple(self._types[t].status() for t in sorted(self._types)),
             node=self.node,
         )
 

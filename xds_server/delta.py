@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import grpc
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
 
-from xds_server.ads import Write, XdsStream, identity, push_order
+from xds_server.ads import Write, XdsStream, identity
 from xds_server.cache import Resource, Snapshot, SnapshotCache, length_delimited, set_version
 from xds_server.client_status import ClientRegistry
 
@@ -55,12 +55,13 @@ class DeltaStream(XdsStream[DeltaDiscoveryRequest]):
         super().__init__(cache, registry, write)
         self._subscriptions: dict[str, _DeltaSubscription] = {}
 
-    def handle(self, request: DeltaDiscoveryRequest) -> None:
+    def handle(self, request: DeltaDiscoveryRequest) -> bool:
         type_url = str(request.type_url)
         sub = self._subscriptions.get(type_url)
+        first = sub is None
         if sub is None:
             sub = self._subscriptions[type_url] = _DeltaSubscription()
-            self.record.subscribed(type_url)
+            self.subscribe(type_url)
             sub.held = {str(k): str(v) for k, v in request.initial_resource_versions.items()}
             sub.wildcard = not request.resource_names_subscribe
         nonce = str(request.response_nonce)
@@ -82,9 +83,15 @@ class DeltaStream(XdsStream[DeltaDiscoveryRequest]):
             else:
                 sub.names.discard(str(name))
                 sub.held.pop(str(name), None)
+        # An ACK or NACK names nothing: nothing new to send.
+        return (
+            first
+            or len(request.resource_names_subscribe) > 0
+            or len(request.resource_names_unsubscribe) > 0
+        )
 
     async def push(self, snapshot: Snapshot) -> None:
-        for type_url in push_order(self._subscriptions):
+        for type_url in self._order:
             sub = self._subscriptions[type_url]
             resources = snapshot.of_type(type_url)
             if sub.wildcard:

@@ -208,6 +208,7 @@ class ObjectStore:
         self._problems: dict[str, tuple[SourceProblem, ...]] = {}
         self._synced: set[str] = set()
         self._effective: dict[ObjectKey, KubeObject] = {}
+        self._ordered_keys: list[ObjectKey] | None = None  # sorted keys of _effective, kept
         self._by_kind: dict[str, dict[ObjectKey, KubeObject]] = {}
         # Each key changed since the consumer last ran, with its content at that time.
         self._changed: dict[ObjectKey, KubeObject | None] = {}
@@ -270,7 +271,10 @@ class ObjectStore:
 
     def objects(self) -> list[KubeObject]:
         """Every current object, ordered by key."""
-        return [self._effective[key] for key in sorted(self._effective)]
+        if self._ordered_keys is None:  # sorted again only after a key came or went
+            self._ordered_keys = sorted(self._effective)
+        effective = self._effective
+        return [effective[key] for key in self._ordered_keys]
 
     def objects_of(self, kind: str) -> list[KubeObject]:
         """The current objects of one kind, ordered by key."""
@@ -309,7 +313,10 @@ class ObjectStore:
             if after is None:
                 del self._effective[key]
                 del of_kind[key]
+                self._ordered_keys = None
             else:
+                if before is None:
+                    self._ordered_keys = None
                 self._effective[key] = after
                 of_kind[key] = after
             if not same_content(before, after):

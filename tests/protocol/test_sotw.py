@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
+import pytest
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryResponse
@@ -10,6 +13,7 @@ from envoy.service.discovery.v3.discovery_pb2 import DiscoveryResponse
 from tests.protocol.conftest import XdsHarness, wait_until
 from tests.protocol.xds_client import SotwClient, node
 from tests.support.envoy_resources import http_listener, split_mesh
+from xds_server.ads import SotwStream
 from xds_server.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot, snapshot_from_messages
 from xds_server.client_status import SyncState
 
@@ -167,6 +171,38 @@ async def test_an_ack_records_version_nonce_and_time(xds: XdsHarness) -> None:
         response.nonce,
     )
     assert status.acked_at is not None
+    await client.close()
+
+
+async def test_acks_and_nacks_that_change_no_names_cost_the_stream_no_push_pass(
+    xds: XdsHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    passes: list[Snapshot] = []
+    push = SotwStream.push
+
+    async def counted(stream: SotwStream, snapshot: Snapshot) -> None:
+        passes.append(snapshot)
+        await push(stream, snapshot)
+
+    async def handled(state: SyncState) -> None:
+        """Wait until the server recorded the client's answer, then let the loop run what that
+        scheduled (the server runs on this test's event loop)."""
+        await wait_until(lambda: xds.registry.views()[0].type_status(CLUSTER).state is state)
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(SotwStream, "push", counted)
+    xds.cache.set_snapshot(GROUP, mesh("a"))
+    client = xds.sotw(node("proxy-1"))
+    client.request(CLUSTER)
+    client.ack(await client.response())
+    await handled(SyncState.SYNCED)
+    assert len(passes) == 1
+
+    xds.cache.set_snapshot(GROUP, mesh("a", "b"))
+    client.nack(await client.response(), "cluster b: bad lb policy")
+    await handled(SyncState.NACKED)
+    assert len(passes) == 2
     await client.close()
 
 

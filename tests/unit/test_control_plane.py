@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 
 from tests.unit.objects import (
     destination,
@@ -152,3 +153,35 @@ async def test_a_weight_change_rebuilds_routes_but_not_clusters_or_endpoints() -
     assert rebuilt == {"sidecar:15001/routes", "port-routes"}
     # the sidecar table and the proxyless per-port table: nothing else was serialized again
     assert plane.serializer.serialized - serialized_before == 2
+
+
+async def test_a_woken_stream_runs_before_the_change_is_logged() -> None:
+    order: list[str] = []
+
+    class Recorder(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            order.append(record.getMessage())
+
+    plane = ControlPlane(quiet=0.01, max_delay=0.05)
+    woken = asyncio.Event()
+    plane.cache.watch("sidecar:15001", woken.set)
+
+    async def stream() -> None:
+        await woken.wait()
+        order.append("stream woken")
+
+    task = asyncio.create_task(stream())
+    logger = logging.getLogger("splitplane")
+    recorder, level = Recorder(), logger.level
+    logger.addHandler(recorder)
+    logger.setLevel(logging.INFO)
+    try:
+        plane.store.replace_all(SOURCE, [*versioned_service(), canary(90, 10)])
+        plane.store.mark_synced(SOURCE)
+        await settle(plane)
+    finally:
+        logger.removeHandler(recorder)
+        logger.setLevel(level)
+    await task
+
+    assert order == ["stream woken", "published snapshot"]

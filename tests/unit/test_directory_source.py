@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from xds_server.sources.base import KubeObject, ObjectKey, SourceProblem, object_key
-from xds_server.sources.directory import DirectorySource, load_directory
+from xds_server.sources.directory import DirectorySource, _read_at_most, load_directory
 from xds_server.store import LoopTimer, ObjectStore, StoreChange
 
 REVIEWS: ObjectKey = ("VirtualService", "default", "reviews")
@@ -311,6 +311,19 @@ def test_a_file_over_the_size_limit_is_a_problem_not_a_crash(mesh: Path) -> None
     assert problems == [
         SourceProblem("file is larger than the limit of 1024 bytes", file=str(mesh / "big.yaml"))
     ]
+
+
+@pytest.mark.parametrize("size_taken", [0, 10, 5000, 6000])
+def test_a_file_is_read_to_its_end_or_one_byte_past_the_limit(mesh: Path, size_taken: int) -> None:
+    # The size fstat gave may be out of date: the file grew or shrank before it was read.
+    for length, limit, expected in [(5000, 1024, 1025), (5000, 8192, 5000), (0, 1024, 0)]:
+        path = mesh / "growing.yaml"
+        path.write_bytes(b"#" * length)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert _read_at_most(fd, limit, size_taken) == b"#" * expected
+        finally:
+            os.close(fd)
 
 
 def test_a_named_pipe_is_a_problem_and_does_not_block(mesh: Path) -> None:

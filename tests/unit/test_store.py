@@ -77,6 +77,35 @@ def test_objects_are_kept_by_kind_namespace_and_name(synced: Harness) -> None:
     assert [o["kind"] for o in store.objects()] == ["Service", "Service", "VirtualService"]
 
 
+def test_objects_stay_ordered_by_key_as_objects_come_change_and_go(synced: Harness) -> None:
+    store = synced.store
+
+    def listed() -> list[tuple[str, str, int]]:
+        return [
+            (o["kind"], o["metadata"]["namespace"], o.get("spec", {}).get("weight", 0))
+            for o in store.objects()
+        ]
+
+    assert listed() == [("Service", "default", 0), ("VirtualService", "default", 0)]
+    store.upsert(SOURCE, service("reviews", "shop"))
+    store.upsert(SOURCE, {**service("reviews", "alpha"), "spec": {"weight": 1}})
+    assert listed() == [
+        ("Service", "alpha", 1),
+        ("Service", "default", 0),
+        ("Service", "shop", 0),
+        ("VirtualService", "default", 0),
+    ]
+    store.upsert(SOURCE, {**service("reviews", "alpha"), "spec": {"weight": 2}})
+    store.delete(SOURCE, ("Service", "default", "reviews"))
+    assert listed() == [
+        ("Service", "alpha", 2),
+        ("Service", "shop", 0),
+        ("VirtualService", "default", 0),
+    ]
+    store.replace_all(SOURCE, [service("reviews", "zulu"), service("reviews", "shop")])
+    assert listed() == [("Service", "shop", 0), ("Service", "zulu", 0)]
+
+
 def test_an_object_without_namespace_is_stored_in_default(synced: Harness) -> None:
     synced.store.upsert(SOURCE, service("ratings", namespace=None))
     assert synced.store.get(("Service", "default", "ratings")) == service("ratings", None)

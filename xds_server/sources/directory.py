@@ -140,6 +140,60 @@ def _check_expansion(root: yaml.Node, budget: int) -> None:
         raise _UnsafeAliasesError(f"aliases expand the document to more than {budget} nodes")
 
 
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_STR_TAG = "tag:yaml.org,2002:str"
+# Scalars the plain construction builds, each with the safe constructor's own function.
+_PLAIN_SCALAR_TAGS = frozenset(
+    {
+        _STR_TAG,
+        "tag:yaml.org,2002:int",
+        "tag:yaml.org,2002:float",
+        "tag:yaml.org,2002:bool",
+        "tag:yaml.org,2002:null",
+    }
+)
+
+
+class _NotPlainError(Exception):
+    """A node the plain construction leaves to the safe constructor."""
+
+
+def _plain(loader: _KubeYamlLoader, node: yaml.Node) -> Any:
+    """``node`` built exactly as the safe constructor builds it, for what Kubernetes objects are
+    made of: mappings, sequences and core-schema scalars.
+
+    The safe constructor goes through per-node bookkeeping (aliases, recursion, deferred
+    generators) that a document without aliases does not need. Raises ``_NotPlainError`` at
+    anything else: another tag, a merge (``<<``) or value (``=``) key, a key that is not a scalar.
+    """
+    tag = node.tag
+    if isinstance(node, yaml.ScalarNode):
+        if tag == _STR_TAG:
+            return node.value
+        if tag not in _PLAIN_SCALAR_TAGS:
+            raise _NotPlainError(tag)
+        return loader.yaml_constructors[tag](loader, node)
+    if isinstance(node, yaml.MappingNode) and tag == _MAP_TAG:
+        mapping: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise _NotPlainError(key_node.tag)
+            mapping[_plain(loader, key_node)] = _plain(loader, value_node)
+        return mapping
+    if isinstance(node, yaml.SequenceNode) and tag == _SEQ_TAG:
+        return [_plain(loader, child) for child in node.value]
+    raise _NotPlainError(tag)
+
+
+def _constructed(loader: _KubeYamlLoader, node: yaml.Node) -> Any:
+    """A document without aliases, built by the plain construction when it can be."""
+    try:
+        return _plain(loader, node)
+    except Exception:  # anything else, errors included, as the safe constructor has it
+        return loader.construct_document(node)
+
+
 def _documents(data: bytes, budget: int) -> list[tuple[int, Any]]:
     """Each YAML document in ``data`` with the line it starts on."""
     has_anchors = b"&" in data  # without an anchor there is no alias to expand
@@ -152,7 +206,10 @@ def _documents(data: bytes, budget: int) -> list[tuple[int, Any]]:
                 break
             if has_anchors:
                 _check_expansion(node, budget)
-            documents.append((node.start_mark.line + 1, loader.construct_document(node)))
+                document = loader.construct_document(node)
+            else:
+                document = _constructed(loader, node)
+            documents.append((node.start_mark.line + 1, document))
         return documents
     finally:
         loader.dispose()
@@ -238,18 +295,43 @@ def parse_yaml(path: str, data: bytes, *, budget: int = DEFAULT_MAX_FILE_BYTES) 
     return ParsedFile(path, tuple(objects), tuple(problems))
 
 
+def _read_at_most(fd: int, limit: int, size: int) -> bytes:
+    """What ``fd`` holds, read to its end but stopping past ``limit`` bytes (at ``limit + 1``).
+
+    ``size`` is the size ``fstat`` gave: buffers are sized for the file, not for the limit.
+    """
+    chunks: list[bytes] = []
+    total = 0
+    ask = size + 1  # one byte more than expected: a file that grew shows it at once
+    while total <= limit:
+        chunk = os.read(fd, min(ask, limit + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+        ask = _READ_CHUNK
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+_READ_CHUNK = 64 * 1024
+
+
 def parse_file(path: str, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> ParsedFile:
     """Read and parse one file. Raises ``FileNotFoundError`` if it does not exist."""
     try:
         # Non-blocking, so that a named pipe cannot stall the reader; regular files ignore it.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as handle:
+        try:
             status = os.fstat(fd)
             if not stat.S_ISREG(status.st_mode):
                 problem = SourceProblem("not a regular file", file=path)
                 return ParsedFile(path, (), (problem,), complete=False)
-            data = b"" if status.st_size > max_bytes else handle.read(max_bytes + 1)
+            data = (
+                b"" if status.st_size > max_bytes else _read_at_most(fd, max_bytes, status.st_size)
+            )
             oversized = status.st_size > max_bytes or len(data) > max_bytes
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise
     except OSError as exc:

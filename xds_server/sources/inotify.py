@@ -38,6 +38,8 @@ FOLDER_EVENTS = (
 )
 _EVENT_HEADER = struct.Struct("iIII")
 _READ_SIZE = 64 * 1024
+# An event's header and a name of NAME_MAX bytes with its terminating NUL.
+_LARGEST_EVENT = _EVENT_HEADER.size + 255 + 1
 
 
 @dataclass(frozen=True)
@@ -95,16 +97,20 @@ class Inotify:
         self._rm_watch(self.fd, wd)
 
     def read_events(self) -> list[InotifyEvent]:
-        """Every event queued now (an empty list if none)."""
+        """Every event queued now (an empty list if none).
+
+        A read returns every queued event that fits in its buffer, so only a read that left
+        less room than the largest event is followed by another.
+        """
         events: list[InotifyEvent] = []
         while True:
             try:
                 data = os.read(self.fd, _READ_SIZE)
             except BlockingIOError:
                 return events
-            if not data:
-                return events
             events.extend(parse_events(data))
+            if len(data) <= _READ_SIZE - _LARGEST_EVENT:
+                return events
 
     def close(self) -> None:
         os.close(self.fd)
