@@ -85,7 +85,7 @@ from translators import resources
 from translators.build import build_group
 from translators.model import NodeGroup, Role
 from translators.translate import translate
-from xds_server.app import GC_THRESHOLDS
+from xds_server import collector
 from xds_server.bootstrap import render_bootstrap
 from xds_server.cache import SnapshotCache, snapshot_from_messages
 from xds_server.client_status import ClientRegistry
@@ -726,7 +726,7 @@ async def push_server(ports: Mapping[str, int], outbound_port: int) -> None:
     With $STAMPS_ENV set, the probes are installed and their stamps written there at the end.
     The collector runs with the thresholds ``splitplane serve`` sets.
     """
-    gc.set_threshold(*GC_THRESHOLDS)
+    collector.tune()
     stamps: list[Stamp] = []
     if STAMPS_ENV in os.environ:
         install_probes(stamps)

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import logging
+from typing import Any
 
+import pytest
+
+import translators.translate
+import xds_server.app as app_module
 from tests.unit.objects import (
     destination,
     endpoint_slice,
@@ -14,6 +20,7 @@ from tests.unit.objects import (
     versioned_service,
     virtual_service,
 )
+from translators.build import ResourceBuilder
 from translators.model import NodeGroup, Role
 from xds_server.app import ControlPlane, parse_group
 from xds_server.cache import ENDPOINT, ROUTE
@@ -185,3 +192,27 @@ async def test_a_woken_stream_runs_before_the_change_is_logged() -> None:
     await task
 
     assert order == ["stream woken", "published snapshot"]
+
+
+async def test_the_cyclic_collector_is_paused_while_a_change_is_translated_and_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[bool] = []
+    real_translate, real_build = translators.translate.translate, ResourceBuilder.build_group
+
+    def translate(*args: Any, **kwargs: Any) -> Any:
+        seen.append(gc.isenabled())
+        return real_translate(*args, **kwargs)
+
+    def build_group(self: ResourceBuilder, *args: Any) -> Any:
+        seen.append(gc.isenabled())
+        return real_build(self, *args)
+
+    monkeypatch.setattr(app_module, "translate", translate)
+    monkeypatch.setattr(ResourceBuilder, "build_group", build_group)
+    plane = await started([*versioned_service(), canary(90, 10)])
+    plane.store.upsert(SOURCE, canary(50, 50))
+    await settle(plane)
+
+    assert len(seen) >= 2 + len(GROUPS) and not any(seen)
+    assert gc.isenabled()
