@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -132,7 +133,8 @@ class ControlPlane:
         objects = self.store.objects()
         previous = self._translation
         published: list[tuple[str, Snapshot]] = []
-        with collector.paused():
+        # The first translation is a cold build: everything it makes lives on.
+        with collector.long_lived() if previous is None else contextlib.nullcontext():
             if previous is not None and change.endpoints_only:
                 translation = translate_endpoints(previous, objects)
             else:
@@ -184,7 +186,7 @@ class ControlPlane:
     def _on_group_requested(self, key: str) -> None:
         self._groups.add(key)
         if self._translation is not None:
-            with collector.paused():
+            with collector.long_lived():  # a group's first snapshot: a cold build
                 snapshot = self._publish(key, self._translation.model)
             if snapshot is not None:
                 after_pushes(lambda: _log_published(key, snapshot))

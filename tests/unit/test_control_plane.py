@@ -194,25 +194,33 @@ async def test_a_woken_stream_runs_before_the_change_is_logged() -> None:
     assert order == ["stream woken", "published snapshot"]
 
 
-async def test_the_cyclic_collector_is_paused_while_a_change_is_translated_and_built(
+async def test_a_cold_build_runs_without_collections_and_later_changes_run_as_usual(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    seen: list[bool] = []
+    collecting: list[bool] = []  # whether the collector ran while translating or building
     real_translate, real_build = translators.translate.translate, ResourceBuilder.build_group
 
     def translate(*args: Any, **kwargs: Any) -> Any:
-        seen.append(gc.isenabled())
+        collecting.append(gc.isenabled())
         return real_translate(*args, **kwargs)
 
     def build_group(self: ResourceBuilder, *args: Any) -> Any:
-        seen.append(gc.isenabled())
+        collecting.append(gc.isenabled())
         return real_build(self, *args)
 
     monkeypatch.setattr(app_module, "translate", translate)
     monkeypatch.setattr(ResourceBuilder, "build_group", build_group)
-    plane = await started([*versioned_service(), canary(90, 10)])
-    plane.store.upsert(SOURCE, canary(50, 50))
-    await settle(plane)
+    frozen_before = gc.get_freeze_count()
+    try:
+        plane = await started([*versioned_service(), canary(90, 10)])
+        cold, collecting[:] = list(collecting), []
+        frozen_after_cold = gc.get_freeze_count()
+        plane.store.upsert(SOURCE, canary(50, 50))
+        await settle(plane)
+    finally:
+        gc.unfreeze()
 
-    assert len(seen) >= 2 + len(GROUPS) and not any(seen)
+    assert cold == [False] * (1 + len(GROUPS))  # the first translation, each group's build
+    assert frozen_after_cold > frozen_before
+    assert collecting and all(collecting)
     assert gc.isenabled()
