@@ -98,7 +98,7 @@ def test_node_metadata_names_role_namespace_and_listener_port(
     ("delta", "api_type"), [(False, "GRPC"), (True, "DELTA_GRPC")], ids=["sotw", "delta"]
 )
 @pytest.mark.parametrize("role", ["sidecar", "gateway"])
-def test_every_resource_type_comes_over_one_ads_stream(
+def test_every_resource_type_comes_over_one_ads_stream_that_names_the_node_once(
     role: str, delta: bool, api_type: str
 ) -> None:
     dynamic = rendered(role=role, delta=delta)["dynamic_resources"]
@@ -106,6 +106,7 @@ def test_every_resource_type_comes_over_one_ads_stream(
     assert dynamic["ads_config"] == {
         "api_type": api_type,
         "transport_api_version": "V3",
+        "set_node_on_first_message_only": True,
         "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}],
     }
     assert dynamic["cds_config"] == {"ads": {}, "resource_api_version": "V3"}
