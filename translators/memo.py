@@ -21,6 +21,10 @@ MemoEntries = Mapping[str, Mapping[int, tuple[object, Any]]]
 _EMPTY: Mapping[int, tuple[object, Any]] = {}
 
 
+def _always(_: object) -> bool:
+    return True
+
+
 class Memo:
     """Results by step and object identity: the previous translation's, and this one's."""
 
@@ -33,14 +37,7 @@ class Memo:
     ) -> T:
         """``compute(*args, **kwargs)``, or its result from before if ``obj`` is the very same
         object."""
-        current, held = self._held(step, obj)
-        if held is not None:
-            current[id(obj)] = held
-            result: T = held[1]
-            return result
-        value = compute(*args, **kwargs)
-        current[id(obj)] = (obj, value)
-        return value
+        return self.get_checked(step, obj, _always, compute, *args, **kwargs)
 
     def get_checked(
         self,

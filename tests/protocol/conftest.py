@@ -12,7 +12,7 @@ from envoy.config.core.v3.base_pb2 import Node
 
 from tests.protocol.xds_client import DeltaClient, SotwClient
 from xds_server.cache import SnapshotCache
-from xds_server.client_status import ClientRegistry
+from xds_server.client_status import ClientRegistry, SyncState
 from xds_server.grpc_server import ServerOptions, start_xds_server
 
 
@@ -40,6 +40,13 @@ class XdsHarness:
     def delta(self, client_node: Node) -> DeltaClient:
         """Open a delta stream."""
         return DeltaClient(self.channel, client_node)
+
+    async def recorded(self, type_url: str, state: SyncState) -> None:
+        """Wait until the server recorded the first client's answer for ``type_url``, then let
+        the loop run what that scheduled (the server runs on the test's event loop)."""
+        await wait_until(lambda: self.registry.views()[0].type_status(type_url).state is state)
+        for _ in range(3):
+            await asyncio.sleep(0)
 
 
 async def running_harness(options: ServerOptions) -> AsyncIterator[XdsHarness]:

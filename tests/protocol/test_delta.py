@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryResponse
 
-from tests.protocol.conftest import XdsHarness, wait_until
+from tests.protocol.conftest import XdsHarness
 from tests.protocol.test_sotw import GROUP, mesh
 from tests.protocol.xds_client import DeltaClient, node
 from xds_server.cache import CLUSTER, ENDPOINT, ROUTE, Snapshot
@@ -117,23 +115,16 @@ async def test_acks_and_nacks_cost_the_stream_no_push_pass(
         passes.append(snapshot)
         await push(stream, snapshot)
 
-    async def handled(state: SyncState) -> None:
-        """Wait until the server recorded the client's answer, then let the loop run what that
-        scheduled (the server runs on this test's event loop)."""
-        await wait_until(lambda: xds.registry.views()[0].type_status(CLUSTER).state is state)
-        for _ in range(3):
-            await asyncio.sleep(0)
-
     monkeypatch.setattr(DeltaStream, "push", counted)
     xds.cache.set_snapshot(GROUP, mesh("a"))
     client = xds.delta(node("d"))
     client.request(CLUSTER)
     client.ack(await client.response())
-    await handled(SyncState.SYNCED)
+    await xds.recorded(CLUSTER, SyncState.SYNCED)
     assert len(passes) == 1
 
     xds.cache.set_snapshot(GROUP, mesh("a", "b"))
     client.nack(await client.response(), "cluster b: bad lb policy")
-    await handled(SyncState.NACKED)
+    await xds.recorded(CLUSTER, SyncState.NACKED)
     assert len(passes) == 2
     await client.close()
