@@ -236,10 +236,9 @@ class SotwStream(XdsStream[DiscoveryRequest]):
                 continue
             nonce = self.next_nonce()
             sub.sent_version, sub.nonce = selection.version, nonce
-            self.record.sent(type_url, selection.version, nonce, selection.resources)
-            await self._write(
-                sotw_response(type_url, selection.version, selection.sotw_entries, nonce)
-            )
+            entries = selection.sotw_entries
+            self.record.sent(type_url, selection.version, nonce, selection.resources, len(entries))
+            await self._write(sotw_response(type_url, selection.version, entries, nonce))
 
 
 def sotw_method_handler(

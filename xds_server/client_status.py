@@ -237,16 +237,22 @@ class ClientRecord:
         self._state(type_url)
 
     def sent(
-        self, type_url: str, version: str, nonce: str, resources: tuple[Resource, ...]
+        self,
+        type_url: str,
+        version: str,
+        nonce: str,
+        resources: tuple[Resource, ...],
+        size: int = 0,
     ) -> None:
-        """A response went out."""
+        """A response of ``size`` bytes of resource entries went out; the client now holds
+        ``resources``."""
         state = self._state(type_url)
         state.sent_version = version
         state.sent_nonce = nonce
         state.sent_at = time.time()
         state.responses_sent += 1
         state.sent_resources = resources
-        self.observer.response_sent(type_url, sum(len(r.body) for r in resources))
+        self.observer.response_sent(type_url, size)
 
     def acked(self, type_url: str, nonce: str) -> None:
         """The client accepted the response with ``nonce`` (the latest one sent)."""

@@ -111,8 +111,8 @@ class DeltaStream(XdsStream[DeltaDiscoveryRequest]):
             nonce = self.next_nonce()
             sub.nonce, sub.responded = nonce, True
             held: tuple[Resource, ...] = tuple(wanted[n] for n in sorted(sub.held))
-            self.record.sent(type_url, version, nonce, held)
             entries = b"".join(r.delta_entry for r in changed)
+            self.record.sent(type_url, version, nonce, held, len(entries))
             await self._write(delta_response(type_url, version, entries, removed, nonce))
 
 

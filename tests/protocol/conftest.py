@@ -12,7 +12,7 @@ from envoy.config.core.v3.base_pb2 import Node
 
 from tests.protocol.xds_client import DeltaClient, SotwClient
 from xds_server.cache import SnapshotCache
-from xds_server.client_status import ClientRegistry, SyncState
+from xds_server.client_status import ClientObserver, ClientRegistry, SyncState
 from xds_server.grpc_server import ServerOptions, start_xds_server
 
 
@@ -49,11 +49,14 @@ class XdsHarness:
             await asyncio.sleep(0)
 
 
-async def running_harness(options: ServerOptions) -> AsyncIterator[XdsHarness]:
-    """Start a server with ``options``; stop it afterwards."""
+async def running_harness(
+    options: ServerOptions, observer: ClientObserver | None = None
+) -> AsyncIterator[XdsHarness]:
+    """Start a server with ``options`` (client events reported to ``observer``); stop it
+    afterwards."""
     requested: list[str] = []
     cache = SnapshotCache(on_group_requested=requested.append)
-    registry = ClientRegistry()
+    registry = ClientRegistry(observer)
     server, port = await start_xds_server(cache, registry, "127.0.0.1:0", options)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
