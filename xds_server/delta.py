@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import grpc
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
 
-from xds_server.ads import Write, XdsStream, identity
-from xds_server.cache import Resource, Snapshot, SnapshotCache, length_delimited, set_version
+from xds_server.ads import Write, XdsStream, identity, shared_names
+from xds_server.cache import Snapshot, SnapshotCache, length_delimited
 from xds_server.client_status import ClientRegistry
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ class _DeltaSubscription:
     """One type on one delta stream."""
 
     names: set[str] = field(default_factory=set)
+    shared: frozenset[str] | None = None  # ``names``, shared across streams; None after a change
     wildcard: bool = False
     held: dict[str, str] = field(default_factory=dict)  # name -> version the client holds
     nonce: str = ""
@@ -77,12 +78,14 @@ class DeltaStream(XdsStream[DeltaDiscoveryRequest]):
                 sub.wildcard = True
             else:
                 sub.names.add(str(name))
+                sub.shared = None
         for name in request.resource_names_unsubscribe:
             if name == "*":
                 sub.wildcard = False
             else:
                 sub.names.discard(str(name))
                 sub.held.pop(str(name), None)
+                sub.shared = None
         # An ACK or NACK names nothing: nothing new to send.
         return (
             first
@@ -95,25 +98,29 @@ class DeltaStream(XdsStream[DeltaDiscoveryRequest]):
             sub = self._subscriptions[type_url]
             resources = snapshot.of_type(type_url)
             if sub.wildcard:
-                wanted = dict(resources.by_name)
-                version = resources.version
+                selection = resources.select(None)
             else:
-                wanted = {n: resources.by_name[n] for n in sub.names if n in resources.by_name}
-                version = set_version(wanted.values())
-            changed = [r for n, r in sorted(wanted.items()) if sub.held.get(n) != r.version]
-            removed = sorted(n for n in sub.held if n not in wanted)
+                if sub.shared is None:
+                    sub.shared = shared_names(sub.names)
+                # Streams subscribed to the same names share one selection and its version.
+                selection = resources.select(sub.shared)
+            held, by_name = sub.held, resources.by_name
+            changed = [r for r in selection.resources if held.get(r.name) != r.version]
+            removed = sorted(
+                n for n in held if n not in by_name or not (sub.wildcard or n in sub.names)
+            )
             if not changed and not removed and (sub.responded or not sub.wildcard):
                 continue
             for resource in changed:
-                sub.held[resource.name] = resource.version
+                held[resource.name] = resource.version
             for name in removed:
-                del sub.held[name]
+                del held[name]
             nonce = self.next_nonce()
             sub.nonce, sub.responded = nonce, True
-            held: tuple[Resource, ...] = tuple(wanted[n] for n in sorted(sub.held))
             entries = b"".join(r.delta_entry for r in changed)
-            self.record.sent(type_url, version, nonce, held, len(entries))
-            await self._write(delta_response(type_url, version, entries, removed, nonce))
+            # What the client holds now is exactly the selection.
+            self.record.sent(type_url, selection.version, nonce, selection.resources, len(entries))
+            await self._write(delta_response(type_url, selection.version, entries, removed, nonce))
 
 
 def delta_method_handler(
