@@ -21,6 +21,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from google.protobuf.message import Message
@@ -28,7 +29,13 @@ from google.protobuf.message import Message
 from translators.build import ResourceBuilder
 from translators.diagnostics import Diagnostic
 from translators.model import MeshModel, NodeGroup, Role
-from translators.translate import Options, Translation, translate, translate_endpoints
+from translators.translate import (
+    KubeObject,
+    Options,
+    Translation,
+    translate,
+    translate_endpoints,
+)
 from xds_server import collector
 from xds_server.cache import Serializer, Snapshot, SnapshotCache, snapshot_from_messages
 from xds_server.client_status import ClientRegistry, ClientView
@@ -68,6 +75,26 @@ def after_pushes(call: Callable[[], None]) -> None:
     loop.call_soon(call)
 
 
+# A translation of this many objects or more (about 600 services) runs in a worker thread, so
+# that streams keep being served while it runs (ACKs, new connections); smaller ones run on the
+# loop, where they cost less than the hop to a thread and back.
+OFFLOAD_OBJECTS = 5_000
+
+
+def _in_worker(work: Callable[[], Translation], cold: bool) -> Translation:
+    with collector.long_lived() if cold else contextlib.nullcontext():
+        return work()
+
+
+def _merged(first: StoreChange, then: StoreChange) -> StoreChange:
+    """One change standing for ``first`` and then ``then``."""
+    return StoreChange(
+        keys=first.keys | then.keys,
+        initial=first.initial or then.initial,
+        problems_changed=first.problems_changed or then.problems_changed,
+    )
+
+
 def parse_group(key: str) -> NodeGroup | None:
     """``sidecar:15001`` → NodeGroup(SIDECAR, 15001); None for a key no role matches."""
     role_name, _, port_text = key.partition(":")
@@ -93,6 +120,8 @@ class ControlPlane:
     max_delay: float = DEFAULT_MAX_DELAY
     metrics: Metrics = field(default_factory=Metrics)
     translate_options: Options = field(default_factory=Options)
+    # From this many objects on, translation runs in a worker thread (see `OFFLOAD_OBJECTS`).
+    offload_objects: int = OFFLOAD_OBJECTS
 
     def __post_init__(self) -> None:
         self.clients_registry = ClientRegistry(observer=self.metrics)
@@ -103,6 +132,8 @@ class ControlPlane:
         # Groups some node has asked for; a group is built when its first node connects.
         self._groups: set[str] = set()
         self._published = False
+        self._translating = False  # a translation is running in the worker
+        self._pending: StoreChange | None = None  # what changed while it ran
         # Unchanged parts of the model are not built again, nor their messages serialized again.
         self.builder = ResourceBuilder()
         self.serializer = Serializer()
@@ -129,24 +160,58 @@ class ControlPlane:
     # -- the pipeline -------------------------------------------------------------------------
 
     def _on_change(self, change: StoreChange) -> None:
+        if self._translating:  # the worker's result comes first; then this, with what is new
+            self._pending = change if self._pending is None else _merged(self._pending, change)
+            return
         started = time.perf_counter()
         objects = self.store.objects()
         previous = self._translation
+        work = partial(self._translate, previous, objects, change.endpoints_only)
+        if len(objects) < self.offload_objects:
+            # The first translation is a cold build: everything it makes lives on.
+            with collector.long_lived() if previous is None else contextlib.nullcontext():
+                self._take(previous, work(), started)
+            return
+        self._translating = True
+        loop = asyncio.get_running_loop()
+        translated = loop.run_in_executor(None, _in_worker, work, previous is None)
+        translated.add_done_callback(partial(self._translated, previous, started))
+
+    def _translate(
+        self, previous: Translation | None, objects: list[KubeObject], endpoints_only: bool
+    ) -> Translation:
+        if previous is not None and endpoints_only:
+            return translate_endpoints(previous, objects)
+        return translate(objects, previous=previous, options=self.translate_options)
+
+    def _translated(
+        self, previous: Translation | None, started: float, done: asyncio.Future[Translation]
+    ) -> None:
+        """Back on the loop after a translation in the worker: publish it, then what came in
+        meanwhile."""
+        self._translating = False
+        try:
+            translation = done.result()
+        except Exception:
+            log.exception("translation failed; the last published configuration stays")
+        else:
+            with collector.long_lived() if previous is None else contextlib.nullcontext():
+                self._take(previous, translation, started)
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._on_change(pending)
+
+    def _take(self, previous: Translation | None, translation: Translation, started: float) -> None:
+        """Make ``translation`` current and publish every group's snapshot if the model changed."""
+        self._translation = translation
         published: list[tuple[str, Snapshot]] = []
-        # The first translation is a cold build: everything it makes lives on.
-        with collector.long_lived() if previous is None else contextlib.nullcontext():
-            if previous is not None and change.endpoints_only:
-                translation = translate_endpoints(previous, objects)
-            else:
-                translation = translate(objects, previous=previous, options=self.translate_options)
-            self._translation = translation
-            if previous is None or previous.model != translation.model or not self._published:
-                for group in sorted(self._groups):
-                    snapshot = self._publish(group, translation.model)
-                    if snapshot is not None:
-                        published.append((group, snapshot))
-                self.serializer.end_round()
-                self._published = True
+        if previous is None or previous.model != translation.model or not self._published:
+            for group in sorted(self._groups):
+                snapshot = self._publish(group, translation.model)
+                if snapshot is not None:
+                    published.append((group, snapshot))
+            self.serializer.end_round()
+            self._published = True
         self.metrics.push_time.observe(time.perf_counter() - started)
         problems = self.store.problems()
         after_pushes(lambda: self._report(problems, translation.diagnostics, published))

@@ -6,9 +6,11 @@ import asyncio
 import copy
 import gc
 import logging
+import threading
 from typing import Any
 
 import pytest
+from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
 import translators.translate
 import xds_server.app as app_module
@@ -224,3 +226,82 @@ async def test_a_cold_build_runs_without_collections_and_later_changes_run_as_us
     assert frozen_after_cold > frozen_before
     assert collecting and all(collecting)
     assert gc.isenabled()
+
+
+def reviews_weights(plane: ControlPlane) -> list[tuple[str, int]]:
+    """The weighted clusters of the reviews virtual host the sidecar group was last sent."""
+    snapshot = plane.cache.snapshot("sidecar:15001")
+    assert snapshot is not None
+    (table,) = snapshot.of_type(ROUTE).resources
+    config = RouteConfiguration.FromString(table.body)
+    host = next(v for v in config.virtual_hosts if v.name.startswith("reviews."))
+    action = host.routes[0].route
+    if action.cluster:  # one destination: no weights
+        return [(action.cluster.split("|")[2], 100)]
+    return [(c.name.split("|")[2], c.weight.value) for c in action.weighted_clusters.clusters]
+
+
+async def test_a_large_translation_runs_beside_the_loop_and_changes_meanwhile_follow_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    release = threading.Event()
+    calls: list[str] = []  # the thread each translation ran on
+    real_translate = translators.translate.translate
+
+    def translate(*args: Any, **kwargs: Any) -> Any:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            release.wait(timeout=10)  # the first one runs until the test lets it finish
+        return real_translate(*args, **kwargs)
+
+    monkeypatch.setattr(app_module, "translate", translate)
+    plane = ControlPlane(quiet=0.01, max_delay=0.05, offload_objects=1)
+    plane.cache.watch("sidecar:15001", lambda: None)
+    plane.store.replace_all(SOURCE, [*versioned_service(), canary(90, 10)])
+    plane.store.mark_synced(SOURCE)
+    await settle(plane)  # the loop keeps running while the first translation is held
+
+    assert calls and calls[0] != threading.current_thread().name
+    assert plane.cache.snapshot("sidecar:15001") is None
+    plane.store.upsert(SOURCE, canary(50, 50))
+    await settle(plane)
+    plane.store.upsert(SOURCE, canary(0, 100))
+    await settle(plane)
+    assert len(calls) == 1  # changes wait for the running translation
+    release.set()
+    async with asyncio.timeout(10):
+        while len(calls) < 2 or plane.cache.snapshot("sidecar:15001") is None:
+            await asyncio.sleep(0.01)
+        while reviews_weights(plane) != [("v2", 100)]:
+            await asyncio.sleep(0.01)
+
+    await settle(plane)
+    assert len(calls) == 2  # one more, with everything that came in meanwhile
+
+
+async def test_a_translation_that_fails_in_the_worker_leaves_the_plane_ready_for_the_next(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[int] = []
+    real_translate = translators.translate.translate
+
+    def translate(*args: Any, **kwargs: Any) -> Any:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise RuntimeError("a bug in translation")
+        return real_translate(*args, **kwargs)
+
+    monkeypatch.setattr(app_module, "translate", translate)
+    plane = ControlPlane(quiet=0.01, max_delay=0.05, offload_objects=1)
+    plane.cache.watch("sidecar:15001", lambda: None)
+    plane.store.replace_all(SOURCE, [*versioned_service(), canary(90, 10)])
+    plane.store.mark_synced(SOURCE)
+    await settle(plane)
+    assert plane.cache.snapshot("sidecar:15001") is None
+    assert "translation failed" in caplog.text
+
+    plane.store.upsert(SOURCE, canary(0, 100))
+    async with asyncio.timeout(10):
+        while plane.cache.snapshot("sidecar:15001") is None:
+            await asyncio.sleep(0.01)
+    assert reviews_weights(plane) == [("v2", 100)]
