@@ -241,6 +241,16 @@ def reviews_weights(plane: ControlPlane) -> list[tuple[str, int]]:
     return [(c.name.split("|")[2], c.weight.value) for c in action.weighted_clusters.clusters]
 
 
+def syncing_with_a_worker() -> ControlPlane:
+    """A plane that translates in its worker thread whatever the size, given a canary mesh and
+    a sidecar node; its first translation is under way once the loop runs."""
+    plane = ControlPlane(quiet=0.01, max_delay=0.05, offload_objects=1)
+    plane.cache.watch("sidecar:15001", lambda: None)
+    plane.store.replace_all(SOURCE, [*versioned_service(), canary(90, 10)])
+    plane.store.mark_synced(SOURCE)
+    return plane
+
+
 async def test_a_large_translation_runs_beside_the_loop_and_changes_meanwhile_follow_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -255,10 +265,7 @@ async def test_a_large_translation_runs_beside_the_loop_and_changes_meanwhile_fo
         return real_translate(*args, **kwargs)
 
     monkeypatch.setattr(app_module, "translate", translate)
-    plane = ControlPlane(quiet=0.01, max_delay=0.05, offload_objects=1)
-    plane.cache.watch("sidecar:15001", lambda: None)
-    plane.store.replace_all(SOURCE, [*versioned_service(), canary(90, 10)])
-    plane.store.mark_synced(SOURCE)
+    plane = syncing_with_a_worker()
     await settle(plane)  # the loop keeps running while the first translation is held
 
     assert calls and calls[0] != threading.current_thread().name
@@ -292,10 +299,7 @@ async def test_a_translation_that_fails_in_the_worker_leaves_the_plane_ready_for
         return real_translate(*args, **kwargs)
 
     monkeypatch.setattr(app_module, "translate", translate)
-    plane = ControlPlane(quiet=0.01, max_delay=0.05, offload_objects=1)
-    plane.cache.watch("sidecar:15001", lambda: None)
-    plane.store.replace_all(SOURCE, [*versioned_service(), canary(90, 10)])
-    plane.store.mark_synced(SOURCE)
+    plane = syncing_with_a_worker()
     await settle(plane)
     assert plane.cache.snapshot("sidecar:15001") is None
     assert "translation failed" in caplog.text
