@@ -13,7 +13,6 @@ time is cold and the peak RSS is that run's own.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import resource
@@ -129,14 +128,13 @@ def child(size: int, server_gc: bool, group_keys: list[str]) -> dict[str, Any]:
 
     if server_gc:
         collector.tune()
-    cold_build = collector.long_lived if server_gc else contextlib.nullcontext
 
     groups = [group for key in group_keys if (group := parse_group(key)) is not None]
     objects = [obj for index in range(size) for obj in service_objects(index)]
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     cpu_start = time.process_time()
     start = time.perf_counter()
-    with cold_build():
+    with collector.long_lived(cold=server_gc):
         translation = translate(objects)
         translated = time.perf_counter()
         builder = ResourceBuilder()

@@ -340,7 +340,7 @@ def translate(
     model = MeshModel(
         services=resolved.services,
         clusters=routing.clusters,
-        endpoints=_endpoints(previous, resolved, routing.clusters, services),
+        endpoints=_endpoints(previous, routing.clusters, services),
         mesh_hosts=routing.mesh_hosts,
         gateway_hosts=routing.gateway_hosts + edge.hosts,
         gateway_tcp=balancers.listeners,
@@ -388,15 +388,14 @@ def _resolved_before(
 
 def _endpoints(
     previous: Translation | None,
-    resolved: Services,
     clusters: tuple[Cluster, ...],
     services: Mapping[str, Service],
 ) -> tuple[ClusterEndpoints, ...]:
-    """The clusters' load assignments; the previous ones while services and clusters are the
-    very same objects as last time (a change to routes only)."""
+    """The clusters' load assignments; the previous ones while the clusters are the very same
+    objects as last time (a change to routes only). A cluster is the same object only while its
+    service is (see `resolve_routing`), and so are that service's endpoints."""
     if (
         previous is not None
-        and resolved is previous.resolved
         and len(clusters) == len(previous.model.clusters)
         and all(map(operator.is_, clusters, previous.model.clusters))
     ):

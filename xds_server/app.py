@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -82,7 +81,7 @@ OFFLOAD_OBJECTS = 5_000
 
 
 def _in_worker(work: Callable[[], Translation], cold: bool) -> Translation:
-    with collector.long_lived() if cold else contextlib.nullcontext():
+    with collector.long_lived(cold):
         return work()
 
 
@@ -169,7 +168,7 @@ class ControlPlane:
         work = partial(self._translate, previous, objects, change.endpoints_only)
         if len(objects) < self.offload_objects:
             # The first translation is a cold build: everything it makes lives on.
-            with collector.long_lived() if previous is None else contextlib.nullcontext():
+            with collector.long_lived(cold=previous is None):
                 self._take(previous, work(), started)
             return
         self._translating = True
@@ -195,7 +194,7 @@ class ControlPlane:
         except Exception:
             log.exception("translation failed; the last published configuration stays")
         else:
-            with collector.long_lived() if previous is None else contextlib.nullcontext():
+            with collector.long_lived(cold=previous is None):
                 self._take(previous, translation, started)
         pending, self._pending = self._pending, None
         if pending is not None:

@@ -9,9 +9,10 @@ default thresholds instead of 2.8 s, before anything else was tuned).
 So the thresholds are raised for the whole process, and a cold build (the first translation,
 a node group's first snapshot) runs without collections, after which what survived it is moved
 out of the collector's sight (`gc.freeze`): the next collections walk only what is new. Frozen
-objects are still freed by reference counting when a later change replaces them; a reference
-cycle created during a cold build would never be collected, and translation creates none.
-Later changes are small and run with the collector as usual.
+objects are still freed by reference counting when a later change replaces them. Cyclic
+garbage alive at the freeze (made during the build, or still uncollected from before it) is never
+collected: translation makes none, and what else is pending is bounded and frozen once per cold
+build. Later changes are small and run with the collector as usual.
 """
 
 from __future__ import annotations
@@ -29,25 +30,16 @@ def tune() -> None:
 
 
 @contextmanager
-def paused() -> Iterator[None]:
-    """Run the block without cyclic collections (reference counting still frees memory)."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-@contextmanager
-def long_lived() -> Iterator[None]:
-    """Run a cold build without collections, then freeze what survived it.
+def long_lived(cold: bool = True) -> Iterator[None]:
+    """Run a cold build without collections, then freeze what survived it; with ``cold``
+    false, run the block as usual.
 
     Without the freeze, the pass a pause saves would only happen right after it, over everything
     the build allocated.
     """
+    if not cold:
+        yield
+        return
     enabled = gc.isenabled()
     gc.disable()
     try:

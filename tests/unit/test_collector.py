@@ -1,4 +1,4 @@
-"""The collector is paused around a cold build, always resumed, and what survives is frozen."""
+"""A cold build runs without collections, always resumes them, and freezes what survives."""
 
 from __future__ import annotations
 
@@ -16,20 +16,21 @@ def unfrozen() -> Iterator[None]:
     gc.unfreeze()
 
 
-def test_collections_are_paused_in_the_block_and_resumed_after() -> None:
-    assert gc.isenabled()
-    with collector.paused():
-        assert not gc.isenabled()
-        with collector.paused():  # nested: the outer block resumes
+def test_a_cold_build_inside_another_leaves_resuming_to_the_outer_one() -> None:
+    with collector.long_lived():
+        with collector.long_lived():
             assert not gc.isenabled()
         assert not gc.isenabled()
     assert gc.isenabled()
 
 
-def test_an_error_in_the_block_still_resumes_collections() -> None:
-    with pytest.raises(RuntimeError), collector.paused():
-        raise RuntimeError("translation failed")
-    assert gc.isenabled()
+def test_a_build_that_is_not_cold_runs_as_usual() -> None:
+    frozen_before = gc.get_freeze_count()
+    with collector.long_lived(cold=False):
+        assert gc.isenabled()
+        survivors = [[index] for index in range(1000)]
+    assert gc.get_freeze_count() == frozen_before
+    assert survivors
 
 
 def test_what_survives_a_cold_build_is_frozen_and_collections_resume() -> None:
