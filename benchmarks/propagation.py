@@ -3,7 +3,7 @@
 One Envoy sidecar (``--concurrency 1``) routes host ``reviews`` to two loopback backends, v1 and
 v2. A VirtualService is flipped between 100/0 and 0/100 (so where traffic goes is unambiguous)
 ``--flips`` times, each flip more than the store's debounce quiet period after the last one
-landed, so every flip is "the first change after quiet". Four ways of delivering a flip run one
+landed, so every flip is "the first change after quiet". Five ways of delivering a flip run one
 after the other, each with its own Envoy:
 
 - ``floor``: Envoy's own filesystem xDS. The listener and clusters are the very resources
@@ -16,9 +16,13 @@ after the other, each with its own Envoy:
 - ``push``: splitplane's xDS server alone (``start_xds_server`` and a ``SnapshotCache``) in a
   subprocess holding both snapshots prebuilt; each flip is one byte on its stdin, and it sets the
   other snapshot. No source, no translation: what the gRPC push itself costs.
+- ``watch``: the same server following a watched folder with splitplane's inotify watcher; each
+  flip renames the VirtualService over the watched file, as for ``folder``, and the server reads
+  the file's bytes and sets the other snapshot. No YAML parsing, no translation, no build: the
+  least a control plane in Python pays to notice a file change and push it.
 
-Each flip is timed from the rename (folder, floor), the API write returning (kubernetes) or the
-byte written (push). Each delivery makes two passes of ``--flips`` flips, so that neither
+Each flip is timed from the rename (folder, floor, watch), the API write returning (kubernetes)
+or the byte written (push). Each delivery makes two passes of ``--flips`` flips, so that neither
 measurement loads the machine while the other is taken:
 
 1. until Envoy has applied the new route table: a thread polls Envoy's admin
@@ -91,9 +95,10 @@ from xds_server.cache import SnapshotCache, snapshot_from_messages
 from xds_server.client_status import ClientRegistry
 from xds_server.grpc_server import start_xds_server
 from xds_server.local_envoy import RunningEnvoy, running_envoy
+from xds_server.sources.inotify import FOLDER_EVENTS, IN_MOVED_TO, Inotify
 
 SECTION = "## propagation"
-SCENARIOS = ("floor", "folder", "kubernetes", "push")
+SCENARIOS = ("floor", "folder", "kubernetes", "push", "watch")
 NODE_ID = "sidecar~127.0.0.1~bench.default~default.svc.cluster.local"
 HOST = "reviews"
 BACKEND_HEADER = "x-backend"
@@ -719,10 +724,14 @@ def read_stamps(path: Path | None) -> tuple[Stamp, ...]:
 # -- a bare push: the xDS server alone --------------------------------------------------------
 
 
-async def push_server(ports: Mapping[str, int], outbound_port: int) -> None:
+async def push_server(
+    ports: Mapping[str, int], outbound_port: int, watched: str | None = None
+) -> None:
     """The xDS server with two prebuilt snapshots, switched by bytes on stdin.
 
     Prints the bound port. Each ``1`` or ``2`` read sets the v1 or v2 snapshot; end of input stops.
+    With ``watched`` (a file), each time a file is renamed over it the server reads its bytes
+    and sets the other snapshot instead.
     With $STAMPS_ENV set, the probes are installed and their stamps written there at the end.
     The collector runs with the thresholds ``splitplane serve`` sets.
     """
@@ -751,10 +760,55 @@ async def push_server(ports: Mapping[str, int], outbound_port: int) -> None:
             cache.set_snapshot(group, snapshots[f"v{byte}"])
 
     loop.add_reader(sys.stdin.fileno(), on_input)
-    await finished.wait()
+    if watched is None:
+        await finished.wait()
+    else:
+        with follow_renames(watched) as renamed:
+            current = "v1"
+
+            def on_rename() -> None:
+                nonlocal current
+                if renamed():
+                    current = other(current)
+                    cache.set_snapshot(group, snapshots[current])
+
+            loop.add_reader(renamed.fd, on_rename)
+            await finished.wait()
+            loop.remove_reader(renamed.fd)
     await server.stop(0)
     if STAMPS_ENV in os.environ:
         Path(os.environ[STAMPS_ENV]).write_text(json.dumps(stamps))
+
+
+class RenameWatch:
+    """Follows renames over one file with splitplane's inotify watcher; reads the file each time."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._name = os.path.basename(path)
+        self._inotify = Inotify()
+        self._inotify.add_watch(os.path.dirname(path), FOLDER_EVENTS)
+        self.fd = self._inotify.fd
+
+    def __call__(self) -> bytes:
+        """The file's bytes if a file was renamed over it since the last call, else empty."""
+        events = self._inotify.read_events()
+        if not any(e.mask & IN_MOVED_TO and e.name == self._name for e in events):
+            return b""
+        with open(self._path, "rb") as file:
+            return file.read()
+
+    def close(self) -> None:
+        self._inotify.close()
+
+
+@contextlib.contextmanager
+def follow_renames(path: str) -> Iterator[RenameWatch]:
+    watch = RenameWatch(path)
+    try:
+        yield watch
+    finally:
+        watch.close()
 
 
 @dataclass
@@ -769,14 +823,29 @@ class PushFlipper:
 
 
 def run_push(ports: Mapping[str, int], workdir: Path, settings: Settings) -> Outcome:
+    return _run_prebuilt("push", ports, workdir, settings)
+
+
+def run_watch(ports: Mapping[str, int], workdir: Path, settings: Settings) -> Outcome:
+    return _run_prebuilt("watch", ports, workdir, settings)
+
+
+def _run_prebuilt(
+    scenario: str, ports: Mapping[str, int], workdir: Path, settings: Settings
+) -> Outcome:
+    """The push server with prebuilt snapshots, switched through stdin (``push``) or by renames
+    over a watched VirtualService file (``watch``)."""
     workdir.mkdir(parents=True)
     outbound = free_port()
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--push-server",
-        json.dumps({"ports": dict(ports), "outbound": outbound}),
-    ]
+    given: Obj = {"ports": dict(ports), "outbound": outbound}
+    flipper: Flipper | None = None
+    if scenario == "watch":
+        (workdir / "mesh").mkdir()
+        vs_path = workdir / "mesh" / "virtualservice.yaml"
+        vs_path.write_text(yaml.safe_dump(virtual_service("v1")))
+        given["watched"] = str(vs_path)
+        flipper = FolderFlipper(vs_path)
+    command = [sys.executable, str(Path(__file__).resolve()), "--push-server", json.dumps(given)]
     env = dict(os.environ)
     stamps_path = workdir / "stamps.json"
     if settings.profile:
@@ -786,7 +855,7 @@ def run_push(ports: Mapping[str, int], workdir: Path, settings: Settings) -> Out
         assert process.stdout is not None
         xds_port = int(process.stdout.readline())
         with running_envoy(sidecar_bootstrap(xds_port, outbound), workdir / "envoy") as envoy:
-            measured = run_flips(PushFlipper(process), envoy, outbound, settings)
+            measured = run_flips(flipper or PushFlipper(process), envoy, outbound, settings)
     finally:
         if process.stdin is not None:
             process.stdin.close()
@@ -795,7 +864,7 @@ def run_push(ports: Mapping[str, int], workdir: Path, settings: Settings) -> Out
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    return Outcome("push", measured, read_stamps(stamps_path))
+    return Outcome(scenario, measured, read_stamps(stamps_path))
 
 
 RUNNERS: dict[str, Callable[[Mapping[str, int], Path, Settings], Outcome]] = {
@@ -803,6 +872,7 @@ RUNNERS: dict[str, Callable[[Mapping[str, int], Path, Settings], Outcome]] = {
     "folder": run_folder,
     "kubernetes": run_kubernetes,
     "push": run_push,
+    "watch": run_watch,
 }
 
 
@@ -1034,8 +1104,10 @@ def report(outcomes: Sequence[Outcome], settings: Settings, command: str) -> str
         "process); `floor` is Envoy's own filesystem RDS (`path_config_source` + "
         "`watched_directory`) serving the route table splitplane builds, beside splitplane's "
         "listener and clusters given statically; `push` is splitplane's xDS server alone, "
-        "switching between two prebuilt snapshots (no source, no translation). Timed from the "
-        "rename into place (folder, floor), the API write returning (kubernetes) or the switch "
+        "switching between two prebuilt snapshots (no source, no translation); `watch` is that "
+        "server switching when the VirtualService file is renamed over the watched one, after "
+        "reading its bytes (no YAML parse, no translation, no build). Timed from the rename "
+        "into place (folder, floor, watch), the API write returning (kubernetes) or the switch "
         "request (push). First pass: until Envoy's admin showed the new RDS `version_text` and "
         f"`update_success` (polled every {settings.poll_interval_s * 1000:.1f} ms over "
         "keep-alive, so this includes up to one poll interval and an admin round trip). Second "
@@ -1138,6 +1210,6 @@ if __name__ == "__main__":
         sys.exit(profiled_serve(sys.argv[2:]))
     if sys.argv[1:2] == ["--push-server"]:
         given = json.loads(sys.argv[2])
-        asyncio.run(push_server(given["ports"], given["outbound"]))
+        asyncio.run(push_server(given["ports"], given["outbound"], given.get("watched")))
         sys.exit(0)
     main()
