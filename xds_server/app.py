@@ -5,6 +5,9 @@
      Kubernetes)    sync gate)      last good)                              content hashes)
 
 Everything runs on one asyncio event loop; Kubernetes informer threads hand their events to it.
+For a large mesh, translating and building snapshots run in a worker thread instead, one run at a
+time, and the loop hands the snapshots to the cache; changes and groups first asked for during a
+run wait for it and go together into the next.
 A change is published before anything else is done about it: its diagnostics are kept, counted and
 logged, and its snapshots logged, on the loop's next turn, after the streams it woke have written.
 """
@@ -22,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from google.protobuf.message import Message
 
@@ -58,6 +62,7 @@ from xds_server.store import DEFAULT_MAX_DELAY, DEFAULT_QUIET, ObjectStore, Stor
 log = logging.getLogger("splitplane")
 
 Stopper = Callable[[], Awaitable[None]]
+T = TypeVar("T")
 
 
 def after_pushes(call: Callable[[], None]) -> None:
@@ -74,13 +79,13 @@ def after_pushes(call: Callable[[], None]) -> None:
     loop.call_soon(call)
 
 
-# A translation of this many objects or more (about 600 services) runs in a worker thread, so
-# that streams keep being served while it runs (ACKs, new connections); smaller ones run on the
-# loop, where they cost less than the hop to a thread and back.
+# From this many objects (about 600 services) on, translating and building run in a worker thread,
+# so that streams keep being served meanwhile (ACKs, new connections); smaller meshes are
+# translated and built on the loop, where that costs less than the hop to a thread and back.
 OFFLOAD_OBJECTS = 5_000
 
 
-def _in_worker(work: Callable[[], Translation], cold: bool) -> Translation:
+def _in_worker(work: Callable[[], T], cold: bool) -> T:
     with collector.long_lived(cold):
         return work()
 
@@ -92,6 +97,15 @@ def _merged(first: StoreChange, then: StoreChange) -> StoreChange:
         initial=first.initial or then.initial,
         problems_changed=first.problems_changed or then.problems_changed,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """What one pipeline run made, to be handed to the cache on the loop."""
+
+    translation: Translation
+    built: tuple[tuple[str, Snapshot], ...]  # each group's new snapshot
+    model_changed: bool
 
 
 def parse_group(key: str) -> NodeGroup | None:
@@ -131,8 +145,12 @@ class ControlPlane:
         # Groups some node has asked for; a group is built when its first node connects.
         self._groups: set[str] = set()
         self._published = False
-        self._translating = False  # a translation is running in the worker
-        self._pending: StoreChange | None = None  # what changed while it ran
+        # Large meshes are translated and built in a worker thread, one run at a time; the loop
+        # leaves the builder and serializer to it while a run is under way.
+        self._large = False
+        self._running = False
+        self._pending: StoreChange | None = None  # what changed during the run
+        self._waiting: set[str] = set()  # groups first asked for during the run
         # Unchanged parts of the model are not built again, nor their messages serialized again.
         self.builder = ResourceBuilder()
         self.serializer = Serializer()
@@ -159,61 +177,112 @@ class ControlPlane:
     # -- the pipeline -------------------------------------------------------------------------
 
     def _on_change(self, change: StoreChange) -> None:
-        if self._translating:  # the worker's result comes first; then this, with what is new
+        if self._running:  # the run's result comes first; then this, with what is new
             self._pending = change if self._pending is None else _merged(self._pending, change)
             return
         started = time.perf_counter()
         objects = self.store.objects()
         previous = self._translation
-        work = partial(self._translate, previous, objects, change.endpoints_only)
-        if len(objects) < self.offload_objects:
-            # The first translation is a cold build: everything it makes lives on.
-            with collector.long_lived(cold=previous is None):
-                self._take(previous, work(), started)
+        groups, fresh = sorted(self._groups), sorted(self._waiting)
+        self._waiting = set()
+        work = partial(self._run, previous, objects, change.endpoints_only, groups, fresh)
+        self._large = len(objects) >= self.offload_objects
+        # The first translation is a cold build: everything it makes lives on.
+        cold = previous is None
+        if not self._large:
+            with collector.long_lived(cold):
+                self._take(work(), started)
             return
-        self._translating = True
-        loop = asyncio.get_running_loop()
-        translated = loop.run_in_executor(None, _in_worker, work, previous is None)
-        translated.add_done_callback(partial(self._translated, previous, started))
+        self._in_background("translation", work, cold, lambda run: self._take(run, started))
 
-    def _translate(
-        self, previous: Translation | None, objects: list[KubeObject], endpoints_only: bool
-    ) -> Translation:
+    def _run(
+        self,
+        previous: Translation | None,
+        objects: list[KubeObject],
+        endpoints_only: bool,
+        groups: Sequence[str],
+        fresh: Sequence[str],
+    ) -> _Run:
+        """Translate ``objects`` and build snapshots: every one of ``groups`` if the model
+        changed, else only the ``fresh`` groups' (first asked for while the last run ran)."""
         if previous is not None and endpoints_only:
-            return translate_endpoints(previous, objects)
-        return translate(objects, previous=previous, options=self.translate_options)
-
-    def _translated(
-        self, previous: Translation | None, started: float, done: asyncio.Future[Translation]
-    ) -> None:
-        """Back on the loop after a translation in the worker: publish it, then what came in
-        meanwhile."""
-        self._translating = False
-        try:
-            translation = done.result()
-        except Exception:
-            log.exception("translation failed; the last published configuration stays")
+            translation = translate_endpoints(previous, objects)
         else:
-            with collector.long_lived(cold=previous is None):
-                self._take(previous, translation, started)
+            translation = translate(objects, previous=previous, options=self.translate_options)
+        model = translation.model
+        changed = previous is None or previous.model != model or not self._published
+        built = self._build(groups if changed else fresh, model)
+        if changed:
+            self.serializer.end_round()
+        return _Run(translation, built, changed)
+
+    def _build(self, keys: Sequence[str], model: MeshModel) -> tuple[tuple[str, Snapshot], ...]:
+        """The snapshots of the groups ``keys`` for ``model``."""
+        built = []
+        for key in keys:
+            group = parse_group(key)
+            if group is None:
+                log.warning("a node asked for group %r, which no role serves", key)
+                continue
+            resources: Mapping[str, Sequence[Message]] = self.builder.build_group(model, group)
+            built.append((key, snapshot_from_messages(resources, self.serializer)))
+        return tuple(built)
+
+    def _in_background(
+        self, what: str, work: Callable[[], T], cold: bool, then: Callable[[T], None]
+    ) -> None:
+        """Run ``work`` in the worker thread, then ``then`` with its result on the loop, then
+        whatever came in meanwhile."""
+        self._running = True
+        ran = asyncio.get_running_loop().run_in_executor(None, _in_worker, work, cold)
+
+        def done(future: asyncio.Future[T]) -> None:
+            self._running = False
+            try:
+                result = future.result()
+            except Exception:
+                log.exception("%s failed; the last published configuration stays", what)
+            else:
+                then(result)
+            self._next()
+
+        ran.add_done_callback(done)
+
+    def _next(self) -> None:
+        """After a run in the worker: a change that came in meanwhile, else groups first asked
+        for meanwhile."""
         pending, self._pending = self._pending, None
         if pending is not None:
             self._on_change(pending)
+        elif self._waiting and self._translation is not None:
+            fresh, self._waiting = self._waiting, set()
+            model = self._translation.model
+            work = partial(self._build, sorted(fresh), model)
+            self._in_background("building a group", work, True, self._hand_over_new)
 
-    def _take(self, previous: Translation | None, translation: Translation, started: float) -> None:
-        """Make ``translation`` current and publish every group's snapshot if the model changed."""
-        self._translation = translation
-        published: list[tuple[str, Snapshot]] = []
-        if previous is None or previous.model != translation.model or not self._published:
-            for group in sorted(self._groups):
-                snapshot = self._publish(group, translation.model)
-                if snapshot is not None:
-                    published.append((group, snapshot))
-            self.serializer.end_round()
+    def _take(self, run: _Run, started: float) -> None:
+        """Make ``run``'s translation current and hand its snapshots to the cache."""
+        translation = self._translation = run.translation
+        published = self._hand_over(run.built)
+        if run.model_changed:
             self._published = True
         self.metrics.push_time.observe(time.perf_counter() - started)
         problems = self.store.problems()
         after_pushes(lambda: self._report(problems, translation.diagnostics, published))
+
+    def _hand_over(self, built: Sequence[tuple[str, Snapshot]]) -> list[tuple[str, Snapshot]]:
+        """Give the cache each built snapshot; the ones it took (it keeps an unchanged one)."""
+        published = []
+        for key, snapshot in built:
+            if self.cache.set_snapshot(key, snapshot):
+                self.metrics.snapshots.inc(key)
+                published.append((key, snapshot))
+        return published
+
+    def _hand_over_new(self, built: Sequence[tuple[str, Snapshot]]) -> None:
+        published = self._hand_over(built)
+        if published:
+            after_pushes(lambda: _log_all_published(published))
 
     def _report(
         self,
@@ -231,35 +300,33 @@ class ControlPlane:
             counts[diagnostic.severity.value] += 1
         for severity, count in counts.items():
             self.metrics.diagnostics.set(severity, value=count)
-        for group, snapshot in published:
-            _log_published(group, snapshot)
-
-    def _publish(self, key: str, model: MeshModel) -> Snapshot | None:
-        """Build ``key``'s snapshot and hand it to the cache; the snapshot if the cache took it."""
-        group = parse_group(key)
-        if group is None:
-            log.warning("a node asked for group %r, which no role serves", key)
-            return None
-        resources: Mapping[str, Sequence[Message]] = self.builder.build_group(model, group)
-        snapshot = snapshot_from_messages(resources, self.serializer)
-        if not self.cache.set_snapshot(key, snapshot):
-            return None
-        self.metrics.snapshots.inc(key)
-        return snapshot
+        _log_all_published(published)
 
     def _on_group_requested(self, key: str) -> None:
         self._groups.add(key)
-        if self._translation is not None:
-            with collector.long_lived():  # a group's first snapshot: a cold build
-                snapshot = self._publish(key, self._translation.model)
-            if snapshot is not None:
-                after_pushes(lambda: _log_published(key, snapshot))
+        if self._running:  # built once the run is done
+            self._waiting.add(key)
+            return
+        if self._translation is None:
+            return  # the first translation builds it
+        if self._large:
+            self._waiting.add(key)
+            self._next()
+            return
+        with collector.long_lived():  # a group's first snapshot: a cold build
+            built = self._build([key], self._translation.model)
+        self._hand_over_new(built)
 
 
 def _log_diagnostics(diagnostics: Sequence[Diagnostic]) -> None:
     for diagnostic in diagnostics:
         level = logging.ERROR if diagnostic.is_error else logging.WARNING
         log.log(level, diagnostic.render(), extra={"diagnostic": diagnostic.as_dict()})
+
+
+def _log_all_published(published: Sequence[tuple[str, Snapshot]]) -> None:
+    for group, snapshot in published:
+        _log_published(group, snapshot)
 
 
 def _log_published(group: str, snapshot: Snapshot) -> None:

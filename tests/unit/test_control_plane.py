@@ -309,3 +309,95 @@ async def test_a_translation_that_fails_in_the_worker_leaves_the_plane_ready_for
         while plane.cache.snapshot("sidecar:15001") is None:
             await asyncio.sleep(0.01)
     assert reviews_weights(plane) == [("v2", 100)]
+
+
+def building_threads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Records (group, thread name) for every group the plane's builder builds."""
+    built: list[tuple[str, str]] = []
+    real_build = ResourceBuilder.build_group
+
+    def build_group(self: ResourceBuilder, model: Any, group: NodeGroup) -> Any:
+        built.append((group.key, threading.current_thread().name))
+        return real_build(self, model, group)
+
+    monkeypatch.setattr(ResourceBuilder, "build_group", build_group)
+    return built
+
+
+async def snapshot_of(plane: ControlPlane, group: str) -> None:
+    async with asyncio.timeout(10):
+        while plane.cache.snapshot(group) is None:
+            await asyncio.sleep(0.01)
+
+
+async def test_a_large_mesh_is_built_in_the_worker_too_and_so_is_a_group_asked_for_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built = building_threads(monkeypatch)
+    plane = syncing_with_a_worker()
+    await snapshot_of(plane, "sidecar:15001")
+
+    plane.cache.watch("gateway:8080", lambda: None)  # a gateway connects later
+    assert plane.cache.snapshot("gateway:8080") is None  # not built on the loop
+    await snapshot_of(plane, "gateway:8080")
+
+    loop_thread = threading.current_thread().name
+    assert [group for group, _ in built] == ["sidecar:15001", "gateway:8080"]
+    assert all(thread != loop_thread for _, thread in built)
+
+
+async def test_a_group_asked_for_during_a_run_is_built_once_the_run_is_done(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    release = threading.Event()
+    real_translate = translators.translate.translate
+
+    def translate(*args: Any, **kwargs: Any) -> Any:
+        release.wait(timeout=10)
+        return real_translate(*args, **kwargs)
+
+    monkeypatch.setattr(app_module, "translate", translate)
+    plane = syncing_with_a_worker()
+    await settle(plane)  # the first run is held in translate
+
+    plane.cache.watch("gateway:8080", lambda: None)
+    await settle(plane)
+    assert plane.snapshots() == {}
+    release.set()
+
+    await snapshot_of(plane, "sidecar:15001")
+    await snapshot_of(plane, "gateway:8080")
+
+
+async def test_a_group_asked_for_during_a_run_is_built_by_the_next_even_if_the_model_stays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plane = syncing_with_a_worker()
+    await snapshot_of(plane, "sidecar:15001")
+    published = dict(plane.metrics.snapshots.values)
+    release = threading.Event()
+    calls: list[int] = []
+    real_translate = translators.translate.translate
+
+    def translate(*args: Any, **kwargs: Any) -> Any:
+        calls.append(len(calls))
+        release.wait(timeout=10)
+        return real_translate(*args, **kwargs)
+
+    def relabelled(team: str) -> dict[str, object]:
+        changed = copy.deepcopy(canary(90, 10))
+        changed["metadata"]["labels"] = {"team": team}  # type: ignore[index]
+        return changed  # the same model
+
+    monkeypatch.setattr(app_module, "translate", translate)
+    plane.store.upsert(SOURCE, relabelled("a"))
+    await settle(plane)  # that run is held
+    plane.cache.watch("gateway:8080", lambda: None)
+    plane.store.upsert(SOURCE, relabelled("b"))  # waits for the held run, then builds the gateway
+    await settle(plane)
+    release.set()
+
+    await snapshot_of(plane, "gateway:8080")
+    await settle(plane)
+    assert len(calls) == 2
+    assert plane.metrics.snapshots.values == {**published, ("gateway:8080",): 1}
