@@ -144,10 +144,11 @@ def cluster_template(
         out.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options)
     if policy.outlier_detection is not None:
         out.outlier_detection.CopyFrom(outlier_detection(policy.outlier_detection))
-        if policy.outlier_detection.min_health_percent is not None:
-            out.common_lb_config.healthy_panic_threshold.value = float(
-                policy.outlier_detection.min_health_percent
-            )
+        # Istio's minHealthPercent defaults to 0 %: no panic mode, which Envoy would otherwise
+        # enter below 50 % healthy hosts and then send traffic to ejected hosts again.
+        out.common_lb_config.healthy_panic_threshold.value = float(
+            policy.outlier_detection.min_health_percent or 0
+        )
     return out
 
 
@@ -221,15 +222,14 @@ def http_protocol_options(
 def outlier_detection(od: OutlierDetection) -> outlier_detection_pb2.OutlierDetection:
     """Istio semantics: a given error count is enforced at 100 %, a count of 0 disables it.
 
-    When only gateway errors are given, plain 5xx ejection is switched off so that only gateway
-    errors eject, as Istio does.
+    What is not given keeps Envoy's default, as in Istio: 5xx ejection after 5 errors stays on
+    when only gateway errors are given. Success-rate ejection, on by default in Envoy, is off.
     """
     out = outlier_detection_pb2.OutlierDetection()
+    out.enforcing_success_rate.value = 0
     if od.consecutive_5xx_errors is not None:
         out.consecutive_5xx.value = od.consecutive_5xx_errors
         out.enforcing_consecutive_5xx.value = 100 if od.consecutive_5xx_errors > 0 else 0
-    elif od.consecutive_gateway_errors is not None:
-        out.enforcing_consecutive_5xx.value = 0
     if od.consecutive_gateway_errors is not None:
         out.consecutive_gateway_failure.value = od.consecutive_gateway_errors
         out.enforcing_consecutive_gateway_failure.value = (
@@ -237,6 +237,7 @@ def outlier_detection(od: OutlierDetection) -> outlier_detection_pb2.OutlierDete
         )
     if od.split_external_local_origin_errors:
         out.split_external_local_origin_errors = True
+        out.enforcing_local_origin_success_rate.value = 0
         if od.consecutive_local_origin_failures is not None:
             out.consecutive_local_origin_failure.value = od.consecutive_local_origin_failures
             out.enforcing_consecutive_local_origin_failure.value = (
