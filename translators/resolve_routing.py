@@ -9,9 +9,10 @@ Three steps, so that the last good version of an object can stand in for an inva
 3. `resolve_routing` assembles clusters and virtual hosts (the oldest VirtualService wins a host);
    `cluster_endpoints` fills each cluster's load assignment from the services' ready endpoints.
 
-Istio semantics throughout: short host names resolve in the object's namespace, subset policy
-overrides port-level policy which overrides the top-level policy, and weights follow Istio ≥ 1.15
-(each ≥ 0, total > 0 when several, weight-0 destinations omitted).
+Istio semantics throughout: short host names resolve in the object's namespace, port-level
+settings replace the policy they are part of for their port, subset policy overrides the rule's
+section by section, and weights follow Istio ≥ 1.15 (each ≥ 0, total > 0 when several, weight-0
+destinations omitted).
 """
 
 from __future__ import annotations
@@ -285,47 +286,59 @@ def _has_labels(selector: Labels, labels: Labels) -> bool:
 # Traffic policy
 
 
+_Sections = tuple[
+    LoadBalancerSettings | None, ConnectionPoolSettings | None, OutlierDetectionSpec | None
+]
+
+
 def effective_policy(
     rule: DestinationRuleSpec | None, port: int, subset: str = ""
 ) -> TrafficPolicy:
-    """The policy of one cluster, by Istio's precedence (most specific last): top-level, its
-    ``portLevelSettings`` for ``port``, the subset's policy, the subset's port-level settings.
+    """The policy of one cluster, by Istio's precedence.
 
-    Each of load balancer, connection pool and outlier detection is replaced as a whole by the
-    most specific layer that sets it.
+    A policy's ``portLevelSettings`` for ``port`` replace that policy as a whole: a section they
+    leave out is Istio's default, not the policy's. The subset's policy (so narrowed) then
+    replaces the rule's section by section; when the subset has port-level settings for
+    ``port``, every section is the subset's.
     """
     if rule is None or not rule.has_policy:
         return _DEFAULT_POLICY
-    layers: list[TrafficPolicySpec | TrafficPolicySpec.PortTrafficPolicy] = []
-    if rule.spec.HasField("traffic_policy"):
-        layers.extend(_policy_layers(rule.spec.traffic_policy, port))
+    spec = rule.spec
+    sections: _Sections = (None, None, None)
+    if spec.HasField("traffic_policy"):
+        sections, _ = _policy_sections(spec.traffic_policy, port)
     if subset:
-        chosen = next((s for s in rule.spec.subsets if s.name == subset), None)
+        chosen = next((s for s in spec.subsets if s.name == subset), None)
         if chosen is not None and chosen.HasField("traffic_policy"):
-            layers.extend(_policy_layers(chosen.traffic_policy, port))
-    if not layers:
+            narrowed, whole = _policy_sections(chosen.traffic_policy, port)
+            if whole:
+                sections = narrowed
+            else:
+                lb, pool, outlier = sections
+                own_lb, own_pool, own_outlier = narrowed
+                sections = (
+                    own_lb if own_lb is not None else lb,
+                    own_pool if own_pool is not None else pool,
+                    own_outlier if own_outlier is not None else outlier,
+                )
+    if sections == (None, None, None):
         return _DEFAULT_POLICY
-    lb: LoadBalancerSettings | None = None
-    pool: ConnectionPoolSettings | None = None
-    outlier: OutlierDetectionSpec | None = None
-    for layer in layers:
-        if layer.HasField("load_balancer"):
-            lb = layer.load_balancer
-        if layer.HasField("connection_pool"):
-            pool = layer.connection_pool
-        if layer.HasField("outlier_detection"):
-            outlier = layer.outlier_detection
-    return _traffic_policy(lb, pool, outlier)
+    return _traffic_policy(*sections)
 
 
-def _policy_layers(
-    policy: TrafficPolicySpec, port: int
-) -> list[TrafficPolicySpec | TrafficPolicySpec.PortTrafficPolicy]:
-    layers: list[TrafficPolicySpec | TrafficPolicySpec.PortTrafficPolicy] = [policy]
+def _policy_sections(policy: TrafficPolicySpec, port: int) -> tuple[_Sections, bool]:
+    """The sections of ``policy`` that apply on ``port``, and whether they are its port-level
+    settings (which stand for the whole policy)."""
+    layer: TrafficPolicySpec | TrafficPolicySpec.PortTrafficPolicy = policy
     level = next((p for p in policy.port_level_settings if p.port.number == port), None)
     if level is not None:
-        layers.append(level)
-    return layers
+        layer = level
+    sections = (
+        layer.load_balancer if layer.HasField("load_balancer") else None,
+        layer.connection_pool if layer.HasField("connection_pool") else None,
+        layer.outlier_detection if layer.HasField("outlier_detection") else None,
+    )
+    return sections, level is not None
 
 
 def _traffic_policy(

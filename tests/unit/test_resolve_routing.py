@@ -145,18 +145,8 @@ POLICY_RULE: dict[str, Any] = {
             f"outbound|9080||{REVIEWS}",
             TrafficPolicy(LoadBalancer.RANDOM, connection_pool=ConnectionPool(max_connections=10)),
         ),
-        (
-            DEFAULT,
-            TrafficPolicy(
-                LoadBalancer.LEAST_REQUEST, connection_pool=ConnectionPool(max_connections=10)
-            ),
-        ),
-        (
-            V1,
-            TrafficPolicy(
-                LoadBalancer.LEAST_REQUEST, connection_pool=ConnectionPool(max_connections=10)
-            ),
-        ),
+        (DEFAULT, TrafficPolicy(LoadBalancer.LEAST_REQUEST)),
+        (V1, TrafficPolicy(LoadBalancer.LEAST_REQUEST)),
         (
             V2,
             TrafficPolicy(
@@ -165,12 +155,7 @@ POLICY_RULE: dict[str, Any] = {
                 outlier_detection=OutlierDetection(consecutive_5xx_errors=3, interval_ms=10_000),
             ),
         ),
-        (
-            V3,
-            TrafficPolicy(
-                LoadBalancer.ROUND_ROBIN, connection_pool=ConnectionPool(max_connections=10)
-            ),
-        ),
+        (V3, TrafficPolicy(LoadBalancer.ROUND_ROBIN)),
         (
             f"outbound|9080|v3|{REVIEWS}",
             TrafficPolicy(
@@ -181,14 +166,17 @@ POLICY_RULE: dict[str, Any] = {
     ],
     ids=[
         "top-level-policy-applies-to-the-default-cluster",
-        "port-level-settings-override-the-top-level-for-their-port",
+        "port-level-settings-replace-the-whole-top-level-policy-for-their-port",
         "a-subset-without-policy-inherits-the-port-level-policy",
         "subset-policy-replaces-whole-sections-and-keeps-the-rest",
-        "subset-port-level-settings-override-the-subset-policy",
+        "subset-port-level-settings-replace-the-whole-policy-for-their-port",
         "subset-policy-applies-on-other-ports",
     ],
 )
 def test_traffic_policy_precedence(cluster_name: str, expected: TrafficPolicy) -> None:
+    """Istio: subset settings override the rule's section by section; port-level settings
+    replace the whole policy for their port ("default values will be applied to fields omitted
+    in port-level traffic policies")."""
     rule = destination_rule("reviews", "reviews")
     rule["spec"].update(POLICY_RULE)
     svc = service("reviews", ports=[service_port(80, "http"), service_port(9080, "http-alt")])
