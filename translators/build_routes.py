@@ -104,12 +104,18 @@ def string_matcher(match: StringMatch) -> string_pb2.StringMatcher:
 
 
 def header_matcher(name: str, match: StringMatch | None, invert: bool = False) -> rc.HeaderMatcher:
-    """Match a header's value, or its presence when ``match`` is None."""
+    """Match a header's value, or its presence when ``match`` is None.
+
+    An inverted value match (Istio's ``withoutHeaders``) takes a missing header as empty, as
+    Istio configures it, so that it matches requests without the header; Envoy would otherwise
+    fail the match whenever the header is missing.
+    """
     out = rc.HeaderMatcher(name=name, invert_match=invert)
     if match is None:
         out.present_match = True
     else:
         out.string_match.CopyFrom(string_matcher(match))
+        out.treat_missing_header_as_empty = invert
     return out
 
 

@@ -70,6 +70,7 @@ from translators.names import CLUSTER_DOMAIN, cluster_name, host_candidates, ser
 from translators.regex import regex_problem
 
 MESH_GATEWAY = "mesh"
+PRESENT_REGEX = "*"  # Istio's spelling of "the header is present" in a header regex
 # Shared immutable defaults: a large mesh would otherwise allocate one of each per route/cluster.
 _NO_HEADERS = Headers()
 _DEFAULT_POLICY = TrafficPolicy()
@@ -639,26 +640,26 @@ class _Compiler:
                 f"{at}.sourceNamespace", "not supported by splitplane; ignored", Severity.WARNING
             )
         headers = [
-            KeyMatch(k, self.string_match(v, f"{at}.headers[{k}]")) for k, v in spec.headers.items()
+            KeyMatch(k, self.value_match(v, f"{at}.headers[{k}]")) for k, v in spec.headers.items()
         ]
         headers += [
-            KeyMatch(k, self.string_match(v, f"{at}.withoutHeaders[{k}]"), invert=True)
+            KeyMatch(k, self.value_match(v, f"{at}.withoutHeaders[{k}]"), invert=True)
             for k, v in spec.without_headers.items()
         ]
         query_params = [
-            KeyMatch(k, self.string_match(v, f"{at}.queryParams[{k}]"))
+            KeyMatch(k, self.value_match(v, f"{at}.queryParams[{k}]"))
             for k, v in spec.query_params.items()
         ]
         return RouteMatch(
             uri=self.string_match(spec.uri, f"{at}.uri") if spec.HasField("uri") else None,
             scheme=(
-                self.string_match(spec.scheme, f"{at}.scheme") if spec.HasField("scheme") else None
+                self.value_match(spec.scheme, f"{at}.scheme") if spec.HasField("scheme") else None
             ),
             method=(
-                self.string_match(spec.method, f"{at}.method") if spec.HasField("method") else None
+                self.value_match(spec.method, f"{at}.method") if spec.HasField("method") else None
             ),
             authority=(
-                self.string_match(spec.authority, f"{at}.authority")
+                self.value_match(spec.authority, f"{at}.authority")
                 if spec.HasField("authority")
                 else None
             ),
@@ -674,6 +675,15 @@ class _Compiler:
         if match is not None and match.kind is MatchKind.REGEX:
             self.check_regex(match.value, f"{at}.regex")
         return match
+
+    def value_match(self, spec: StringMatchSpec, at: str) -> StringMatch | None:
+        """A header or query parameter value match; None means "present".
+
+        As in Istio, ``regex: "*"`` (not a valid regex) is taken to mean "present".
+        """
+        if spec.WhichOneof("match_type") == "regex" and spec.regex == PRESENT_REGEX:
+            return None
+        return self.string_match(spec, at)
 
     def check_regex(self, pattern: str, at: str) -> None:
         problem = regex_problem(pattern)

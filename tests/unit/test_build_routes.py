@@ -141,6 +141,26 @@ def test_header_presence_and_inverted_match() -> None:
     assert match.headers[1].string_match.exact == "jason"
 
 
+def test_an_inverted_value_match_takes_a_missing_header_as_empty() -> None:
+    """Istio's withoutHeaders {x: {exact: v}} matches requests without ``x`` too: Envoy would
+    otherwise fail the match when the header is missing, inverted or not."""
+    match = match_of(RouteMatch(headers=(KeyMatch("x-canary", exact("true"), invert=True),)))
+    assert match.headers[0].invert_match
+    assert match.headers[0].treat_missing_header_as_empty
+
+
+def test_an_inverted_presence_match_means_absent() -> None:
+    match = match_of(RouteMatch(headers=(KeyMatch("x-canary", None, invert=True),)))
+    assert match.headers[0].present_match
+    assert match.headers[0].invert_match
+    assert not match.headers[0].treat_missing_header_as_empty
+
+
+def test_a_plain_value_match_fails_on_a_missing_header() -> None:
+    match = match_of(RouteMatch(headers=(KeyMatch("end-user", exact("jason")),)))
+    assert not match.headers[0].treat_missing_header_as_empty
+
+
 def test_query_parameter_value_and_presence() -> None:
     match = match_of(RouteMatch(query_params=(KeyMatch("v", exact("2")), KeyMatch("debug"))))
     assert match.query_parameters[0].name == "v"

@@ -353,6 +353,21 @@ def test_weights(weights: tuple[int | None, ...], expected: tuple[tuple[str, int
             "",
         ),
         (
+            {"withoutHeaders": {"x-canary": {"exact": "true"}}},
+            RouteMatch(headers=(KeyMatch("x-canary", StringMatch(MatchKind.EXACT, "true"), True),)),
+            "",
+        ),
+        (
+            {"headers": {"x-a": {"regex": "*"}}, "withoutHeaders": {"x-b": {"regex": "*"}}},
+            RouteMatch(headers=(KeyMatch("x-a"), KeyMatch("x-b", None, invert=True))),
+            "",
+        ),
+        (
+            {"queryParams": {"debug": {"regex": "*"}}},
+            RouteMatch(query_params=(KeyMatch("debug"),)),
+            "",
+        ),
+        (
             {"queryParams": {"debug": {"exact": "1"}}},
             RouteMatch(query_params=(KeyMatch("debug", StringMatch(MatchKind.EXACT, "1")),)),
             "",
@@ -376,6 +391,9 @@ def test_weights(weights: tuple[int | None, ...], expected: tuple[tuple[str, int
         "scheme-method-authority",
         "header-match",
         "without-headers-is-an-inverted-header-match",
+        "without-headers-with-a-value",
+        "regex-star-means-present-as-in-istio",
+        "regex-star-query-param-means-present",
         "query-params",
         "ignore-uri-case",
         "port",
