@@ -21,6 +21,7 @@ from translators.model import (
 NAME = "outbound|80|v1|reviews.default.svc.cluster.local"
 HOST = "reviews.default.svc.cluster.local"
 ROUND_ROBIN = cluster_pb2.Cluster.ROUND_ROBIN
+UNLIMITED = 2**32 - 1
 
 
 def cluster(
@@ -129,7 +130,7 @@ def test_connection_pool_limits_become_circuit_breaker_thresholds() -> None:
     assert thresholds[0].max_connections.value == 100
     assert thresholds[0].max_pending_requests.value == 10
     assert thresholds[0].max_requests.value == 50
-    assert not thresholds[0].HasField("max_retries")
+    assert thresholds[0].max_retries.value == UNLIMITED
 
 
 def test_connection_pool_max_retries_becomes_a_threshold() -> None:
@@ -137,9 +138,20 @@ def test_connection_pool_max_retries_becomes_a_threshold() -> None:
     assert out.circuit_breakers.thresholds[0].max_retries.value == 7
 
 
-def test_no_circuit_breakers_without_limits() -> None:
-    out = cluster(TrafficPolicy(connection_pool=ConnectionPool(connect_timeout_ms=100)))
-    assert not out.HasField("circuit_breakers")
+@pytest.mark.parametrize(
+    "policy",
+    [TrafficPolicy(), TrafficPolicy(connection_pool=ConnectionPool(connect_timeout_ms=100))],
+    ids=["no-policy", "a-pool-without-limits"],
+)
+def test_limits_not_given_are_unlimited_as_in_istio(policy: TrafficPolicy) -> None:
+    """Istio's connection pool limits default to 2^32-1; Envoy's own defaults (1024 connections,
+    pending and active requests, 3 concurrent retries) would shed load and retries."""
+    (thresholds,) = cluster(policy).circuit_breakers.thresholds
+    assert thresholds.max_connections.value == UNLIMITED
+    assert thresholds.max_pending_requests.value == UNLIMITED
+    assert thresholds.max_requests.value == UNLIMITED
+    assert thresholds.max_retries.value == UNLIMITED
+    assert thresholds.track_remaining
 
 
 def test_plain_http_port_without_limits_has_no_protocol_options() -> None:
