@@ -160,6 +160,7 @@ def compile_destination_rule(
             _check_policy(subset.traffic_policy, f"{at}.trafficPolicy", problems)
     if spec.HasField("traffic_policy"):
         _check_policy(spec.traffic_policy, "spec.trafficPolicy", problems)
+    _check_export_to(spec.export_to, problems)
     if problems.has_error:
         return None, problems.found
     subset_labels = {subset.name: labels_of(subset.labels) for subset in spec.subsets}
@@ -185,7 +186,23 @@ def _check_policy(policy: TrafficPolicySpec, at: str, problems: _Problems) -> No
             _check_load_balancer(level.load_balancer, f"{where}.loadBalancer", problems)
 
 
+def _check_export_to(export_to: Sequence[str], problems: _Problems) -> None:
+    if any(name != "*" for name in export_to):
+        problems.add(
+            "spec.exportTo",
+            "splitplane does not scope objects to namespaces; this one applies to every namespace",
+            Severity.WARNING,
+        )
+
+
 def _check_load_balancer(lb: LoadBalancerSettings, at: str, problems: _Problems) -> None:
+    if lb.WhichOneof("lb_policy") == "simple" and lb.simple == LoadBalancerSettings.PASSTHROUGH:
+        problems.add(
+            f"{at}.simple",
+            "PASSTHROUGH is not supported (splitplane's clusters are EDS clusters, with no"
+            " original destination to pass through to); the cluster balances round robin",
+            Severity.WARNING,
+        )
     if lb.WhichOneof("lb_policy") != "consistent_hash":
         return
     hashing = lb.consistent_hash
@@ -533,6 +550,7 @@ def compile_virtual_service(
     for g, name in enumerate(gateways):
         if not name.strip():
             compiler.problems.add(f"spec.gateways[{g}]", "must not be empty")
+    _check_export_to(spec.export_to, compiler.problems)
     http = tuple(
         rule
         for i, route in enumerate(spec.http)
@@ -787,6 +805,13 @@ class _Compiler:
         retries = spec.retries
         if retries.attempts < 0:
             self.problems.add(f"{at}.attempts", "must not be negative")
+        if retries.retry_remote_localities.value:
+            self.problems.add(
+                f"{at}.retryRemoteLocalities",
+                "not supported: splitplane gives every endpoint the same locality priority,"
+                " so there is no other locality to retry in; ignored",
+                Severity.WARNING,
+            )
         return RetryPolicy(
             attempts=retries.attempts,
             per_try_timeout_ms=(

@@ -634,3 +634,70 @@ def test_all_zero_weights_are_an_error_on_the_route() -> None:
     assert has(
         result.diagnostics, "VirtualService/vs", "spec.http[0].route", Severity.ERROR, "sum to 0"
     )
+
+
+@pytest.mark.parametrize(
+    ("obj", "where", "field", "fragment"),
+    [
+        (
+            virtual_service(
+                "reviews", ["reviews"], [http_route(destination("reviews"))], exportTo=["."]
+            ),
+            "VirtualService/reviews",
+            "spec.exportTo",
+            "every namespace",
+        ),
+        (
+            destination_rule("reviews", "reviews", exportTo=["default"]),
+            "DestinationRule/reviews",
+            "spec.exportTo",
+            "every namespace",
+        ),
+        (
+            virtual_service(
+                "reviews",
+                ["reviews"],
+                [
+                    http_route(
+                        destination("reviews"),
+                        retries={"attempts": 2, "retryRemoteLocalities": True},
+                    )
+                ],
+            ),
+            "VirtualService/reviews",
+            "spec.http[0].retries.retryRemoteLocalities",
+            "locality",
+        ),
+        (
+            destination_rule(
+                "reviews",
+                "reviews",
+                trafficPolicy={"loadBalancer": {"simple": "PASSTHROUGH"}},
+            ),
+            "DestinationRule/reviews",
+            "spec.trafficPolicy.loadBalancer.simple",
+            "round robin",
+        ),
+    ],
+    ids=[
+        "virtual-service-export-to",
+        "destination-rule-export-to",
+        "retry-remote-localities",
+        "passthrough-load-balancing",
+    ],
+)
+def test_accepted_settings_splitplane_cannot_honour_are_warnings(
+    obj: Obj, where: str, field: str, fragment: str
+) -> None:
+    result = run(service("reviews"), obj)
+    assert has(result.diagnostics, where, field, Severity.WARNING, fragment), result.diagnostics
+    assert not result.has_errors
+
+
+@pytest.mark.parametrize("export_to", [["*"], []], ids=["everywhere", "not-given"])
+def test_exporting_to_every_namespace_needs_no_warning(export_to: list[str]) -> None:
+    vs = virtual_service(
+        "reviews", ["reviews"], [http_route(destination("reviews"))], exportTo=export_to
+    )
+    diagnostics = run(service("reviews"), vs).diagnostics
+    assert [d for d in diagnostics if d.kind == "VirtualService"] == []
