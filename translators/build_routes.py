@@ -88,6 +88,7 @@ GRPC_STATUS_CODES = {
 
 # Envoy refuses header operations on pseudo-headers and Host.
 _PROTECTED_HEADERS = frozenset({"host"})
+_AUTHORITY_HEADERS = frozenset({"host", ":authority"})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -184,6 +185,17 @@ def header_value_options(ops: HeaderOperations) -> list[base_pb2.HeaderValueOpti
 
 def _modifiable(header: str) -> bool:
     return not header.startswith(":") and header.lower() not in _PROTECTED_HEADERS
+
+
+def header_authority(ops: HeaderOperations) -> str:
+    """The authority a request header operation on ``host`` or ``:authority`` sets ("" for
+    none): Envoy cannot set those headers, so Istio rewrites the authority instead (``set``
+    winning over ``add``)."""
+    for pairs in (ops.set, ops.add):
+        found = [value for key, value in pairs if key.lower() in _AUTHORITY_HEADERS]
+        if found:
+            return found[-1]
+    return ""
 
 
 def _removable(ops: HeaderOperations) -> list[str]:
@@ -366,6 +378,9 @@ def _cluster_weight(destination: WeightedCluster) -> bytes:
     if destination.headers:
         headers = rc.WeightedCluster.ClusterWeight()
         _add_headers(headers, destination.headers)
+        authority = header_authority(destination.headers.request)
+        if authority:
+            headers.host_rewrite_literal = authority
         data += serialize(headers)
     return _WEIGHTED_CLUSTER_ENTRIES[len(data)] + data
 
@@ -393,8 +408,9 @@ def _route_action(
                 parts.append(string_field(_PREFIX_REWRITE, rewrite.uri))
             else:
                 regex_rewrite = _regex_rewrite("^.*$", rewrite.uri)
-        if rewrite.authority:
-            parts.append(string_field(_HOST_REWRITE_LITERAL, rewrite.authority))
+    authority = _authority(route, destinations)
+    if authority:
+        parts.append(string_field(_HOST_REWRITE_LITERAL, authority))
     if route.timeout_ms:
         parts.append(length_delimited(_TIMEOUT, serialize(duration(route.timeout_ms))))
     else:
@@ -414,6 +430,17 @@ def _route_action(
     parts.append(regex_rewrite)
     data = b"".join(parts)
     return _ACTIONS[len(data)] + data
+
+
+def _authority(route: HttpRoute, destinations: Sequence[WeightedCluster]) -> str:
+    """The authority the route rewrites to, by Istio's precedence: ``rewrite.authority``, then
+    the rule's host header, then a single destination's (weighted ones rewrite their own)."""
+    if route.rewrite is not None and route.rewrite.authority:
+        return route.rewrite.authority
+    found = header_authority(route.headers.request)
+    if not found and len(destinations) == 1:
+        found = header_authority(destinations[0].headers.request)
+    return found
 
 
 def encode_routes(route: HttpRoute, clusters: Mapping[str, Cluster], port: int = 0) -> list[bytes]:

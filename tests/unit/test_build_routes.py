@@ -251,6 +251,65 @@ def test_single_destination_headers_move_to_the_route() -> None:
     assert [h.header.key for h in route.request_headers_to_add] == ["x-a"]
 
 
+def host_header(operation: str, name: str, value: str) -> Headers:
+    pairs = ((name, value),)
+    ops = HeaderOperations(set=pairs) if operation == "set" else HeaderOperations(add=pairs)
+    return Headers(request=ops)
+
+
+@pytest.mark.parametrize(
+    ("headers", "authority"),
+    [
+        (host_header("set", "host", "a.example"), "a.example"),
+        (host_header("set", ":authority", "b.example"), "b.example"),
+        (host_header("add", "Host", "c.example"), "c.example"),
+        (
+            Headers(
+                request=HeaderOperations(set=(("host", "set.example"),), add=(("host", "add"),))
+            ),
+            "set.example",
+        ),
+    ],
+    ids=["set-host", "set-authority", "add-host", "set-wins-over-add"],
+)
+def test_setting_the_host_header_rewrites_the_authority_as_in_istio(
+    headers: Headers, authority: str
+) -> None:
+    action = one_route(HttpRoute(destinations=TO_V1, headers=headers)).route
+    assert action.host_rewrite_literal == authority
+
+
+def test_a_rewrite_authority_wins_over_a_host_header() -> None:
+    rule = HttpRoute(
+        destinations=TO_V1,
+        headers=host_header("set", "host", "header.example"),
+        rewrite=Rewrite(authority="rewrite.example"),
+    )
+    assert one_route(rule).route.host_rewrite_literal == "rewrite.example"
+
+
+def test_a_single_destinations_host_header_rewrites_the_authority() -> None:
+    headers = host_header("set", "host", "d.example")
+    action = one_route(HttpRoute(destinations=(WeightedCluster(V1, 100, headers),))).route
+    assert action.host_rewrite_literal == "d.example"
+
+
+def test_a_route_host_header_wins_over_a_single_destinations() -> None:
+    rule = HttpRoute(
+        destinations=(WeightedCluster(V1, 100, host_header("set", "host", "dest.example")),),
+        headers=host_header("set", "host", "route.example"),
+    )
+    assert one_route(rule).route.host_rewrite_literal == "route.example"
+
+
+def test_a_weighted_destinations_host_header_rewrites_its_authority() -> None:
+    headers = host_header("set", "host", "v2.example")
+    rule = HttpRoute(destinations=(WeightedCluster(V1, 50), WeightedCluster(V2, 50, headers)))
+    first, second = one_route(rule).route.weighted_clusters.clusters
+    assert not first.host_rewrite_literal
+    assert second.host_rewrite_literal == "v2.example"
+
+
 def test_route_header_operations_skip_pseudo_headers_and_host() -> None:
     headers = Headers(
         request=HeaderOperations(set=((":path", "/x"), ("Host", "h"), ("x-ok", "1"))),
