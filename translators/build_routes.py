@@ -58,6 +58,8 @@ PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
 HOST_SELECTION_RETRY_MAX_ATTEMPTS = 5
 NO_DESTINATION_STATUS = 503  # a rule with neither destinations nor a redirect
 
+# Default ports by redirect scheme; listeners are plain HTTP, so no scheme means http.
+_SCHEME_PORTS = {"": 80, "http": 80, "https": 443}
 _REDIRECT_CODES = {
     301: rc.RedirectAction.MOVED_PERMANENTLY,
     302: rc.RedirectAction.FOUND,
@@ -313,7 +315,8 @@ def _redirect(redirect: Redirect) -> rc.RedirectAction:
         out.path_redirect = redirect.uri
     if redirect.authority:
         out.host_redirect = redirect.authority
-    if redirect.port:
+    # As Istio: the scheme's default port is left out of the Location.
+    if redirect.port and redirect.port != _SCHEME_PORTS.get(redirect.scheme):
         out.port_redirect = redirect.port
     if redirect.scheme:
         out.scheme_redirect = redirect.scheme

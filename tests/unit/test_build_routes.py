@@ -351,6 +351,19 @@ def test_redirect_rewrites_path_host_port_and_scheme() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("port", "scheme", "expected"),
+    [(80, "", 0), (80, "http", 0), (443, "https", 0), (80, "https", 80), (443, "", 443)],
+)
+def test_a_redirect_to_the_schemes_default_port_names_no_port(
+    port: int, scheme: str, expected: int
+) -> None:
+    """As Istio: no ``:80`` in an http Location (the listener is plain HTTP), no ``:443`` in an
+    https one."""
+    out = one_route(HttpRoute(redirect=Redirect(uri="/n", port=port, scheme=scheme))).redirect
+    assert out.port_redirect == expected
+
+
 def test_rewrite_of_a_prefix_match_replaces_the_prefix() -> None:
     rule = HttpRoute(
         matches=(RouteMatch(uri=StringMatch(MatchKind.PREFIX, "/old")),),
