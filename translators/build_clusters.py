@@ -29,6 +29,7 @@ from translators.resources import (
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 DEFAULT_CONNECT_TIMEOUT_MS = 10_000
+UNLIMITED = 2**32 - 1  # Istio's default for every connection pool limit
 
 _LB_POLICIES = {
     LoadBalancer.ROUND_ROBIN: cluster_pb2.Cluster.ROUND_ROBIN,
@@ -135,19 +136,17 @@ def cluster_template(
     out.eds_cluster_config.eds_config.CopyFrom(ads_config_source())
     out.common_lb_config.locality_weighted_lb_config.SetInParent()
     _set_load_balancing(out, policy, grpc=grpc)
-    if pool is not None:
-        thresholds = circuit_breaker_thresholds(pool)
-        if thresholds is not None:
-            out.circuit_breakers.thresholds.append(thresholds)
+    out.circuit_breakers.thresholds.append(circuit_breaker_thresholds(pool))
     options = http_protocol_options(protocol, pool)
     if options is not None:
         out.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options)
     if policy.outlier_detection is not None:
         out.outlier_detection.CopyFrom(outlier_detection(policy.outlier_detection))
-        if policy.outlier_detection.min_health_percent is not None:
-            out.common_lb_config.healthy_panic_threshold.value = float(
-                policy.outlier_detection.min_health_percent
-            )
+        # Istio's minHealthPercent defaults to 0 %: no panic mode, which Envoy would otherwise
+        # enter below 50 % healthy hosts and then send traffic to ejected hosts again.
+        out.common_lb_config.healthy_panic_threshold.value = float(
+            policy.outlier_detection.min_health_percent or 0
+        )
     return out
 
 
@@ -167,21 +166,24 @@ def _set_load_balancing(out: cluster_pb2.Cluster, policy: TrafficPolicy, *, grpc
 
 
 def circuit_breaker_thresholds(
-    pool: ConnectionPool,
-) -> circuit_breaker_pb2.CircuitBreakers.Thresholds | None:
-    """The default-priority thresholds a connection pool sets, or None when it sets none."""
+    pool: ConnectionPool | None,
+) -> circuit_breaker_pb2.CircuitBreakers.Thresholds:
+    """The default-priority thresholds: the pool's limits, the rest unlimited.
+
+    Istio's connection pool limits default to 2^32-1, and Istio sets them on every cluster:
+    Envoy's own defaults (1024 connections, pending and active requests; 3 concurrent retries)
+    would otherwise shed requests and retries under load.
+    """
+    given = pool or ConnectionPool()
     limits = {
-        "max_connections": pool.max_connections,
-        "max_pending_requests": pool.max_pending_requests,
-        "max_requests": pool.max_requests,
-        "max_retries": pool.max_retries,
+        "max_connections": given.max_connections,
+        "max_pending_requests": given.max_pending_requests,
+        "max_requests": given.max_requests,
+        "max_retries": given.max_retries,
     }
-    if all(v is None for v in limits.values()):
-        return None
-    thresholds = circuit_breaker_pb2.CircuitBreakers.Thresholds()
+    thresholds = circuit_breaker_pb2.CircuitBreakers.Thresholds(track_remaining=True)
     for field, value in limits.items():
-        if value is not None:
-            getattr(thresholds, field).value = value
+        getattr(thresholds, field).value = UNLIMITED if value is None else value
     return thresholds
 
 
@@ -221,15 +223,14 @@ def http_protocol_options(
 def outlier_detection(od: OutlierDetection) -> outlier_detection_pb2.OutlierDetection:
     """Istio semantics: a given error count is enforced at 100 %, a count of 0 disables it.
 
-    When only gateway errors are given, plain 5xx ejection is switched off so that only gateway
-    errors eject, as Istio does.
+    What is not given keeps Envoy's default, as in Istio: 5xx ejection after 5 errors stays on
+    when only gateway errors are given. Success-rate ejection, on by default in Envoy, is off.
     """
     out = outlier_detection_pb2.OutlierDetection()
+    out.enforcing_success_rate.value = 0
     if od.consecutive_5xx_errors is not None:
         out.consecutive_5xx.value = od.consecutive_5xx_errors
         out.enforcing_consecutive_5xx.value = 100 if od.consecutive_5xx_errors > 0 else 0
-    elif od.consecutive_gateway_errors is not None:
-        out.enforcing_consecutive_5xx.value = 0
     if od.consecutive_gateway_errors is not None:
         out.consecutive_gateway_failure.value = od.consecutive_gateway_errors
         out.enforcing_consecutive_gateway_failure.value = (
@@ -237,6 +238,7 @@ def outlier_detection(od: OutlierDetection) -> outlier_detection_pb2.OutlierDete
         )
     if od.split_external_local_origin_errors:
         out.split_external_local_origin_errors = True
+        out.enforcing_local_origin_success_rate.value = 0
         if od.consecutive_local_origin_failures is not None:
             out.consecutive_local_origin_failure.value = od.consecutive_local_origin_failures
             out.enforcing_consecutive_local_origin_failure.value = (

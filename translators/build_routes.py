@@ -58,6 +58,8 @@ PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
 HOST_SELECTION_RETRY_MAX_ATTEMPTS = 5
 NO_DESTINATION_STATUS = 503  # a rule with neither destinations nor a redirect
 
+# Default ports by redirect scheme; listeners are plain HTTP, so no scheme means http.
+_SCHEME_PORTS = {"": 80, "http": 80, "https": 443}
 _REDIRECT_CODES = {
     301: rc.RedirectAction.MOVED_PERMANENTLY,
     302: rc.RedirectAction.FOUND,
@@ -88,6 +90,7 @@ GRPC_STATUS_CODES = {
 
 # Envoy refuses header operations on pseudo-headers and Host.
 _PROTECTED_HEADERS = frozenset({"host"})
+_AUTHORITY_HEADERS = frozenset({"host", ":authority"})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -104,12 +107,18 @@ def string_matcher(match: StringMatch) -> string_pb2.StringMatcher:
 
 
 def header_matcher(name: str, match: StringMatch | None, invert: bool = False) -> rc.HeaderMatcher:
-    """Match a header's value, or its presence when ``match`` is None."""
+    """Match a header's value, or its presence when ``match`` is None.
+
+    An inverted value match (Istio's ``withoutHeaders``) takes a missing header as empty, as
+    Istio configures it, so that it matches requests without the header; Envoy would otherwise
+    fail the match whenever the header is missing.
+    """
     out = rc.HeaderMatcher(name=name, invert_match=invert)
     if match is None:
         out.present_match = True
     else:
         out.string_match.CopyFrom(string_matcher(match))
+        out.treat_missing_header_as_empty = invert
     return out
 
 
@@ -178,6 +187,17 @@ def header_value_options(ops: HeaderOperations) -> list[base_pb2.HeaderValueOpti
 
 def _modifiable(header: str) -> bool:
     return not header.startswith(":") and header.lower() not in _PROTECTED_HEADERS
+
+
+def header_authority(ops: HeaderOperations) -> str:
+    """The authority a request header operation on ``host`` or ``:authority`` sets ("" for
+    none): Envoy cannot set those headers, so Istio rewrites the authority instead (``set``
+    winning over ``add``)."""
+    for pairs in (ops.set, ops.add):
+        found = [value for key, value in pairs if key.lower() in _AUTHORITY_HEADERS]
+        if found:
+            return found[-1]
+    return ""
 
 
 def _removable(ops: HeaderOperations) -> list[str]:
@@ -295,7 +315,8 @@ def _redirect(redirect: Redirect) -> rc.RedirectAction:
         out.path_redirect = redirect.uri
     if redirect.authority:
         out.host_redirect = redirect.authority
-    if redirect.port:
+    # As Istio: the scheme's default port is left out of the Location.
+    if redirect.port and redirect.port != _SCHEME_PORTS.get(redirect.scheme):
         out.port_redirect = redirect.port
     if redirect.scheme:
         out.scheme_redirect = redirect.scheme
@@ -360,6 +381,9 @@ def _cluster_weight(destination: WeightedCluster) -> bytes:
     if destination.headers:
         headers = rc.WeightedCluster.ClusterWeight()
         _add_headers(headers, destination.headers)
+        authority = header_authority(destination.headers.request)
+        if authority:
+            headers.host_rewrite_literal = authority
         data += serialize(headers)
     return _WEIGHTED_CLUSTER_ENTRIES[len(data)] + data
 
@@ -387,8 +411,9 @@ def _route_action(
                 parts.append(string_field(_PREFIX_REWRITE, rewrite.uri))
             else:
                 regex_rewrite = _regex_rewrite("^.*$", rewrite.uri)
-        if rewrite.authority:
-            parts.append(string_field(_HOST_REWRITE_LITERAL, rewrite.authority))
+    authority = _authority(route, destinations)
+    if authority:
+        parts.append(string_field(_HOST_REWRITE_LITERAL, authority))
     if route.timeout_ms:
         parts.append(length_delimited(_TIMEOUT, serialize(duration(route.timeout_ms))))
     else:
@@ -408,6 +433,17 @@ def _route_action(
     parts.append(regex_rewrite)
     data = b"".join(parts)
     return _ACTIONS[len(data)] + data
+
+
+def _authority(route: HttpRoute, destinations: Sequence[WeightedCluster]) -> str:
+    """The authority the route rewrites to, by Istio's precedence: ``rewrite.authority``, then
+    the rule's host header, then a single destination's (weighted ones rewrite their own)."""
+    if route.rewrite is not None and route.rewrite.authority:
+        return route.rewrite.authority
+    found = header_authority(route.headers.request)
+    if not found and len(destinations) == 1:
+        found = header_authority(destinations[0].headers.request)
+    return found
 
 
 def encode_routes(route: HttpRoute, clusters: Mapping[str, Cluster], port: int = 0) -> list[bytes]:

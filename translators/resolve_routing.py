@@ -9,9 +9,10 @@ Three steps, so that the last good version of an object can stand in for an inva
 3. `resolve_routing` assembles clusters and virtual hosts (the oldest VirtualService wins a host);
    `cluster_endpoints` fills each cluster's load assignment from the services' ready endpoints.
 
-Istio semantics throughout: short host names resolve in the object's namespace, subset policy
-overrides port-level policy which overrides the top-level policy, and weights follow Istio ≥ 1.15
-(each ≥ 0, total > 0 when several, weight-0 destinations omitted).
+Istio semantics throughout: short host names resolve in the object's namespace, port-level
+settings replace the policy they are part of for their port, subset policy overrides the rule's
+section by section, and weights follow Istio ≥ 1.15 (each ≥ 0, total > 0 when several, weight-0
+destinations omitted).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ from translators.names import CLUSTER_DOMAIN, cluster_name, host_candidates, ser
 from translators.regex import regex_problem
 
 MESH_GATEWAY = "mesh"
+PRESENT_REGEX = "*"  # Istio's spelling of "the header is present" in a header regex
 # Shared immutable defaults: a large mesh would otherwise allocate one of each per route/cluster.
 _NO_HEADERS = Headers()
 _DEFAULT_POLICY = TrafficPolicy()
@@ -158,6 +160,7 @@ def compile_destination_rule(
             _check_policy(subset.traffic_policy, f"{at}.trafficPolicy", problems)
     if spec.HasField("traffic_policy"):
         _check_policy(spec.traffic_policy, "spec.trafficPolicy", problems)
+    _check_export_to(spec.export_to, problems)
     if problems.has_error:
         return None, problems.found
     subset_labels = {subset.name: labels_of(subset.labels) for subset in spec.subsets}
@@ -183,7 +186,23 @@ def _check_policy(policy: TrafficPolicySpec, at: str, problems: _Problems) -> No
             _check_load_balancer(level.load_balancer, f"{where}.loadBalancer", problems)
 
 
+def _check_export_to(export_to: Sequence[str], problems: _Problems) -> None:
+    if any(name != "*" for name in export_to):
+        problems.add(
+            "spec.exportTo",
+            "splitplane does not scope objects to namespaces; this one applies to every namespace",
+            Severity.WARNING,
+        )
+
+
 def _check_load_balancer(lb: LoadBalancerSettings, at: str, problems: _Problems) -> None:
+    if lb.WhichOneof("lb_policy") == "simple" and lb.simple == LoadBalancerSettings.PASSTHROUGH:
+        problems.add(
+            f"{at}.simple",
+            "PASSTHROUGH is not supported (splitplane's clusters are EDS clusters, with no"
+            " original destination to pass through to); the cluster balances round robin",
+            Severity.WARNING,
+        )
     if lb.WhichOneof("lb_policy") != "consistent_hash":
         return
     hashing = lb.consistent_hash
@@ -285,47 +304,59 @@ def _has_labels(selector: Labels, labels: Labels) -> bool:
 # Traffic policy
 
 
+_Sections = tuple[
+    LoadBalancerSettings | None, ConnectionPoolSettings | None, OutlierDetectionSpec | None
+]
+
+
 def effective_policy(
     rule: DestinationRuleSpec | None, port: int, subset: str = ""
 ) -> TrafficPolicy:
-    """The policy of one cluster, by Istio's precedence (most specific last): top-level, its
-    ``portLevelSettings`` for ``port``, the subset's policy, the subset's port-level settings.
+    """The policy of one cluster, by Istio's precedence.
 
-    Each of load balancer, connection pool and outlier detection is replaced as a whole by the
-    most specific layer that sets it.
+    A policy's ``portLevelSettings`` for ``port`` replace that policy as a whole: a section they
+    leave out is Istio's default, not the policy's. The subset's policy (so narrowed) then
+    replaces the rule's section by section; when the subset has port-level settings for
+    ``port``, every section is the subset's.
     """
     if rule is None or not rule.has_policy:
         return _DEFAULT_POLICY
-    layers: list[TrafficPolicySpec | TrafficPolicySpec.PortTrafficPolicy] = []
-    if rule.spec.HasField("traffic_policy"):
-        layers.extend(_policy_layers(rule.spec.traffic_policy, port))
+    spec = rule.spec
+    sections: _Sections = (None, None, None)
+    if spec.HasField("traffic_policy"):
+        sections, _ = _policy_sections(spec.traffic_policy, port)
     if subset:
-        chosen = next((s for s in rule.spec.subsets if s.name == subset), None)
+        chosen = next((s for s in spec.subsets if s.name == subset), None)
         if chosen is not None and chosen.HasField("traffic_policy"):
-            layers.extend(_policy_layers(chosen.traffic_policy, port))
-    if not layers:
+            narrowed, whole = _policy_sections(chosen.traffic_policy, port)
+            if whole:
+                sections = narrowed
+            else:
+                lb, pool, outlier = sections
+                own_lb, own_pool, own_outlier = narrowed
+                sections = (
+                    own_lb if own_lb is not None else lb,
+                    own_pool if own_pool is not None else pool,
+                    own_outlier if own_outlier is not None else outlier,
+                )
+    if sections == (None, None, None):
         return _DEFAULT_POLICY
-    lb: LoadBalancerSettings | None = None
-    pool: ConnectionPoolSettings | None = None
-    outlier: OutlierDetectionSpec | None = None
-    for layer in layers:
-        if layer.HasField("load_balancer"):
-            lb = layer.load_balancer
-        if layer.HasField("connection_pool"):
-            pool = layer.connection_pool
-        if layer.HasField("outlier_detection"):
-            outlier = layer.outlier_detection
-    return _traffic_policy(lb, pool, outlier)
+    return _traffic_policy(*sections)
 
 
-def _policy_layers(
-    policy: TrafficPolicySpec, port: int
-) -> list[TrafficPolicySpec | TrafficPolicySpec.PortTrafficPolicy]:
-    layers: list[TrafficPolicySpec | TrafficPolicySpec.PortTrafficPolicy] = [policy]
+def _policy_sections(policy: TrafficPolicySpec, port: int) -> tuple[_Sections, bool]:
+    """The sections of ``policy`` that apply on ``port``, and whether they are its port-level
+    settings (which stand for the whole policy)."""
+    layer: TrafficPolicySpec | TrafficPolicySpec.PortTrafficPolicy = policy
     level = next((p for p in policy.port_level_settings if p.port.number == port), None)
     if level is not None:
-        layers.append(level)
-    return layers
+        layer = level
+    sections = (
+        layer.load_balancer if layer.HasField("load_balancer") else None,
+        layer.connection_pool if layer.HasField("connection_pool") else None,
+        layer.outlier_detection if layer.HasField("outlier_detection") else None,
+    )
+    return sections, level is not None
 
 
 def _traffic_policy(
@@ -519,6 +550,7 @@ def compile_virtual_service(
     for g, name in enumerate(gateways):
         if not name.strip():
             compiler.problems.add(f"spec.gateways[{g}]", "must not be empty")
+    _check_export_to(spec.export_to, compiler.problems)
     http = tuple(
         rule
         for i, route in enumerate(spec.http)
@@ -626,26 +658,26 @@ class _Compiler:
                 f"{at}.sourceNamespace", "not supported by splitplane; ignored", Severity.WARNING
             )
         headers = [
-            KeyMatch(k, self.string_match(v, f"{at}.headers[{k}]")) for k, v in spec.headers.items()
+            KeyMatch(k, self.value_match(v, f"{at}.headers[{k}]")) for k, v in spec.headers.items()
         ]
         headers += [
-            KeyMatch(k, self.string_match(v, f"{at}.withoutHeaders[{k}]"), invert=True)
+            KeyMatch(k, self.value_match(v, f"{at}.withoutHeaders[{k}]"), invert=True)
             for k, v in spec.without_headers.items()
         ]
         query_params = [
-            KeyMatch(k, self.string_match(v, f"{at}.queryParams[{k}]"))
+            KeyMatch(k, self.value_match(v, f"{at}.queryParams[{k}]"))
             for k, v in spec.query_params.items()
         ]
         return RouteMatch(
             uri=self.string_match(spec.uri, f"{at}.uri") if spec.HasField("uri") else None,
             scheme=(
-                self.string_match(spec.scheme, f"{at}.scheme") if spec.HasField("scheme") else None
+                self.value_match(spec.scheme, f"{at}.scheme") if spec.HasField("scheme") else None
             ),
             method=(
-                self.string_match(spec.method, f"{at}.method") if spec.HasField("method") else None
+                self.value_match(spec.method, f"{at}.method") if spec.HasField("method") else None
             ),
             authority=(
-                self.string_match(spec.authority, f"{at}.authority")
+                self.value_match(spec.authority, f"{at}.authority")
                 if spec.HasField("authority")
                 else None
             ),
@@ -661,6 +693,15 @@ class _Compiler:
         if match is not None and match.kind is MatchKind.REGEX:
             self.check_regex(match.value, f"{at}.regex")
         return match
+
+    def value_match(self, spec: StringMatchSpec, at: str) -> StringMatch | None:
+        """A header or query parameter value match; None means "present".
+
+        As in Istio, ``regex: "*"`` (not a valid regex) is taken to mean "present".
+        """
+        if spec.WhichOneof("match_type") == "regex" and spec.regex == PRESENT_REGEX:
+            return None
+        return self.string_match(spec, at)
 
     def check_regex(self, pattern: str, at: str) -> None:
         problem = regex_problem(pattern)
@@ -764,6 +805,13 @@ class _Compiler:
         retries = spec.retries
         if retries.attempts < 0:
             self.problems.add(f"{at}.attempts", "must not be negative")
+        if retries.retry_remote_localities.value:
+            self.problems.add(
+                f"{at}.retryRemoteLocalities",
+                "not supported: splitplane gives every endpoint the same locality priority,"
+                " so there is no other locality to retry in; ignored",
+                Severity.WARNING,
+            )
         return RetryPolicy(
             attempts=retries.attempts,
             per_try_timeout_ms=(

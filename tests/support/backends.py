@@ -141,10 +141,12 @@ def count_backends(
     *,
     host: str = "example",
     path: str = "/",
+    headers: dict[str, str] | None = None,
     connections: int = 1,
     timeout_s: float = 10.0,
 ) -> Counter[str]:
-    """Send ``requests`` GETs through a proxy on ``port``; count answers by backend name.
+    """Send ``requests`` GETs (with ``headers``) through a proxy on ``port``; count answers by
+    backend name.
 
     Uses ``connections`` keep-alive connections in turn. A reply without the backend header
     counts as ``status <code>``; a broken connection is reopened and counts as ``error``.
@@ -159,7 +161,7 @@ def count_backends(
         for i in range(requests):
             connection = pool[i % len(pool)]
             try:
-                connection.request("GET", path, headers={"Host": host})
+                connection.request("GET", path, headers={"Host": host, **(headers or {})})
                 reply = connection.getresponse()
                 reply.read()
                 counts[reply.getheader(BACKEND_HEADER) or f"status {reply.status}"] += 1

@@ -21,6 +21,7 @@ from translators.model import (
 NAME = "outbound|80|v1|reviews.default.svc.cluster.local"
 HOST = "reviews.default.svc.cluster.local"
 ROUND_ROBIN = cluster_pb2.Cluster.ROUND_ROBIN
+UNLIMITED = 2**32 - 1
 
 
 def cluster(
@@ -129,7 +130,7 @@ def test_connection_pool_limits_become_circuit_breaker_thresholds() -> None:
     assert thresholds[0].max_connections.value == 100
     assert thresholds[0].max_pending_requests.value == 10
     assert thresholds[0].max_requests.value == 50
-    assert not thresholds[0].HasField("max_retries")
+    assert thresholds[0].max_retries.value == UNLIMITED
 
 
 def test_connection_pool_max_retries_becomes_a_threshold() -> None:
@@ -137,9 +138,20 @@ def test_connection_pool_max_retries_becomes_a_threshold() -> None:
     assert out.circuit_breakers.thresholds[0].max_retries.value == 7
 
 
-def test_no_circuit_breakers_without_limits() -> None:
-    out = cluster(TrafficPolicy(connection_pool=ConnectionPool(connect_timeout_ms=100)))
-    assert not out.HasField("circuit_breakers")
+@pytest.mark.parametrize(
+    "policy",
+    [TrafficPolicy(), TrafficPolicy(connection_pool=ConnectionPool(connect_timeout_ms=100))],
+    ids=["no-policy", "a-pool-without-limits"],
+)
+def test_limits_not_given_are_unlimited_as_in_istio(policy: TrafficPolicy) -> None:
+    """Istio's connection pool limits default to 2^32-1; Envoy's own defaults (1024 connections,
+    pending and active requests, 3 concurrent retries) would shed load and retries."""
+    (thresholds,) = cluster(policy).circuit_breakers.thresholds
+    assert thresholds.max_connections.value == UNLIMITED
+    assert thresholds.max_pending_requests.value == UNLIMITED
+    assert thresholds.max_requests.value == UNLIMITED
+    assert thresholds.max_retries.value == UNLIMITED
+    assert thresholds.track_remaining
 
 
 def test_plain_http_port_without_limits_has_no_protocol_options() -> None:
@@ -195,12 +207,23 @@ def test_zero_consecutive_5xx_disables_that_ejection() -> None:
     assert out.enforcing_consecutive_5xx.value == 0
 
 
-def test_gateway_errors_alone_eject_only_on_gateway_errors() -> None:
+def test_gateway_errors_alone_leave_5xx_ejection_at_its_default() -> None:
+    """Istio: consecutive5xxErrors "defaults to 5" whatever consecutiveGatewayErrors says."""
     od = OutlierDetection(consecutive_gateway_errors=4)
     out = cluster(TrafficPolicy(outlier_detection=od)).outlier_detection
     assert out.consecutive_gateway_failure.value == 4
     assert out.enforcing_consecutive_gateway_failure.value == 100
-    assert out.enforcing_consecutive_5xx.value == 0
+    assert not out.HasField("consecutive_5xx")
+    assert not out.HasField("enforcing_consecutive_5xx")
+
+
+def test_outlier_detection_never_ejects_on_success_rate() -> None:
+    od = OutlierDetection(consecutive_5xx_errors=3, split_external_local_origin_errors=True)
+    out = cluster(TrafficPolicy(outlier_detection=od)).outlier_detection
+    assert out.HasField("enforcing_success_rate")
+    assert out.enforcing_success_rate.value == 0
+    assert out.HasField("enforcing_local_origin_success_rate")
+    assert out.enforcing_local_origin_success_rate.value == 0
 
 
 def test_local_origin_failures_are_split_and_enforced() -> None:
@@ -217,6 +240,17 @@ def test_min_health_percent_sets_the_panic_threshold() -> None:
     od = OutlierDetection(consecutive_5xx_errors=1, min_health_percent=30)
     out = cluster(TrafficPolicy(outlier_detection=od))
     assert out.common_lb_config.healthy_panic_threshold.value == 30.0
+
+
+def test_outlier_detection_without_min_health_percent_disables_the_panic_threshold() -> None:
+    """Istio's minHealthPercent defaults to 0 %, where Envoy's panic threshold defaults to 50 %."""
+    out = cluster(TrafficPolicy(outlier_detection=OutlierDetection(consecutive_5xx_errors=1)))
+    assert out.common_lb_config.HasField("healthy_panic_threshold")
+    assert out.common_lb_config.healthy_panic_threshold.value == 0.0
+
+
+def test_without_outlier_detection_the_panic_threshold_is_envoys() -> None:
+    assert not cluster().common_lb_config.HasField("healthy_panic_threshold")
 
 
 def test_clusters_are_sorted_by_name() -> None:

@@ -141,6 +141,26 @@ def test_header_presence_and_inverted_match() -> None:
     assert match.headers[1].string_match.exact == "jason"
 
 
+def test_an_inverted_value_match_takes_a_missing_header_as_empty() -> None:
+    """Istio's withoutHeaders {x: {exact: v}} matches requests without ``x`` too: Envoy would
+    otherwise fail the match when the header is missing, inverted or not."""
+    match = match_of(RouteMatch(headers=(KeyMatch("x-canary", exact("true"), invert=True),)))
+    assert match.headers[0].invert_match
+    assert match.headers[0].treat_missing_header_as_empty
+
+
+def test_an_inverted_presence_match_means_absent() -> None:
+    match = match_of(RouteMatch(headers=(KeyMatch("x-canary", None, invert=True),)))
+    assert match.headers[0].present_match
+    assert match.headers[0].invert_match
+    assert not match.headers[0].treat_missing_header_as_empty
+
+
+def test_a_plain_value_match_fails_on_a_missing_header() -> None:
+    match = match_of(RouteMatch(headers=(KeyMatch("end-user", exact("jason")),)))
+    assert not match.headers[0].treat_missing_header_as_empty
+
+
 def test_query_parameter_value_and_presence() -> None:
     match = match_of(RouteMatch(query_params=(KeyMatch("v", exact("2")), KeyMatch("debug"))))
     assert match.query_parameters[0].name == "v"
@@ -231,6 +251,65 @@ def test_single_destination_headers_move_to_the_route() -> None:
     assert [h.header.key for h in route.request_headers_to_add] == ["x-a"]
 
 
+def host_header(operation: str, name: str, value: str) -> Headers:
+    pairs = ((name, value),)
+    ops = HeaderOperations(set=pairs) if operation == "set" else HeaderOperations(add=pairs)
+    return Headers(request=ops)
+
+
+@pytest.mark.parametrize(
+    ("headers", "authority"),
+    [
+        (host_header("set", "host", "a.example"), "a.example"),
+        (host_header("set", ":authority", "b.example"), "b.example"),
+        (host_header("add", "Host", "c.example"), "c.example"),
+        (
+            Headers(
+                request=HeaderOperations(set=(("host", "set.example"),), add=(("host", "add"),))
+            ),
+            "set.example",
+        ),
+    ],
+    ids=["set-host", "set-authority", "add-host", "set-wins-over-add"],
+)
+def test_setting_the_host_header_rewrites_the_authority_as_in_istio(
+    headers: Headers, authority: str
+) -> None:
+    action = one_route(HttpRoute(destinations=TO_V1, headers=headers)).route
+    assert action.host_rewrite_literal == authority
+
+
+def test_a_rewrite_authority_wins_over_a_host_header() -> None:
+    rule = HttpRoute(
+        destinations=TO_V1,
+        headers=host_header("set", "host", "header.example"),
+        rewrite=Rewrite(authority="rewrite.example"),
+    )
+    assert one_route(rule).route.host_rewrite_literal == "rewrite.example"
+
+
+def test_a_single_destinations_host_header_rewrites_the_authority() -> None:
+    headers = host_header("set", "host", "d.example")
+    action = one_route(HttpRoute(destinations=(WeightedCluster(V1, 100, headers),))).route
+    assert action.host_rewrite_literal == "d.example"
+
+
+def test_a_route_host_header_wins_over_a_single_destinations() -> None:
+    rule = HttpRoute(
+        destinations=(WeightedCluster(V1, 100, host_header("set", "host", "dest.example")),),
+        headers=host_header("set", "host", "route.example"),
+    )
+    assert one_route(rule).route.host_rewrite_literal == "route.example"
+
+
+def test_a_weighted_destinations_host_header_rewrites_its_authority() -> None:
+    headers = host_header("set", "host", "v2.example")
+    rule = HttpRoute(destinations=(WeightedCluster(V1, 50), WeightedCluster(V2, 50, headers)))
+    first, second = one_route(rule).route.weighted_clusters.clusters
+    assert not first.host_rewrite_literal
+    assert second.host_rewrite_literal == "v2.example"
+
+
 def test_route_header_operations_skip_pseudo_headers_and_host() -> None:
     headers = Headers(
         request=HeaderOperations(set=((":path", "/x"), ("Host", "h"), ("x-ok", "1"))),
@@ -270,6 +349,19 @@ def test_redirect_rewrites_path_host_port_and_scheme() -> None:
         8443,
         "https",
     )
+
+
+@pytest.mark.parametrize(
+    ("port", "scheme", "expected"),
+    [(80, "", 0), (80, "http", 0), (443, "https", 0), (80, "https", 80), (443, "", 443)],
+)
+def test_a_redirect_to_the_schemes_default_port_names_no_port(
+    port: int, scheme: str, expected: int
+) -> None:
+    """As Istio: no ``:80`` in an http Location (the listener is plain HTTP), no ``:443`` in an
+    https one."""
+    out = one_route(HttpRoute(redirect=Redirect(uri="/n", port=port, scheme=scheme))).redirect
+    assert out.port_redirect == expected
 
 
 def test_rewrite_of_a_prefix_match_replaces_the_prefix() -> None:

@@ -145,18 +145,8 @@ POLICY_RULE: dict[str, Any] = {
             f"outbound|9080||{REVIEWS}",
             TrafficPolicy(LoadBalancer.RANDOM, connection_pool=ConnectionPool(max_connections=10)),
         ),
-        (
-            DEFAULT,
-            TrafficPolicy(
-                LoadBalancer.LEAST_REQUEST, connection_pool=ConnectionPool(max_connections=10)
-            ),
-        ),
-        (
-            V1,
-            TrafficPolicy(
-                LoadBalancer.LEAST_REQUEST, connection_pool=ConnectionPool(max_connections=10)
-            ),
-        ),
+        (DEFAULT, TrafficPolicy(LoadBalancer.LEAST_REQUEST)),
+        (V1, TrafficPolicy(LoadBalancer.LEAST_REQUEST)),
         (
             V2,
             TrafficPolicy(
@@ -165,12 +155,7 @@ POLICY_RULE: dict[str, Any] = {
                 outlier_detection=OutlierDetection(consecutive_5xx_errors=3, interval_ms=10_000),
             ),
         ),
-        (
-            V3,
-            TrafficPolicy(
-                LoadBalancer.ROUND_ROBIN, connection_pool=ConnectionPool(max_connections=10)
-            ),
-        ),
+        (V3, TrafficPolicy(LoadBalancer.ROUND_ROBIN)),
         (
             f"outbound|9080|v3|{REVIEWS}",
             TrafficPolicy(
@@ -181,14 +166,17 @@ POLICY_RULE: dict[str, Any] = {
     ],
     ids=[
         "top-level-policy-applies-to-the-default-cluster",
-        "port-level-settings-override-the-top-level-for-their-port",
+        "port-level-settings-replace-the-whole-top-level-policy-for-their-port",
         "a-subset-without-policy-inherits-the-port-level-policy",
         "subset-policy-replaces-whole-sections-and-keeps-the-rest",
-        "subset-port-level-settings-override-the-subset-policy",
+        "subset-port-level-settings-replace-the-whole-policy-for-their-port",
         "subset-policy-applies-on-other-ports",
     ],
 )
 def test_traffic_policy_precedence(cluster_name: str, expected: TrafficPolicy) -> None:
+    """Istio: subset settings override the rule's section by section; port-level settings
+    replace the whole policy for their port ("default values will be applied to fields omitted
+    in port-level traffic policies")."""
     rule = destination_rule("reviews", "reviews")
     rule["spec"].update(POLICY_RULE)
     svc = service("reviews", ports=[service_port(80, "http"), service_port(9080, "http-alt")])
@@ -365,6 +353,21 @@ def test_weights(weights: tuple[int | None, ...], expected: tuple[tuple[str, int
             "",
         ),
         (
+            {"withoutHeaders": {"x-canary": {"exact": "true"}}},
+            RouteMatch(headers=(KeyMatch("x-canary", StringMatch(MatchKind.EXACT, "true"), True),)),
+            "",
+        ),
+        (
+            {"headers": {"x-a": {"regex": "*"}}, "withoutHeaders": {"x-b": {"regex": "*"}}},
+            RouteMatch(headers=(KeyMatch("x-a"), KeyMatch("x-b", None, invert=True))),
+            "",
+        ),
+        (
+            {"queryParams": {"debug": {"regex": "*"}}},
+            RouteMatch(query_params=(KeyMatch("debug"),)),
+            "",
+        ),
+        (
             {"queryParams": {"debug": {"exact": "1"}}},
             RouteMatch(query_params=(KeyMatch("debug", StringMatch(MatchKind.EXACT, "1")),)),
             "",
@@ -388,6 +391,9 @@ def test_weights(weights: tuple[int | None, ...], expected: tuple[tuple[str, int
         "scheme-method-authority",
         "header-match",
         "without-headers-is-an-inverted-header-match",
+        "without-headers-with-a-value",
+        "regex-star-means-present-as-in-istio",
+        "regex-star-query-param-means-present",
         "query-params",
         "ignore-uri-case",
         "port",
@@ -628,3 +634,70 @@ def test_all_zero_weights_are_an_error_on_the_route() -> None:
     assert has(
         result.diagnostics, "VirtualService/vs", "spec.http[0].route", Severity.ERROR, "sum to 0"
     )
+
+
+@pytest.mark.parametrize(
+    ("obj", "where", "field", "fragment"),
+    [
+        (
+            virtual_service(
+                "reviews", ["reviews"], [http_route(destination("reviews"))], exportTo=["."]
+            ),
+            "VirtualService/reviews",
+            "spec.exportTo",
+            "every namespace",
+        ),
+        (
+            destination_rule("reviews", "reviews", exportTo=["default"]),
+            "DestinationRule/reviews",
+            "spec.exportTo",
+            "every namespace",
+        ),
+        (
+            virtual_service(
+                "reviews",
+                ["reviews"],
+                [
+                    http_route(
+                        destination("reviews"),
+                        retries={"attempts": 2, "retryRemoteLocalities": True},
+                    )
+                ],
+            ),
+            "VirtualService/reviews",
+            "spec.http[0].retries.retryRemoteLocalities",
+            "locality",
+        ),
+        (
+            destination_rule(
+                "reviews",
+                "reviews",
+                trafficPolicy={"loadBalancer": {"simple": "PASSTHROUGH"}},
+            ),
+            "DestinationRule/reviews",
+            "spec.trafficPolicy.loadBalancer.simple",
+            "round robin",
+        ),
+    ],
+    ids=[
+        "virtual-service-export-to",
+        "destination-rule-export-to",
+        "retry-remote-localities",
+        "passthrough-load-balancing",
+    ],
+)
+def test_accepted_settings_splitplane_cannot_honour_are_warnings(
+    obj: Obj, where: str, field: str, fragment: str
+) -> None:
+    result = run(service("reviews"), obj)
+    assert has(result.diagnostics, where, field, Severity.WARNING, fragment), result.diagnostics
+    assert not result.has_errors
+
+
+@pytest.mark.parametrize("export_to", [["*"], []], ids=["everywhere", "not-given"])
+def test_exporting_to_every_namespace_needs_no_warning(export_to: list[str]) -> None:
+    vs = virtual_service(
+        "reviews", ["reviews"], [http_route(destination("reviews"))], exportTo=export_to
+    )
+    diagnostics = run(service("reviews"), vs).diagnostics
+    assert [d for d in diagnostics if d.kind == "VirtualService"] == []

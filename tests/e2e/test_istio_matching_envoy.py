@@ -1,0 +1,73 @@
+"""A real Envoy routes Istio match semantics as Istio's sidecars do (headers that are missing)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_gateway_envoy import bootstrap, canary_objects, publish
+from tests.protocol.conftest import running_harness
+from tests.support.backends import Backend, count_backends, free_port, http_backend
+from tests.unit.objects import Obj, destination, http_route, virtual_service
+from xds_server.grpc_server import ServerOptions
+from xds_server.local_envoy import running_envoy
+
+pytestmark = pytest.mark.envoy
+
+HOST = "reviews.example.com"
+SYNC_TIMEOUT_S = 30.0
+
+
+@pytest.fixture
+def versions() -> Iterator[dict[str, Backend]]:
+    with ExitStack() as stack:
+        yield {n: stack.enter_context(http_backend(n)) for n in ("v1", "v2")}
+
+
+def edge_routes(*rules: Obj) -> Obj:
+    """A VirtualService for ``HOST`` on the load-balancer fleet, with ``rules``."""
+    return virtual_service("reviews-edge", [HOST], list(rules), gateways=["edge"])
+
+
+async def landed(port: int, headers: dict[str, str], path: str = "/") -> Counter[str]:
+    return await asyncio.to_thread(count_backends, port, 1, host=HOST, path=path, headers=headers)
+
+
+async def test_without_headers_and_present_regex_route_as_in_istio(
+    versions: dict[str, Backend], tmp_path: Path
+) -> None:
+    http_port = free_port()
+    objects = [
+        *canary_objects(versions["v1"], versions["v2"]),
+        edge_routes(
+            http_route(
+                destination("reviews", "v1"),
+                match=[{"withoutHeaders": {"x-canary": {"exact": "true"}}}],
+            ),
+            http_route(
+                destination("reviews", "v1"),
+                match=[{"headers": {"x-debug": {"regex": "*"}}}],
+            ),
+            http_route(destination("reviews", "v2")),
+        ),
+    ]
+    async for xds in running_harness(ServerOptions()):
+        publish(xds, objects, http_port)
+        with running_envoy(bootstrap(xds.port, http_port), tmp_path, wait_ready=False) as envoy:
+            await asyncio.to_thread(envoy.wait_ready)
+            async with asyncio.timeout(SYNC_TIMEOUT_S):
+                while await landed(http_port, {}) != Counter({"v1": 1}):
+                    await asyncio.sleep(0.05)
+
+            for headers, expected in [
+                ({}, "v1"),  # no x-canary header at all: not "x-canary: true"
+                ({"x-canary": "false"}, "v1"),
+                ({"x-canary": "true"}, "v2"),
+                ({"x-canary": "true", "x-debug": ""}, "v1"),  # regex "*": present
+            ]:
+                assert await landed(http_port, headers) == Counter({expected: 1}), headers
