@@ -15,7 +15,7 @@ Rules shared by both:
   ``KINDS`` is a problem naming the file and the document, and is skipped;
 - an object without a namespace is put in ``default``;
 - when two documents define the same kind/namespace/name, the first by path order wins and the
-  other is a problem.
+  other is a problem (``file_merge`` holds this rule).
 """
 
 from __future__ import annotations
@@ -31,14 +31,8 @@ from typing import Any
 
 import yaml
 
-from xds_server.sources.base import (
-    KINDS,
-    KubeObject,
-    ObjectKey,
-    ObjectSink,
-    SourceProblem,
-    object_key,
-)
+from xds_server.sources.base import KINDS, KubeObject, ObjectKey, ObjectSink, SourceProblem
+from xds_server.sources.file_merge import ParsedFile, merge_files
 from xds_server.sources.inotify import (
     FOLDER_EVENTS,
     IN_CLOSE_WRITE,
@@ -63,20 +57,6 @@ DEFAULT_REMOVAL_GRACE = 0.1
 YAML_SUFFIXES = (".yaml", ".yml")
 
 # -- reading files --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ParsedFile:
-    """What one file holds.
-
-    ``complete`` is False when the file as a whole could not be read or parsed; ``objects`` is
-    then empty (or, in a watched folder, what the file held when it last parsed).
-    """
-
-    path: str
-    objects: tuple[KubeObject, ...]
-    problems: tuple[SourceProblem, ...]
-    complete: bool = True
 
 
 try:
@@ -357,40 +337,6 @@ def config_files(root: str) -> tuple[list[str], list[str]]:
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
         files.extend(os.path.join(folder, name) for name in names if is_config_name(name))
     return sorted(files), folders
-
-
-def merge_files(
-    files: Iterable[ParsedFile],
-) -> tuple[dict[ObjectKey, KubeObject], list[SourceProblem]]:
-    """The objects of ``files`` by key and all their problems, in path order.
-
-    When a key is defined twice, the first definition (by path, then document order) wins and the
-    other is a problem.
-    """
-    merged: dict[ObjectKey, KubeObject] = {}
-    origin: dict[ObjectKey, str] = {}
-    problems: list[SourceProblem] = []
-    for parsed in sorted(files, key=lambda parsed: parsed.path):
-        problems.extend(parsed.problems)
-        for obj in parsed.objects:
-            key = object_key(obj)
-            first = origin.get(key)
-            if first is None:
-                merged[key] = obj
-                origin[key] = parsed.path
-                continue
-            kind, namespace, name = key
-            where = "earlier in this file" if first == parsed.path else f"in {first}"
-            problems.append(
-                SourceProblem(
-                    f"{kind} {namespace}/{name} is already defined {where}; this one is ignored",
-                    file=parsed.path,
-                    kind=kind,
-                    namespace=namespace,
-                    name=name,
-                )
-            )
-    return merged, problems
 
 
 def load_directory(
