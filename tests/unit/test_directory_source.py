@@ -656,6 +656,21 @@ async def test_duplicates_across_files_first_wins_until_it_is_removed(
     await eventually(lambda: sink.problems == [])
 
 
+async def test_problems_are_sent_again_only_when_they_change(mesh: Path, start: Start) -> None:
+    (mesh / "a.yaml").write_text(virtual_service(weight=10))
+    (mesh / "b.yaml").write_text(virtual_service(weight=20))
+    _, sink = await start()
+    assert sink.problem_files() == ["b.yaml"]
+    before = len(sink.calls)
+    (mesh / "a.yaml").write_text(virtual_service(weight=30))
+    await weight_becomes(sink, 30)
+    assert sink.calls[before:] == [("upsert", REVIEWS)]
+    (mesh / "b.yaml").write_text(virtual_service("ratings"))
+    await eventually(lambda: RATINGS in sink.objects)
+    assert sink.problems == []
+    assert sink.calls[-2:] == [("upsert", RATINGS), ("set_problems", None)]
+
+
 async def test_a_mounted_configmap_update_is_followed(mesh: Path, start: Start) -> None:
     # How the kubelet lays out and atomically updates a ConfigMap volume.
     (mesh / "..v1").mkdir()

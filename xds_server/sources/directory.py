@@ -15,7 +15,8 @@ Rules shared by both:
   ``KINDS`` is a problem naming the file and the document, and is skipped;
 - an object without a namespace is put in ``default``;
 - when two documents define the same kind/namespace/name, the first by path order wins and the
-  other is a problem.
+  other is a problem (``file_merge`` holds this rule; a watched folder keeps its merge up to date
+  one changed file at a time).
 """
 
 from __future__ import annotations
@@ -31,14 +32,8 @@ from typing import Any
 
 import yaml
 
-from xds_server.sources.base import (
-    KINDS,
-    KubeObject,
-    ObjectKey,
-    ObjectSink,
-    SourceProblem,
-    object_key,
-)
+from xds_server.sources.base import KINDS, KubeObject, ObjectSink, SourceProblem
+from xds_server.sources.file_merge import FileMerge, ParsedFile, merge_files
 from xds_server.sources.inotify import (
     FOLDER_EVENTS,
     IN_CLOSE_WRITE,
@@ -63,20 +58,6 @@ DEFAULT_REMOVAL_GRACE = 0.1
 YAML_SUFFIXES = (".yaml", ".yml")
 
 # -- reading files --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ParsedFile:
-    """What one file holds.
-
-    ``complete`` is False when the file as a whole could not be read or parsed; ``objects`` is
-    then empty (or, in a watched folder, what the file held when it last parsed).
-    """
-
-    path: str
-    objects: tuple[KubeObject, ...]
-    problems: tuple[SourceProblem, ...]
-    complete: bool = True
 
 
 try:
@@ -359,40 +340,6 @@ def config_files(root: str) -> tuple[list[str], list[str]]:
     return sorted(files), folders
 
 
-def merge_files(
-    files: Iterable[ParsedFile],
-) -> tuple[dict[ObjectKey, KubeObject], list[SourceProblem]]:
-    """The objects of ``files`` by key and all their problems, in path order.
-
-    When a key is defined twice, the first definition (by path, then document order) wins and the
-    other is a problem.
-    """
-    merged: dict[ObjectKey, KubeObject] = {}
-    origin: dict[ObjectKey, str] = {}
-    problems: list[SourceProblem] = []
-    for parsed in sorted(files, key=lambda parsed: parsed.path):
-        problems.extend(parsed.problems)
-        for obj in parsed.objects:
-            key = object_key(obj)
-            first = origin.get(key)
-            if first is None:
-                merged[key] = obj
-                origin[key] = parsed.path
-                continue
-            kind, namespace, name = key
-            where = "earlier in this file" if first == parsed.path else f"in {first}"
-            problems.append(
-                SourceProblem(
-                    f"{kind} {namespace}/{name} is already defined {where}; this one is ignored",
-                    file=parsed.path,
-                    kind=kind,
-                    namespace=namespace,
-                    name=name,
-                )
-            )
-    return merged, problems
-
-
 def load_directory(
     paths: Iterable[str | os.PathLike[str]], *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
 ) -> tuple[list[KubeObject], list[SourceProblem]]:
@@ -441,7 +388,8 @@ class DirectorySource:
     same loop turn the kernel reports it: no polling and no delay, except that a file that vanishes
     without being renamed to another YAML file keeps its objects for ``removal_grace`` seconds,
     so an editor's backup-rename-then-write save never withdraws them. Sink calls are made only for
-    objects whose file changed.
+    keys whose winning object changed or went away, and a change costs what the changed files hold,
+    not what the folder holds (problems are gathered again only when some file's problems change).
     """
 
     def __init__(
@@ -462,10 +410,12 @@ class DirectorySource:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._folders: dict[str, int] = {}
         self._wd_folders: dict[int, str] = {}
-        self._files: dict[str, ParsedFile] = {}
+        self._files = FileMerge()
         self._removals: dict[str, asyncio.TimerHandle] = {}
         self._watch_problems: dict[str, SourceProblem] = {}
-        self._merged: dict[ObjectKey, KubeObject] = {}
+        # What the sink was last told: the files' problems, the watch problems, both together.
+        self._file_problems: tuple[SourceProblem, ...] = ()
+        self._watch_problem_list: tuple[SourceProblem, ...] = ()
         self._problems: tuple[SourceProblem, ...] = ()
 
     async def start(self) -> None:
@@ -478,10 +428,11 @@ class DirectorySource:
         self._inotify = Inotify()
         try:
             self._inotify.add_watch(self.root, FOLDER_EVENTS)
-            self._files = {path: self._parse(path) for path in self._watch_tree(self.root)}
-            self._merged, problems = self._merge()
-            self._problems = tuple(problems)
-            self._sink.replace_all(self.name, self._merged.values())
+            self._files = FileMerge(self._parse(path) for path in self._watch_tree(self.root))
+            self._file_problems = self._files.problems()
+            self._watch_problem_list = self._sorted_watch_problems()
+            self._problems = self._file_problems + self._watch_problem_list
+            self._sink.replace_all(self.name, self._files.objects().values())
             self._sink.set_problems(self.name, self._problems)
             self._sink.mark_synced(self.name)
             self._loop.add_reader(self._inotify.fd, self._on_events)
@@ -561,7 +512,7 @@ class DirectorySource:
             return
         for path in batch.remove_now - batch.read:
             self._cancel_removal(path)
-            self._files.pop(path, None)
+            self._files.remove(path)
         for path in batch.remove_later - batch.read:
             self._schedule_removal(path)
         for path in sorted(batch.read):
@@ -571,11 +522,11 @@ class DirectorySource:
             except FileNotFoundError:
                 self._schedule_removal(path)
                 continue
-            self._files[path] = self._keep_previous(parsed)
+            self._files.put(self._keep_previous(parsed))
         self._publish()
 
     def _keep_previous(self, parsed: ParsedFile) -> ParsedFile:
-        previous = self._files.get(parsed.path)
+        previous = self._files.file(parsed.path)
         if parsed.complete or previous is None:
             return parsed
         return ParsedFile(parsed.path, previous.objects, parsed.problems, complete=False)
@@ -586,13 +537,18 @@ class DirectorySource:
         for handle in self._removals.values():
             handle.cancel()
         self._removals.clear()
-        files: dict[str, ParsedFile] = {}
+        found: list[ParsedFile] = []
         for path in self._watch_tree(self.root):
             try:
-                files[path] = self._keep_previous(self._parse(path))
+                found.append(self._keep_previous(self._parse(path)))
             except FileNotFoundError:
                 continue
-        self._files = files
+        kept = {parsed.path for parsed in found}
+        for path in self._files.paths():
+            if path not in kept:
+                self._files.remove(path)
+        for parsed in found:
+            self._files.put(parsed)
         self._publish()
 
     # -- removals ---------------------------------------------------------------------------------
@@ -613,7 +569,8 @@ class DirectorySource:
         self._removals.pop(path, None)
         if os.path.isfile(path):
             return  # written again; its own event brings the new content
-        if self._files.pop(path, None) is not None:
+        if path in self._files:
+            self._files.remove(path)
             self._publish()
 
     # -- watches ----------------------------------------------------------------------------------
@@ -659,28 +616,32 @@ class DirectorySource:
 
     def _files_under(self, top: str) -> list[str]:
         prefix = top + os.sep
-        return [path for path in self._files if path.startswith(prefix)]
+        return [path for path in self._files.paths() if path.startswith(prefix)]
 
     # -- reporting --------------------------------------------------------------------------------
 
     def _parse(self, path: str) -> ParsedFile:
         return parse_file(path, max_bytes=self._max_file_bytes)
 
-    def _merge(self) -> tuple[dict[ObjectKey, KubeObject], list[SourceProblem]]:
-        merged, problems = merge_files(self._files.values())
-        problems.extend(self._watch_problems[folder] for folder in sorted(self._watch_problems))
-        return merged, problems
+    def _sorted_watch_problems(self) -> tuple[SourceProblem, ...]:
+        return tuple(self._watch_problems[folder] for folder in sorted(self._watch_problems))
 
     def _publish(self) -> None:
-        merged, problems = self._merge()
-        for key, obj in merged.items():
-            if self._merged.get(key) is not obj:
-                self._sink.upsert(self.name, obj)
-        for key in self._merged.keys() - merged.keys():
+        """Tell the sink what changed: the keys whose winning object did, then the problems
+        (the files' problems in path order, then the watch problems) if they did."""
+        changes = self._files.take_changes()
+        for obj in changes.upserted:
+            self._sink.upsert(self.name, obj)
+        for key in changes.deleted:
             self._sink.delete(self.name, key)
-        self._merged = merged
-        if tuple(problems) != self._problems:
-            self._problems = tuple(problems)
+        file_problems = self._files.problems()  # the same tuple while no file's problems change
+        watch_problems = self._sorted_watch_problems()
+        if file_problems is self._file_problems and watch_problems == self._watch_problem_list:
+            return
+        self._file_problems, self._watch_problem_list = file_problems, watch_problems
+        problems = file_problems + watch_problems
+        if problems != self._problems:
+            self._problems = problems
             self._sink.set_problems(self.name, self._problems)
 
     def _close(self) -> None:
