@@ -258,11 +258,13 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Fault:
+    """A delay and/or an abort, each applied to a percentage of requests (none if not given)."""
+
     delay_ms: int | None = None
-    delay_percent: float = 100.0
+    delay_percent: float = 0.0
     abort_http_status: int | None = None
     abort_grpc_status: str = ""
-    abort_percent: float = 100.0
+    abort_percent: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -821,7 +821,8 @@ class _Compiler:
         )
 
     def fault(self, spec: HTTPFaultInjection, at: str) -> Fault:
-        delay_ms, delay_percent = None, 100.0
+        """A fault; as in Istio, a delay or abort without a percentage applies to no request."""
+        delay_ms, delay_percent = None, 0.0
         if spec.HasField("delay"):
             delay = spec.delay
             if not delay.HasField("fixed_delay"):
@@ -833,7 +834,9 @@ class _Compiler:
             elif delay.percent:
                 delay_percent = float(delay.percent)
                 self.check_percent(delay_percent, f"{at}.delay.percent")
-        status, grpc_status, abort_percent = None, "", 100.0
+            else:
+                self._no_percentage(f"{at}.delay", "delayed")
+        status, grpc_status, abort_percent = None, "", 0.0
         if spec.HasField("abort"):
             abort = spec.abort
             kind = abort.WhichOneof("error_type")
@@ -848,9 +851,19 @@ class _Compiler:
             if abort.HasField("percentage"):
                 abort_percent = abort.percentage.value
                 self.check_percent(abort_percent, f"{at}.abort.percentage.value")
+            else:
+                self._no_percentage(f"{at}.abort", "aborted")
         if not spec.HasField("delay") and not spec.HasField("abort"):
             self.problems.add(at, "needs a delay or an abort")
         return Fault(delay_ms, delay_percent, status, grpc_status, abort_percent)
+
+    def _no_percentage(self, at: str, done: str) -> None:
+        self.problems.add(
+            f"{at}.percentage",
+            f"not given, so no request is {done} (as in Istio); "
+            f"percentage.value: 100 applies it to every request",
+            Severity.WARNING,
+        )
 
 
 def _string_match(spec: StringMatchSpec) -> StringMatch | None:

@@ -448,6 +448,16 @@ def test_matches(match: Obj, expected: RouteMatch, warning: str) -> None:
             Fault(abort_http_status=503, abort_percent=50.0),
         ),
         (
+            {"fault": {"delay": {"fixedDelay": "5s"}}},
+            "fault",
+            Fault(delay_ms=5000, delay_percent=0.0),
+        ),
+        (
+            {"fault": {"abort": {"httpStatus": 503}}},
+            "fault",
+            Fault(abort_http_status=503, abort_percent=0.0),
+        ),
+        (
             {"mirror": {"host": "reviews", "subset": "v1"}, "mirrorPercentage": {"value": 25}},
             "mirror",
             Mirror(V1, 25.0),
@@ -476,6 +486,8 @@ def test_matches(match: Obj, expected: RouteMatch, warning: str) -> None:
         "retries",
         "fault-delay-with-percentage",
         "fault-abort-with-percentage",
+        "fault-delay-without-percentage-delays-nothing",
+        "fault-abort-without-percentage-aborts-nothing",
         "mirror-with-percentage",
         "mirror-without-percentage-mirrors-everything",
         "route-level-headers",
@@ -678,12 +690,34 @@ def test_all_zero_weights_are_an_error_on_the_route() -> None:
             "spec.trafficPolicy.loadBalancer.simple",
             "round robin",
         ),
+        (
+            virtual_service(
+                "reviews",
+                ["reviews"],
+                [http_route(destination("reviews"), fault={"abort": {"httpStatus": 500}})],
+            ),
+            "VirtualService/reviews",
+            "spec.http[0].fault.abort.percentage",
+            "no request is aborted",
+        ),
+        (
+            virtual_service(
+                "reviews",
+                ["reviews"],
+                [http_route(destination("reviews"), fault={"delay": {"fixedDelay": "1s"}})],
+            ),
+            "VirtualService/reviews",
+            "spec.http[0].fault.delay.percentage",
+            "no request is delayed",
+        ),
     ],
     ids=[
         "virtual-service-export-to",
         "destination-rule-export-to",
         "retry-remote-localities",
         "passthrough-load-balancing",
+        "fault-abort-without-percentage",
+        "fault-delay-without-percentage",
     ],
 )
 def test_accepted_settings_splitplane_cannot_honour_are_warnings(
