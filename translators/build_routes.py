@@ -246,13 +246,16 @@ def grpc_status_code(status: str) -> int:
 def retry_policy(retries: RetryPolicy) -> rc.RetryPolicy | None:
     """Istio's retry semantics; None when retries are off (0 attempts).
 
-    Status codes in ``retry_on`` (``"503,gateway-error"``) become retriable status codes; a
-    retry goes to another host than the one that failed, as in Istio.
+    Status codes in ``retry_on`` (``"503,gateway-error"``) become retriable status codes (503
+    only when ``retry_on`` is not given); a retry goes to another host than the one that failed,
+    as in Istio.
     """
     if retries.attempts <= 0:
         return None
     conditions: list[str] = []
     codes: list[int] = []
+    if not retries.retry_on:
+        codes.extend(DEFAULT_RETRIABLE_STATUS_CODES)
     for raw in (retries.retry_on or DEFAULT_RETRY_ON).split(","):
         item = raw.strip()
         if item.isdigit():
@@ -261,8 +264,6 @@ def retry_policy(retries: RetryPolicy) -> rc.RetryPolicy | None:
             conditions.append(item)
     if codes and "retriable-status-codes" not in conditions:
         conditions.append("retriable-status-codes")
-    if not codes and "retriable-status-codes" in conditions:
-        codes.extend(DEFAULT_RETRIABLE_STATUS_CODES)
     out = rc.RetryPolicy(retry_on=",".join(conditions), retriable_status_codes=sorted(set(codes)))
     out.num_retries.value = retries.attempts
     if retries.per_try_timeout_ms is not None:

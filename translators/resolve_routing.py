@@ -812,6 +812,14 @@ class _Compiler:
                 " so there is no other locality to retry in; ignored",
                 Severity.WARNING,
             )
+        conditions = [item.strip() for item in retries.retry_on.split(",")]
+        if "retriable-status-codes" in conditions and not any(c.isdigit() for c in conditions):
+            self.problems.add(
+                f"{at}.retryOn",
+                "retriable-status-codes names no status code, so no status is retried (as in"
+                " Istio); list the codes too, such as 503",
+                Severity.WARNING,
+            )
         return RetryPolicy(
             attempts=retries.attempts,
             per_try_timeout_ms=(

@@ -426,6 +426,16 @@ def test_retry_on_status_codes_become_retriable_status_codes() -> None:
     assert list(policy.retriable_status_codes) == [502]
 
 
+def test_retriable_status_codes_without_codes_retries_no_status_as_in_istio() -> None:
+    rule = HttpRoute(
+        destinations=TO_V1,
+        retries=RetryPolicy(attempts=2, retry_on="connect-failure,retriable-status-codes"),
+    )
+    policy = one_route(rule).route.retry_policy
+    assert policy.retry_on == "connect-failure,retriable-status-codes"
+    assert list(policy.retriable_status_codes) == []
+
+
 def test_a_route_without_retries_gets_istios_default_of_two_on_another_host() -> None:
     policy = one_route(HttpRoute(destinations=TO_V1)).route.retry_policy
     assert policy.num_retries.value == 2

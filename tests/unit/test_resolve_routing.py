@@ -710,6 +710,21 @@ def test_all_zero_weights_are_an_error_on_the_route() -> None:
             "spec.http[0].fault.delay.percentage",
             "no request is delayed",
         ),
+        (
+            virtual_service(
+                "reviews",
+                ["reviews"],
+                [
+                    http_route(
+                        destination("reviews"),
+                        retries={"attempts": 2, "retryOn": "retriable-status-codes"},
+                    )
+                ],
+            ),
+            "VirtualService/reviews",
+            "spec.http[0].retries.retryOn",
+            "no status is retried",
+        ),
     ],
     ids=[
         "virtual-service-export-to",
@@ -718,6 +733,7 @@ def test_all_zero_weights_are_an_error_on_the_route() -> None:
         "passthrough-load-balancing",
         "fault-abort-without-percentage",
         "fault-delay-without-percentage",
+        "retriable-status-codes-without-codes",
     ],
 )
 def test_accepted_settings_splitplane_cannot_honour_are_warnings(
