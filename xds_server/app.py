@@ -447,7 +447,9 @@ async def _start_sources(
             fleet=parse_fleet_service(options.fleet_service),
             only_lb_class=options.only_lb_class,
         ),
-        lambda: plane.store.objects_of("Service"),
+        services=lambda: plane.store.objects_of("Service"),
+        ingresses=lambda: plane.store.objects_of("Ingress"),
+        ingress_classes=lambda: plane.store.objects_of("IngressClass"),
     )
     await status.start()
 
@@ -505,7 +507,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_FLEET_SERVICE,
         metavar="NAMESPACE/NAME",
         help="the load-balancer fleet's headless Service; its endpoints are the addresses written"
-        f" into LoadBalancer Services' status (default {DEFAULT_FLEET_SERVICE})",
+        " into the status of LoadBalancer Services and Ingresses"
+        f" (default {DEFAULT_FLEET_SERVICE})",
     )
     parser.add_argument(
         "--lease-namespace",

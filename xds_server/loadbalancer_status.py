@@ -1,9 +1,11 @@
-"""Leader election and the LoadBalancer status writer.
+"""Leader election and the load-balancer status writer.
 
 Every replica serves xDS; exactly one, the holder of a coordination.k8s.io/v1 Lease, writes
-``status.loadBalancer.ingress`` of every LoadBalancer Service splitplane serves. The addresses are
-the fleet's own: the ready endpoints of its headless Service's EndpointSlices
-(``splitplane-system/splitplane-lb`` by default). A Service is written only when its status differs.
+``status.loadBalancer.ingress`` of every LoadBalancer Service and every Ingress splitplane serves
+(what ``kubectl get`` shows as the address, and what external-dns or Argo CD read). The addresses
+are the fleet's own: the ready endpoints of its headless Service's EndpointSlices
+(``splitplane-system/splitplane-lb`` by default). An object is written only when its status
+differs; Services and Ingresses of other implementations are never touched.
 
 Each replica tries to take or renew the Lease every ``renew_seconds`` (less than the Lease's
 duration), so when the leader dies another replica takes over within the duration; a leader that
@@ -21,12 +23,14 @@ from typing import Any
 
 from kubernetes import client
 
+from translators.resolve_ingress import ingress_classes
 from translators.resolve_loadbalancers import serves_load_balancer
 from translators.resolve_services import SERVICE_NAME_LABEL
 from xds_server.sources.kubernetes import request_json
 from xds_server.sources.kubernetes_writes import (
     LeaseClaim,
     acquire_or_renew_lease,
+    patch_ingress_load_balancer,
     patch_service_load_balancer,
     release_lease,
 )
@@ -92,9 +96,10 @@ def fleet_addresses(slices: Iterable[Mapping[str, Any]]) -> tuple[Ingress, ...]:
     return tuple(sorted(found))
 
 
-def current_ingress(service: Mapping[str, Any]) -> tuple[Ingress, ...]:
-    """A Service's ``status.loadBalancer.ingress``, reduced to its ip/hostname (sorted)."""
-    status = service.get("status")
+def current_ingress(obj: Mapping[str, Any]) -> tuple[Ingress, ...]:
+    """A Service's or an Ingress's ``status.loadBalancer.ingress``, reduced to its ip/hostname
+    (sorted)."""
+    status = obj.get("status")
     balancer = status.get("loadBalancer") if isinstance(status, Mapping) else None
     entries = balancer.get("ingress") if isinstance(balancer, Mapping) else None
     found: set[Ingress] = set()
@@ -108,11 +113,23 @@ def current_ingress(service: Mapping[str, Any]) -> tuple[Ingress, ...]:
 
 @dataclass(frozen=True)
 class StatusWrite:
-    """One Service whose status must change, and the version of it that was compared."""
+    """One object (``kind`` Service or Ingress) whose status must change, and the version of it
+    that was compared."""
 
+    kind: str
     namespace: str
     name: str
     resource_version: str
+
+
+def _status_write(kind: str, obj: Mapping[str, Any]) -> StatusWrite | None:
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, Mapping):
+        return None
+    name, namespace = metadata.get("name"), metadata.get("namespace") or "default"
+    if not isinstance(name, str) or not isinstance(namespace, str):
+        return None
+    return StatusWrite(kind, namespace, name, str(metadata.get("resourceVersion", "")))
 
 
 def status_writes(
@@ -122,9 +139,8 @@ def status_writes(
     wanted = tuple(sorted(addresses))
     writes: list[StatusWrite] = []
     for service in services:
-        metadata = service.get("metadata")
         spec = service.get("spec")
-        if not isinstance(metadata, Mapping) or not isinstance(spec, Mapping):
+        if not isinstance(spec, Mapping):
             continue
         lb_class = spec.get("loadBalancerClass") or ""
         if (
@@ -132,9 +148,26 @@ def status_writes(
             or current_ingress(service) == wanted
         ):
             continue
-        name, namespace = metadata.get("name"), metadata.get("namespace") or "default"
-        if isinstance(name, str) and isinstance(namespace, str):
-            writes.append(StatusWrite(namespace, name, str(metadata.get("resourceVersion", ""))))
+        if (write := _status_write("Service", service)) is not None:
+            writes.append(write)
+    return sorted(writes, key=lambda w: (w.namespace, w.name))
+
+
+def ingress_status_writes(
+    ingresses: Iterable[Mapping[str, Any]],
+    classes: Iterable[Mapping[str, Any]],
+    addresses: Sequence[Ingress],
+) -> list[StatusWrite]:
+    """The Ingresses splitplane serves (by their class, given the IngressClasses ``classes``) whose
+    status differs from ``addresses``."""
+    served = ingress_classes(classes)
+    wanted = tuple(sorted(addresses))
+    writes: list[StatusWrite] = []
+    for ingress in ingresses:
+        if not served.serves(ingress) or current_ingress(ingress) == wanted:
+            continue
+        if (write := _status_write("Ingress", ingress)) is not None:
+            writes.append(write)
     return sorted(writes, key=lambda w: (w.namespace, w.name))
 
 
@@ -148,25 +181,45 @@ def _service_label(obj: Mapping[str, Any]) -> object:
 # The writer
 
 
-class LoadBalancerStatus:
-    """Competes for the Lease and, while holding it, keeps LoadBalancer statuses current.
+Objects = Callable[[], Iterable[Mapping[str, Any]]]
 
-    ``services`` returns the current Service objects (called on the event loop, e.g. the
-    control plane's store); the fleet's EndpointSlices are read from the API server.
+
+@dataclass(frozen=True)
+class _Served:
+    """What a round is about, taken on the event loop."""
+
+    services: list[Mapping[str, Any]]
+    ingresses: list[Mapping[str, Any]]
+    ingress_classes: list[Mapping[str, Any]]
+
+
+_PATCHES = {"Service": patch_service_load_balancer, "Ingress": patch_ingress_load_balancer}
+
+
+class LoadBalancerStatus:
+    """Competes for the Lease and, while holding it, keeps load-balancer statuses current.
+
+    ``services``, ``ingresses`` and ``ingress_classes`` return the current objects of each kind
+    (called on the event loop, e.g. the control plane's store); the fleet's EndpointSlices are
+    read from the API server.
     """
 
     def __init__(
         self,
         api: client.ApiClient,
         settings: StatusSettings,
-        services: Callable[[], Iterable[Mapping[str, Any]]],
+        services: Objects,
+        ingresses: Objects,
+        ingress_classes: Objects,
     ) -> None:
         self.api = api
         self.settings = settings
         self.services = services
+        self.ingresses = ingresses
+        self.ingress_classes = ingress_classes
         self.is_leader = False
         self.writes = 0  # status writes made, for logs and tests
-        self._written: dict[tuple[str, str], tuple[str, tuple[Ingress, ...]]] = {}
+        self._written: dict[tuple[str, str, str], tuple[str, tuple[Ingress, ...]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -193,12 +246,14 @@ class LoadBalancerStatus:
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
-            services = list(self.services())
-            await asyncio.to_thread(self._round, services)
+            served = _Served(
+                list(self.services()), list(self.ingresses()), list(self.ingress_classes())
+            )
+            await asyncio.to_thread(self._round, served)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.settings.renew_seconds)
 
-    def _round(self, services: list[Mapping[str, Any]]) -> None:
+    def _round(self, served: _Served) -> None:
         """One renewal, then (as leader) one pass over the statuses. Runs in a thread."""
         lease = self.settings.lease
         try:
@@ -219,11 +274,11 @@ class LoadBalancerStatus:
         if not leader:
             return
         try:
-            self._write_statuses(services)
+            self._write_statuses(served)
         except Exception:
-            log.warning("could not update LoadBalancer statuses", exc_info=True)
+            log.warning("could not update load-balancer statuses", exc_info=True)
 
-    def _write_statuses(self, services: list[Mapping[str, Any]]) -> None:
+    def _write_statuses(self, served: _Served) -> None:
         fleet = self.settings.fleet
         answer = request_json(
             self.api,
@@ -241,16 +296,23 @@ class LoadBalancerStatus:
         if not addresses:
             log.warning("the fleet %s/%s has no ready addresses", fleet.namespace, fleet.name)
             return
-        for write in status_writes(services, addresses, self.settings.only_lb_class):
-            key = (write.namespace, write.name)
+        writes = [
+            *status_writes(served.services, addresses, self.settings.only_lb_class),
+            *ingress_status_writes(served.ingresses, served.ingress_classes, addresses),
+        ]
+        for write in writes:
+            key = (write.kind, write.namespace, write.name)
             if self._written.get(key) == (write.resource_version, addresses):
                 continue  # written already; the watch has not brought the new version yet
-            patch_service_load_balancer(
+            _PATCHES[write.kind](
                 self.api, write.namespace, write.name, [dict(entry) for entry in addresses]
             )
             self._written[key] = (write.resource_version, addresses)
             self.writes += 1
             log.info(
                 "wrote load balancer status",
-                extra={"service": f"{write.namespace}/{write.name}", "ingress": addresses},
+                extra={
+                    write.kind.lower(): f"{write.namespace}/{write.name}",
+                    "addresses": addresses,
+                },
             )

@@ -326,6 +326,11 @@ class FakeApiServer:
             found = self._objects.get((resource.group, resource.plural, ns, name))
             return copy.deepcopy(found) if found is not None else None
 
+    def objects(self, kind: str) -> list[Obj]:
+        """Every stored object of one kind, in namespace/name order."""
+        with self._cond:
+            return copy.deepcopy(self._matching(_BY_KIND[kind], None))
+
     # faults and observation ----------------------------------------------------------------
 
     def inject_fault(

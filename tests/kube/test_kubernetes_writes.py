@@ -1,16 +1,20 @@
-"""Service load-balancer status and leader Leases, written to the in-process API server."""
+"""Load-balancer status of Services and Ingresses, and leader Leases, written to the in-process API
+server."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from kubernetes import client
 
 from tests.kube import objects
 from tests.kube.apiserver import FakeApiServer
+from xds_server.sources.kubernetes import open_request
 from xds_server.sources.kubernetes_writes import (
     LeaseClaim,
     acquire_or_renew_lease,
+    patch_ingress_load_balancer,
     patch_service_load_balancer,
     release_lease,
 )
@@ -44,6 +48,44 @@ def test_a_new_load_balancer_address_replaces_the_old_list(
     stored = apiserver.get("Service", "default", "gateway")
     assert stored is not None
     assert stored["status"]["loadBalancer"]["ingress"] == [{"hostname": "lb.example"}]
+
+
+def test_ingress_load_balancer_status_is_written_through_the_status_subresource(
+    apiserver: FakeApiServer, api: client.ApiClient
+) -> None:
+    created = apiserver.create(objects.ingress("web", "web"))
+    before = created["metadata"]["resourceVersion"]
+
+    updated = patch_ingress_load_balancer(
+        api, "default", "web", [{"ip": "127.0.0.7"}, {"hostname": "lb.example"}]
+    )
+
+    written = [{"ip": "127.0.0.7"}, {"hostname": "lb.example"}]
+    assert updated["status"]["loadBalancer"]["ingress"] == written
+    stored = apiserver.get("Ingress", "default", "web")
+    assert stored is not None
+    assert stored["status"]["loadBalancer"]["ingress"] == written
+    assert stored["spec"] == objects.ingress("web", "web")["spec"]
+    assert int(stored["metadata"]["resourceVersion"]) > int(before)
+    assert any(
+        r.method == "PATCH"
+        and r.path == "/apis/networking.k8s.io/v1/namespaces/default/ingresses/web/status"
+        for r in apiserver.requests
+    )
+    # Watchers of Ingresses see the new status.
+    response = open_request(
+        api,
+        "GET",
+        "/apis/networking.k8s.io/v1/ingresses",
+        query={"watch": "true", "resourceVersion": before, "timeoutSeconds": "1"},
+    )
+    try:
+        events = [json.loads(line) for line in response.read().splitlines() if line.strip()]
+    finally:
+        response.release_conn()
+    assert [(e["type"], e["object"]["status"]["loadBalancer"]["ingress"]) for e in events] == [
+        ("MODIFIED", written)
+    ]
 
 
 def test_the_first_candidate_takes_a_free_lease_and_others_wait(

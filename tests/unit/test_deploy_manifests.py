@@ -43,9 +43,11 @@ CLUSTER_WIDE_GRANTS: frozenset[tuple[str, str, str]] = frozenset(
         *(("networking.k8s.io", "ingressclasses", verb) for verb in VERBS_READ),
         *(("networking.istio.io", "virtualservices", verb) for verb in VERBS_READ),
         *(("networking.istio.io", "destinationrules", verb) for verb in VERBS_READ),
-        # The leader writes status.loadBalancer.ingress of LoadBalancer Services.
+        # The leader writes status.loadBalancer.ingress of LoadBalancer Services and Ingresses.
         ("", "services/status", "update"),
         ("", "services/status", "patch"),
+        ("networking.k8s.io", "ingresses/status", "update"),
+        ("networking.k8s.io", "ingresses/status", "patch"),
     ]
 )
 # Leader election (coordination.k8s.io/v1 Lease) in the control plane's own namespace.

@@ -1,4 +1,5 @@
-"""The few writes splitplane makes to Kubernetes: Service load-balancer status, a leader Lease."""
+"""The few writes splitplane makes to Kubernetes: the load-balancer status of Services and
+Ingresses, a leader Lease."""
 
 from __future__ import annotations
 
@@ -22,8 +23,27 @@ def patch_service_load_balancer(
 ) -> dict[str, Any]:
     """Set ``status.loadBalancer.ingress`` of a Service (e.g. ``[{"ip": "10.0.0.7"}]``) through
     the status subresource; returns the updated Service."""
-    body = {"status": {"loadBalancer": {"ingress": [dict(i) for i in ingress]}}}
     path = f"/api/v1/namespaces/{namespace}/services/{name}/status"
+    return _patch_load_balancer(api, path, ingress)
+
+
+def patch_ingress_load_balancer(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    ingress: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """Set ``status.loadBalancer.ingress`` of a networking.k8s.io/v1 Ingress (entries of
+    ``ip`` / ``hostname``) through the status subresource; returns the updated Ingress."""
+    path = f"/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses/{name}/status"
+    return _patch_load_balancer(api, path, ingress)
+
+
+def _patch_load_balancer(
+    api: client.ApiClient, path: str, ingress: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """A merge patch of ``status.loadBalancer.ingress``: the list is replaced as a whole."""
+    body = {"status": {"loadBalancer": {"ingress": [dict(i) for i in ingress]}}}
     result: dict[str, Any] = request_json(api, "PATCH", path, body=body, content_type=MERGE_PATCH)
     return result
 
