@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from translators.resolve_ingress import INGRESS_CONTROLLER
+
 Obj = dict[str, Any]
 
 
@@ -96,7 +98,7 @@ def ingress_class(name: str = "splitplane") -> Obj:
         "apiVersion": "networking.k8s.io/v1",
         "kind": "IngressClass",
         "metadata": {"name": name},
-        "spec": {"controller": "splitplane.io/ingress"},
+        "spec": {"controller": INGRESS_CONTROLLER},
     }
 
 
