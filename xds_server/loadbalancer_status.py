@@ -26,7 +26,7 @@ from kubernetes import client
 from translators.resolve_ingress import ingress_classes
 from translators.resolve_loadbalancers import serves_load_balancer
 from translators.resolve_services import SERVICE_NAME_LABEL
-from xds_server.sources.kubernetes import request_json
+from xds_server.sources.kubernetes import ApiStatusError, request_json
 from xds_server.sources.kubernetes_writes import (
     LeaseClaim,
     acquire_or_renew_lease,
@@ -304,9 +304,21 @@ class LoadBalancerStatus:
             key = (write.kind, write.namespace, write.name)
             if self._written.get(key) == (write.resource_version, addresses):
                 continue  # written already; the watch has not brought the new version yet
-            _PATCHES[write.kind](
-                self.api, write.namespace, write.name, [dict(entry) for entry in addresses]
-            )
+            try:
+                _PATCHES[write.kind](
+                    self.api, write.namespace, write.name, [dict(entry) for entry in addresses]
+                )
+            except ApiStatusError as refused:  # this object only: the others are still written
+                level = logging.DEBUG if refused.status == 404 else logging.WARNING
+                log.log(
+                    level,
+                    "could not write the load balancer status of %s %s/%s: %s",
+                    write.kind,
+                    write.namespace,
+                    write.name,
+                    refused,
+                )
+                continue
             self._written[key] = (write.resource_version, addresses)
             self.writes += 1
             log.info(

@@ -282,6 +282,19 @@ async def test_an_ingress_written_is_not_written_again_while_the_watch_lags_behi
         assert ingress_status_patches(apiserver) == ["web"]
 
 
+async def test_an_object_that_cannot_be_written_does_not_hold_up_the_others(
+    apiserver: FakeApiServer, kubeconfig: Path
+) -> None:
+    gone = apiserver.create(ingress("a-gone"))
+    apiserver.delete("Ingress", "default", "a-gone")  # the control plane has not seen it go
+    present = apiserver.create(ingress("web"))
+    apiserver.create(fleet_slice(["127.0.0.10", "127.0.0.11"]))
+
+    async with replica(apiserver, kubeconfig, "replica-a", ingresses=lambda: [gone, present]) as a:
+        await wait_until(lambda: ingress_of(apiserver, "web", "Ingress") == FLEET_INGRESS)
+        assert a.writes == 1
+
+
 async def test_the_ingress_is_written_again_when_the_fleet_addresses_change(
     apiserver: FakeApiServer, kubeconfig: Path
 ) -> None:
