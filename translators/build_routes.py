@@ -243,12 +243,13 @@ def grpc_status_code(status: str) -> int:
 # Actions
 
 
-def retry_policy(retries: RetryPolicy) -> rc.RetryPolicy | None:
+def retry_policy(retries: RetryPolicy, other_host: bool = True) -> rc.RetryPolicy | None:
     """Istio's retry semantics; None when retries are off (0 attempts).
 
     Status codes in ``retry_on`` (``"503,gateway-error"``) become retriable status codes (503
-    only when ``retry_on`` is not given); a retry goes to another host than the one that failed,
-    as in Istio.
+    only when ``retry_on`` is not given). With ``other_host`` a retry goes to another host than
+    the one that failed, as in Istio, which leaves that out where it would break a consistent
+    hash's affinity.
     """
     if retries.attempts <= 0:
         return None
@@ -268,9 +269,10 @@ def retry_policy(retries: RetryPolicy) -> rc.RetryPolicy | None:
     out.num_retries.value = retries.attempts
     if retries.per_try_timeout_ms is not None:
         out.per_try_timeout.CopyFrom(duration(retries.per_try_timeout_ms))
-    predicate = out.retry_host_predicate.add(name=PREVIOUS_HOSTS)
-    predicate.typed_config.Pack(previous_hosts_pb2.PreviousHostsPredicate())
-    out.host_selection_retry_max_attempts = HOST_SELECTION_RETRY_MAX_ATTEMPTS
+    if other_host:
+        predicate = out.retry_host_predicate.add(name=PREVIOUS_HOSTS)
+        predicate.typed_config.Pack(previous_hosts_pb2.PreviousHostsPredicate())
+        out.host_selection_retry_max_attempts = HOST_SELECTION_RETRY_MAX_ATTEMPTS
     return out
 
 
@@ -358,10 +360,10 @@ def _match_all() -> bytes:
 
 
 @functools.lru_cache(maxsize=1024)
-def _retry_policy_field(retries: RetryPolicy) -> bytes:
+def _retry_policy_field(retries: RetryPolicy, other_host: bool) -> bytes:
     """``retry_policy`` as a RouteAction field, written once per distinct policy: most routes
     have the default one."""
-    policy = retry_policy(retries)
+    policy = retry_policy(retries, other_host)
     return length_delimited(_RETRY_POLICY, serialize(policy)) if policy is not None else b""
 
 
@@ -419,15 +421,18 @@ def _route_action(
         parts.append(length_delimited(_TIMEOUT, serialize(duration(route.timeout_ms))))
     else:
         parts.append(_NO_TIMEOUT)
-    parts.append(
-        _retry_policy_field(route.retries if route.retries is not None else DEFAULT_RETRIES)
-    )
+    hashing = None
     for destination in destinations:
         target = clusters.get(destination.cluster)
         if target is not None and target.policy.consistent_hash is not None:
-            policy = hash_policy(target.policy.consistent_hash)
-            parts.append(length_delimited(_HASH_POLICY, serialize(policy)))
+            hashing = target.policy.consistent_hash
             break
+    # A rule with one destination that hashes consistently retries on the same host (Istio).
+    other_host = hashing is None or not route.one_destination
+    retries = route.retries if route.retries is not None else DEFAULT_RETRIES
+    parts.append(_retry_policy_field(retries, other_host))
+    if hashing is not None:
+        parts.append(length_delimited(_HASH_POLICY, serialize(hash_policy(hashing))))
     if route.mirror is not None:
         mirror = _mirror_policy(route.mirror)
         parts.append(length_delimited(_MIRROR_POLICIES, serialize(mirror)))

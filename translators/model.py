@@ -287,6 +287,9 @@ class HttpRoute:
     fault: Fault | None = None
     mirror: Mirror | None = None
     headers: Headers = field(default_factory=Headers)
+    # The VirtualService rule names exactly one destination. Istio keeps that destination's
+    # consistent-hash affinity on retries (no "another host" predicate) only then.
+    one_destination: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -642,6 +642,7 @@ class _Compiler:
             fault=self.fault(spec.fault, f"{at}.fault") if spec.HasField("fault") else None,
             mirror=mirror,
             headers=_headers(spec.headers) if spec.HasField("headers") else _NO_HEADERS,
+            one_destination=len(spec.route) == 1,
         )
         return _HttpRule(route, frozenset(ports))
 

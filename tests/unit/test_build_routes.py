@@ -512,6 +512,33 @@ def test_cookie_hash_policy_carries_ttl() -> None:
     assert (cookie.name, cookie.path, cookie.ttl.ToMilliseconds()) == ("session", "/", 60_000)
 
 
+@pytest.mark.parametrize(
+    ("route", "other_host"),
+    [
+        (HttpRoute(destinations=TO_V1, one_destination=True), False),
+        (HttpRoute(destinations=TO_V1), True),  # a service's default route, or 100/0 in a rule
+    ],
+    ids=["rule-with-one-destination", "default-route-or-several-destinations"],
+)
+def test_retries_keep_a_consistent_hash_on_its_host_only_for_a_rule_with_one_destination(
+    route: HttpRoute, other_host: bool
+) -> None:
+    chash = ConsistentHash(header="x-user")
+    clusters = {V1: Cluster(V1, "reviews", 80, policy=TrafficPolicy(consistent_hash=chash))}
+    policy = one_route(route, clusters).route.retry_policy
+    assert policy.num_retries.value == 2
+    assert bool(policy.retry_host_predicate) == other_host
+    assert policy.host_selection_retry_max_attempts == (5 if other_host else 0)
+
+
+def test_a_rule_with_one_destination_without_consistent_hash_retries_on_another_host() -> None:
+    route = HttpRoute(destinations=TO_V1, one_destination=True)
+    policy = one_route(route, {V1: Cluster(V1, "reviews", 80)}).route.retry_policy
+    assert [p.name for p in policy.retry_host_predicate] == [
+        "envoy.retry_host_predicates.previous_hosts"
+    ]
+
+
 def test_no_hash_policy_without_consistent_hash() -> None:
     clusters = {V1: Cluster(V1, "reviews", 80)}
     assert len(one_route(HttpRoute(destinations=TO_V1), clusters).route.hash_policy) == 0

@@ -751,3 +751,19 @@ def test_exporting_to_every_namespace_needs_no_warning(export_to: list[str]) -> 
     )
     diagnostics = run(service("reviews"), vs).diagnostics
     assert [d for d in diagnostics if d.kind == "VirtualService"] == []
+
+
+@pytest.mark.parametrize(
+    ("weights", "one"),
+    [((None,), True), ((100, 0), False), ((90, 10), False)],
+    ids=["one-destination", "two-with-one-at-zero", "two"],
+)
+def test_a_rule_notes_whether_it_names_exactly_one_destination(
+    weights: tuple[int | None, ...], one: bool
+) -> None:
+    dests = [destination("reviews", f"v{k + 1}", weight=w) for k, w in enumerate(weights)]
+    result = run(
+        *versioned_service(), virtual_service("reviews", ["reviews"], [http_route(*dests)])
+    )
+    assert not result.has_errors, result.diagnostics
+    assert only_route(result).one_destination == one
