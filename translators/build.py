@@ -11,7 +11,7 @@ writes again only the ones whose endpoints changed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -62,11 +62,18 @@ class ResourceBuilder:
         self.builds[key] = self.builds.get(key, 0) + 1
         return result
 
-    def build_group(self, model: MeshModel, group: NodeGroup) -> Resources:
+    def build_group(
+        self,
+        model: MeshModel,
+        group: NodeGroup,
+        listener_names: Collection[str] | None = None,
+    ) -> Resources:
         """Every resource a node of ``group`` receives, keyed by type URL, sorted by name.
 
         Every EDS name a cluster uses has a load assignment, and every route table a listener
-        names is present (possibly empty).
+        names is present (possibly empty). A proxyless group gets an api listener for every
+        dialable target, or with ``listener_names`` only for those of them it names (gRPC
+        clients ask for listeners by the target they dial); other groups ignore it.
         """
         # Proxyless gRPC clients get clusters with only the balancing they support.
         grpc = group.role is Role.PROXYLESS
@@ -118,9 +125,17 @@ class ResourceBuilder:
         else:
             # api listeners depend only on each host's names and port, not on its routes
             targets = tuple((vhost.port, vhost.hosts) for vhost in model.mesh_hosts)
-            listeners = self._part(
-                "api-listeners", (targets,), lambda: api_listeners(model.mesh_hosts)
-            )
+            if listener_names is None:
+                listeners = self._part(
+                    "api-listeners", (targets,), lambda: api_listeners(model.mesh_hosts)
+                )
+            else:
+                wanted = frozenset(listener_names)
+                listeners = self._part(
+                    "requested-api-listeners",
+                    (targets, wanted),
+                    lambda: api_listeners(model.mesh_hosts, wanted),
+                )
             layout = self._part(
                 "port-layout",
                 (layout_key(model.mesh_hosts),),
@@ -147,6 +162,8 @@ def _load_assignments(model: MeshModel, builder: LoadAssignments) -> tuple[Messa
     )
 
 
-def build_group(model: MeshModel, group: NodeGroup) -> Resources:
+def build_group(
+    model: MeshModel, group: NodeGroup, listener_names: Collection[str] | None = None
+) -> Resources:
     """One group's resources from one model, with nothing remembered (tests, validation)."""
-    return ResourceBuilder().build_group(model, group)
+    return ResourceBuilder().build_group(model, group, listener_names)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from operator import attrgetter
 
 from envoy.config.core.v3 import address_pb2
@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 
 from translators import names
 from translators.build_clusters import ads_config_source
-from translators.build_routes import FAULT_FILTER, bare_host_owners
+from translators.build_routes import FAULT_FILTER, owned_bare_hosts
 from translators.model import TcpListener, VirtualHost
 from translators.resources import Built, LengthPrefixes, fields_around
 
@@ -114,25 +114,48 @@ def gateway_listeners(port: int, tcp: Sequence[TcpListener] = ()) -> Built[liste
     return Built.of(listener_pb2.Listener, out, frozenset((names.route_table_name(port),)))
 
 
-def api_listener_names(hosts: Sequence[VirtualHost]) -> list[tuple[str, int]]:
+def _bare_owners(hosts: Sequence[VirtualHost], wanted: Collection[str] | None) -> dict[str, int]:
+    """The virtual host (by index) owning each bare host name (of ``wanted`` only, when given):
+    the first that has it, port 80 first, then ascending."""
+    if wanted is None:
+        return {host: i for i, owned in enumerate(owned_bare_hosts(hosts)) for host in owned}
+    best: dict[str, tuple[bool, int, int]] = {}
+    for index, vhost in enumerate(hosts):
+        rank = (vhost.port != 80, vhost.port, index)
+        for host in vhost.hosts:
+            if host in wanted and (host not in best or rank < best[host]):
+                best[host] = rank
+    return {host: rank[2] for host, rank in best.items()}
+
+
+def api_listener_names(
+    hosts: Sequence[VirtualHost], wanted: Collection[str] | None = None
+) -> list[tuple[str, int]]:
     """Every target a gRPC client may dial (``host:port``, and bare hosts where unambiguous),
-    with the port whose route table serves it; sorted by name."""
-    owners = bare_host_owners(hosts)
+    or only those of them in ``wanted``, with the port whose route table serves it; sorted by
+    name."""
+    owners = _bare_owners(hosts, wanted)
     found: dict[str, int] = {}
     for index, vhost in enumerate(hosts):
+        suffix = f":{vhost.port}"
         for host in vhost.hosts:
             if host == "*":
                 continue
-            found.setdefault(f"{host}:{vhost.port}", vhost.port)
-            if host in owners[index]:
+            target = host + suffix
+            if wanted is None or target in wanted:
+                found.setdefault(target, vhost.port)
+            if owners.get(host) == index:
                 found.setdefault(host, vhost.port)
     return sorted(found.items())
 
 
-def api_listeners(hosts: Iterable[VirtualHost]) -> Built[listener_pb2.Listener]:
-    """One ``api_listener`` per dialable target, routed by the table of its port (router only)."""
+def api_listeners(
+    hosts: Iterable[VirtualHost], wanted: Collection[str] | None = None
+) -> Built[listener_pb2.Listener]:
+    """One ``api_listener`` per dialable target (only those in ``wanted``, when given), routed by
+    the table of its port (router only)."""
     templates: dict[int, tuple[bytes, bytes]] = {}
-    targets = api_listener_names(list(hosts))
+    targets = api_listener_names(list(hosts), wanted)
     bodies = []
     for name, port in targets:
         template = templates.get(port)

@@ -627,11 +627,6 @@ def port_route_tables(
     return Built(route_pb2.RouteConfiguration, table_names, bodies)
 
 
-def bare_host_owners(hosts: Iterable[VirtualHost]) -> dict[int, set[str]]:
-    """Which virtual host (by index) owns each bare host name: port 80 first, then ascending."""
-    return {index: set(owned) for index, owned in enumerate(owned_bare_hosts(list(hosts)))}
-
-
 def owned_bare_hosts(hosts: Sequence[VirtualHost]) -> list[list[str]]:
     """For each virtual host (by index), the bare host names it owns, in its order: a name
     belongs to the first virtual host that has it, port 80 first, then ascending."""

@@ -223,6 +223,7 @@ class SotwStream(XdsStream[DiscoveryRequest]):
         sub.wildcard = wildcard
         if names != sub.names:  # an ACK usually repeats the names: keep the shared set
             sub.names = shared_names(names)
+            self._cache.subscribed(self.record.group, type_url, sub.names)
             changed = True
         return changed
 

@@ -21,7 +21,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -138,7 +138,10 @@ class ControlPlane:
 
     def __post_init__(self) -> None:
         self.clients_registry = ClientRegistry(observer=self.metrics)
-        self.cache = SnapshotCache(on_group_requested=self._on_group_requested)
+        self.cache = SnapshotCache(
+            on_group_requested=self._on_group_requested,
+            on_listeners_requested=self._on_listeners_requested,
+        )
         self.store = ObjectStore(self._on_change, quiet=self.quiet, max_delay=self.max_delay)
         self._translation: Translation | None = None
         self._diagnostics: tuple[Diagnostic, ...] = ()
@@ -185,7 +188,10 @@ class ControlPlane:
         previous = self._translation
         groups, fresh = sorted(self._groups), sorted(self._waiting)
         self._waiting = set()
-        work = partial(self._run, previous, objects, change.endpoints_only, groups, fresh)
+        names = self._listener_names(groups)
+        work = partial(
+            self._run, previous, objects, change.endpoints_only, groups, fresh, listener_names=names
+        )
         self._large = len(objects) >= self.offload_objects
         # The first translation is a cold build: everything it makes lives on.
         cold = previous is None
@@ -202,29 +208,46 @@ class ControlPlane:
         endpoints_only: bool,
         groups: Sequence[str],
         fresh: Sequence[str],
+        *,
+        listener_names: Mapping[str, frozenset[str]],
     ) -> _Run:
         """Translate ``objects`` and build snapshots: every one of ``groups`` if the model
-        changed, else only the ``fresh`` groups' (first asked for while the last run ran)."""
+        changed, else only the ``fresh`` groups' (first asked for, or asked for new listeners,
+        while the last run ran)."""
         if previous is not None and endpoints_only:
             translation = translate_endpoints(previous, objects)
         else:
             translation = translate(objects, previous=previous, options=self.translate_options)
         model = translation.model
         changed = previous is None or previous.model != model or not self._published
-        built = self._build(groups if changed else fresh, model)
+        built = self._build(groups if changed else fresh, model, listener_names)
         if changed:
             self.serializer.end_round()
         return _Run(translation, built, changed)
 
-    def _build(self, keys: Sequence[str], model: MeshModel) -> tuple[tuple[str, Snapshot], ...]:
-        """The snapshots of the groups ``keys`` for ``model``."""
+    def _listener_names(self, keys: Iterable[str]) -> dict[str, frozenset[str]]:
+        """The listener names the streams of each group have subscribed to (read on the loop,
+        for a build that may run in the worker)."""
+        return {key: self.cache.listener_names(key) for key in keys}
+
+    def _build(
+        self,
+        keys: Sequence[str],
+        model: MeshModel,
+        listener_names: Mapping[str, frozenset[str]],
+    ) -> tuple[tuple[str, Snapshot], ...]:
+        """The snapshots of the groups ``keys`` for ``model``; a proxyless group's api listeners
+        are those of ``listener_names`` (the names its clients asked for) that are targets."""
         built = []
         for key in keys:
             group = parse_group(key)
             if group is None:
                 log.warning("a node asked for group %r, which no role serves", key)
                 continue
-            resources: Mapping[str, Sequence[Message]] = self.builder.build_group(model, group)
+            names = listener_names.get(key, frozenset())
+            resources: Mapping[str, Sequence[Message]] = self.builder.build_group(
+                model, group, names
+            )
             built.append((key, snapshot_from_messages(resources, self.serializer)))
         return tuple(built)
 
@@ -250,14 +273,14 @@ class ControlPlane:
 
     def _next(self) -> None:
         """After a run in the worker: a change that came in meanwhile, else groups first asked
-        for meanwhile."""
+        for (or asked for new listeners) meanwhile."""
         pending, self._pending = self._pending, None
         if pending is not None:
             self._on_change(pending)
         elif self._waiting and self._translation is not None:
             fresh, self._waiting = self._waiting, set()
             model = self._translation.model
-            work = partial(self._build, sorted(fresh), model)
+            work = partial(self._build, sorted(fresh), model, self._listener_names(fresh))
             self._in_background("building a group", work, True, self._hand_over_new)
 
     def _take(self, run: _Run, started: float) -> None:
@@ -304,6 +327,19 @@ class ControlPlane:
 
     def _on_group_requested(self, key: str) -> None:
         self._groups.add(key)
+        self._build_soon(key)
+
+    def _on_listeners_requested(self, key: str) -> None:
+        """A stream of group ``key`` subscribed to listener names new to it: for a proxyless
+        group, build its snapshot again with them (only a proxyless group's listeners depend on
+        the names asked for)."""
+        group = parse_group(key)
+        if group is not None and group.role is Role.PROXYLESS and key in self._groups:
+            self._build_soon(key)
+
+    def _build_soon(self, key: str) -> None:
+        """Build group ``key``'s snapshot for the current model: now, or after the run under way
+        (or in the worker, for a large mesh)."""
         if self._running:  # built once the run is done
             self._waiting.add(key)
             return
@@ -313,8 +349,8 @@ class ControlPlane:
             self._waiting.add(key)
             self._next()
             return
-        with collector.long_lived():  # a group's first snapshot: a cold build
-            built = self._build([key], self._translation.model)
+        with collector.long_lived():  # what it builds lives on
+            built = self._build([key], self._translation.model, self._listener_names([key]))
         self._hand_over_new(built)
 
 

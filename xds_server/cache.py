@@ -453,13 +453,24 @@ class SnapshotCache:
 
     Use from one event loop thread. ``on_group_requested`` is called once for every group a
     node asks for that has never had a snapshot, so the wiring can build it.
+
+    The cache also keeps, per group, every listener name a stream of it has subscribed to by
+    name (proxyless gRPC clients ask for the listener of each target they dial), for as long as
+    it lives; ``on_listeners_requested`` is called with the group whenever a name is new to it,
+    so the wiring can build those listeners.
     """
 
-    def __init__(self, on_group_requested: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_group_requested: Callable[[str], None] | None = None,
+        on_listeners_requested: Callable[[str], None] | None = None,
+    ) -> None:
         self._snapshots: dict[str, Snapshot] = {}
         self._watchers: dict[str, set[Watcher]] = {}
         self._requested: set[str] = set()
+        self._listener_names: dict[str, set[str]] = {}
         self._on_group_requested = on_group_requested
+        self._on_listeners_requested = on_listeners_requested
         self.rejections: dict[str, str] = {}
 
     def set_snapshot(self, group: str, snapshot: Snapshot) -> bool:
@@ -502,3 +513,20 @@ class SnapshotCache:
         watchers = self._watchers.setdefault(group, set())
         watchers.add(notify)
         return lambda: watchers.discard(notify)
+
+    def subscribed(self, group: str, type_url: str, names: Iterable[str]) -> None:
+        """Note that a stream of ``group`` subscribes to ``names`` of ``type_url`` (only
+        listener names are kept)."""
+        if type_url != LISTENER:
+            return
+        held = self._listener_names.setdefault(group, set())
+        fresh = [name for name in names if name not in held]
+        if not fresh:
+            return
+        held.update(fresh)
+        if self._on_listeners_requested is not None:
+            self._on_listeners_requested(group)
+
+    def listener_names(self, group: str) -> frozenset[str]:
+        """Every listener name a stream of ``group`` has subscribed to."""
+        return frozenset(self._listener_names.get(group, ()))

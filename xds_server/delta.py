@@ -73,12 +73,16 @@ class DeltaStream(XdsStream[DeltaDiscoveryRequest]):
                 self.record.nacked(type_url, nonce, error)
             else:
                 self.record.acked(type_url, nonce)
+        added: list[str] = []
         for name in request.resource_names_subscribe:
             if name == "*":
                 sub.wildcard = True
             else:
-                sub.names.add(str(name))
-                sub.shared = None
+                added.append(str(name))
+        if added:
+            sub.names.update(added)
+            sub.shared = None
+            self._cache.subscribed(self.record.group, type_url, added)
         for name in request.resource_names_unsubscribe:
             if name == "*":
                 sub.wildcard = False

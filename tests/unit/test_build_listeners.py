@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
@@ -96,6 +97,25 @@ def test_api_listener_names_cover_host_port_and_unambiguous_bare_hosts() -> None
     assert found["reviews.default.svc.cluster.local"] == 80
     assert found["ratings"] == 9090
     assert found["ratings:9090"] == 9090
+
+
+@pytest.mark.parametrize(
+    "wanted",
+    [
+        {"reviews"},
+        {"reviews:9080", "ratings"},
+        {"reviews.default.svc.cluster.local", "ratings:9090", "nothing:80", "reviews:9090"},
+        set(),
+    ],
+)
+def test_api_listeners_asked_for_are_the_targets_among_them_with_the_same_ports(
+    wanted: set[str],
+) -> None:
+    hosts = [vhost("reviews", 9080), vhost("reviews", 80), vhost("ratings", 9090)]
+    every = api_listener_names(hosts)
+
+    assert api_listener_names(hosts, wanted) == [(n, p) for n, p in every if n in wanted]
+    assert [lst.name for lst in api_listeners(hosts, wanted)] == sorted(wanted & dict(every).keys())
 
 
 def test_api_listeners_use_rds_over_ads_to_the_port_table_with_only_the_router() -> None:

@@ -316,9 +316,9 @@ def building_threads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     built: list[tuple[str, str]] = []
     real_build = ResourceBuilder.build_group
 
-    def build_group(self: ResourceBuilder, model: Any, group: NodeGroup) -> Any:
+    def build_group(self: ResourceBuilder, model: Any, group: NodeGroup, *names: Any) -> Any:
         built.append((group.key, threading.current_thread().name))
-        return real_build(self, model, group)
+        return real_build(self, model, group, *names)
 
     monkeypatch.setattr(ResourceBuilder, "build_group", build_group)
     return built
