@@ -97,6 +97,7 @@ class XdsStream(ABC, Generic[RequestT]):
         self._record: ClientRecord | None = None
         self._unwatch: Callable[[], None] | None = None
         self._order: list[str] = []  # subscribed type URLs in push order
+        self._names: dict[str, set[str]] = {}  # type URL -> the names this stream holds
 
     @property
     def record(self) -> ClientRecord:
@@ -129,6 +130,8 @@ class XdsStream(ABC, Generic[RequestT]):
             if self._unwatch is not None:
                 self._unwatch()
             if self._record is not None:
+                for type_url, names in self._names.items():
+                    self._cache.subscribed(self._record.group, type_url, (), names)
                 self._registry.disconnect(self._record)
 
     async def _read(self, requests: AsyncIterator[RequestT]) -> None:
@@ -153,6 +156,17 @@ class XdsStream(ABC, Generic[RequestT]):
         """Note a type the client asks for the first time."""
         self.record.subscribed(type_url)
         self._order = push_order([*self._order, type_url])
+
+    def hold(self, type_url: str, added: Iterable[str], removed: Iterable[str]) -> None:
+        """Tell the cache which names of ``type_url`` this stream now holds and lets go of (it
+        builds proxyless clients' listeners for the names held)."""
+        held = self._names.setdefault(type_url, set())
+        added = [name for name in added if name not in held]
+        removed = [name for name in removed if name in held]
+        held.update(added)
+        held.difference_update(removed)
+        if added or removed:
+            self._cache.subscribed(self.record.group, type_url, added, removed)
 
     @abstractmethod
     def handle(self, request: RequestT) -> bool:
@@ -222,8 +236,8 @@ class SotwStream(XdsStream[DiscoveryRequest]):
         changed = first or wildcard != sub.wildcard
         sub.wildcard = wildcard
         if names != sub.names:  # an ACK usually repeats the names: keep the shared set
+            self.hold(type_url, names - sub.names, sub.names - names)
             sub.names = shared_names(names)
-            self._cache.subscribed(self.record.group, type_url, sub.names)
             changed = True
         return changed
 

@@ -15,7 +15,7 @@ import functools
 import hashlib
 import logging
 import operator
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -454,11 +454,15 @@ class SnapshotCache:
     Use from one event loop thread. ``on_group_requested`` is called once for every group a
     node asks for that has never had a snapshot, so the wiring can build it.
 
-    The cache also keeps, per group, every listener name a stream of it has subscribed to by
-    name (proxyless gRPC clients ask for the listener of each target they dial), for as long as
-    it lives; ``on_listeners_requested`` is called with the group whenever a name is new to it,
-    so the wiring can build those listeners.
+    The cache also keeps, per group, the listener names its streams subscribe to by name
+    (proxyless gRPC clients ask for the listener of each target they dial), counting the streams
+    that hold each; ``on_listeners_requested`` is called with the group whenever a name is new to
+    it, so the wiring can build those listeners. A name no stream holds any more is kept (a
+    client that reconnects finds its listener built) among the ``RELEASED_NAMES_KEPT`` released
+    last, so what clients ask for cannot grow the set without bound.
     """
+
+    RELEASED_NAMES_KEPT = 10_000
 
     def __init__(
         self,
@@ -468,7 +472,8 @@ class SnapshotCache:
         self._snapshots: dict[str, Snapshot] = {}
         self._watchers: dict[str, set[Watcher]] = {}
         self._requested: set[str] = set()
-        self._listener_names: dict[str, set[str]] = {}
+        self._listener_holders: dict[str, Counter[str]] = {}  # group -> name -> streams
+        self._listeners_released: dict[str, OrderedDict[str, None]] = {}  # oldest first
         self._on_group_requested = on_group_requested
         self._on_listeners_requested = on_listeners_requested
         self.rejections: dict[str, str] = {}
@@ -514,19 +519,33 @@ class SnapshotCache:
         watchers.add(notify)
         return lambda: watchers.discard(notify)
 
-    def subscribed(self, group: str, type_url: str, names: Iterable[str]) -> None:
-        """Note that a stream of ``group`` subscribes to ``names`` of ``type_url`` (only
-        listener names are kept)."""
+    def subscribed(
+        self, group: str, type_url: str, added: Iterable[str], removed: Iterable[str] = ()
+    ) -> None:
+        """Note that one stream of ``group`` now also holds ``added`` names of ``type_url`` and
+        no longer holds ``removed`` ones (only listener names are kept)."""
         if type_url != LISTENER:
             return
-        held = self._listener_names.setdefault(group, set())
-        fresh = [name for name in names if name not in held]
-        if not fresh:
-            return
-        held.update(fresh)
-        if self._on_listeners_requested is not None:
+        holders = self._listener_holders.setdefault(group, Counter())
+        released = self._listeners_released.setdefault(group, OrderedDict())
+        fresh = False
+        for name in added:
+            if not holders[name] and released.pop(name, True) is True:
+                fresh = True  # neither held nor released earlier
+            holders[name] += 1
+        for name in removed:
+            count = holders.pop(name, 0)
+            if count > 1:
+                holders[name] = count - 1
+            elif count == 1:
+                released[name] = None
+                if len(released) > self.RELEASED_NAMES_KEPT:
+                    released.popitem(last=False)
+        if fresh and self._on_listeners_requested is not None:
             self._on_listeners_requested(group)
 
     def listener_names(self, group: str) -> frozenset[str]:
-        """Every listener name a stream of ``group`` has subscribed to."""
-        return frozenset(self._listener_names.get(group, ()))
+        """The listener names streams of ``group`` hold, and the ones released last."""
+        return frozenset(self._listener_holders.get(group, ())).union(
+            self._listeners_released.get(group, ())
+        )

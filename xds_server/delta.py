@@ -82,14 +82,16 @@ class DeltaStream(XdsStream[DeltaDiscoveryRequest]):
         if added:
             sub.names.update(added)
             sub.shared = None
-            self._cache.subscribed(self.record.group, type_url, added)
+        dropped: list[str] = []
         for name in request.resource_names_unsubscribe:
             if name == "*":
                 sub.wildcard = False
             else:
+                dropped.append(str(name))
                 sub.names.discard(str(name))
                 sub.held.pop(str(name), None)
                 sub.shared = None
+        self.hold(type_url, added, dropped)
         # An ACK or NACK names nothing: nothing new to send.
         return (
             first

@@ -176,6 +176,24 @@ async def test_a_delta_stream_gets_the_listeners_it_subscribes_to(mesh_plane: Pl
     await client.close()
 
 
+async def test_names_a_stream_lets_go_of_are_released_and_kept_only_within_the_limit(
+    mesh_plane: Plane,
+) -> None:
+    cache = mesh_plane.plane.cache
+    cache.RELEASED_NAMES_KEPT = 0  # keep no released name, to see each release
+    sotw, delta = mesh_plane.sotw("app-1"), mesh_plane.delta("app-2")
+    sotw.ack(await listeners_sent(sotw, [REVIEWS]))
+    delta.request(LISTENER, [RATINGS])
+    delta.ack(await delta.response())
+    assert cache.listener_names(GROUP) == {REVIEWS, RATINGS}
+
+    delta.request(LISTENER, unsubscribe=[RATINGS])
+    await wait_until(lambda: cache.listener_names(GROUP) == {REVIEWS})
+    await sotw.close()  # a stream that ends lets go of every name it held
+    await wait_until(lambda: cache.listener_names(GROUP) == set())
+    await delta.close()
+
+
 @pytest.fixture
 async def unsynced_plane() -> AsyncIterator[Plane]:
     """A plane whose source has not synced yet: it has translated nothing."""

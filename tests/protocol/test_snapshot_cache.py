@@ -115,3 +115,38 @@ def test_the_serializer_forgets_what_the_last_round_did_not_use() -> None:
     serializer.end_round()
     snapshot_from_messages({CLUSTER: [old]}, serializer)
     assert serializer.serialized == 4  # "a" was dropped after the round that did not use it
+
+
+class ListenerRequests:
+    """The groups a cache asked to build listeners for."""
+
+    def __init__(self) -> None:
+        self.groups: list[str] = []
+        self.cache = SnapshotCache(on_listeners_requested=self.groups.append)
+
+
+def test_a_listener_name_new_to_a_group_asks_for_a_build_once() -> None:
+    asked = ListenerRequests()
+
+    asked.cache.subscribed("proxyless", LISTENER, ["a:80"])
+    asked.cache.subscribed("proxyless", LISTENER, ["a:80"])  # a second stream, the same name
+    asked.cache.subscribed("proxyless", CLUSTER, ["c"])  # only listener names count
+
+    assert asked.groups == ["proxyless"]
+    assert asked.cache.listener_names("proxyless") == {"a:80"}
+
+
+def test_a_name_no_stream_holds_is_kept_among_the_last_released() -> None:
+    asked = ListenerRequests()
+    asked.cache.RELEASED_NAMES_KEPT = 2
+    asked.cache.subscribed("proxyless", LISTENER, ["a:80", "b:80", "c:80", "held:80"])
+    asked.cache.subscribed("proxyless", LISTENER, ["held:80"])  # a second stream holds it too
+
+    asked.cache.subscribed("proxyless", LISTENER, (), ["a:80", "b:80", "c:80", "held:80"])
+
+    # the oldest release goes beyond the limit; a name another stream holds stays
+    assert asked.cache.listener_names("proxyless") == {"b:80", "c:80", "held:80"}
+    asked.cache.subscribed("proxyless", LISTENER, ["b:80"])  # a client reconnects: built already
+    assert asked.groups == ["proxyless"]
+    asked.cache.subscribed("proxyless", LISTENER, ["a:80"])  # dropped, so new again
+    assert asked.groups == ["proxyless", "proxyless"]
