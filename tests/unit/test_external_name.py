@@ -90,6 +90,8 @@ def test_dns_clusters_are_not_fetched_over_eds_and_every_group_is_consistent() -
     translation = translate([external(), *versioned_service("reviews")])
     for group in GROUPS:
         built = build_group(translation.model, group)
+        clusters = [resources.resource_name(c) for c in built[resources.CLUSTER]]
+        assert f"outbound|80||{DB}" in clusters
         assignments = [resources.resource_name(a) for a in built[resources.ENDPOINT]]
         assert all(DB not in name for name in assignments), assignments
         assert f"outbound|80||{REVIEWS}" in assignments
