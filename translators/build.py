@@ -155,10 +155,10 @@ class ResourceBuilder:
 
 
 def _load_assignments(model: MeshModel, builder: LoadAssignments) -> tuple[Message, ...]:
-    """A load assignment for every cluster (empty when the model has none for it)."""
+    """A load assignment for every EDS cluster (empty when the model has none for it)."""
     given = {e.cluster: e for e in model.endpoints}
     return builder.build(
-        given.get(c.name) or ClusterEndpoints(cluster=c.name) for c in model.clusters
+        given.get(c.name) or ClusterEndpoints(cluster=c.name) for c in model.clusters if c.uses_eds
     )
 
 

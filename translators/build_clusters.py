@@ -1,4 +1,8 @@
-"""Clusters: one EDS cluster per service port and subset, with the DestinationRule's policy."""
+"""Clusters: one cluster per service port and subset, with the DestinationRule's policy.
+
+A service's clusters get their endpoints over EDS; an ExternalName service's clusters are DNS
+clusters instead, whose one endpoint (the DNS name on the service port) is in the cluster.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,12 @@ from envoy.config.core.v3 import config_source_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import duration_pb2
 
+from translators.build_endpoints import build_load_assignment
 from translators.model import (
     Cluster,
+    ClusterEndpoints,
     ConnectionPool,
+    Endpoint,
     LoadBalancer,
     OutlierDetection,
     Protocol,
@@ -29,6 +36,7 @@ from translators.resources import (
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 DEFAULT_CONNECT_TIMEOUT_MS = 10_000
+DNS_REFRESH_RATE_MS = 60_000  # Istio's default meshConfig.dnsRefreshRate
 UNLIMITED = 2**32 - 1  # Istio's default for every connection pool limit
 
 _LB_POLICIES = {
@@ -62,10 +70,13 @@ def ads_config_source() -> config_source_pb2.ConfigSource:
 
 
 def build_cluster(cluster: Cluster, *, grpc: bool = False) -> cluster_pb2.Cluster:
-    """The Envoy cluster for one model cluster; endpoints come over EDS under the same name.
+    """The Envoy cluster for one model cluster; endpoints come over EDS under the same name,
+    or for a cluster with a DNS name, from resolving that name (see `dns_cluster`).
 
     ``grpc``: for proxyless gRPC clients, with only the balancing they support.
     """
+    if not cluster.uses_eds:
+        return dns_cluster(cluster, grpc=grpc)
     template = ClusterTemplate.of(cluster_template(cluster.protocol, cluster.policy, grpc=grpc))
     return cluster_pb2.Cluster.FromString(template.encode(cluster.name))
 
@@ -81,15 +92,42 @@ def build_clusters(
     templates: dict[tuple[Protocol, TrafficPolicy], ClusterTemplate] = {}
     names = []
     bodies = []
+    eds_names = []
     for cluster in sorted(clusters, key=attrgetter("name")):
+        names.append(cluster.name)
+        if not cluster.uses_eds:
+            bodies.append(serialize(dns_cluster(cluster, grpc=grpc)))
+            continue
+        eds_names.append(cluster.name)
         key = (cluster.protocol, cluster.policy)
         template = templates.get(key)
         if template is None:
             template = templates[key] = ClusterTemplate.of(cluster_template(*key, grpc=grpc))
-        names.append(cluster.name)
         bodies.append(template.encode(cluster.name))
-    # every cluster is fetched over EDS under its own name
-    return Built(cluster_pb2.Cluster, names, bodies, frozenset(names))
+    # every EDS cluster is fetched over EDS under its own name
+    return Built(cluster_pb2.Cluster, names, bodies, frozenset(eds_names))
+
+
+def dns_cluster(cluster: Cluster, *, grpc: bool = False) -> cluster_pb2.Cluster:
+    """A cluster whose one endpoint is ``cluster.dns_name`` on the cluster's port, resolved by
+    the client, with the same timeouts, balancing and limits as an EDS cluster.
+
+    As Istio builds the cluster of a service resolved by DNS (a ServiceEntry with ``resolution:
+    DNS``, or a Kubernetes ExternalName Service): STRICT_DNS, IPv4 lookups, refreshed every 60 s
+    (Istio's default ``dnsRefreshRate``) or sooner when the record's TTL says so, the endpoint in
+    the cluster's ``load_assignment``. Proxyless gRPC clients support LOGICAL_DNS, not STRICT_DNS
+    (gRFC A37), and get that: one connection target, the name resolved when connecting.
+    """
+    out = cluster_template(cluster.protocol, cluster.policy, grpc=grpc)
+    out.ClearField("eds_cluster_config")
+    out.name = cluster.name
+    out.type = cluster_pb2.Cluster.LOGICAL_DNS if grpc else cluster_pb2.Cluster.STRICT_DNS
+    out.dns_lookup_family = cluster_pb2.Cluster.V4_ONLY
+    out.dns_refresh_rate.CopyFrom(duration(DNS_REFRESH_RATE_MS))
+    out.respect_dns_ttl = True
+    endpoint = Endpoint(cluster.dns_name, cluster.port)
+    out.load_assignment.CopyFrom(build_load_assignment(ClusterEndpoints(cluster.name, (endpoint,))))
+    return out
 
 
 _EDS_CLUSTER_CONFIG = cluster_pb2.Cluster.EDS_CLUSTER_CONFIG_FIELD_NUMBER

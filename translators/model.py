@@ -76,6 +76,8 @@ class Service:
     type: str = "ClusterIP"  # ClusterIP | NodePort | LoadBalancer | ExternalName
     load_balancer_class: str = ""
     headless: bool = False
+    # An ExternalName service's DNS name: its clusters resolve this name, on each service port.
+    external_name: str = ""
 
     def port(self, number: int) -> ServicePort | None:
         for port in self.ports:
@@ -157,6 +159,13 @@ class Cluster:
     subset_labels: Labels = ()
     protocol: Protocol = Protocol.HTTP
     policy: TrafficPolicy = field(default_factory=TrafficPolicy)
+    # A DNS name (an ExternalName service's): the cluster's one endpoint is this name on
+    # ``port``, resolved by the proxy, rather than endpoints sent over EDS ("" for EDS).
+    dns_name: str = ""
+
+    @property
+    def uses_eds(self) -> bool:
+        return not self.dns_name
 
 
 @dataclass(frozen=True, slots=True)

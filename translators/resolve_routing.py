@@ -266,7 +266,22 @@ def index_destination_rules(
             )
             continue
         by_host[hostname] = rule
-    subset_names = {host: frozenset(rule.subset_labels) for host, rule in by_host.items()}
+        if rule.subset_labels and services[hostname].external_name:
+            diagnostics.append(
+                _diagnostic(
+                    "DestinationRule",
+                    rule.source,
+                    "spec.subsets",
+                    f"{hostname} is an ExternalName service: its one endpoint is the DNS name"
+                    f" {services[hostname].external_name}, with no labels for a subset to"
+                    " select; the subsets are ignored",
+                    Severity.WARNING,
+                )
+            )
+    subset_names = {
+        host: frozenset() if services[host].external_name else frozenset(rule.subset_labels)
+        for host, rule in by_host.items()
+    }
     return DestinationRuleIndex(by_host, subset_names), diagnostics
 
 
@@ -478,7 +493,7 @@ class _Lookups:
     def __init__(self, context: RoutingContext, namespace: str) -> None:
         self.context, self.namespace = context, namespace
         self.hostnames: dict[str, str | None] = {}
-        self.ports: dict[str, tuple[int, ...]] = {}
+        self.ports: dict[str, tuple[tuple[int, ...], str]] = {}
         self.subset_names: dict[str, frozenset[str]] = {}
 
     def hostname(self, host: str) -> str | None:
@@ -488,7 +503,7 @@ class _Lookups:
 
     def service(self, hostname: str) -> Service:
         service = self.context.services[hostname]
-        self.ports[hostname] = tuple(port.port for port in service.ports)
+        self.ports[hostname] = (tuple(port.port for port in service.ports), service.external_name)
         return service
 
     def subsets(self, hostname: str) -> frozenset[str]:
@@ -511,7 +526,8 @@ class MeshAnswers:
 
     namespace: str
     hostnames: tuple[tuple[str, str | None], ...]  # host as written → the service it names
-    ports: tuple[tuple[str, tuple[int, ...]], ...]  # service hostname → its port numbers
+    # service hostname → its port numbers and external name
+    ports: tuple[tuple[str, tuple[tuple[int, ...], str]], ...]
     subsets: tuple[tuple[str, frozenset[str]], ...]  # service hostname → its subset names
 
     def still_hold(self, context: RoutingContext) -> bool:
@@ -519,9 +535,13 @@ class MeshAnswers:
         for host, hostname in self.hostnames:
             if _service_hostname(host, self.namespace, services, domain) != hostname:
                 return False
-        for hostname, ports in self.ports:
+        for hostname, (ports, external_name) in self.ports:
             service = services.get(hostname)
-            if service is None or tuple(port.port for port in service.ports) != ports:
+            if (
+                service is None
+                or tuple(port.port for port in service.ports) != ports
+                or service.external_name != external_name
+            ):
                 return False
         return all(context.rules.subsets(hostname) == names for hostname, names in self.subsets)
 
@@ -739,6 +759,13 @@ class _Compiler:
             self.problems.add(
                 f"{at}.port",
                 f"{service.hostname} has {len(service.ports)} ports; name one with port.number",
+            )
+            return "", 0
+        if destination.subset and service.external_name:
+            self.problems.add(
+                f"{at}.subset",
+                f"{service.hostname} is an ExternalName service ({service.external_name}):"
+                " it has no subsets",
             )
             return "", 0
         if destination.subset and destination.subset not in self.mesh.subsets(service.hostname):
@@ -1061,8 +1088,10 @@ def _named_host(host: str, vs: VirtualServiceRules) -> VirtualHost:
 
 
 def _clusters(service: Service, rule: DestinationRuleSpec | None) -> list[Cluster]:
+    """The service's cluster per port and subset; an ExternalName service's clusters resolve
+    its DNS name, and it has no subset clusters (no endpoints with labels to select)."""
     found: list[Cluster] = []
-    subsets = rule.subset_labels if rule else {}
+    subsets = rule.subset_labels if rule and not service.external_name else {}
     for port in service.ports:
         found.append(
             Cluster(
@@ -1071,6 +1100,7 @@ def _clusters(service: Service, rule: DestinationRuleSpec | None) -> list[Cluste
                 port=port.port,
                 protocol=port.protocol,
                 policy=effective_policy(rule, port.port),
+                dns_name=service.external_name,
             )
         )
         for subset, labels in subsets.items():
@@ -1115,9 +1145,12 @@ def _tcp_routes(vs: VirtualServiceRules, service: Service, gateway: bool) -> lis
 def cluster_endpoints(
     clusters: Iterable[Cluster], services: Mapping[str, Service]
 ) -> tuple[ClusterEndpoints, ...]:
-    """The load assignment of each cluster: its port's ready endpoints, narrowed to the subset."""
+    """The load assignment of each EDS cluster: its port's ready endpoints, narrowed to the
+    subset."""
     assignments: list[ClusterEndpoints] = []
     for cluster in clusters:
+        if not cluster.uses_eds:
+            continue  # its endpoint is in the cluster itself
         service = services.get(cluster.service)
         port = service.port(cluster.port) if service else None
         endpoints = port.endpoints if port else ()

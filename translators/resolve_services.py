@@ -60,6 +60,9 @@ _PROTOCOLS: Mapping[str, Protocol] = {
 _PORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
 _IANA_SVC_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
 _SLICE_ADDRESS_TYPES = frozenset({"IPv4", "IPv6"})
+# An RFC 1123 DNS subdomain, as Kubernetes requires of `spec.externalName` (a final dot allowed).
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_DNS_NAME_MAX = 253
 
 
 class ObjectKey(NamedTuple):
@@ -154,6 +157,7 @@ class ServiceSpec:
     load_balancer_class: str = ""
     headless: bool = False
     publish_not_ready: bool = False
+    external_name: str = ""  # an ExternalName service's DNS name
 
 
 class _Problems:
@@ -194,7 +198,7 @@ def port_protocol(name: str, app_protocol: str) -> Protocol:
 def parse_service(
     obj: Mapping[str, Any], domain: str = CLUSTER_DOMAIN, meta: ObjectMeta | None = None
 ) -> tuple[ServiceSpec | None, list[Diagnostic]]:
-    """Validate one Service object; None when it is malformed or is not routed (ExternalName).
+    """Validate one Service object; None when it is malformed.
 
     ``meta`` is ``object_meta(obj)`` when the caller has it already.
     """
@@ -216,12 +220,10 @@ def parse_service(
     if kind not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
         problems.add("spec.type", f"unknown Service type {kind!r}")
         return None, problems.found
+    external_name = ""
     if kind == "ExternalName":
-        problems.add(
-            "spec.type", "ExternalName services are not routed by splitplane", Severity.WARNING
-        )
-        return None, problems.found
-    selector = spec.get("selector")
+        external_name = _external_name(spec.get("externalName"), problems)
+    selector = spec.get("selector") if not external_name else None  # Kubernetes ignores it
     if selector is not None and not (
         is_mapping(selector)
         and all(isinstance(k, str) and isinstance(v, str) for k, v in selector.items())
@@ -246,11 +248,33 @@ def parse_service(
             selector=labels_of(selector) if is_mapping(selector) else (),
             type=kind,
             load_balancer_class=lb_class,
-            headless=spec.get("clusterIP") == "None",
+            headless=spec.get("clusterIP") == "None" and not external_name,
             publish_not_ready=publish is True,
+            external_name=external_name,
         ),
         problems.found,
     )
+
+
+def _external_name(raw: object, problems: _Problems) -> str:
+    """The DNS name of an ExternalName service, without a final dot; "" (and an error) when
+    it is missing or is not a DNS name."""
+    at = "spec.externalName"
+    if raw is None or raw == "":
+        problems.add(at, "is required for an ExternalName Service")
+        return ""
+    if not isinstance(raw, str):
+        problems.add(at, "must be a string")
+        return ""
+    name = raw.removesuffix(".")
+    if len(name) > _DNS_NAME_MAX or not all(_DNS_LABEL.match(p) for p in name.split(".")):
+        problems.add(
+            at,
+            f"{raw!r} is not a DNS name: lowercase letters, digits and '-' in dot-separated"
+            f" labels of at most 63 characters, {_DNS_NAME_MAX} in all",
+        )
+        return ""
+    return name
 
 
 def _namespace_of(obj: Mapping[str, Any]) -> str:
@@ -415,7 +439,8 @@ def resolve_services(
             slices_by_service[parsed.namespace, parsed.service].append(parsed)
     services: list[Service] = []
     for spec in specs:
-        owned = slices_by_service.get((spec.namespace, spec.name))
+        # An ExternalName service's one endpoint is its DNS name: slices and pods play no part.
+        owned = None if spec.external_name else slices_by_service.get((spec.namespace, spec.name))
         if owned is not None:
             labels = tuple(
                 pod_index.labels(e.pod) if e.pod else () for piece in owned for e in piece.endpoints
@@ -469,7 +494,7 @@ def _resolve_service(spec: ServiceSpec, inputs: _Inputs) -> _Resolved:
         ports = _ports_from_slices(spec, inputs.slices, inputs.labels)
     else:
         ports = _ports_from_pods(spec, inputs.selected, diagnostics)
-    if ports and not any(p.endpoints for p in ports):
+    if ports and not spec.external_name and not any(p.endpoints for p in ports):
         diagnostics.append(
             Diagnostic(
                 "Service",
@@ -488,6 +513,7 @@ def _resolve_service(spec: ServiceSpec, inputs: _Inputs) -> _Resolved:
         type=spec.type,
         load_balancer_class=spec.load_balancer_class,
         headless=spec.headless,
+        external_name=spec.external_name,
     )
     return _Resolved(inputs, service, tuple(diagnostics))
 

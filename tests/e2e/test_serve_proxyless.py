@@ -113,3 +113,35 @@ async def test_grpc_client_splits_80_20_and_follows_a_change(tmp_path: Path, tar
                 assert await client.calls(200) == Counter({"v2": 200})
             finally:
                 client.stop()
+
+
+async def test_grpc_client_reaches_an_external_name_service_over_logical_dns(
+    tmp_path: Path,
+) -> None:
+    """gRPC resolves the ExternalName Service's `localhost` itself (a LOGICAL_DNS cluster)."""
+    mesh_dir = tmp_path / "mesh"
+    mesh_dir.mkdir()
+    mesh = FolderMesh(mesh_dir)
+    with grpc_backend("external") as (_, port):
+        mesh.put(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "ledger", "namespace": "default"},
+                "spec": {
+                    "type": "ExternalName",
+                    "externalName": "localhost",
+                    "ports": [{"name": "grpc", "port": port}],
+                },
+            }
+        )
+        with splitplane_serve(mesh, tmp_path) as server:
+            bootstrap = tmp_path / "grpc-bootstrap.json"
+            bootstrap.write_text(
+                render_grpc_bootstrap("grpc-client", "default", f"127.0.0.1:{server.xds_port}")
+            )
+            client = ProxylessClient(bootstrap, f"xds:///ledger.default.svc.cluster.local:{port}")
+            try:
+                assert await client.calls(20) == Counter({"external": 20})
+            finally:
+                client.stop()

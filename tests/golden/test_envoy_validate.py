@@ -40,12 +40,14 @@ def _inline_routes(hcm: hcm_pb2.HttpConnectionManager, tables: dict[str, Message
 
 
 def static_bootstrap(built: dict[str, tuple[Message, ...]]) -> bootstrap_pb2.Bootstrap:
-    """The group's resources as one static Envoy bootstrap."""
+    """The group's resources as one static Envoy bootstrap (EDS clusters made static)."""
     out = bootstrap_pb2.Bootstrap()
     assignments = {a.cluster_name: a for a in built[resources.ENDPOINT]}  # type: ignore[attr-defined]
     for cluster in built[resources.CLUSTER]:
         static = out.static_resources.clusters.add()
         static.CopyFrom(cluster)
+        if static.type != cluster_pb2.Cluster.EDS:
+            continue  # a DNS cluster holds its endpoint: Envoy checks it as it is
         static.ClearField("eds_cluster_config")
         static.type = cluster_pb2.Cluster.STATIC
         static.load_assignment.CopyFrom(assignments[static.name])

@@ -365,10 +365,45 @@ def _service_with_port(**port: Any) -> Obj:
             True,
         ),
         (
-            service("db", type="ExternalName", externalName="db.example.com"),
-            "spec.type",
-            Severity.WARNING,
-            "ExternalName",
+            service("db", type="ExternalName"),
+            "spec.externalName",
+            Severity.ERROR,
+            "is required",
+            False,
+        ),
+        (
+            service("db", type="ExternalName", externalName=""),
+            "spec.externalName",
+            Severity.ERROR,
+            "is required",
+            False,
+        ),
+        (
+            service("db", type="ExternalName", externalName="DB.Example.com"),
+            "spec.externalName",
+            Severity.ERROR,
+            "is not a DNS name",
+            False,
+        ),
+        (
+            service("db", type="ExternalName", externalName="db..example.com"),
+            "spec.externalName",
+            Severity.ERROR,
+            "is not a DNS name",
+            False,
+        ),
+        (
+            service("db", type="ExternalName", externalName="http://db.example.com"),
+            "spec.externalName",
+            Severity.ERROR,
+            "is not a DNS name",
+            False,
+        ),
+        (
+            service("db", type="ExternalName", externalName=["db.example.com"]),
+            "spec.externalName",
+            Severity.ERROR,
+            "must be a string",
             False,
         ),
     ],
@@ -385,7 +420,12 @@ def _service_with_port(**port: Any) -> Obj:
         "non-string-selector-value-is-an-error",
         "udp-port-is-left-out-with-a-warning",
         "sctp-port-is-left-out-with-a-warning",
-        "external-name-service-is-left-out-with-a-warning",
+        "external-name-missing-is-an-error",
+        "external-name-empty-is-an-error",
+        "external-name-with-capitals-is-an-error",
+        "external-name-with-an-empty-label-is-an-error",
+        "external-name-as-a-url-is-an-error",
+        "external-name-not-a-string-is-an-error",
     ],
 )
 def test_service_diagnostics(
@@ -400,6 +440,41 @@ def test_service_diagnostics(
         for d in found
     ), found
     assert (spec is not None) is kept
+
+
+def test_an_external_name_service_carries_its_dns_name_and_ports_without_endpoints() -> None:
+    objects = (
+        service(
+            "db",
+            ports=[service_port(5432, "tcp-pg", 6432), service_port(80, "http")],
+            type="ExternalName",
+            externalName="db.example.com.",
+        ),
+        # Kubernetes ignores the selector of an ExternalName service; so are slices for it.
+        pod("db-0", "10.0.0.9", {"app": "db"}),
+        endpoint_slice("db-abc", "db", [slice_endpoint("10.0.0.8")], ports={"http": 80}),
+    )
+    resolved, diagnostics = resolve(*objects)
+    (svc,) = resolved.services
+    assert diagnostics == []
+    assert resolved.diagnostics == ()  # no "no ready endpoints" warning: it needs none
+    assert (svc.type, svc.external_name, svc.hostname) == (
+        "ExternalName",
+        "db.example.com",
+        "db.default.svc.cluster.local",
+    )
+    assert [(p.port, p.protocol, p.endpoints) for p in svc.ports] == [
+        (80, Protocol.HTTP, ()),
+        (5432, Protocol.TCP, ()),
+    ]
+
+
+def test_an_external_name_service_without_ports_routes_nothing_with_a_warning() -> None:
+    spec, found = parse_service(
+        service("db", ports=[], type="ExternalName", externalName="db.example.com")
+    )
+    assert spec is not None and spec.ports == ()
+    assert [(d.field, d.severity) for d in found] == [("spec.ports", Severity.WARNING)]
 
 
 def test_udp_ports_are_left_out_of_the_model() -> None:
