@@ -3,7 +3,8 @@
 Three steps, so that the last good version of an object can stand in for an invalid one:
 
 1. `compile_destination_rule` checks one DestinationRule on its own;
-   `index_destination_rules` picks one rule per service host (the oldest wins).
+   `index_destination_rules` picks one rule per service host (one in the service's namespace,
+   else the oldest).
 2. `compile_virtual_service` checks one VirtualService against the services and the subsets the
    rules define, and turns its ``http``/``tcp`` rules into model routes.
 3. `resolve_routing` assembles clusters and virtual hosts (the oldest VirtualService wins a host);
@@ -237,10 +238,16 @@ def index_destination_rules(
     services: Mapping[str, Service],
     domain: str = CLUSTER_DOMAIN,
 ) -> tuple[DestinationRuleIndex, list[Diagnostic]]:
-    """One rule per service host (the oldest); later ones and unknown hosts get a diagnostic."""
+    """One rule per service host; the others and rules for unknown hosts get a diagnostic.
+
+    A rule in the service's own namespace comes first, then the oldest. Istio gives a client the
+    rule of its own namespace before the service's; splitplane serves every client of a node
+    group alike, so a rule from another namespace only applies when the service's namespace has
+    none.
+    """
     diagnostics: list[Diagnostic] = []
-    by_host: dict[str, DestinationRuleSpec] = {}
-    for rule in sorted(rules, key=lambda r: r.source.age):
+    found: list[tuple[str, DestinationRuleSpec]] = []
+    for rule in rules:
         hostname = _service_hostname(rule.host, rule.source.namespace, services, domain)
         if hostname is None:
             diagnostics.append(
@@ -253,7 +260,29 @@ def index_destination_rules(
                 )
             )
             continue
+        found.append((hostname, rule))
+
+    def precedence(item: tuple[str, DestinationRuleSpec]) -> tuple[bool, tuple[str, str, str]]:
+        hostname, rule = item
+        return rule.source.namespace != services[hostname].namespace, rule.source.age
+
+    by_host: dict[str, DestinationRuleSpec] = {}
+    for hostname, rule in sorted(found, key=precedence):
         winner = by_host.get(hostname)
+        if winner is not None and winner.source.namespace != rule.source.namespace:
+            diagnostics.append(
+                _diagnostic(
+                    "DestinationRule",
+                    rule.source,
+                    "spec.host",
+                    f"{hostname} already has the DestinationRule {winner.source}; Istio would"
+                    f" give clients in namespace {rule.source.namespace} this one instead, but"
+                    " splitplane serves every client of a node group alike (the service's own"
+                    " namespace first, then the oldest rule): this one is ignored",
+                    Severity.WARNING,
+                )
+            )
+            continue
         if winner is not None:
             diagnostics.append(
                 _diagnostic(

@@ -202,6 +202,40 @@ def test_the_oldest_destination_rule_for_a_host_wins() -> None:
     assert has(result.diagnostics, "DestinationRule/b-new", "spec.host", Severity.ERROR, "a-old")
 
 
+def test_a_destination_rule_in_the_services_namespace_wins_over_an_older_one_elsewhere() -> None:
+    elsewhere = destination_rule(
+        "reviews-for-web",
+        "reviews.default.svc.cluster.local",
+        {"v9": {"version": "v9"}},
+        namespace="web",
+        created="2024-01-01T00:00:00Z",
+    )
+    own = destination_rule(
+        "reviews", "reviews", {"v1": {"version": "v1"}}, created="2024-02-01T00:00:00Z"
+    )
+    result = run(service("reviews"), elsewhere, own)
+    assert sorted(c.subset for c in result.model.clusters) == ["", "v1"]
+    assert has(
+        result.diagnostics,
+        "DestinationRule/reviews-for-web",
+        "spec.host",
+        Severity.WARNING,
+        "clients in namespace web",
+    )
+    assert not result.has_errors
+
+
+def test_a_destination_rule_from_another_namespace_applies_when_the_services_has_none() -> None:
+    elsewhere = destination_rule(
+        "reviews-for-web",
+        "reviews.default.svc.cluster.local",
+        {"v9": {"version": "v9"}},
+        namespace="web",
+    )
+    result = run(service("reviews"), elsewhere)
+    assert sorted(c.subset for c in result.model.clusters) == ["", "v9"]
+
+
 def test_a_destination_rule_for_an_unknown_host_is_a_warning() -> None:
     result = run(destination_rule("ghost", "ghost", {"v1": {"version": "v1"}}))
     assert has(
