@@ -677,9 +677,13 @@ class _Compiler:
             if spec.HasField("mirror_percentage"):
                 percent = spec.mirror_percentage.value
                 self.check_percent(percent, f"{at}.mirrorPercentage.value")
+            elif spec.HasField("mirror_percent"):  # Istio's deprecated whole-number form
+                percent = float(spec.mirror_percent.value)
+                self.check_percent(percent, f"{at}.mirrorPercent")
             mirror = Mirror(cluster, percent) if cluster else None
-        elif spec.HasField("mirror_percentage"):
-            self.problems.add(f"{at}.mirrorPercentage", "needs a mirror")
+        elif spec.HasField("mirror_percentage") or spec.HasField("mirror_percent"):
+            field = "mirrorPercentage" if spec.HasField("mirror_percentage") else "mirrorPercent"
+            self.problems.add(f"{at}.{field}", "needs a mirror")
         route = HttpRoute(
             name=spec.name,
             matches=matches,

@@ -498,6 +498,20 @@ def test_matches(match: Obj, expected: RouteMatch, warning: str) -> None:
         ),
         ({"mirror": {"host": "reviews", "subset": "v1"}}, "mirror", Mirror(V1, 100.0)),
         (
+            {"mirror": {"host": "reviews", "subset": "v1"}, "mirrorPercent": 10},
+            "mirror",
+            Mirror(V1, 10.0),
+        ),
+        (
+            {
+                "mirror": {"host": "reviews", "subset": "v1"},
+                "mirrorPercent": 10,
+                "mirrorPercentage": {"value": 2.5},
+            },
+            "mirror",
+            Mirror(V1, 2.5),
+        ),
+        (
             {
                 "headers": {
                     "request": {"set": {"x-b": "2", "x-a": "1"}},
@@ -524,6 +538,8 @@ def test_matches(match: Obj, expected: RouteMatch, warning: str) -> None:
         "fault-abort-without-percentage-aborts-nothing",
         "mirror-with-percentage",
         "mirror-without-percentage-mirrors-everything",
+        "mirror-percent-the-deprecated-whole-number-form",
+        "mirror-percentage-wins-over-mirror-percent",
         "route-level-headers",
     ],
 )

@@ -227,7 +227,7 @@ class HTTPFaultInjection(_message.Message):
     def __init__(self, delay: _Optional[_Union[HTTPFaultInjection.Delay, _Mapping]] = ..., abort: _Optional[_Union[HTTPFaultInjection.Abort, _Mapping]] = ...) -> None: ...
 
 class HTTPRoute(_message.Message):
-    __slots__ = ("name", "match", "route", "redirect", "rewrite", "timeout", "retries", "fault", "mirror", "mirror_percentage", "headers")
+    __slots__ = ("name", "match", "route", "redirect", "rewrite", "timeout", "retries", "fault", "mirror", "mirror_percentage", "headers", "mirror_percent")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MATCH_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
@@ -239,6 +239,7 @@ class HTTPRoute(_message.Message):
     MIRROR_FIELD_NUMBER: _ClassVar[int]
     MIRROR_PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
     HEADERS_FIELD_NUMBER: _ClassVar[int]
+    MIRROR_PERCENT_FIELD_NUMBER: _ClassVar[int]
     name: str
     match: _containers.RepeatedCompositeFieldContainer[HTTPMatchRequest]
     route: _containers.RepeatedCompositeFieldContainer[HTTPRouteDestination]
@@ -250,7 +251,8 @@ class HTTPRoute(_message.Message):
     mirror: Destination
     mirror_percentage: Percent
     headers: Headers
-    def __init__(self, name: _Optional[str] = ..., match: _Optional[_Iterable[_Union[HTTPMatchRequest, _Mapping]]] = ..., route: _Optional[_Iterable[_Union[HTTPRouteDestination, _Mapping]]] = ..., redirect: _Optional[_Union[HTTPRedirect, _Mapping]] = ..., rewrite: _Optional[_Union[HTTPRewrite, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retries: _Optional[_Union[HTTPRetry, _Mapping]] = ..., fault: _Optional[_Union[HTTPFaultInjection, _Mapping]] = ..., mirror: _Optional[_Union[Destination, _Mapping]] = ..., mirror_percentage: _Optional[_Union[Percent, _Mapping]] = ..., headers: _Optional[_Union[Headers, _Mapping]] = ...) -> None: ...
+    mirror_percent: _wrappers_pb2.UInt32Value
+    def __init__(self, name: _Optional[str] = ..., match: _Optional[_Iterable[_Union[HTTPMatchRequest, _Mapping]]] = ..., route: _Optional[_Iterable[_Union[HTTPRouteDestination, _Mapping]]] = ..., redirect: _Optional[_Union[HTTPRedirect, _Mapping]] = ..., rewrite: _Optional[_Union[HTTPRewrite, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retries: _Optional[_Union[HTTPRetry, _Mapping]] = ..., fault: _Optional[_Union[HTTPFaultInjection, _Mapping]] = ..., mirror: _Optional[_Union[Destination, _Mapping]] = ..., mirror_percentage: _Optional[_Union[Percent, _Mapping]] = ..., headers: _Optional[_Union[Headers, _Mapping]] = ..., mirror_percent: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ...) -> None: ...
 
 class L4MatchAttributes(_message.Message):
     __slots__ = ("destination_subnets", "port", "source_labels", "gateways", "source_namespace")
