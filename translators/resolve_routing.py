@@ -458,9 +458,13 @@ def _outlier_detection(spec: OutlierDetectionSpec) -> OutlierDetection:
     def wrapped(name: str) -> int | None:
         return int(getattr(spec, name).value) if spec.HasField(name) else None
 
+    five_xx, gateway = wrapped("consecutive_5xx_errors"), wrapped("consecutive_gateway_errors")
+    if spec.consecutive_errors > 0:  # Istio's deprecated form: gateway errors only
+        gateway = spec.consecutive_errors if gateway is None else gateway
+        five_xx = 0 if five_xx is None else five_xx
     return OutlierDetection(
-        consecutive_5xx_errors=wrapped("consecutive_5xx_errors"),
-        consecutive_gateway_errors=wrapped("consecutive_gateway_errors"),
+        consecutive_5xx_errors=five_xx,
+        consecutive_gateway_errors=gateway,
         consecutive_local_origin_failures=wrapped("consecutive_local_origin_failures"),
         split_external_local_origin_errors=spec.split_external_local_origin_errors,
         interval_ms=_ms(spec.interval) if spec.HasField("interval") else None,

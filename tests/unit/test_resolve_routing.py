@@ -183,6 +183,31 @@ def test_traffic_policy_precedence(cluster_name: str, expected: TrafficPolicy) -
     assert cluster(run(svc, rule).model, cluster_name).policy == expected
 
 
+@pytest.mark.parametrize(
+    ("outlier", "expected"),
+    [
+        (
+            {"consecutiveErrors": 7, "interval": "5s"},
+            OutlierDetection(
+                consecutive_5xx_errors=0, consecutive_gateway_errors=7, interval_ms=5000
+            ),
+        ),
+        (
+            {"consecutiveErrors": 7, "consecutiveGatewayErrors": 3, "consecutive5xxErrors": 4},
+            OutlierDetection(consecutive_5xx_errors=4, consecutive_gateway_errors=3),
+        ),
+    ],
+    ids=["deprecated-consecutive-errors-are-gateway-errors", "the-current-fields-win"],
+)
+def test_outlier_detection_reads_istios_deprecated_consecutive_errors(
+    outlier: Obj, expected: OutlierDetection
+) -> None:
+    rule = destination_rule("reviews", "reviews", trafficPolicy={"outlierDetection": outlier})
+    result = run(service("reviews"), rule)
+    assert [d for d in result.diagnostics if d.kind == "DestinationRule"] == []
+    assert cluster(result.model, DEFAULT).policy.outlier_detection == expected
+
+
 def test_without_a_destination_rule_clusters_get_the_default_policy() -> None:
     assert cluster(run(service("reviews")).model, DEFAULT).policy == TrafficPolicy()
 

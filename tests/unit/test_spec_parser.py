@@ -739,11 +739,6 @@ def test_unknown_fields_are_errors_with_the_full_path_and_a_suggestion(
         ),
         (
             DestinationRule,
-            policy_with(outlierDetection={"consecutiveErrors": 5}),
-            "spec.trafficPolicy.outlierDetection.consecutiveErrors",
-        ),
-        (
-            DestinationRule,
             policy_with(portLevelSettings=[{"port": {"number": 80}, "tls": {}}]),
             "spec.trafficPolicy.portLevelSettings[0].tls",
         ),

@@ -36,7 +36,6 @@ UNSUPPORTED_ISTIO_FIELDS: Final[Mapping[str, frozenset[str]]] = {
             "tcpKeepalive",
         },
         "ConnectionPoolSettings.HTTPSettings": {"h2UpgradePolicy", "useClientProtocol"},
-        "OutlierDetection": {"consecutiveErrors"},
     }.items()
 }
 

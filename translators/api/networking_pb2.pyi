@@ -432,7 +432,7 @@ class ConnectionPoolSettings(_message.Message):
     def __init__(self, tcp: _Optional[_Union[ConnectionPoolSettings.TCPSettings, _Mapping]] = ..., http: _Optional[_Union[ConnectionPoolSettings.HTTPSettings, _Mapping]] = ...) -> None: ...
 
 class OutlierDetection(_message.Message):
-    __slots__ = ("consecutive_5xx_errors", "consecutive_gateway_errors", "interval", "base_ejection_time", "max_ejection_percent", "min_health_percent", "split_external_local_origin_errors", "consecutive_local_origin_failures")
+    __slots__ = ("consecutive_5xx_errors", "consecutive_gateway_errors", "interval", "base_ejection_time", "max_ejection_percent", "min_health_percent", "split_external_local_origin_errors", "consecutive_local_origin_failures", "consecutive_errors")
     CONSECUTIVE_5XX_ERRORS_FIELD_NUMBER: _ClassVar[int]
     CONSECUTIVE_GATEWAY_ERRORS_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_FIELD_NUMBER: _ClassVar[int]
@@ -441,6 +441,7 @@ class OutlierDetection(_message.Message):
     MIN_HEALTH_PERCENT_FIELD_NUMBER: _ClassVar[int]
     SPLIT_EXTERNAL_LOCAL_ORIGIN_ERRORS_FIELD_NUMBER: _ClassVar[int]
     CONSECUTIVE_LOCAL_ORIGIN_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_ERRORS_FIELD_NUMBER: _ClassVar[int]
     consecutive_5xx_errors: _wrappers_pb2.UInt32Value
     consecutive_gateway_errors: _wrappers_pb2.UInt32Value
     interval: _duration_pb2.Duration
@@ -449,4 +450,5 @@ class OutlierDetection(_message.Message):
     min_health_percent: int
     split_external_local_origin_errors: bool
     consecutive_local_origin_failures: _wrappers_pb2.UInt32Value
-    def __init__(self, consecutive_5xx_errors: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., consecutive_gateway_errors: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., base_ejection_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_ejection_percent: _Optional[int] = ..., min_health_percent: _Optional[int] = ..., split_external_local_origin_errors: _Optional[bool] = ..., consecutive_local_origin_failures: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ...) -> None: ...
+    consecutive_errors: int
+    def __init__(self, consecutive_5xx_errors: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., consecutive_gateway_errors: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., base_ejection_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_ejection_percent: _Optional[int] = ..., min_health_percent: _Optional[int] = ..., split_external_local_origin_errors: _Optional[bool] = ..., consecutive_local_origin_failures: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., consecutive_errors: _Optional[int] = ...) -> None: ...
