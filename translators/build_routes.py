@@ -23,6 +23,7 @@ from translators.build_clusters import duration
 from translators.model import (
     Cluster,
     ConsistentHash,
+    DirectResponse,
     Fault,
     HeaderOperations,
     Headers,
@@ -310,6 +311,15 @@ def _add_headers(
     target.response_headers_to_remove.extend(_removable(headers.response))
 
 
+def _direct(direct: DirectResponse) -> rc.DirectResponseAction:
+    out = rc.DirectResponseAction(status=direct.status)
+    if isinstance(direct.body, str):
+        out.body.inline_string = direct.body
+    elif direct.body is not None:
+        out.body.inline_bytes = direct.body
+    return out
+
+
 def _redirect(redirect: Redirect) -> rc.RedirectAction:
     out = rc.RedirectAction(
         response_code=_REDIRECT_CODES.get(redirect.code, rc.RedirectAction.MOVED_PERMANENTLY)
@@ -465,6 +475,8 @@ def encode_routes(route: HttpRoute, clusters: Mapping[str, Cluster], port: int =
     lifted: Headers | None = None  # a single destination's headers move up to the route
     if route.redirect is not None:
         outcome = length_delimited(_REDIRECT, serialize(_redirect(route.redirect)))
+    elif route.direct_response is not None:
+        outcome = length_delimited(_DIRECT_RESPONSE, serialize(_direct(route.direct_response)))
     elif not route.destinations:
         outcome = _NO_DESTINATION
     elif len(destinations) == 1:

@@ -251,6 +251,14 @@ class Redirect:
 
 
 @dataclass(frozen=True, slots=True)
+class DirectResponse:
+    """A fixed response sent instead of forwarding: a status and an optional body."""
+
+    status: int
+    body: str | bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Rewrite:
     uri: str = ""
     authority: str = ""
@@ -299,6 +307,7 @@ class HttpRoute:
     # The VirtualService rule names exactly one destination. Istio keeps that destination's
     # consistent-hash affinity on retries (no "another host" predicate) only then.
     one_destination: bool = False
+    direct_response: DirectResponse | None = None  # instead of destinations or a redirect
 
 
 @dataclass(frozen=True, slots=True)

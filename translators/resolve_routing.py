@@ -45,6 +45,7 @@ from translators.model import (
     ClusterEndpoints,
     ConnectionPool,
     ConsistentHash,
+    DirectResponse,
     Fault,
     HeaderOperations,
     Headers,
@@ -76,6 +77,8 @@ PRESENT_REGEX = "*"  # Istio's spelling of "the header is present" in a header r
 _NO_HEADERS = Headers()
 _DEFAULT_POLICY = TrafficPolicy()
 DEFAULT_HOST_PORT = 80
+# Envoy's default max_direct_response_body_size_bytes for a route configuration.
+MAX_DIRECT_RESPONSE_BODY = 4096
 
 _SIMPLE_LB: Mapping[int, LoadBalancer] = {
     LoadBalancerSettings.UNSPECIFIED: LoadBalancer.LEAST_REQUEST,  # Istio's default
@@ -664,10 +667,22 @@ class _Compiler:
 
     def http_rule(self, spec: HTTPRoute, at: str) -> _HttpRule | None:
         has_redirect = spec.HasField("redirect")
-        if spec.route and has_redirect:
-            self.problems.add(at, "has both route and redirect; use one")
-        elif not spec.route and not has_redirect:
-            self.problems.add(f"{at}.route", "needs at least one destination (or a redirect)")
+        has_direct = spec.HasField("direct_response")
+        actions = [
+            name
+            for name, given in (
+                ("route", len(spec.route) > 0),
+                ("redirect", has_redirect),
+                ("directResponse", has_direct),
+            )
+            if given
+        ]
+        if len(actions) > 1:
+            self.problems.add(at, f"has {' and '.join(actions)}; use one")
+        elif not actions:
+            self.problems.add(
+                f"{at}.route", "needs at least one destination (or a redirect or a directResponse)"
+            )
         matches = tuple(self.match(m, f"{at}.match[{k}]") for k, m in enumerate(spec.match))
         entries = [
             (r.destination, r.weight, r.headers if r.HasField("headers") else None)
@@ -700,6 +715,9 @@ class _Compiler:
             mirror=mirror,
             headers=_headers(spec.headers) if spec.HasField("headers") else _NO_HEADERS,
             one_destination=len(spec.route) == 1,
+            direct_response=(
+                self.direct_response(spec, f"{at}.directResponse") if has_direct else None
+            ),
         )
         return _HttpRule(route, frozenset(ports))
 
@@ -838,6 +856,25 @@ class _Compiler:
         if len(entries) > 1 and total == 0 and not any(w < 0 for _, w, _ in entries):
             self.problems.add(at, "weights sum to 0; give at least one destination a weight")
         return tuple(found), ports
+
+    def direct_response(self, spec: HTTPRoute, at: str) -> DirectResponse:
+        direct = spec.direct_response
+        if not 200 <= direct.status <= 599:
+            self.problems.add(f"{at}.status", "must be from 200 to 599")
+        body: str | bytes | None = None
+        kind = direct.body.WhichOneof("specifier") if direct.HasField("body") else None
+        if kind == "string":
+            body = direct.body.string
+        elif kind == "bytes":
+            body = bytes(direct.body.bytes)
+        size = len(body.encode() if isinstance(body, str) else body or b"")
+        if size > MAX_DIRECT_RESPONSE_BODY:
+            self.problems.add(
+                f"{at}.body",
+                f"is {size} bytes; Envoy takes at most {MAX_DIRECT_RESPONSE_BODY} in a route"
+                " configuration and would reject the whole table",
+            )
+        return DirectResponse(direct.status, body)
 
     def redirect(self, spec: HTTPRoute, at: str) -> Redirect:
         redirect = spec.redirect

@@ -1,8 +1,10 @@
-"""A real Envoy routes Istio match semantics as Istio's sidecars do (headers that are missing)."""
+"""A real Envoy routes Istio match semantics as Istio's sidecars do (headers that are missing,
+direct responses)."""
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -71,3 +73,39 @@ async def test_without_headers_and_present_regex_route_as_in_istio(
                 ({"x-canary": "true", "x-debug": ""}, "v1"),  # regex "*": present
             ]:
                 assert await landed(http_port, headers) == Counter({expected: 1}), headers
+
+
+async def test_a_direct_response_is_answered_by_envoy_itself(
+    versions: dict[str, Backend], tmp_path: Path
+) -> None:
+    http_port = free_port()
+    maintenance = {
+        "match": [{"uri": {"prefix": "/checkout"}}],
+        "directResponse": {"status": 503, "body": {"string": "down for maintenance"}},
+    }
+    objects = [
+        *canary_objects(versions["v1"], versions["v2"]),
+        edge_routes(maintenance, http_route(destination("reviews", "v1"))),
+    ]
+    async for xds in running_harness(ServerOptions()):
+        publish(xds, objects, http_port)
+        with running_envoy(bootstrap(xds.port, http_port), tmp_path, wait_ready=False) as envoy:
+            await asyncio.to_thread(envoy.wait_ready)
+            async with asyncio.timeout(SYNC_TIMEOUT_S):
+                while await landed(http_port, {}) != Counter({"v1": 1}):
+                    await asyncio.sleep(0.05)
+
+            status, body = await asyncio.to_thread(_get, http_port, "/checkout/cart")
+
+            assert (status, body) == (503, b"down for maintenance")
+            assert await landed(http_port, {}, path="/cart") == Counter({"v1": 1})
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path, headers={"Host": HOST})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()

@@ -21,6 +21,7 @@ from translators.build_routes import (
 from translators.model import (
     Cluster,
     ConsistentHash,
+    DirectResponse,
     Fault,
     HeaderOperations,
     Headers,
@@ -650,3 +651,23 @@ def test_a_rule_without_destinations_or_redirect_answers_503() -> None:
     route = one_route(HttpRoute(name="empty"))
     assert route.direct_response.status == 503
     assert not route.HasField("route")
+
+
+@pytest.mark.parametrize(
+    ("direct", "body_field", "body"),
+    [
+        (DirectResponse(503, "down"), "inline_string", "down"),
+        (DirectResponse(200, b"\x00\x01"), "inline_bytes", b"\x00\x01"),
+        (DirectResponse(204), None, None),
+    ],
+    ids=["text", "bytes", "no-body"],
+)
+def test_a_direct_response_answers_instead_of_forwarding(
+    direct: DirectResponse, body_field: str | None, body: object
+) -> None:
+    route = one_route(HttpRoute(direct_response=direct))
+    assert route.WhichOneof("action") == "direct_response"
+    assert route.direct_response.status == direct.status
+    assert route.direct_response.body.WhichOneof("specifier") == body_field
+    if body_field is not None:
+        assert getattr(route.direct_response.body, body_field) == body

@@ -22,6 +22,7 @@ from translators.model import (
     Cluster,
     ConnectionPool,
     ConsistentHash,
+    DirectResponse,
     Fault,
     HeaderOperations,
     Headers,
@@ -484,6 +485,17 @@ def test_matches(match: Obj, expected: RouteMatch, warning: str) -> None:
             "redirect",
             Redirect("/n", code=302),
         ),
+        (
+            {"directResponse": {"status": 503, "body": {"string": "down for maintenance"}}},
+            "direct_response",
+            DirectResponse(503, "down for maintenance"),
+        ),
+        (
+            {"directResponse": {"status": 200, "body": {"bytes": "AAE="}}},
+            "direct_response",
+            DirectResponse(200, b"\x00\x01"),
+        ),
+        ({"directResponse": {"status": 204}}, "direct_response", DirectResponse(204)),
         ({"rewrite": {"uri": "/v2/"}}, "rewrite", Rewrite(uri="/v2/")),
         (
             {"rewrite": {"uriRegexRewrite": {"match": "^/old/(.*)", "rewrite": "/new/\\1"}}},
@@ -553,6 +565,9 @@ def test_matches(match: Obj, expected: RouteMatch, warning: str) -> None:
     ids=[
         "redirect",
         "redirect-code",
+        "direct-response-text",
+        "direct-response-bytes",
+        "direct-response-without-body",
         "rewrite-uri",
         "rewrite-uri-regex",
         "timeout",
@@ -569,7 +584,8 @@ def test_matches(match: Obj, expected: RouteMatch, warning: str) -> None:
     ],
 )
 def test_route_actions(rule: Obj, attribute: str, expected: object) -> None:
-    dests = () if "redirect" in rule else (destination("reviews", "v2"),)
+    forwards = "redirect" not in rule and "directResponse" not in rule
+    dests = (destination("reviews", "v2"),) if forwards else ()
     vs = virtual_service("reviews", ["reviews"], [http_route(*dests, **rule)])
     result = run(*versioned_service(), vs)
     assert not result.has_errors, result.diagnostics
@@ -842,3 +858,26 @@ def test_a_rule_notes_whether_it_names_exactly_one_destination(
     )
     assert not result.has_errors, result.diagnostics
     assert only_route(result).one_destination == one
+
+
+@pytest.mark.parametrize(
+    ("rule", "field", "fragment"),
+    [
+        ({"directResponse": {"status": 99}}, "spec.http[0].directResponse.status", "200 to 599"),
+        (
+            {"directResponse": {"status": 200, "body": {"string": "x" * 4097}}},
+            "spec.http[0].directResponse.body",
+            "4097 bytes",
+        ),
+        (
+            {"route": [{"destination": {"host": "reviews"}}], "directResponse": {"status": 200}},
+            "spec.http[0]",
+            "has route and directResponse; use one",
+        ),
+    ],
+    ids=["status-out-of-range", "body-too-large-for-envoy", "with-a-route-too"],
+)
+def test_direct_response_errors(rule: Obj, field: str, fragment: str) -> None:
+    vs = virtual_service("reviews", ["reviews"], [rule])
+    result = run(*versioned_service(), vs)
+    assert has(result.diagnostics, "VirtualService/reviews", field, Severity.ERROR, fragment)

@@ -150,6 +150,22 @@ class HTTPRouteDestination(_message.Message):
     headers: Headers
     def __init__(self, destination: _Optional[_Union[Destination, _Mapping]] = ..., weight: _Optional[int] = ..., headers: _Optional[_Union[Headers, _Mapping]] = ...) -> None: ...
 
+class HTTPDirectResponse(_message.Message):
+    __slots__ = ("status", "body")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    status: int
+    body: HTTPBody
+    def __init__(self, status: _Optional[int] = ..., body: _Optional[_Union[HTTPBody, _Mapping]] = ...) -> None: ...
+
+class HTTPBody(_message.Message):
+    __slots__ = ("string", "bytes")
+    STRING_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    string: str
+    bytes: bytes
+    def __init__(self, string: _Optional[str] = ..., bytes: _Optional[bytes] = ...) -> None: ...
+
 class HTTPRedirect(_message.Message):
     __slots__ = ("uri", "authority", "port", "scheme", "redirect_code")
     URI_FIELD_NUMBER: _ClassVar[int]
@@ -227,7 +243,7 @@ class HTTPFaultInjection(_message.Message):
     def __init__(self, delay: _Optional[_Union[HTTPFaultInjection.Delay, _Mapping]] = ..., abort: _Optional[_Union[HTTPFaultInjection.Abort, _Mapping]] = ...) -> None: ...
 
 class HTTPRoute(_message.Message):
-    __slots__ = ("name", "match", "route", "redirect", "rewrite", "timeout", "retries", "fault", "mirror", "mirror_percentage", "headers", "mirror_percent")
+    __slots__ = ("name", "match", "route", "redirect", "rewrite", "timeout", "retries", "fault", "mirror", "mirror_percentage", "headers", "mirror_percent", "direct_response")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MATCH_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
@@ -240,6 +256,7 @@ class HTTPRoute(_message.Message):
     MIRROR_PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
     HEADERS_FIELD_NUMBER: _ClassVar[int]
     MIRROR_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     name: str
     match: _containers.RepeatedCompositeFieldContainer[HTTPMatchRequest]
     route: _containers.RepeatedCompositeFieldContainer[HTTPRouteDestination]
@@ -252,7 +269,8 @@ class HTTPRoute(_message.Message):
     mirror_percentage: Percent
     headers: Headers
     mirror_percent: _wrappers_pb2.UInt32Value
-    def __init__(self, name: _Optional[str] = ..., match: _Optional[_Iterable[_Union[HTTPMatchRequest, _Mapping]]] = ..., route: _Optional[_Iterable[_Union[HTTPRouteDestination, _Mapping]]] = ..., redirect: _Optional[_Union[HTTPRedirect, _Mapping]] = ..., rewrite: _Optional[_Union[HTTPRewrite, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retries: _Optional[_Union[HTTPRetry, _Mapping]] = ..., fault: _Optional[_Union[HTTPFaultInjection, _Mapping]] = ..., mirror: _Optional[_Union[Destination, _Mapping]] = ..., mirror_percentage: _Optional[_Union[Percent, _Mapping]] = ..., headers: _Optional[_Union[Headers, _Mapping]] = ..., mirror_percent: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ...) -> None: ...
+    direct_response: HTTPDirectResponse
+    def __init__(self, name: _Optional[str] = ..., match: _Optional[_Iterable[_Union[HTTPMatchRequest, _Mapping]]] = ..., route: _Optional[_Iterable[_Union[HTTPRouteDestination, _Mapping]]] = ..., redirect: _Optional[_Union[HTTPRedirect, _Mapping]] = ..., rewrite: _Optional[_Union[HTTPRewrite, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retries: _Optional[_Union[HTTPRetry, _Mapping]] = ..., fault: _Optional[_Union[HTTPFaultInjection, _Mapping]] = ..., mirror: _Optional[_Union[Destination, _Mapping]] = ..., mirror_percentage: _Optional[_Union[Percent, _Mapping]] = ..., headers: _Optional[_Union[Headers, _Mapping]] = ..., mirror_percent: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., direct_response: _Optional[_Union[HTTPDirectResponse, _Mapping]] = ...) -> None: ...
 
 class L4MatchAttributes(_message.Message):
     __slots__ = ("destination_subnets", "port", "source_labels", "gateways", "source_namespace")
