@@ -270,6 +270,8 @@ def retry_policy(retries: RetryPolicy, other_host: bool = True) -> rc.RetryPolic
     out.num_retries.value = retries.attempts
     if retries.per_try_timeout_ms is not None:
         out.per_try_timeout.CopyFrom(duration(retries.per_try_timeout_ms))
+    if retries.backoff_ms is not None:
+        out.retry_back_off.base_interval.CopyFrom(duration(retries.backoff_ms))
     if other_host:
         predicate = out.retry_host_predicate.add(name=PREVIOUS_HOSTS)
         predicate.typed_config.Pack(previous_hosts_pb2.PreviousHostsPredicate())

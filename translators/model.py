@@ -271,6 +271,7 @@ class RetryPolicy:
     attempts: int
     per_try_timeout_ms: int | None = None
     retry_on: str = ""
+    backoff_ms: int | None = None  # base interval between retries; Envoy's 25 ms when None
 
 
 @dataclass(frozen=True, slots=True)

@@ -928,7 +928,17 @@ class _Compiler:
                 _ms(retries.per_try_timeout) if retries.HasField("per_try_timeout") else None
             ),
             retry_on=retries.retry_on,
+            backoff_ms=self.backoff(retries.backoff, f"{at}.backoff")
+            if retries.HasField("backoff")
+            else None,
         )
+
+    def backoff(self, spec: Duration, at: str) -> int | None:
+        """The retry back-off base interval; Envoy takes only more than 1 ms."""
+        if spec.seconds * 1_000_000_000 + spec.nanos <= 1_000_000:
+            self.problems.add(at, "must be more than 1ms (Envoy's smallest retry back-off)")
+            return None
+        return _ms(spec)
 
     def fault(self, spec: HTTPFaultInjection, at: str) -> Fault:
         """A fault; as in Istio, a delay or abort without a percentage applies to no request."""

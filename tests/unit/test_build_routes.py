@@ -671,3 +671,11 @@ def test_a_direct_response_answers_instead_of_forwarding(
     assert route.direct_response.body.WhichOneof("specifier") == body_field
     if body_field is not None:
         assert getattr(route.direct_response.body, body_field) == body
+
+
+def test_a_retry_backoff_sets_envoys_base_interval() -> None:
+    rule = HttpRoute(destinations=TO_V1, retries=RetryPolicy(attempts=2, backoff_ms=50))
+    policy = one_route(rule).route.retry_policy
+    assert policy.retry_back_off.base_interval.ToMilliseconds() == 50
+    default = one_route(HttpRoute(destinations=TO_V1)).route.retry_policy
+    assert not default.HasField("retry_back_off")

@@ -509,6 +509,11 @@ def test_matches(match: Obj, expected: RouteMatch, warning: str) -> None:
             RetryPolicy(3, 2000, "5xx"),
         ),
         (
+            {"retries": {"attempts": 3, "backoff": "50ms"}},
+            "retries",
+            RetryPolicy(3, backoff_ms=50),
+        ),
+        (
             {"fault": {"delay": {"fixedDelay": "5s", "percentage": {"value": 10}}}},
             "fault",
             Fault(delay_ms=5000, delay_percent=10.0),
@@ -572,6 +577,7 @@ def test_matches(match: Obj, expected: RouteMatch, warning: str) -> None:
         "rewrite-uri-regex",
         "timeout",
         "retries",
+        "retries-backoff",
         "fault-delay-with-percentage",
         "fault-abort-with-percentage",
         "fault-delay-without-percentage-delays-nothing",
@@ -881,3 +887,15 @@ def test_direct_response_errors(rule: Obj, field: str, fragment: str) -> None:
     vs = virtual_service("reviews", ["reviews"], [rule])
     result = run(*versioned_service(), vs)
     assert has(result.diagnostics, "VirtualService/reviews", field, Severity.ERROR, fragment)
+
+
+def test_a_retry_backoff_envoy_would_reject_is_an_error() -> None:
+    rule = http_route(destination("reviews", "v1"), retries={"attempts": 2, "backoff": "1ms"})
+    result = run(*versioned_service(), virtual_service("reviews", ["reviews"], [rule]))
+    assert has(
+        result.diagnostics,
+        "VirtualService/reviews",
+        "spec.http[0].retries.backoff",
+        Severity.ERROR,
+        "more than 1ms",
+    )

@@ -21,7 +21,7 @@ UNSUPPORTED_ISTIO_FIELDS: Final[Mapping[str, frozenset[str]]] = {
         "HTTPRoute": {"corsPolicy", "delegate", "mirrors"},
         "HTTPMatchRequest": {"statPrefix"},
         "HTTPRedirect": {"derivePort"},
-        "HTTPRetry": {"backoff", "retryIgnorePreviousHosts"},
+        "HTTPRetry": {"retryIgnorePreviousHosts"},
         "HTTPFaultInjection.Delay": {"exponentialDelay"},
         "HTTPFaultInjection.Abort": {"http2Error"},
         "L4MatchAttributes": {"sourceSubnet"},
