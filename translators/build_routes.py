@@ -445,9 +445,10 @@ def _route_action(
     parts.append(_retry_policy_field(retries, other_host))
     if hashing is not None:
         parts.append(length_delimited(_HASH_POLICY, serialize(hash_policy(hashing))))
-    if route.mirror is not None:
-        mirror = _mirror_policy(route.mirror)
-        parts.append(length_delimited(_MIRROR_POLICIES, serialize(mirror)))
+    for mirror in (route.mirror, *route.mirrors):
+        if mirror is not None:
+            policy = _mirror_policy(mirror)
+            parts.append(length_delimited(_MIRROR_POLICIES, serialize(policy)))
     parts.append(regex_rewrite)
     data = b"".join(parts)
     return _ACTIONS[len(data)] + data

@@ -309,6 +309,7 @@ class HttpRoute:
     # consistent-hash affinity on retries (no "another host" predicate) only then.
     one_destination: bool = False
     direct_response: DirectResponse | None = None  # instead of destinations or a redirect
+    mirrors: tuple[Mirror, ...] = ()  # Istio's ``mirrors``, after ``mirror`` if any
 
 
 @dataclass(frozen=True, slots=True)

@@ -715,6 +715,7 @@ class _Compiler:
             mirror=mirror,
             headers=_headers(spec.headers) if spec.HasField("headers") else _NO_HEADERS,
             one_destination=len(spec.route) == 1,
+            mirrors=self.mirrors(spec, at),
             direct_response=(
                 self.direct_response(spec, f"{at}.directResponse") if has_direct else None
             ),
@@ -856,6 +857,24 @@ class _Compiler:
         if len(entries) > 1 and total == 0 and not any(w < 0 for _, w, _ in entries):
             self.problems.add(at, "weights sum to 0; give at least one destination a weight")
         return tuple(found), ports
+
+    def mirrors(self, spec: HTTPRoute, at: str) -> tuple[Mirror, ...]:
+        if spec.mirrors and spec.HasField("mirror"):
+            self.problems.add(f"{at}.mirrors", "cannot be given with mirror; use one")
+        found = []
+        for k, policy in enumerate(spec.mirrors):
+            where = f"{at}.mirrors[{k}]"
+            if not policy.HasField("destination"):
+                self.problems.add(f"{where}.destination", "is required")
+                continue
+            cluster, _ = self.cluster(policy.destination, f"{where}.destination")
+            percent = 100.0
+            if policy.HasField("percentage"):
+                percent = policy.percentage.value
+                self.check_percent(percent, f"{where}.percentage.value")
+            if cluster:
+                found.append(Mirror(cluster, percent))
+        return tuple(found)
 
     def direct_response(self, spec: HTTPRoute, at: str) -> DirectResponse:
         direct = spec.direct_response

@@ -679,3 +679,12 @@ def test_a_retry_backoff_sets_envoys_base_interval() -> None:
     assert policy.retry_back_off.base_interval.ToMilliseconds() == 50
     default = one_route(HttpRoute(destinations=TO_V1)).route.retry_policy
     assert not default.HasField("retry_back_off")
+
+
+def test_every_mirror_gets_a_mirror_policy_with_its_fraction() -> None:
+    rule = HttpRoute(destinations=TO_V1, mirrors=(Mirror(V1, 100.0), Mirror(V2, 5.0)))
+    policies = one_route(rule).route.request_mirror_policies
+    assert [(p.cluster, p.runtime_fraction.default_value.numerator) for p in policies] == [
+        (V1, 1_000_000),
+        (V2, 50_000),
+    ]

@@ -540,6 +540,19 @@ def test_matches(match: Obj, expected: RouteMatch, warning: str) -> None:
         ),
         ({"mirror": {"host": "reviews", "subset": "v1"}}, "mirror", Mirror(V1, 100.0)),
         (
+            {
+                "mirrors": [
+                    {"destination": {"host": "reviews", "subset": "v1"}},
+                    {
+                        "destination": {"host": "reviews", "subset": "v2"},
+                        "percentage": {"value": 5},
+                    },
+                ]
+            },
+            "mirrors",
+            (Mirror(V1, 100.0), Mirror(V2, 5.0)),
+        ),
+        (
             {"mirror": {"host": "reviews", "subset": "v1"}, "mirrorPercent": 10},
             "mirror",
             Mirror(V1, 10.0),
@@ -584,6 +597,7 @@ def test_matches(match: Obj, expected: RouteMatch, warning: str) -> None:
         "fault-abort-without-percentage-aborts-nothing",
         "mirror-with-percentage",
         "mirror-without-percentage-mirrors-everything",
+        "mirrors-each-with-its-percentage",
         "mirror-percent-the-deprecated-whole-number-form",
         "mirror-percentage-wins-over-mirror-percent",
         "route-level-headers",
@@ -898,4 +912,20 @@ def test_a_retry_backoff_envoy_would_reject_is_an_error() -> None:
         "spec.http[0].retries.backoff",
         Severity.ERROR,
         "more than 1ms",
+    )
+
+
+def test_mirror_and_mirrors_together_are_an_error() -> None:
+    rule = http_route(
+        destination("reviews", "v1"),
+        mirror={"host": "reviews", "subset": "v2"},
+        mirrors=[{"destination": {"host": "reviews", "subset": "v2"}}],
+    )
+    result = run(*versioned_service(), virtual_service("reviews", ["reviews"], [rule]))
+    assert has(
+        result.diagnostics,
+        "VirtualService/reviews",
+        "spec.http[0].mirrors",
+        Severity.ERROR,
+        "use one",
     )

@@ -696,7 +696,6 @@ def test_unknown_fields_are_errors_with_the_full_path_and_a_suggestion(
         (VirtualService, http_with(corsPolicy={"allowOrigins": []}), "spec.http[0].corsPolicy"),
         (VirtualService, http_with(cors_policy={}), "spec.http[0].cors_policy"),
         (VirtualService, http_with(delegate={"name": "d"}), "spec.http[0].delegate"),
-        (VirtualService, http_with(mirrors=[{"destination": {}}]), "spec.http[0].mirrors"),
         (
             VirtualService,
             http_with(match=[{"statPrefix": "x"}]),

@@ -18,7 +18,7 @@ UNSUPPORTED_ISTIO_FIELDS: Final[Mapping[str, frozenset[str]]] = {
     f"{PACKAGE}.{message}": frozenset(fields)
     for message, fields in {
         "VirtualService": {"tls"},
-        "HTTPRoute": {"corsPolicy", "delegate", "mirrors"},
+        "HTTPRoute": {"corsPolicy", "delegate"},
         "HTTPMatchRequest": {"statPrefix"},
         "HTTPRedirect": {"derivePort"},
         "HTTPRetry": {"retryIgnorePreviousHosts"},
