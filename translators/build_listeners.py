@@ -8,6 +8,7 @@ from operator import attrgetter
 
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -19,7 +20,7 @@ from google.protobuf.message import Message
 
 from translators import names
 from translators.build_clusters import ads_config_source
-from translators.build_routes import FAULT_FILTER, owned_bare_hosts
+from translators.build_routes import CORS_FILTER, FAULT_FILTER, owned_bare_hosts
 from translators.model import TcpListener, VirtualHost
 from translators.resources import Built, LengthPrefixes, fields_around
 
@@ -43,8 +44,16 @@ def http_filter(name: str, config: Message) -> hcm_pb2.HttpFilter:
 def http_connection_manager(
     stat_prefix: str, route_table: str, with_fault: bool
 ) -> hcm_pb2.HttpConnectionManager:
-    """An HCM that fetches ``route_table`` over ADS; the fault filter (when wanted) then router."""
-    filters = [http_filter(FAULT_FILTER, fault_pb2.HTTPFault())] if with_fault else []
+    """An HCM that fetches ``route_table`` over ADS; for Envoy the CORS and fault filters (their
+    settings are per route), then the router."""
+    filters = (
+        [
+            http_filter(CORS_FILTER, cors_pb2.Cors()),
+            http_filter(FAULT_FILTER, fault_pb2.HTTPFault()),
+        ]
+        if with_fault
+        else []
+    )
     filters.append(http_filter(ROUTER_FILTER, router_pb2.Router()))
     return hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,

@@ -13,6 +13,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
@@ -23,6 +24,7 @@ from translators.build_clusters import duration
 from translators.model import (
     Cluster,
     ConsistentHash,
+    Cors,
     DirectResponse,
     Fault,
     HeaderOperations,
@@ -50,6 +52,7 @@ from translators.resources import (
 )
 
 FAULT_FILTER = "envoy.filters.http.fault"
+CORS_FILTER = "envoy.filters.http.cors"
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 DEFAULT_RETRIABLE_STATUS_CODES = (503,)
 # What a route gets when its VirtualService says nothing about retries (Istio's default).
@@ -313,6 +316,23 @@ def _add_headers(
     target.response_headers_to_remove.extend(_removable(headers.response))
 
 
+def cors_policy(cors: Cors) -> cors_pb2.CorsPolicy:
+    """Envoy's per-route CORS policy, as Istio writes it."""
+    out = cors_pb2.CorsPolicy(
+        allow_origin_string_match=[string_matcher(origin) for origin in cors.allow_origins],
+        allow_methods=",".join(cors.allow_methods),
+        allow_headers=",".join(cors.allow_headers),
+        expose_headers=",".join(cors.expose_headers),
+    )
+    if cors.max_age_s is not None:
+        out.max_age = str(cors.max_age_s)
+    if cors.allow_credentials is not None:
+        out.allow_credentials.value = cors.allow_credentials
+    if cors.forward_unmatched_preflights is not None:
+        out.forward_not_matching_preflights.value = cors.forward_unmatched_preflights
+    return out
+
+
 def _direct(direct: DirectResponse) -> rc.DirectResponseAction:
     out = rc.DirectResponseAction(status=direct.status)
     if isinstance(direct.body, str):
@@ -485,13 +505,18 @@ def encode_routes(route: HttpRoute, clusters: Mapping[str, Cluster], port: int =
     elif len(destinations) == 1:
         lifted = destinations[0].headers
     tail = string_field(_ROUTE_NAME, route.name)
-    if route.headers or lifted or route.fault is not None:
+    if route.headers or lifted or route.fault is not None or route.cors is not None:
         extra = rc.Route()
         _add_headers(extra, route.headers)
         if lifted:
             _add_headers(extra, lifted)
         if route.fault is not None:
             extra.typed_per_filter_config[FAULT_FILTER].Pack(http_fault(route.fault))
+        if route.cors is not None:
+            # Optional: a proxyless gRPC client, which has no CORS filter, ignores it.
+            optional = rc.FilterConfig(is_optional=True)
+            optional.config.Pack(cors_policy(route.cors))
+            extra.typed_per_filter_config[CORS_FILTER].Pack(optional)
         tail = serialize(extra) + tail
     out = []
     for match in matches:

@@ -251,6 +251,19 @@ class Redirect:
 
 
 @dataclass(frozen=True, slots=True)
+class Cors:
+    """Cross-origin resource sharing for a route, as Istio's ``corsPolicy`` gives it."""
+
+    allow_origins: tuple[StringMatch, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age_s: int | None = None
+    allow_credentials: bool | None = None
+    forward_unmatched_preflights: bool | None = None  # None: Envoy's default (forward)
+
+
+@dataclass(frozen=True, slots=True)
 class DirectResponse:
     """A fixed response sent instead of forwarding: a status and an optional body."""
 
@@ -310,6 +323,7 @@ class HttpRoute:
     one_destination: bool = False
     direct_response: DirectResponse | None = None  # instead of destinations or a redirect
     mirrors: tuple[Mirror, ...] = ()  # Istio's ``mirrors``, after ``mirror`` if any
+    cors: Cors | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from translators.api.networking_pb2 import (
     LoadBalancerSettings,
     VirtualService,
 )
+from translators.api.networking_pb2 import CorsPolicy as CorsPolicySpec
 from translators.api.networking_pb2 import Headers as HeadersSpec
 from translators.api.networking_pb2 import OutlierDetection as OutlierDetectionSpec
 from translators.api.networking_pb2 import StringMatch as StringMatchSpec
@@ -45,6 +46,7 @@ from translators.model import (
     ClusterEndpoints,
     ConnectionPool,
     ConsistentHash,
+    Cors,
     DirectResponse,
     Fault,
     HeaderOperations,
@@ -716,6 +718,7 @@ class _Compiler:
             headers=_headers(spec.headers) if spec.HasField("headers") else _NO_HEADERS,
             one_destination=len(spec.route) == 1,
             mirrors=self.mirrors(spec, at),
+            cors=self.cors(spec, f"{at}.corsPolicy") if spec.HasField("cors_policy") else None,
             direct_response=(
                 self.direct_response(spec, f"{at}.directResponse") if has_direct else None
             ),
@@ -857,6 +860,31 @@ class _Compiler:
         if len(entries) > 1 and total == 0 and not any(w < 0 for _, w, _ in entries):
             self.problems.add(at, "weights sum to 0; give at least one destination a weight")
         return tuple(found), ports
+
+    def cors(self, spec: HTTPRoute, at: str) -> Cors:
+        policy = spec.cors_policy
+        origins = []
+        for k, origin in enumerate(policy.allow_origins):
+            match = self.string_match(origin, f"{at}.allowOrigins[{k}]")
+            if match is None:
+                self.problems.add(f"{at}.allowOrigins[{k}]", "needs exact, prefix or regex")
+            else:
+                origins.append(match)
+        preflights = {
+            CorsPolicySpec.UnmatchedPreflights.FORWARD: True,
+            CorsPolicySpec.UnmatchedPreflights.IGNORE: False,
+        }.get(policy.unmatched_preflights)
+        return Cors(
+            allow_origins=tuple(origins),
+            allow_methods=tuple(policy.allow_methods),
+            allow_headers=tuple(policy.allow_headers),
+            expose_headers=tuple(policy.expose_headers),
+            max_age_s=policy.max_age.seconds if policy.HasField("max_age") else None,
+            allow_credentials=(
+                policy.allow_credentials.value if policy.HasField("allow_credentials") else None
+            ),
+            forward_unmatched_preflights=preflights,
+        )
 
     def mirrors(self, spec: HTTPRoute, at: str) -> tuple[Mirror, ...]:
         if spec.mirrors and spec.HasField("mirror"):

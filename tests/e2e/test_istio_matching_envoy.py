@@ -109,3 +109,50 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
         return response.status, response.read()
     finally:
         connection.close()
+
+
+async def test_a_cors_preflight_is_answered_for_allowed_origins_only(
+    versions: dict[str, Backend], tmp_path: Path
+) -> None:
+    http_port = free_port()
+    cors = {
+        "allowOrigins": [{"exact": "https://shop.example"}],
+        "allowMethods": ["GET", "POST"],
+        "maxAge": "10m",
+        "unmatchedPreflights": "IGNORE",
+    }
+    objects = [
+        *canary_objects(versions["v1"], versions["v2"]),
+        edge_routes(http_route(destination("reviews", "v1"), corsPolicy=cors)),
+    ]
+    async for xds in running_harness(ServerOptions()):
+        publish(xds, objects, http_port)
+        with running_envoy(bootstrap(xds.port, http_port), tmp_path, wait_ready=False) as envoy:
+            await asyncio.to_thread(envoy.wait_ready)
+            async with asyncio.timeout(SYNC_TIMEOUT_S):
+                while await landed(http_port, {}) != Counter({"v1": 1}):
+                    await asyncio.sleep(0.05)
+
+            allowed = await asyncio.to_thread(_preflight, http_port, "https://shop.example")
+            other = await asyncio.to_thread(_preflight, http_port, "https://evil.example")
+
+            assert allowed["access-control-allow-origin"] == "https://shop.example"
+            assert allowed["access-control-allow-methods"] == "GET,POST"
+            assert allowed["access-control-max-age"] == "600"
+            assert "access-control-allow-origin" not in other
+
+
+def _preflight(port: int, origin: str) -> dict[str, str]:
+    """The response headers of a browser's CORS preflight for a POST from ``origin``."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(
+            "OPTIONS",
+            "/",
+            headers={"Host": HOST, "Origin": origin, "Access-Control-Request-Method": "POST"},
+        )
+        response = connection.getresponse()
+        response.read()
+        return {name.lower(): value for name, value in response.getheaders()}
+    finally:
+        connection.close()

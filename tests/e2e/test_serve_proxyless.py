@@ -115,6 +115,30 @@ async def test_grpc_client_splits_80_20_and_follows_a_change(tmp_path: Path, tar
                 client.stop()
 
 
+async def test_grpc_client_routes_by_a_table_whose_route_has_a_cors_policy(tmp_path: Path) -> None:
+    """The CORS policy is an optional filter config: gRPC, which has no CORS filter, ignores it
+    instead of rejecting the route table."""
+    mesh_dir = tmp_path / "mesh"
+    mesh_dir.mkdir()
+    mesh = FolderMesh(mesh_dir)
+    with grpc_backend("v1") as v1, grpc_backend("v2") as v2:
+        for obj in grpc_mesh({"v1": v1, "v2": v2}):
+            mesh.put(obj)
+        routed = virtual_service(0, 100)
+        routed["spec"]["http"][0]["corsPolicy"] = {"allowOrigins": [{"exact": "https://a.example"}]}
+        mesh.put(routed)
+        with splitplane_serve(mesh, tmp_path) as server:
+            bootstrap = tmp_path / "grpc-bootstrap.json"
+            bootstrap.write_text(
+                render_grpc_bootstrap("grpc-client", "default", f"127.0.0.1:{server.xds_port}")
+            )
+            client = ProxylessClient(bootstrap, "xds:///reviews.default.svc.cluster.local:80")
+            try:
+                assert await client.calls(50) == Counter({"v2": 50})
+            finally:
+                client.stop()
+
+
 async def test_grpc_client_reaches_an_external_name_service_over_logical_dns(
     tmp_path: Path,
 ) -> None:

@@ -44,9 +44,10 @@ def test_sidecar_listens_on_loopback_outbound_port_and_routes_by_its_table() -> 
     assert hcm.http_protocol_options.allow_absolute_url.value
 
 
-def test_http_filters_are_fault_then_router_with_typed_configs() -> None:
+def test_http_filters_are_cors_fault_then_router_with_typed_configs() -> None:
     hcm = hcm_of(sidecar_listeners(15001)[0])
     assert [f.name for f in hcm.http_filters] == [
+        "envoy.filters.http.cors",
         "envoy.filters.http.fault",
         "envoy.filters.http.router",
     ]

@@ -6,6 +6,7 @@ import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.type.v3 import percent_pb2
 
@@ -21,6 +22,7 @@ from translators.build_routes import (
 from translators.model import (
     Cluster,
     ConsistentHash,
+    Cors,
     DirectResponse,
     Fault,
     HeaderOperations,
@@ -688,3 +690,21 @@ def test_every_mirror_gets_a_mirror_policy_with_its_fraction() -> None:
         (V1, 1_000_000),
         (V2, 50_000),
     ]
+
+
+def test_a_cors_policy_is_an_optional_per_route_config_of_envoys_cors_filter() -> None:
+    cors = Cors(
+        allow_origins=(exact("https://shop.example"),),
+        allow_methods=("GET", "POST"),
+        max_age_s=600,
+        allow_credentials=True,
+    )
+    config = one_route(HttpRoute(destinations=TO_V1, cors=cors)).typed_per_filter_config
+    wrapper = rc.FilterConfig()
+    assert config["envoy.filters.http.cors"].Unpack(wrapper)
+    assert wrapper.is_optional  # a proxyless gRPC client has no CORS filter and ignores it
+    policy = cors_pb2.CorsPolicy()
+    assert wrapper.config.Unpack(policy)
+    assert [m.exact for m in policy.allow_origin_string_match] == ["https://shop.example"]
+    assert (policy.allow_methods, policy.max_age) == ("GET,POST", "600")
+    assert policy.allow_credentials.value is True

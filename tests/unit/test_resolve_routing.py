@@ -22,6 +22,7 @@ from translators.model import (
     Cluster,
     ConnectionPool,
     ConsistentHash,
+    Cors,
     DirectResponse,
     Fault,
     HeaderOperations,
@@ -496,6 +497,32 @@ def test_matches(match: Obj, expected: RouteMatch, warning: str) -> None:
             DirectResponse(200, b"\x00\x01"),
         ),
         ({"directResponse": {"status": 204}}, "direct_response", DirectResponse(204)),
+        (
+            {
+                "corsPolicy": {
+                    "allowOrigins": [{"exact": "https://shop.example"}, {"prefix": "https://dev."}],
+                    "allowMethods": ["GET", "POST"],
+                    "allowHeaders": ["content-type"],
+                    "exposeHeaders": ["x-trace"],
+                    "maxAge": "24h",
+                    "allowCredentials": True,
+                    "unmatchedPreflights": "IGNORE",
+                }
+            },
+            "cors",
+            Cors(
+                allow_origins=(
+                    StringMatch(MatchKind.EXACT, "https://shop.example"),
+                    StringMatch(MatchKind.PREFIX, "https://dev."),
+                ),
+                allow_methods=("GET", "POST"),
+                allow_headers=("content-type",),
+                expose_headers=("x-trace",),
+                max_age_s=86400,
+                allow_credentials=True,
+                forward_unmatched_preflights=False,
+            ),
+        ),
         ({"rewrite": {"uri": "/v2/"}}, "rewrite", Rewrite(uri="/v2/")),
         (
             {"rewrite": {"uriRegexRewrite": {"match": "^/old/(.*)", "rewrite": "/new/\\1"}}},
@@ -586,6 +613,7 @@ def test_matches(match: Obj, expected: RouteMatch, warning: str) -> None:
         "direct-response-text",
         "direct-response-bytes",
         "direct-response-without-body",
+        "cors-policy",
         "rewrite-uri",
         "rewrite-uri-regex",
         "timeout",

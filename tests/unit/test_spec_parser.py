@@ -693,8 +693,16 @@ def test_unknown_fields_are_errors_with_the_full_path_and_a_suggestion(
     ("message_type", "spec", "field"),
     [
         (VirtualService, {"hosts": ["a"], "tls": [{"match": []}]}, "spec.tls"),
-        (VirtualService, http_with(corsPolicy={"allowOrigins": []}), "spec.http[0].corsPolicy"),
-        (VirtualService, http_with(cors_policy={}), "spec.http[0].cors_policy"),
+        (
+            VirtualService,
+            http_with(corsPolicy={"allowOrigin": ["https://a"]}),
+            "spec.http[0].corsPolicy.allowOrigin",
+        ),
+        (
+            VirtualService,
+            http_with(cors_policy={"allow_origin": ["https://a"]}),
+            "spec.http[0].cors_policy.allow_origin",
+        ),
         (VirtualService, http_with(delegate={"name": "d"}), "spec.http[0].delegate"),
         (
             VirtualService,

@@ -18,7 +18,8 @@ UNSUPPORTED_ISTIO_FIELDS: Final[Mapping[str, frozenset[str]]] = {
     f"{PACKAGE}.{message}": frozenset(fields)
     for message, fields in {
         "VirtualService": {"tls"},
-        "HTTPRoute": {"corsPolicy", "delegate"},
+        "HTTPRoute": {"delegate"},
+        "CorsPolicy": {"allowOrigin"},
         "HTTPMatchRequest": {"statPrefix"},
         "HTTPRedirect": {"derivePort"},
         "HTTPRetry": {"retryIgnorePreviousHosts"},

@@ -150,6 +150,32 @@ class HTTPRouteDestination(_message.Message):
     headers: Headers
     def __init__(self, destination: _Optional[_Union[Destination, _Mapping]] = ..., weight: _Optional[int] = ..., headers: _Optional[_Union[Headers, _Mapping]] = ...) -> None: ...
 
+class CorsPolicy(_message.Message):
+    __slots__ = ("allow_origins", "allow_methods", "allow_headers", "expose_headers", "max_age", "allow_credentials", "unmatched_preflights")
+    class UnmatchedPreflights(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        UNSPECIFIED: _ClassVar[CorsPolicy.UnmatchedPreflights]
+        FORWARD: _ClassVar[CorsPolicy.UnmatchedPreflights]
+        IGNORE: _ClassVar[CorsPolicy.UnmatchedPreflights]
+    UNSPECIFIED: CorsPolicy.UnmatchedPreflights
+    FORWARD: CorsPolicy.UnmatchedPreflights
+    IGNORE: CorsPolicy.UnmatchedPreflights
+    ALLOW_ORIGINS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_METHODS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_HEADERS_FIELD_NUMBER: _ClassVar[int]
+    EXPOSE_HEADERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_AGE_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
+    UNMATCHED_PREFLIGHTS_FIELD_NUMBER: _ClassVar[int]
+    allow_origins: _containers.RepeatedCompositeFieldContainer[StringMatch]
+    allow_methods: _containers.RepeatedScalarFieldContainer[str]
+    allow_headers: _containers.RepeatedScalarFieldContainer[str]
+    expose_headers: _containers.RepeatedScalarFieldContainer[str]
+    max_age: _duration_pb2.Duration
+    allow_credentials: _wrappers_pb2.BoolValue
+    unmatched_preflights: CorsPolicy.UnmatchedPreflights
+    def __init__(self, allow_origins: _Optional[_Iterable[_Union[StringMatch, _Mapping]]] = ..., allow_methods: _Optional[_Iterable[str]] = ..., allow_headers: _Optional[_Iterable[str]] = ..., expose_headers: _Optional[_Iterable[str]] = ..., max_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., allow_credentials: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., unmatched_preflights: _Optional[_Union[CorsPolicy.UnmatchedPreflights, str]] = ...) -> None: ...
+
 class HTTPMirrorPolicy(_message.Message):
     __slots__ = ("destination", "percentage")
     DESTINATION_FIELD_NUMBER: _ClassVar[int]
@@ -253,7 +279,7 @@ class HTTPFaultInjection(_message.Message):
     def __init__(self, delay: _Optional[_Union[HTTPFaultInjection.Delay, _Mapping]] = ..., abort: _Optional[_Union[HTTPFaultInjection.Abort, _Mapping]] = ...) -> None: ...
 
 class HTTPRoute(_message.Message):
-    __slots__ = ("name", "match", "route", "redirect", "rewrite", "timeout", "retries", "fault", "mirror", "mirror_percentage", "headers", "mirror_percent", "direct_response", "mirrors")
+    __slots__ = ("name", "match", "route", "redirect", "rewrite", "timeout", "retries", "fault", "mirror", "mirror_percentage", "headers", "mirror_percent", "direct_response", "mirrors", "cors_policy")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MATCH_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
@@ -268,6 +294,7 @@ class HTTPRoute(_message.Message):
     MIRROR_PERCENT_FIELD_NUMBER: _ClassVar[int]
     DIRECT_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     MIRRORS_FIELD_NUMBER: _ClassVar[int]
+    CORS_POLICY_FIELD_NUMBER: _ClassVar[int]
     name: str
     match: _containers.RepeatedCompositeFieldContainer[HTTPMatchRequest]
     route: _containers.RepeatedCompositeFieldContainer[HTTPRouteDestination]
@@ -282,7 +309,8 @@ class HTTPRoute(_message.Message):
     mirror_percent: _wrappers_pb2.UInt32Value
     direct_response: HTTPDirectResponse
     mirrors: _containers.RepeatedCompositeFieldContainer[HTTPMirrorPolicy]
-    def __init__(self, name: _Optional[str] = ..., match: _Optional[_Iterable[_Union[HTTPMatchRequest, _Mapping]]] = ..., route: _Optional[_Iterable[_Union[HTTPRouteDestination, _Mapping]]] = ..., redirect: _Optional[_Union[HTTPRedirect, _Mapping]] = ..., rewrite: _Optional[_Union[HTTPRewrite, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retries: _Optional[_Union[HTTPRetry, _Mapping]] = ..., fault: _Optional[_Union[HTTPFaultInjection, _Mapping]] = ..., mirror: _Optional[_Union[Destination, _Mapping]] = ..., mirror_percentage: _Optional[_Union[Percent, _Mapping]] = ..., headers: _Optional[_Union[Headers, _Mapping]] = ..., mirror_percent: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., direct_response: _Optional[_Union[HTTPDirectResponse, _Mapping]] = ..., mirrors: _Optional[_Iterable[_Union[HTTPMirrorPolicy, _Mapping]]] = ...) -> None: ...
+    cors_policy: CorsPolicy
+    def __init__(self, name: _Optional[str] = ..., match: _Optional[_Iterable[_Union[HTTPMatchRequest, _Mapping]]] = ..., route: _Optional[_Iterable[_Union[HTTPRouteDestination, _Mapping]]] = ..., redirect: _Optional[_Union[HTTPRedirect, _Mapping]] = ..., rewrite: _Optional[_Union[HTTPRewrite, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retries: _Optional[_Union[HTTPRetry, _Mapping]] = ..., fault: _Optional[_Union[HTTPFaultInjection, _Mapping]] = ..., mirror: _Optional[_Union[Destination, _Mapping]] = ..., mirror_percentage: _Optional[_Union[Percent, _Mapping]] = ..., headers: _Optional[_Union[Headers, _Mapping]] = ..., mirror_percent: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., direct_response: _Optional[_Union[HTTPDirectResponse, _Mapping]] = ..., mirrors: _Optional[_Iterable[_Union[HTTPMirrorPolicy, _Mapping]]] = ..., cors_policy: _Optional[_Union[CorsPolicy, _Mapping]] = ...) -> None: ...
 
 class L4MatchAttributes(_message.Message):
     __slots__ = ("destination_subnets", "port", "source_labels", "gateways", "source_namespace")
