@@ -275,7 +275,7 @@ def retry_policy(retries: RetryPolicy, other_host: bool = True) -> rc.RetryPolic
         out.per_try_timeout.CopyFrom(duration(retries.per_try_timeout_ms))
     if retries.backoff_ms is not None:
         out.retry_back_off.base_interval.CopyFrom(duration(retries.backoff_ms))
-    if other_host:
+    if other_host and retries.ignore_previous_hosts:
         predicate = out.retry_host_predicate.add(name=PREVIOUS_HOSTS)
         predicate.typed_config.Pack(previous_hosts_pb2.PreviousHostsPredicate())
         out.host_selection_retry_max_attempts = HOST_SELECTION_RETRY_MAX_ATTEMPTS

@@ -285,6 +285,7 @@ class RetryPolicy:
     per_try_timeout_ms: int | None = None
     retry_on: str = ""
     backoff_ms: int | None = None  # base interval between retries; Envoy's 25 ms when None
+    ignore_previous_hosts: bool = True  # a retry avoids the hosts already tried
 
 
 @dataclass(frozen=True, slots=True)

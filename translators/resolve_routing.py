@@ -978,6 +978,11 @@ class _Compiler:
             backoff_ms=self.backoff(retries.backoff, f"{at}.backoff")
             if retries.HasField("backoff")
             else None,
+            ignore_previous_hosts=(
+                retries.retry_ignore_previous_hosts.value
+                if retries.HasField("retry_ignore_previous_hosts")
+                else True
+            ),
         )
 
     def backoff(self, spec: Duration, at: str) -> int | None:

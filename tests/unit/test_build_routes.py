@@ -708,3 +708,10 @@ def test_a_cors_policy_is_an_optional_per_route_config_of_envoys_cors_filter() -
     assert [m.exact for m in policy.allow_origin_string_match] == ["https://shop.example"]
     assert (policy.allow_methods, policy.max_age) == ("GET,POST", "600")
     assert policy.allow_credentials.value is True
+
+
+def test_retries_may_go_back_to_a_host_already_tried_when_the_rule_says_so() -> None:
+    rule = HttpRoute(destinations=TO_V1, retries=RetryPolicy(2, ignore_previous_hosts=False))
+    policy = one_route(rule).route.retry_policy
+    assert policy.num_retries.value == 2
+    assert not policy.retry_host_predicate

@@ -541,6 +541,11 @@ def test_matches(match: Obj, expected: RouteMatch, warning: str) -> None:
             RetryPolicy(3, backoff_ms=50),
         ),
         (
+            {"retries": {"attempts": 2, "retryIgnorePreviousHosts": False}},
+            "retries",
+            RetryPolicy(2, ignore_previous_hosts=False),
+        ),
+        (
             {"fault": {"delay": {"fixedDelay": "5s", "percentage": {"value": 10}}}},
             "fault",
             Fault(delay_ms=5000, delay_percent=10.0),
@@ -619,6 +624,7 @@ def test_matches(match: Obj, expected: RouteMatch, warning: str) -> None:
         "timeout",
         "retries",
         "retries-backoff",
+        "retries-on-any-host",
         "fault-delay-with-percentage",
         "fault-abort-with-percentage",
         "fault-delay-without-percentage-delays-nothing",

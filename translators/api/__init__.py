@@ -22,7 +22,6 @@ UNSUPPORTED_ISTIO_FIELDS: Final[Mapping[str, frozenset[str]]] = {
         "CorsPolicy": {"allowOrigin"},
         "HTTPMatchRequest": {"statPrefix"},
         "HTTPRedirect": {"derivePort"},
-        "HTTPRetry": {"retryIgnorePreviousHosts"},
         "HTTPFaultInjection.Delay": {"exponentialDelay"},
         "HTTPFaultInjection.Abort": {"http2Error"},
         "L4MatchAttributes": {"sourceSubnet"},

@@ -233,18 +233,20 @@ class HTTPRewrite(_message.Message):
     def __init__(self, uri: _Optional[str] = ..., authority: _Optional[str] = ..., uri_regex_rewrite: _Optional[_Union[RegexRewrite, _Mapping]] = ...) -> None: ...
 
 class HTTPRetry(_message.Message):
-    __slots__ = ("attempts", "per_try_timeout", "retry_on", "retry_remote_localities", "backoff")
+    __slots__ = ("attempts", "per_try_timeout", "retry_on", "retry_remote_localities", "backoff", "retry_ignore_previous_hosts")
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     PER_TRY_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     RETRY_ON_FIELD_NUMBER: _ClassVar[int]
     RETRY_REMOTE_LOCALITIES_FIELD_NUMBER: _ClassVar[int]
     BACKOFF_FIELD_NUMBER: _ClassVar[int]
+    RETRY_IGNORE_PREVIOUS_HOSTS_FIELD_NUMBER: _ClassVar[int]
     attempts: int
     per_try_timeout: _duration_pb2.Duration
     retry_on: str
     retry_remote_localities: _wrappers_pb2.BoolValue
     backoff: _duration_pb2.Duration
-    def __init__(self, attempts: _Optional[int] = ..., per_try_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_on: _Optional[str] = ..., retry_remote_localities: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    retry_ignore_previous_hosts: _wrappers_pb2.BoolValue
+    def __init__(self, attempts: _Optional[int] = ..., per_try_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_on: _Optional[str] = ..., retry_remote_localities: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_ignore_previous_hosts: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ...) -> None: ...
 
 class Percent(_message.Message):
     __slots__ = ("value",)
