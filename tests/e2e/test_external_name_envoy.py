@@ -13,11 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.e2e.test_serve_envoy import FolderMesh, splitplane_serve, wait_for, within_tolerance
+from tests.e2e.test_serve_envoy import (
+    FolderMesh,
+    sidecar_bootstrap,
+    splitplane_serve,
+    wait_for,
+    within_tolerance,
+)
 from tests.support.backends import count_backends, free_port, http_backend
-from xds_server.bootstrap import render_bootstrap
+from tests.unit.objects import destination, http_route, virtual_service
 from xds_server.local_envoy import running_envoy
 
 pytestmark = pytest.mark.envoy
@@ -64,22 +69,11 @@ def in_cluster_service(port: int) -> list[dict[str, Any]]:
 
 
 def split(in_cluster: int, external: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "VirtualService",
-        "metadata": {"name": "reviews", "namespace": "default"},
-        "spec": {
-            "hosts": ["reviews"],
-            "http": [
-                {
-                    "route": [
-                        {"destination": {"host": "reviews"}, "weight": in_cluster},
-                        {"destination": {"host": "reviews-external"}, "weight": external},
-                    ]
-                }
-            ],
-        },
-    }
+    route = http_route(
+        destination("reviews", weight=in_cluster),
+        destination("reviews-external", weight=external),
+    )
+    return virtual_service("reviews", ["reviews"], [route])
 
 
 def answered_by(port: int, host: str, backend: str) -> Callable[[], bool]:
@@ -96,17 +90,7 @@ def test_an_external_name_service_is_reached_through_the_sidecar(tmp_path: Path)
             mesh.put(obj)
         with splitplane_serve(mesh, tmp_path) as server:
             outbound = free_port()
-            bootstrap = yaml.safe_load(
-                render_bootstrap(
-                    "sidecar~127.0.0.1~test.default~default.svc.cluster.local",
-                    "sidecar",
-                    "default",
-                    f"127.0.0.1:{server.xds_port}",
-                    0,
-                    outbound_port=outbound,
-                )
-            )
-            with running_envoy(bootstrap, tmp_path / "envoy"):
+            with running_envoy(sidecar_bootstrap(server.xds_port, outbound), tmp_path / "envoy"):
                 # the Service's own name (and its aliases) reach the backend behind `localhost`
                 for host in ("reviews-external", "reviews-external.default.svc.cluster.local"):
                     wait_for(answered_by(outbound, host, "external"), f"{host} routed")

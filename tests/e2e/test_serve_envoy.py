@@ -268,6 +268,23 @@ class Traffic:
         self._thread.join(10)
 
 
+def sidecar_bootstrap(xds_port: int, outbound: int, *, delta: bool = False) -> dict[str, Any]:
+    """A sidecar's bootstrap pointing at `splitplane serve` on ``xds_port``, listening for the
+    app's outbound requests on ``outbound``."""
+    bootstrap: dict[str, Any] = yaml.safe_load(
+        render_bootstrap(
+            "sidecar~127.0.0.1~test.default~default.svc.cluster.local",
+            "sidecar",
+            "default",
+            f"127.0.0.1:{xds_port}",
+            0,
+            outbound_port=outbound,
+            delta=delta,
+        )
+    )
+    return bootstrap
+
+
 def walk_canary(
     mesh: Mesh, workdir: Path, v1: Backend, v2: Backend, *, delta: bool = False
 ) -> None:
@@ -276,18 +293,9 @@ def walk_canary(
     mesh.put(virtual_service(90, 10))
     with splitplane_serve(mesh, workdir) as server:
         outbound = free_port()
-        bootstrap = yaml.safe_load(
-            render_bootstrap(
-                "sidecar~127.0.0.1~test.default~default.svc.cluster.local",
-                "sidecar",
-                "default",
-                f"127.0.0.1:{server.xds_port}",
-                0,
-                outbound_port=outbound,
-                delta=delta,
-            )
-        )
-        with running_envoy(bootstrap, workdir / "envoy"):
+        with running_envoy(
+            sidecar_bootstrap(server.xds_port, outbound, delta=delta), workdir / "envoy"
+        ):
 
             def only(backend: str) -> Callable[[], bool]:
                 return lambda: count_backends(outbound, 20, host="reviews")[backend] == 20

@@ -9,7 +9,9 @@ weights the builders write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,71 +83,71 @@ def grpc_mesh(backends: dict[str, tuple[str, int]]) -> list[dict[str, Any]]:
     return objects
 
 
+def mesh_folder(tmp_path: Path) -> FolderMesh:
+    mesh_dir = tmp_path / "mesh"
+    mesh_dir.mkdir()
+    return FolderMesh(mesh_dir)
+
+
+@contextlib.contextmanager
+def client_of_serve(mesh: FolderMesh, tmp_path: Path, target: str) -> Iterator[ProxylessClient]:
+    """`splitplane serve` on ``mesh`` and a gRPC client dialing ``target`` through it."""
+    with splitplane_serve(mesh, tmp_path) as server:
+        bootstrap = tmp_path / "grpc-bootstrap.json"
+        bootstrap.write_text(
+            render_grpc_bootstrap("grpc-client", "default", f"127.0.0.1:{server.xds_port}")
+        )
+        client = ProxylessClient(bootstrap, target)
+        try:
+            yield client
+        finally:
+            client.stop()
+
+
 @pytest.mark.parametrize(
     "target",
     ["xds:///reviews.default.svc.cluster.local:80", "xds:///reviews:80"],
     ids=["fqdn", "short-name"],
 )
 async def test_grpc_client_splits_80_20_and_follows_a_change(tmp_path: Path, target: str) -> None:
-    mesh_dir = tmp_path / "mesh"
-    mesh_dir.mkdir()
-    mesh = FolderMesh(mesh_dir)
+    mesh = mesh_folder(tmp_path)
     with grpc_backend("v1") as v1, grpc_backend("v2") as v2:
         for obj in grpc_mesh({"v1": v1, "v2": v2}):
             mesh.put(obj)
         mesh.put(virtual_service(80, 20))
-        with splitplane_serve(mesh, tmp_path) as server:
-            bootstrap = tmp_path / "grpc-bootstrap.json"
-            bootstrap.write_text(
-                render_grpc_bootstrap("grpc-client", "default", f"127.0.0.1:{server.xds_port}")
-            )
-            client = ProxylessClient(bootstrap, target)
-            try:
-                split = await client.calls(1000)
-                assert split["v1"] + split["v2"] == 1000, split
-                # 20 % of 1000: the standard deviation is 12.6 calls; allow about 5 of them.
-                assert 140 <= split["v2"] <= 260, split
+        with client_of_serve(mesh, tmp_path, target) as client:
+            split = await client.calls(1000)
+            assert split["v1"] + split["v2"] == 1000, split
+            # 20 % of 1000: the standard deviation is 12.6 calls; allow about 5 of them.
+            assert 140 <= split["v2"] <= 260, split
 
-                mesh.put(virtual_service(0, 100))
-                async with asyncio.timeout(TIMEOUT_S):
-                    while await client.calls(50) != Counter({"v2": 50}):
-                        pass
-                assert await client.calls(200) == Counter({"v2": 200})
-            finally:
-                client.stop()
+            mesh.put(virtual_service(0, 100))
+            async with asyncio.timeout(TIMEOUT_S):
+                while await client.calls(50) != Counter({"v2": 50}):
+                    pass
+            assert await client.calls(200) == Counter({"v2": 200})
 
 
 async def test_grpc_client_routes_by_a_table_whose_route_has_a_cors_policy(tmp_path: Path) -> None:
     """The CORS policy is an optional filter config: gRPC, which has no CORS filter, ignores it
     instead of rejecting the route table."""
-    mesh_dir = tmp_path / "mesh"
-    mesh_dir.mkdir()
-    mesh = FolderMesh(mesh_dir)
+    mesh = mesh_folder(tmp_path)
     with grpc_backend("v1") as v1, grpc_backend("v2") as v2:
         for obj in grpc_mesh({"v1": v1, "v2": v2}):
             mesh.put(obj)
         routed = virtual_service(0, 100)
         routed["spec"]["http"][0]["corsPolicy"] = {"allowOrigins": [{"exact": "https://a.example"}]}
         mesh.put(routed)
-        with splitplane_serve(mesh, tmp_path) as server:
-            bootstrap = tmp_path / "grpc-bootstrap.json"
-            bootstrap.write_text(
-                render_grpc_bootstrap("grpc-client", "default", f"127.0.0.1:{server.xds_port}")
-            )
-            client = ProxylessClient(bootstrap, "xds:///reviews.default.svc.cluster.local:80")
-            try:
-                assert await client.calls(50) == Counter({"v2": 50})
-            finally:
-                client.stop()
+        target = "xds:///reviews.default.svc.cluster.local:80"
+        with client_of_serve(mesh, tmp_path, target) as client:
+            assert await client.calls(50) == Counter({"v2": 50})
 
 
 async def test_grpc_client_reaches_an_external_name_service_over_logical_dns(
     tmp_path: Path,
 ) -> None:
     """gRPC resolves the ExternalName Service's `localhost` itself (a LOGICAL_DNS cluster)."""
-    mesh_dir = tmp_path / "mesh"
-    mesh_dir.mkdir()
-    mesh = FolderMesh(mesh_dir)
+    mesh = mesh_folder(tmp_path)
     with grpc_backend("external") as (_, port):
         mesh.put(
             {
@@ -159,13 +161,6 @@ async def test_grpc_client_reaches_an_external_name_service_over_logical_dns(
                 },
             }
         )
-        with splitplane_serve(mesh, tmp_path) as server:
-            bootstrap = tmp_path / "grpc-bootstrap.json"
-            bootstrap.write_text(
-                render_grpc_bootstrap("grpc-client", "default", f"127.0.0.1:{server.xds_port}")
-            )
-            client = ProxylessClient(bootstrap, f"xds:///ledger.default.svc.cluster.local:{port}")
-            try:
-                assert await client.calls(20) == Counter({"external": 20})
-            finally:
-                client.stop()
+        target = f"xds:///ledger.default.svc.cluster.local:{port}"
+        with client_of_serve(mesh, tmp_path, target) as client:
+            assert await client.calls(20) == Counter({"external": 20})
