@@ -57,8 +57,8 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.struct_pb2 import Struct
 
-from xds_server import ads
-from xds_server.cache import (
+from xds_server.xds import ads
+from xds_server.xds.cache import (
     CLUSTER,
     ENDPOINT,
     LISTENER,
@@ -67,8 +67,8 @@ from xds_server.cache import (
     SnapshotCache,
     snapshot_from_messages,
 )
-from xds_server.client_status import ClientRegistry
-from xds_server.grpc_server import ServerOptions, start_xds_server
+from xds_server.xds.client_status import ClientRegistry
+from xds_server.xds.grpc_server import ServerOptions, start_xds_server
 
 GROUP = "sidecar:15001"
 STREAMS_PER_CHANNEL = 100

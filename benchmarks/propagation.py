@@ -90,12 +90,12 @@ from translators.build import build_group
 from translators.model import NodeGroup, Role
 from translators.translate import translate
 from xds_server import collector
-from xds_server.bootstrap import render_bootstrap
-from xds_server.cache import SnapshotCache, snapshot_from_messages
-from xds_server.client_status import ClientRegistry
-from xds_server.grpc_server import start_xds_server
-from xds_server.local_envoy import RunningEnvoy, running_envoy
+from xds_server.cli.bootstrap import render_bootstrap
+from xds_server.cli.local_envoy import RunningEnvoy, running_envoy
 from xds_server.sources.inotify import FOLDER_EVENTS, IN_MOVED_TO, Inotify
+from xds_server.xds.cache import SnapshotCache, snapshot_from_messages
+from xds_server.xds.client_status import ClientRegistry
+from xds_server.xds.grpc_server import start_xds_server
 
 SECTION = "## propagation"
 SCENARIOS = ("floor", "folder", "kubernetes", "push", "watch")
@@ -907,10 +907,10 @@ PROBES: tuple[tuple[str, str, str], ...] = (
     ("    build_group", "translators.build", "ResourceBuilder.build_group"),
     ("    snapshot_from_messages", "xds_server.app", "snapshot_from_messages"),
     ("  _hand_over (snapshots to the cache)", "xds_server.app", "ControlPlane._hand_over"),
-    ("    SnapshotCache.set_snapshot", "xds_server.cache", "SnapshotCache.set_snapshot"),
-    ("ADS push (responses built and written)", "xds_server.ads", "SotwStream.push"),
-    ("  client status: response recorded", "xds_server.client_status", "ClientRecord.sent"),
-    ("  response assembled (gRPC writes it next)", "xds_server.ads", "sotw_response"),
+    ("    SnapshotCache.set_snapshot", "xds_server.xds.cache", "SnapshotCache.set_snapshot"),
+    ("ADS push (responses built and written)", "xds_server.xds.ads", "SotwStream.push"),
+    ("  client status: response recorded", "xds_server.xds.client_status", "ClientRecord.sent"),
+    ("  response assembled (gRPC writes it next)", "xds_server.xds.ads", "sotw_response"),
     ("change reported (diagnostics, logs)", "xds_server.app", "ControlPlane._report"),
     ("log records written (anywhere)", "logging", "StreamHandler.emit"),
 )
@@ -971,7 +971,7 @@ def profiled_serve(argv: Sequence[str]) -> int:
     """``splitplane serve argv`` with every probe installed; the stamps go to $STAMPS_ENV."""
     stamps: list[Stamp] = []
     install_probes(stamps)
-    from xds_server.cli import main as splitplane_main
+    from xds_server.cli.main import main as splitplane_main
 
     try:
         return splitplane_main(["serve", *argv])

@@ -128,7 +128,7 @@ def child(size: int, server_gc: bool, group_keys: list[str]) -> dict[str, Any]:
     from translators.translate import translate
     from xds_server import collector
     from xds_server.app import parse_group
-    from xds_server.cache import Serializer, snapshot_from_messages
+    from xds_server.xds.cache import Serializer, snapshot_from_messages
 
     if server_gc:
         collector.tune()
@@ -187,7 +187,7 @@ def one_change(
     EndpointSlice's new address, as serve does: translate with the previous translation (only
     the endpoints for an endpoint-only change), build, snapshot."""
     from translators.translate import translate, translate_endpoints
-    from xds_server.cache import snapshot_from_messages
+    from xds_server.xds.cache import snapshot_from_messages
 
     def publish(translation: Any) -> None:
         for group in groups:

@@ -40,11 +40,9 @@ from translators.translate import (
     translate_endpoints,
 )
 from xds_server import collector
-from xds_server.cache import Serializer, Snapshot, SnapshotCache, snapshot_from_messages
-from xds_server.client_status import ClientRegistry, ClientView
-from xds_server.debug_http import start_debug_server
-from xds_server.grpc_server import ServerOptions, start_xds_server
-from xds_server.loadbalancer_status import (
+from xds_server.debug.http import start_debug_server
+from xds_server.debug.metrics import Metrics, short_type
+from xds_server.kube.loadbalancer_status import (
     DEFAULT_FLEET_SERVICE,
     DEFAULT_LEASE_NAMESPACE,
     LEASE_NAME,
@@ -52,12 +50,14 @@ from xds_server.loadbalancer_status import (
     StatusSettings,
     parse_fleet_service,
 )
+from xds_server.kube.writes import LeaseClaim
 from xds_server.logs import configure_logging
-from xds_server.metrics import Metrics, short_type
 from xds_server.problems import diagnostics_from_problems
 from xds_server.sources.base import SourceProblem
-from xds_server.sources.kubernetes_writes import LeaseClaim
 from xds_server.store import DEFAULT_MAX_DELAY, DEFAULT_QUIET, ObjectStore, StoreChange
+from xds_server.xds.cache import Serializer, Snapshot, SnapshotCache, snapshot_from_messages
+from xds_server.xds.client_status import ClientRegistry, ClientView
+from xds_server.xds.grpc_server import ServerOptions, start_xds_server
 
 log = logging.getLogger("splitplane")
 

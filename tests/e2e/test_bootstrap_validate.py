@@ -34,8 +34,8 @@ from envoy.service.discovery.v3.discovery_pb2 import (
     DiscoveryResponse,
 )
 
-from xds_server.bootstrap import render_bootstrap, render_grpc_bootstrap
-from xds_server.nodes import group_of
+from xds_server.cli.bootstrap import render_bootstrap, render_grpc_bootstrap
+from xds_server.xds.nodes import group_of
 
 pytestmark = pytest.mark.envoy
 

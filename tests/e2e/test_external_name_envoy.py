@@ -23,7 +23,7 @@ from tests.e2e.test_serve_envoy import (
 )
 from tests.support.backends import count_backends, free_port, http_backend
 from tests.unit.objects import destination, http_route, virtual_service
-from xds_server.local_envoy import running_envoy
+from xds_server.cli.local_envoy import running_envoy
 
 pytestmark = pytest.mark.envoy
 

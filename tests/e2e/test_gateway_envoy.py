@@ -38,11 +38,11 @@ from tests.unit.objects import (
 from translators.build import build_group
 from translators.model import NodeGroup, Role
 from translators.translate import translate
-from xds_server.bootstrap import render_bootstrap
-from xds_server.cache import snapshot_from_messages
-from xds_server.grpc_server import ServerOptions
-from xds_server.local_envoy import running_envoy
-from xds_server.nodes import group_of
+from xds_server.cli.bootstrap import render_bootstrap
+from xds_server.cli.local_envoy import running_envoy
+from xds_server.xds.cache import snapshot_from_messages
+from xds_server.xds.grpc_server import ServerOptions
+from xds_server.xds.nodes import group_of
 
 pytestmark = pytest.mark.envoy
 

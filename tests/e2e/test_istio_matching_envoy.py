@@ -16,8 +16,8 @@ from tests.e2e.test_gateway_envoy import bootstrap, canary_objects, publish
 from tests.protocol.conftest import running_harness
 from tests.support.backends import Backend, count_backends, free_port, http_backend
 from tests.unit.objects import Obj, destination, http_route, virtual_service
-from xds_server.grpc_server import ServerOptions
-from xds_server.local_envoy import running_envoy
+from xds_server.cli.local_envoy import running_envoy
+from xds_server.xds.grpc_server import ServerOptions
 
 pytestmark = pytest.mark.envoy
 

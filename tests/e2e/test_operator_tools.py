@@ -27,9 +27,9 @@ from tests.support.backends import Backend, free_port, http_backend
 from translators.build import build_group
 from translators.model import NodeGroup, Role
 from xds_server.app import ControlPlane, ServeOptions, serve
-from xds_server.bootstrap import render_bootstrap
-from xds_server.cache import CLUSTER, snapshot_from_messages
-from xds_server.local_envoy import RunningEnvoy, running_envoy
+from xds_server.cli.bootstrap import render_bootstrap
+from xds_server.cli.local_envoy import RunningEnvoy, running_envoy
+from xds_server.xds.cache import CLUSTER, snapshot_from_messages
 
 pytestmark = pytest.mark.envoy
 

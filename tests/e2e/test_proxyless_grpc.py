@@ -23,9 +23,9 @@ import grpc
 from tests.protocol.conftest import XdsHarness, running_harness, wait_until
 from tests.support.envoy_resources import api_listener, split_mesh
 from tests.support.xds_bootstrap import grpc_bootstrap
-from xds_server.cache import PUSH_ORDER, snapshot_from_messages
-from xds_server.client_status import SyncState
-from xds_server.grpc_server import ServerOptions
+from xds_server.xds.cache import PUSH_ORDER, snapshot_from_messages
+from xds_server.xds.client_status import SyncState
+from xds_server.xds.grpc_server import ServerOptions
 
 SERVICE = "svc"
 METHOD = "/splitplane.test.Who/Name"

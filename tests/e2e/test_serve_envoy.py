@@ -31,8 +31,8 @@ import yaml
 
 from tests.kube.apiserver import FakeApiServer
 from tests.support.backends import Backend, count_backends, free_port, http_backend
-from xds_server.bootstrap import render_bootstrap
-from xds_server.local_envoy import running_envoy
+from xds_server.cli.bootstrap import render_bootstrap
+from xds_server.cli.local_envoy import running_envoy
 
 pytestmark = pytest.mark.envoy
 

@@ -19,7 +19,7 @@ import pytest
 
 from tests.e2e.test_proxyless_grpc import ProxylessClient, grpc_backend
 from tests.e2e.test_serve_envoy import FolderMesh, splitplane_serve, virtual_service
-from xds_server.bootstrap import render_grpc_bootstrap
+from xds_server.cli.bootstrap import render_grpc_bootstrap
 
 pytestmark = pytest.mark.envoy
 

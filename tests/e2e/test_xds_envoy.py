@@ -15,10 +15,17 @@ from tests.protocol.conftest import XdsHarness, running_harness, wait_until
 from tests.support.backends import Backend, count_backends, free_port, http_backend
 from tests.support.envoy_resources import http_listener, split_mesh
 from tests.support.xds_bootstrap import envoy_bootstrap
-from xds_server.cache import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, snapshot_from_messages
-from xds_server.client_status import SyncState
-from xds_server.grpc_server import ServerOptions
-from xds_server.local_envoy import running_envoy
+from xds_server.cli.local_envoy import running_envoy
+from xds_server.xds.cache import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    PUSH_ORDER,
+    ROUTE,
+    snapshot_from_messages,
+)
+from xds_server.xds.client_status import SyncState
+from xds_server.xds.grpc_server import ServerOptions
 
 pytestmark = pytest.mark.envoy
 

@@ -10,14 +10,14 @@ from kubernetes import client
 
 from tests.kube import objects
 from tests.kube.apiserver import FakeApiServer
-from xds_server.sources.kubernetes import open_request
-from xds_server.sources.kubernetes_writes import (
+from xds_server.kube.writes import (
     LeaseClaim,
     acquire_or_renew_lease,
     patch_ingress_load_balancer,
     patch_service_load_balancer,
     release_lease,
 )
+from xds_server.sources.kubernetes import open_request
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 

@@ -19,7 +19,7 @@ from translators.resolve_ingress import (
     INGRESS_CONTROLLER,
     LEGACY_CLASS_ANNOTATION,
 )
-from xds_server.loadbalancer_status import (
+from xds_server.kube.loadbalancer_status import (
     FleetService,
     LoadBalancerStatus,
     StatusSettings,
@@ -29,8 +29,8 @@ from xds_server.loadbalancer_status import (
     parse_fleet_service,
     status_writes,
 )
+from xds_server.kube.writes import LeaseClaim, micro_time
 from xds_server.sources.kubernetes import api_client_from_flags
-from xds_server.sources.kubernetes_writes import LeaseClaim, micro_time
 
 FLEET = FleetService("splitplane-system", "splitplane-lb")
 TIMEOUT_S = 30.0

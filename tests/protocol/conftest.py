@@ -11,9 +11,9 @@ import pytest
 from envoy.config.core.v3.base_pb2 import Node
 
 from tests.protocol.xds_client import DeltaClient, SotwClient
-from xds_server.cache import SnapshotCache
-from xds_server.client_status import ClientObserver, ClientRegistry, SyncState
-from xds_server.grpc_server import ServerOptions, start_xds_server
+from xds_server.xds.cache import SnapshotCache
+from xds_server.xds.client_status import ClientObserver, ClientRegistry, SyncState
+from xds_server.xds.grpc_server import ServerOptions, start_xds_server
 
 
 async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:

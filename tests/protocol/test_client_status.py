@@ -7,8 +7,8 @@ import json
 import pytest
 from envoy.config.core.v3.base_pb2 import Node
 
-from xds_server.cache import CLUSTER, ROUTE
-from xds_server.client_status import ClientRecord, ClientRegistry, SyncState
+from xds_server.xds.cache import CLUSTER, ROUTE
+from xds_server.xds.client_status import ClientRecord, ClientRegistry, SyncState
 
 
 def record_after(*events: tuple[str, str]) -> ClientRecord:

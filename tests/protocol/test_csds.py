@@ -9,7 +9,7 @@ from envoy.type.matcher.v3.string_pb2 import StringMatcher
 from tests.protocol.conftest import XdsHarness
 from tests.protocol.test_sotw import GROUP, barrier, mesh
 from tests.protocol.xds_client import node
-from xds_server.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xds_server.xds.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 
 async def test_csds_reports_synced_stale_nacked_and_not_sent_per_type(xds: XdsHarness) -> None:

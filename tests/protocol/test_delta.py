@@ -8,9 +8,9 @@ from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryResponse
 from tests.protocol.conftest import XdsHarness
 from tests.protocol.test_sotw import GROUP, mesh
 from tests.protocol.xds_client import DeltaClient, node
-from xds_server.cache import CLUSTER, ENDPOINT, ROUTE, Snapshot
-from xds_server.client_status import SyncState
-from xds_server.delta import DeltaStream
+from xds_server.xds.cache import CLUSTER, ENDPOINT, ROUTE, Snapshot
+from xds_server.xds.client_status import SyncState
+from xds_server.xds.delta import DeltaStream
 
 
 def versions(response: DeltaDiscoveryResponse) -> dict[str, str]:

@@ -6,7 +6,7 @@ import pytest
 from envoy.config.core.v3.base_pb2 import Node
 from google.protobuf.struct_pb2 import Struct
 
-from xds_server.nodes import group_of
+from xds_server.xds.nodes import group_of
 
 
 def make_node(user_agent: str = "envoy", **metadata: str | float) -> Node:

@@ -17,8 +17,8 @@ from tests.protocol.conftest import wait_until
 from tests.protocol.xds_client import DeltaClient, SotwClient, node
 from tests.unit.objects import destination, http_route, versioned_service, virtual_service
 from xds_server.app import ControlPlane
-from xds_server.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from xds_server.grpc_server import ServerOptions, start_xds_server
+from xds_server.xds.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xds_server.xds.grpc_server import ServerOptions, start_xds_server
 
 SOURCE = "test"
 GROUP = "proxyless"

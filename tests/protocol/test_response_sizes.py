@@ -5,9 +5,9 @@ from __future__ import annotations
 from tests.protocol.conftest import running_harness
 from tests.protocol.test_sotw import GROUP, mesh
 from tests.protocol.xds_client import node
-from xds_server.cache import CLUSTER, Snapshot
-from xds_server.grpc_server import ServerOptions
-from xds_server.metrics import Metrics
+from xds_server.debug.metrics import Metrics
+from xds_server.xds.cache import CLUSTER, Snapshot
+from xds_server.xds.grpc_server import ServerOptions
 
 
 class SizesSeen(Metrics):

@@ -10,8 +10,8 @@ import pytest
 from tests.protocol.conftest import running_harness
 from tests.protocol.test_sotw import GROUP, mesh
 from tests.protocol.xds_client import node
-from xds_server.cache import CLUSTER
-from xds_server.grpc_server import ServerOptions
+from xds_server.xds.cache import CLUSTER
+from xds_server.xds.grpc_server import ServerOptions
 
 
 async def test_streams_beyond_the_configured_cap_are_refused() -> None:

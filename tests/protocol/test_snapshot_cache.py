@@ -9,7 +9,7 @@ from tests.support.envoy_resources import (
     load_assignment,
     weighted_routes,
 )
-from xds_server.cache import (
+from xds_server.xds.cache import (
     CLUSTER,
     ENDPOINT,
     LISTENER,

@@ -11,9 +11,16 @@ from envoy.service.discovery.v3.discovery_pb2 import DiscoveryResponse
 from tests.protocol.conftest import XdsHarness, wait_until
 from tests.protocol.xds_client import SotwClient, node
 from tests.support.envoy_resources import http_listener, split_mesh
-from xds_server.ads import SotwStream
-from xds_server.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE, Snapshot, snapshot_from_messages
-from xds_server.client_status import SyncState
+from xds_server.xds.ads import SotwStream
+from xds_server.xds.cache import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    Snapshot,
+    snapshot_from_messages,
+)
+from xds_server.xds.client_status import SyncState
 
 GROUP = "sidecar:15001"
 

@@ -38,7 +38,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.wrappers_pb2 import UInt32Value
 
-from xds_server.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xds_server.xds.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 
 def _ads() -> ConfigSource:

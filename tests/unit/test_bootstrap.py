@@ -14,14 +14,14 @@ import yaml
 from envoy.config.core.v3.base_pb2 import Node
 from google.protobuf import json_format
 
-from xds_server import bootstrap
-from xds_server.bootstrap import (
+from xds_server.cli import bootstrap
+from xds_server.cli.bootstrap import (
     XdsAddress,
     parse_xds_address,
     render_bootstrap,
     render_grpc_bootstrap,
 )
-from xds_server.nodes import group_of
+from xds_server.xds.nodes import group_of
 
 REPO = Path(__file__).resolve().parents[2]
 

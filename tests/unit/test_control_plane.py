@@ -25,7 +25,7 @@ from tests.unit.objects import (
 from translators.build import ResourceBuilder
 from translators.model import NodeGroup, Role
 from xds_server.app import ControlPlane, parse_group
-from xds_server.cache import ENDPOINT, ROUTE
+from xds_server.xds.cache import ENDPOINT, ROUTE
 
 SOURCE = "test"
 

@@ -14,10 +14,10 @@ from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 
 from translators.diagnostics import Diagnostic, Severity
 from translators.model import MeshModel, Service
-from xds_server.cache import CLUSTER, ENDPOINT, Snapshot, snapshot_from_messages
-from xds_server.client_status import ClientRegistry, ClientView
-from xds_server.debug_http import Response, handle
-from xds_server.metrics import Metrics
+from xds_server.debug.http import Response, handle
+from xds_server.debug.metrics import Metrics
+from xds_server.xds.cache import CLUSTER, ENDPOINT, Snapshot, snapshot_from_messages
+from xds_server.xds.client_status import ClientRegistry, ClientView
 
 CLUSTER_NAME = "outbound|80||reviews.default.svc.cluster.local"
 

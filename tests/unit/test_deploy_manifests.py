@@ -18,7 +18,7 @@ from kubernetes_validate.utils import SchemaNotFoundError
 
 from translators.diagnostics import Severity
 from translators.translate import translate
-from xds_server.bootstrap import render_bootstrap
+from xds_server.cli.bootstrap import render_bootstrap
 from xds_server.sources.base import KINDS
 
 REPO = Path(__file__).resolve().parents[2]

@@ -46,7 +46,7 @@ from translators.model import (
     TrafficPolicy,
     WeightedCluster,
 )
-from xds_server.cache import Serializer, Snapshot, snapshot_from_messages
+from xds_server.xds.cache import Serializer, Snapshot, snapshot_from_messages
 
 LONG = "x" * 200  # long enough that every enclosing length takes two bytes
 

@@ -21,7 +21,7 @@ from translators.build import build_group
 from translators.diagnostics import Severity
 from translators.model import Cluster, NodeGroup, Role, WeightedCluster
 from translators.translate import Translation, translate
-from xds_server.cache import inconsistency, snapshot_from_messages
+from xds_server.xds.cache import inconsistency, snapshot_from_messages
 
 DB = "db.default.svc.cluster.local"
 REVIEWS = "reviews.default.svc.cluster.local"

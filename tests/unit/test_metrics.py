@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xds_server.metrics import Metrics, short_type
+from xds_server.debug.metrics import Metrics, short_type
 
 
 def test_counters_render_with_labels_help_and_type() -> None:

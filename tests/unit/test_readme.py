@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from xds_server.cli import COMMANDS, build_parser
+from xds_server.cli.main import COMMANDS, build_parser
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SECTION = re.compile(r"(<!-- cli:begin -->\n)(.*?)(<!-- cli:end -->)", re.DOTALL)

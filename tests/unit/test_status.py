@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from xds_server.status import table
+from xds_server.cli.status import table
 
 NOW = 1_800_000_000.0
 

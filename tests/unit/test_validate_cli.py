@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from xds_server.cli import main
+from xds_server.cli.main import main
 
 SERVICE = """\
 apiVersion: v1

@@ -17,11 +17,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "xds_server.app",
         "run the xDS control plane on a folder of YAML or a Kubernetes cluster",
     ),
-    "validate": ("xds_server.validate", "check YAML files offline and print every diagnostic"),
-    "status": ("xds_server.status", "show every connected proxy's sync state (like proxy-status)"),
-    "snapshot": ("xds_server.snapshot_cli", "print the resources the server holds for a node"),
-    "bootstrap": ("xds_server.bootstrap", "print an Envoy (or proxyless gRPC) bootstrap"),
-    "demo": ("xds_server.demo", "walk a canary 100/0 → 0/100 with real Envoy and local backends"),
+    "validate": ("xds_server.cli.validate", "check YAML files offline and print every diagnostic"),
+    "status": (
+        "xds_server.cli.status",
+        "show every connected proxy's sync state (like proxy-status)",
+    ),
+    "snapshot": ("xds_server.cli.snapshot", "print the resources the server holds for a node"),
+    "bootstrap": ("xds_server.cli.bootstrap", "print an Envoy (or proxyless gRPC) bootstrap"),
+    "demo": (
+        "xds_server.cli.demo",
+        "walk a canary 100/0 → 0/100 with real Envoy and local backends",
+    ),
 }
 
 

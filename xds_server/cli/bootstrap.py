@@ -17,7 +17,7 @@ from string import Template
 
 import yaml
 
-from xds_server.nodes import DEFAULT_OUTBOUND_PORT, GATEWAY, PROXYLESS, SIDECAR
+from xds_server.xds.nodes import DEFAULT_OUTBOUND_PORT, GATEWAY, PROXYLESS, SIDECAR
 
 DEFAULT_HTTP_PORT = 8080
 DEFAULT_NAMESPACE = "default"
@@ -122,7 +122,7 @@ def _port(text: str | int, what: str, *, allow_zero: bool = False) -> int:
 def template_dirs() -> tuple[Path, ...]:
     """Where templates are looked up, in order: the source tree, then the installed data files."""
     return (
-        Path(__file__).resolve().parents[1] / "envoy",
+        Path(__file__).resolve().parents[2] / "envoy",
         Path(sys.prefix) / "share" / "splitplane" / "envoy",
     )
 

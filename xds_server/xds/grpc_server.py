@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import grpc
 from envoy.service.status.v3 import csds_pb2_grpc
 
-from xds_server.ads import ADS_SERVICE, sotw_method_handler
-from xds_server.cache import SnapshotCache
-from xds_server.client_status import ClientRegistry
-from xds_server.csds import ClientStatusService
-from xds_server.delta import delta_method_handler
+from xds_server.xds.ads import ADS_SERVICE, sotw_method_handler
+from xds_server.xds.cache import SnapshotCache
+from xds_server.xds.client_status import ClientRegistry
+from xds_server.xds.csds import ClientStatusService
+from xds_server.xds.delta import delta_method_handler
 
 
 @dataclass(frozen=True)

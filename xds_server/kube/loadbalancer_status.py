@@ -26,14 +26,14 @@ from kubernetes import client
 from translators.resolve_ingress import ingress_classes
 from translators.resolve_loadbalancers import serves_load_balancer
 from translators.resolve_services import SERVICE_NAME_LABEL
-from xds_server.sources.kubernetes import ApiStatusError, request_json
-from xds_server.sources.kubernetes_writes import (
+from xds_server.kube.writes import (
     LeaseClaim,
     acquire_or_renew_lease,
     patch_ingress_load_balancer,
     patch_service_load_balancer,
     release_lease,
 )
+from xds_server.sources.kubernetes import ApiStatusError, request_json
 
 log = logging.getLogger("splitplane.leader")
 

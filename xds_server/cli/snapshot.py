@@ -10,8 +10,8 @@ from urllib.parse import urlencode
 
 import yaml
 
-from xds_server.debug_client import DebugEndpointError, add_debug_address, fetch_json
-from xds_server.debug_views import SHORT_TYPES
+from xds_server.cli.debug_client import DebugEndpointError, add_debug_address, fetch_json
+from xds_server.debug.views import SHORT_TYPES
 
 DUMP_TYPES = {
     "clusters": "ClustersConfigDump",

@@ -11,7 +11,7 @@ from envoy.type.matcher.v3.node_pb2 import NodeMatcher
 from envoy.type.matcher.v3.string_pb2 import StringMatcher
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from xds_server.client_status import ClientRegistry, ClientView, SyncState, TypeStatus
+from xds_server.xds.client_status import ClientRegistry, ClientView, SyncState, TypeStatus
 
 _CONFIG_STATUS = {
     SyncState.SYNCED: csds_pb2.SYNCED,

@@ -26,15 +26,15 @@ import grpc
 from envoy.config.core.v3.base_pb2 import Node
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 
-from xds_server.cache import (
+from xds_server.xds.cache import (
     PUSH_ORDER,
     Snapshot,
     SnapshotCache,
     length_delimited,
     short_hash,
 )
-from xds_server.client_status import ClientRecord, ClientRegistry
-from xds_server.nodes import group_of, node_role
+from xds_server.xds.client_status import ClientRecord, ClientRegistry
+from xds_server.xds.nodes import group_of, node_role
 
 log = logging.getLogger(__name__)
 

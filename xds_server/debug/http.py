@@ -29,10 +29,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from translators.diagnostics import Diagnostic
 from translators.model import MeshModel
-from xds_server import debug_views
-from xds_server.cache import Snapshot
-from xds_server.client_status import ClientView
-from xds_server.metrics import Metrics
+from xds_server.debug import views as debug_views
+from xds_server.debug.metrics import Metrics
+from xds_server.xds.cache import Snapshot
+from xds_server.xds.client_status import ClientView
 
 log = logging.getLogger(__name__)
 

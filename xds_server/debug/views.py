@@ -30,8 +30,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from translators.diagnostics import Diagnostic
 from translators.model import MeshModel
-from xds_server.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resource, Snapshot
-from xds_server.client_status import ClientView, TypeStatus
+from xds_server.xds.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resource, Snapshot
+from xds_server.xds.client_status import ClientView, TypeStatus
 
 SHORT_TYPES: Mapping[str, str] = {
     "clusters": CLUSTER,

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import grpc
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
 
-from xds_server.ads import Write, XdsStream, identity, shared_names
-from xds_server.cache import Snapshot, SnapshotCache, length_delimited
-from xds_server.client_status import ClientRegistry
+from xds_server.xds.ads import Write, XdsStream, identity, shared_names
+from xds_server.xds.cache import Snapshot, SnapshotCache, length_delimited
+from xds_server.xds.client_status import ClientRegistry
 
 log = logging.getLogger(__name__)
 

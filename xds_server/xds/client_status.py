@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from envoy.config.core.v3.base_pb2 import Node
 
-from xds_server.cache import Resource
+from xds_server.xds.cache import Resource
 
 
 class SyncState(StrEnum):

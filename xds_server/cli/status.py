@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from xds_server.debug_client import DebugEndpointError, add_debug_address, fetch_json
+from xds_server.cli.debug_client import DebugEndpointError, add_debug_address, fetch_json
 
 TYPE_COLUMNS = (("CDS", "clusters"), ("EDS", "endpoints"), ("LDS", "listeners"), ("RDS", "routes"))
 

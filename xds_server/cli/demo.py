@@ -25,10 +25,10 @@ from pathlib import Path
 import yaml
 
 from xds_server.app import ControlPlane, ServeOptions, serve
-from xds_server.bootstrap import render_bootstrap
-from xds_server.cache import ROUTE
-from xds_server.local_envoy import RunningEnvoy, running_envoy
+from xds_server.cli.bootstrap import render_bootstrap
+from xds_server.cli.local_envoy import RunningEnvoy, running_envoy
 from xds_server.logs import configure_logging
+from xds_server.xds.cache import ROUTE
 
 STEPS: tuple[tuple[int, int], ...] = ((100, 0), (90, 10), (50, 50), (0, 100))
 BACKENDS = (("v1", "127.0.0.2"), ("v2", "127.0.0.3"))
