@@ -15,6 +15,12 @@ splitplane_diagnostics{severity}        pilot_total_xds_internal_errors  current
 =====================================  =========  ===========================================
 
 A tiny registry of our own: one process, a handful of series, no dependency worth adding.
+
+Metrics are updated on the xDS event loop and rendered on the debug endpoint's thread. A series'
+value is never changed in place: each update stores a new number (or, for a histogram, a new
+tuple of bucket counts and sum), and ``render`` copies each metric's dictionary in one C-level
+call that no other thread can interleave. So every series renders whole, and an update never
+waits for a reader.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ class Counter:
 
     def render(self) -> list[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
-        for labels, value in sorted(self.values.items()):
+        for labels, value in sorted(self.values.copy().items()):
             lines.append(f"{self.name}{_labels(self.label_names, labels)} {_number(value)}")
         return lines
 
@@ -79,17 +85,22 @@ class Histogram:
     help: str
     buckets: tuple[float, ...]
     label_names: tuple[str, ...] = ()
-    counts: dict[LabelValues, list[int]] = field(default_factory=dict)
-    sums: dict[LabelValues, float] = field(default_factory=dict)
+    # Per label values: the count in each bucket (the last is +Inf) and the sum.
+    series: dict[LabelValues, tuple[tuple[int, ...], float]] = field(default_factory=dict)
 
     def observe(self, value: float, *labels: str) -> None:
-        counts = self.counts.setdefault(labels, [0] * (len(self.buckets) + 1))
-        counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.sums[labels] = self.sums.get(labels, 0.0) + value
+        old = self.series.get(labels)
+        counts, total = old if old is not None else ((0,) * (len(self.buckets) + 1), 0.0)
+        at = bisect.bisect_left(self.buckets, value)
+        self.series[labels] = (counts[:at] + (counts[at] + 1,) + counts[at + 1 :], total + value)
+
+    @property
+    def sums(self) -> dict[LabelValues, float]:
+        return {labels: total for labels, (_, total) in self.series.copy().items()}
 
     def render(self) -> list[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        for labels, counts in sorted(self.counts.items()):
+        for labels, (counts, total) in sorted(self.series.copy().items()):
             cumulative = 0
             for bound, count in zip((*self.buckets, float("inf")), counts, strict=True):
                 cumulative += count
@@ -97,13 +108,13 @@ class Histogram:
                 bucket_labels = _labels(self.label_names, labels, f'le="{le}"')
                 lines.append(f"{self.name}_bucket{bucket_labels} {cumulative}")
             plain = _labels(self.label_names, labels)
-            lines.append(f"{self.name}_sum{plain} {_number(self.sums[labels])}")
+            lines.append(f"{self.name}_sum{plain} {_number(total)}")
             lines.append(f"{self.name}_count{plain} {cumulative}")
         return lines
 
 
 class Metrics:
-    """Every metric splitplane exports; updated and read on the server's event loop."""
+    """Every metric splitplane exports; updated on the server's event loop, rendered anywhere."""
 
     def __init__(self) -> None:
         self.pushes = Counter(

@@ -3,6 +3,12 @@
 One model serves CSDS, the debug endpoint and ``splitplane status``. A ``ClientRecord`` is owned
 by one stream, which reports every response it sends and every ACK or NACK it receives; readers
 take ``ClientView``s, immutable copies that are safe to keep and to print.
+
+Readers may run on other threads (the debug endpoint renders off the xDS loop). Nothing a reader
+sees is ever changed in place: each event replaces a type's ``TypeStatus`` (an immutable tuple)
+with a new one, and a reader copies the dictionaries that hold them in one C-level call, which no
+other thread can interleave. The stream pays one small tuple per event and never waits for a
+reader.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import count
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from envoy.config.core.v3.base_pb2 import Node
 
@@ -28,9 +34,8 @@ class SyncState(StrEnum):
     NACKED = "NACKED"  # the client rejected the latest response
 
 
-@dataclass(frozen=True)
-class TypeStatus:
-    """One client's state for one type URL."""
+class TypeStatus(NamedTuple):
+    """One client's state for one type URL (immutable: each event makes a new one)."""
 
     type_url: str
     sent_version: str = ""
@@ -151,59 +156,6 @@ class _NoObserver:
         pass
 
 
-class _TypeState:
-    """One type's status as its stream updates it; ``TypeStatus`` is the immutable copy readers
-    get. Updating fields in place keeps the stream's bookkeeping cheap on the push path."""
-
-    __slots__ = (
-        "acked_at",
-        "acked_nonce",
-        "acked_version",
-        "error",
-        "error_at",
-        "nacked_nonce",
-        "nacked_version",
-        "responses_sent",
-        "sent_at",
-        "sent_nonce",
-        "sent_resources",
-        "sent_version",
-        "type_url",
-    )
-
-    def __init__(self, type_url: str) -> None:
-        self.type_url = type_url
-        self.sent_version = ""
-        self.sent_nonce = ""
-        self.sent_at: float | None = None
-        self.responses_sent = 0
-        self.acked_version = ""
-        self.acked_nonce = ""
-        self.acked_at: float | None = None
-        self.nacked_version = ""
-        self.nacked_nonce = ""
-        self.error = ""
-        self.error_at: float | None = None
-        self.sent_resources: tuple[Resource, ...] = ()
-
-    def status(self) -> TypeStatus:
-        return TypeStatus(
-            type_url=self.type_url,
-            sent_version=self.sent_version,
-            sent_nonce=self.sent_nonce,
-            sent_at=self.sent_at,
-            responses_sent=self.responses_sent,
-            acked_version=self.acked_version,
-            acked_nonce=self.acked_nonce,
-            acked_at=self.acked_at,
-            nacked_version=self.nacked_version,
-            nacked_nonce=self.nacked_nonce,
-            error=self.error,
-            error_at=self.error_at,
-            sent_resources=self.sent_resources,
-        )
-
-
 class ClientRecord:
     """The mutable status of one stream; only its stream writes to it."""
 
@@ -224,12 +176,13 @@ class ClientRecord:
         self.group = group
         self.protocol = protocol
         self.connected_since = time.time()
-        self._types: dict[str, _TypeState] = {}
+        # Replaced, never changed in place, so that readers on other threads see whole states.
+        self._types: dict[str, TypeStatus] = {}
 
-    def _state(self, type_url: str) -> _TypeState:
+    def _state(self, type_url: str) -> TypeStatus:
         state = self._types.get(type_url)
         if state is None:
-            state = self._types[type_url] = _TypeState(type_url)
+            state = self._types[type_url] = TypeStatus(type_url)
         return state
 
     def subscribed(self, type_url: str) -> None:
@@ -246,42 +199,70 @@ class ClientRecord:
     ) -> None:
         """A response of ``size`` bytes of resource entries went out; the client now holds
         ``resources``."""
-        state = self._state(type_url)
-        state.sent_version = version
-        state.sent_nonce = nonce
-        state.sent_at = time.time()
-        state.responses_sent += 1
-        state.sent_resources = resources
+        old = self._state(type_url)
+        self._types[type_url] = TypeStatus(
+            type_url,
+            version,
+            nonce,
+            time.time(),
+            old.responses_sent + 1,
+            old.acked_version,
+            old.acked_nonce,
+            old.acked_at,
+            old.nacked_version,
+            old.nacked_nonce,
+            old.error,
+            old.error_at,
+            resources,
+        )
         self.observer.response_sent(type_url, size)
 
     def acked(self, type_url: str, nonce: str) -> None:
         """The client accepted the response with ``nonce`` (the latest one sent)."""
-        state = self._state(type_url)
+        old = self._state(type_url)
         now = time.time()
-        if state.acked_nonce != nonce and state.sent_at is not None:
-            self.observer.response_acked(type_url, now - state.sent_at)
-        state.acked_version = state.sent_version
-        state.acked_nonce = nonce
-        state.acked_at = now
-        state.nacked_version = ""
-        state.nacked_nonce = ""
-        state.error = ""
-        state.error_at = None
+        if old.acked_nonce != nonce and old.sent_at is not None:
+            self.observer.response_acked(type_url, now - old.sent_at)
+        self._types[type_url] = TypeStatus(
+            type_url,
+            old.sent_version,
+            old.sent_nonce,
+            old.sent_at,
+            old.responses_sent,
+            old.sent_version,
+            nonce,
+            now,
+            "",
+            "",
+            "",
+            None,
+            old.sent_resources,
+        )
 
     def nacked(self, type_url: str, nonce: str, error: str) -> None:
         """The client rejected the response with ``nonce`` (the latest one sent)."""
-        state = self._state(type_url)
-        if state.nacked_nonce != nonce:
+        old = self._state(type_url)
+        if old.nacked_nonce != nonce:
             self.observer.response_rejected(type_url)
-        state.nacked_version = state.sent_version
-        state.nacked_nonce = nonce
-        state.error = error
-        state.error_at = time.time()
+        self._types[type_url] = TypeStatus(
+            type_url,
+            old.sent_version,
+            old.sent_nonce,
+            old.sent_at,
+            old.responses_sent,
+            old.acked_version,
+            old.acked_nonce,
+            old.acked_at,
+            old.sent_version,
+            nonce,
+            error,
+            time.time(),
+            old.sent_resources,
+        )
 
     def type_status(self, type_url: str) -> TypeStatus:
         """The status of one type (NOT_SENT when the client never asked for it)."""
-        state = self._types.get(type_url)
-        return TypeStatus(type_url) if state is None else state.status()
+        return self._types.get(type_url) or TypeStatus(type_url)
 
     def view(self) -> ClientView:
         """An immutable copy."""
@@ -293,7 +274,7 @@ class ClientRecord:
             group=self.group,
             protocol=self.protocol,
             connected_since=self.connected_since,
-            types=tuple(self._types[t].status() for t in sorted(self._types)),
+            types=tuple(sorted(self._types.copy().values(), key=_by_type_url)),
             node=self.node,
         )
 
@@ -322,7 +303,10 @@ class ClientRegistry:
         return iter(list(self._records.values()))
 
     def views(self) -> list[ClientView]:
-        """Every connected client, ordered by node id then connection."""
-        return sorted(
-            (r.view() for r in self._records.values()), key=lambda v: (v.node_id, v.stream_id)
-        )
+        """Every connected client, ordered by node id then connection (from any thread)."""
+        records = list(self._records.values())  # one C-level copy: no thread interleaves it
+        return sorted((r.view() for r in records), key=lambda v: (v.node_id, v.stream_id))
+
+
+def _by_type_url(status: TypeStatus) -> str:
+    return status.type_url
