@@ -40,7 +40,8 @@ from translators.translate import (
     translate_endpoints,
 )
 from xds_server import collector
-from xds_server.debug.http import start_debug_server
+from xds_server.debug.auth import DebugAuth, kubernetes_debug_auth, parse_resource_attributes
+from xds_server.debug.http import is_loopback, start_debug_server
 from xds_server.debug.metrics import Metrics, short_type
 from xds_server.kube.loadbalancer_status import (
     DEFAULT_FLEET_SERVICE,
@@ -385,6 +386,10 @@ class ServeOptions:
     fleet_service: str = DEFAULT_FLEET_SERVICE
     lease_namespace: str = ""
     only_lb_class: bool = False
+    # The debug endpoint off loopback: /metrics behind authentication too; SubjectAccessReviews
+    # with these resource attributes (kube-rbac-proxy's form) instead of the path and verb.
+    debug_protect_metrics: bool = False
+    debug_auth_resource: str = ""
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -418,9 +423,9 @@ async def serve(
         ServerOptions(max_concurrent_streams=options.max_concurrent_streams),
     )
     debug_host, debug_port = split_address(options.debug_address)
-    debug = await start_debug_server(plane, debug_host, debug_port)
+    debug = start_debug_server(plane, debug_host, debug_port, auth=_debug_auth(options, debug_host))
     plane.xds_port = xds_port
-    plane.debug_port = debug.sockets[0].getsockname()[1]
+    plane.debug_port = debug.port
     log.info(
         "serving",
         extra={"xds_port": xds_port, "debug_address": f"{debug_host}:{plane.debug_port}"},
@@ -438,10 +443,29 @@ async def serve(
                 loop.remove_signal_handler(signum)
         await stop_sources()
         plane.store.close()
-        debug.close()
-        await server.stop(options.drain_seconds)
-        await debug.wait_closed()
+        await asyncio.gather(server.stop(options.drain_seconds), asyncio.to_thread(debug.stop))
         log.info("stopped")
+
+
+def _debug_auth(options: ServeOptions, host: str) -> DebugAuth | None:
+    """None on loopback; elsewhere TokenReview and SubjectAccessReview through the API of the
+    cluster served."""
+    if is_loopback(host):
+        return None
+    if options.config_dir is not None:
+        raise ValueError(
+            f"--debug-address {host}: off loopback the debug endpoint authenticates clients"
+            " with the Kubernetes API; use --kubeconfig or --in-cluster, or a loopback address"
+        )
+    from xds_server.sources.kubernetes import api_client_from_flags
+
+    api = api_client_from_flags(kubeconfig=options.kubeconfig, in_cluster=options.in_cluster)
+    resource = options.debug_auth_resource
+    return kubernetes_debug_auth(
+        api,
+        protect_metrics=options.debug_protect_metrics,
+        resource=parse_resource_attributes(resource) if resource else None,
+    )
 
 
 async def _start_sources(
@@ -529,7 +553,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--debug-address",
         default="127.0.0.1:15014",
         metavar="HOST:PORT",
-        help="debug HTTP endpoint, /metrics and probes (default 127.0.0.1:15014)",
+        help="debug HTTP endpoint, /metrics and probes (default 127.0.0.1:15014); off"
+        " loopback it requires a bearer token (TokenReview, then SubjectAccessReview), except"
+        " for /healthz, /readyz and /metrics",
+    )
+    parser.add_argument(
+        "--debug-protect-metrics",
+        action="store_true",
+        help="off loopback, /metrics requires a token too",
+    )
+    parser.add_argument(
+        "--debug-auth-resource",
+        default="",
+        metavar="KEY=VALUE,...",
+        help="authorize debug requests as this verb on a resource instead of by path, e.g."
+        " namespace=splitplane-system,resource=services,subresource=proxy,name=splitplane"
+        " (keys: namespace, group, version, resource, subresource, name)",
     )
     parser.add_argument(
         "--max-streams",
@@ -577,6 +616,20 @@ def run(args: argparse.Namespace) -> int:
     if args.config_dir is not None and not args.config_dir.is_dir():
         log.error("--config-dir %s is not a folder", args.config_dir)
         return 2
+    if args.debug_auth_resource:
+        try:
+            parse_resource_attributes(args.debug_auth_resource)
+        except ValueError as err:
+            log.error("--debug-auth-resource: %s", err)
+            return 2
+    debug_host, _ = split_address(args.debug_address)
+    if args.config_dir is not None and not is_loopback(debug_host):
+        log.error(
+            "--debug-address %s is not loopback: the debug endpoint then authenticates clients"
+            " with the Kubernetes API (--kubeconfig or --in-cluster); use 127.0.0.1",
+            args.debug_address,
+        )
+        return 2
     options = ServeOptions(
         config_dir=args.config_dir,
         kubeconfig=args.kubeconfig,
@@ -588,6 +641,8 @@ def run(args: argparse.Namespace) -> int:
         fleet_service=args.fleet_service,
         lease_namespace=args.lease_namespace,
         only_lb_class=args.only_lb_class,
+        debug_protect_metrics=args.debug_protect_metrics,
+        debug_auth_resource=args.debug_auth_resource,
     )
     asyncio.run(serve(options))
     return 0

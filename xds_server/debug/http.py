@@ -13,30 +13,39 @@ path                               shows
 /readyz                            200 once every source has synced and a snapshot is out
 =================================  ==========================================================
 
-A small HTTP/1.1 server on the event loop the xDS server runs on: GET only, one request per
-connection. It reads shared state and never blocks a push.
+Served by aiohttp on a thread and event loop of its own (``server.HttpServer``: header and idle
+timeouts, a connection cap, 414/431), never on the xDS loop: views render in a small pool of
+worker threads from immutable state (snapshots, client status, metrics), so neither a slow client
+nor a large view delays a push, and ``/healthz`` answers while a view renders. Keep-alive, HEAD,
+and gzip when the client accepts it. Bound to a non-loopback address, every path but the probes
+(and ``/metrics``, unless configured otherwise) requires authentication (``auth.DebugAuth``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
+
+from aiohttp import web
+from aiohttp.web_response import ContentCoding
 
 from translators.diagnostics import Diagnostic
 from translators.model import MeshModel
 from xds_server.debug import views as debug_views
+from xds_server.debug.auth import DebugAuth
 from xds_server.debug.metrics import Metrics
+from xds_server.debug.server import HttpServer, Limits
 from xds_server.xds.cache import Snapshot
 from xds_server.xds.client_status import ClientView
 
 log = logging.getLogger(__name__)
-
-MAX_REQUEST_HEAD = 16 * 1024
 
 
 class DebugState(Protocol):
@@ -60,16 +69,6 @@ class Response:
     status: int
     body: bytes
     content_type: str = "application/json"
-
-
-REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -121,52 +120,164 @@ def handle(state: DebugState, target: str) -> Response:
     return not_found(f"no such path {url.path!r}")
 
 
-def encode(response: Response) -> bytes:
-    head = (
-        f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Error')}\r\n"
-        f"Content-Type: {response.content_type}\r\n"
-        f"Content-Length: {len(response.body)}\r\n"
-        "Connection: close\r\n\r\n"
+# -- the aiohttp application ------------------------------------------------------------------
+
+PATHS = (
+    "/debug/snapshot",
+    "/debug/config_dump",
+    "/debug/clients",
+    "/debug/model",
+    "/debug/diagnostics",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+)
+# Answered on the server's loop; every other view renders in the pool.
+INLINE = frozenset(("/healthz", "/readyz"))
+# Views rendering at once; more wait (a few large renders at once would only share the CPU).
+RENDER_THREADS = 2
+# Smaller bodies go out as they are.
+GZIP_MIN_BYTES = 1024
+
+STATE: web.AppKey[DebugState] = web.AppKey("state")
+RENDER_POOL: web.AppKey[ThreadPoolExecutor] = web.AppKey("render_pool")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def aiohttp_response(response: Response) -> web.Response:
+    return web.Response(
+        status=response.status,
+        body=response.body,
+        headers={"Content-Type": response.content_type},
     )
-    return head.encode() + response.body
 
 
-async def _serve_connection(
-    state: DebugState, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
+def _rendered(state: DebugState, target: str) -> Response:
     try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-        writer.close()
-        return
+        return handle(state, target)
+    except Exception:
+        log.exception("debug endpoint failed on %s", target)
+        return json_response({"error": "internal error; see the server log"}, 500)
+
+
+async def render(request: web.Request) -> web.Response:
+    """The view of the request's path and query, rendered in the pool (the probes: here)."""
+    state = request.app[STATE]
+    target = request.raw_path
+    if request.path in INLINE:
+        return aiohttp_response(_rendered(state, target))
+    loop = asyncio.get_running_loop()
+    response = await loop.run_in_executor(request.app[RENDER_POOL], _rendered, state, target)
+    return aiohttp_response(response)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Errors as JSON bodies; a path no route knows is answered by ``handle`` (a trailing
+    slash, or a 404 naming the path)."""
     try:
-        method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
-    except ValueError:
-        response = json_response({"error": "malformed request line"}, 400)
-    else:
-        if method not in ("GET", "HEAD"):
-            response = json_response({"error": f"{method} is not supported; use GET"}, 405)
-        else:
+        response = await handler(request)
+    except web.HTTPNotFound:
+        response = await render(request)
+    except web.HTTPMethodNotAllowed:
+        message = f"{request.method} is not supported; use GET"
+        response = aiohttp_response(json_response({"error": message}, 405))
+    if request.body_exists:
+        response.force_close()  # no endpoint takes a body: the next request starts afresh
+    return response
+
+
+def accepts_gzip(request: web.Request) -> bool:
+    """Whether the client takes gzip (``Accept-Encoding``, a q of 0 refuses it)."""
+    for item in request.headers.get("Accept-Encoding", "").split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "x-gzip", "*"):
+            quality = params.strip().lower().removeprefix("q=")
             try:
-                response = handle(state, target)
-            except Exception:
-                log.exception("debug endpoint failed on %s", target)
-                response = json_response({"error": "internal error; see the server log"}, 500)
-            if method == "HEAD":
-                response = Response(response.status, b"", response.content_type)
+                return not params or float(quality) > 0
+            except ValueError:
+                return False
+    return False
+
+
+@web.middleware
+async def gzip(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    if isinstance(response, web.Response):
+        response.headers["Vary"] = "Accept-Encoding"
+        if (
+            accepts_gzip(request)
+            and response.body is not None
+            and len(response.body) >= GZIP_MIN_BYTES  # type: ignore[arg-type]
+        ):
+            response.enable_compression(ContentCoding.gzip)
+    return response
+
+
+def debug_app(state: DebugState, auth: DebugAuth | None = None) -> web.Application:
+    """The debug endpoint's application: every path of the table above; with ``auth``, every
+    path but the open ones requires an authenticated, authorized client."""
+    middlewares: list[Any] = [json_errors, gzip]
+    if auth is not None:
+        middlewares.append(auth.middleware)
+    app = web.Application(middlewares=middlewares)
+    app[STATE] = state
+    app[RENDER_POOL] = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="debug-render")
+
+    async def stop_pool(app: web.Application) -> None:
+        app[RENDER_POOL].shutdown(wait=False, cancel_futures=True)
+
+    app.on_cleanup.append(stop_pool)
+    for path in PATHS:
+        app.router.add_get(path, render)
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``)."""
+    if host == "localhost":
+        return True
     try:
-        writer.write(encode(response))
-        await writer.drain()
-    except ConnectionError:
-        pass
-    finally:
-        writer.close()
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
-async def start_debug_server(state: DebugState, host: str, port: int) -> asyncio.Server:
-    """Listen on ``host:port`` (port 0 picks a free one; read it from ``server.sockets``)."""
+@dataclass
+class DebugServer:
+    """The running debug endpoint."""
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _serve_connection(state, reader, writer)
+    http: HttpServer
+    host: str
+    port: int
+    auth: DebugAuth | None = field(default=None)
 
-    return await asyncio.start_server(serve, host, port, limit=MAX_REQUEST_HEAD)
+    def stop(self) -> None:
+        """Stop serving (blocks briefly; call it off the xDS loop, e.g. with to_thread)."""
+        self.http.stop()
+
+
+def start_debug_server(
+    state: DebugState,
+    host: str,
+    port: int,
+    *,
+    auth: DebugAuth | None = None,
+    limits: Limits | None = None,
+) -> DebugServer:
+    """Serve the debug endpoint on ``host:port`` (port 0 picks a free one) in a thread of its
+    own. A non-loopback ``host`` needs ``auth``; a busy port is an ``OSError``."""
+    if auth is None and not is_loopback(host):
+        raise ValueError(
+            f"the debug endpoint on {host} (not loopback) needs authentication"
+            " (a Kubernetes API for TokenReview and SubjectAccessReview)"
+        )
+    http = HttpServer(debug_app(state, auth), limits, name="debug-http")
+    http.start()
+    try:
+        bound = http.listen(host, port)
+    except OSError:
+        http.stop()
+        raise
+    return DebugServer(http, host, bound, auth)

@@ -92,7 +92,7 @@ class Histogram:
         old = self.series.get(labels)
         counts, total = old if old is not None else ((0,) * (len(self.buckets) + 1), 0.0)
         at = bisect.bisect_left(self.buckets, value)
-        self.series[labels] = (counts[:at] + (counts[at] + 1,) + counts[at + 1 :], total + value)
+        self.series[labels] = ((*counts[:at], counts[at] + 1, *counts[at + 1 :]), total + value)
 
     @property
     def sums(self) -> dict[LabelValues, float]:
