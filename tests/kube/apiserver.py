@@ -1,6 +1,7 @@
 """An in-process Kubernetes API server that speaks the real REST list/watch protocol.
 
-It serves API discovery, list (``limit``/``continue`` over a consistent snapshot), watch (chunked
+It serves API discovery, TokenReview and SubjectAccessReview (against users and RBAC-like grants
+the test declares), list (``limit``/``continue`` over a consistent snapshot), watch (chunked
 transfer encoding, one JSON event per line, ``resourceVersion``, ``timeoutSeconds``,
 ``allowWatchBookmarks``, 410 Gone once history is compacted), create/replace/patch/delete, the
 ``status`` subresource, and faults on demand (error statuses, dropped connections, compaction).
@@ -60,6 +61,38 @@ RESOURCES: tuple[Resource, ...] = (
 )
 _BY_KIND = {r.kind: r for r in RESOURCES}
 _BY_PLURAL = {(r.group, r.plural): r for r in RESOURCES}
+
+
+TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
+ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What RBAC would allow ``user``: ``verb`` on a non-resource ``path`` (``*`` at its end
+    matches any rest, as in a ClusterRole's nonResourceURLs), or on a resource whose attributes
+    include every one of ``resource``."""
+
+    user: str
+    verb: str
+    path: str = ""
+    resource: Mapping[str, str] = field(default_factory=dict)
+
+    def allows(self, spec: Mapping[str, Any]) -> bool:
+        if spec.get("user") != self.user:
+            return False
+        non_resource = spec.get("nonResourceAttributes")
+        if non_resource is not None:
+            if not self.path or non_resource.get("verb") != self.verb:
+                return False
+            path = str(non_resource.get("path", ""))
+            if self.path.endswith("*"):
+                return path.startswith(self.path[:-1])
+            return path == self.path
+        attributes = spec.get("resourceAttributes")
+        if attributes is None or not self.resource or attributes.get("verb") != self.verb:
+            return False
+        return all(attributes.get(key, "") == value for key, value in self.resource.items())
 
 
 @dataclass(frozen=True)
@@ -244,6 +277,11 @@ class FakeApiServer:
         self._bookmarks_sent: dict[str, int] = {}
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # Authentication and authorization: bearer tokens of users, and what they may do.
+        self._users: dict[str, Obj] = {}
+        self._grants: list[Grant] = []
+        self.token_reviews: list[Obj] = []
+        self.access_reviews: list[Obj] = []
 
     # lifecycle -----------------------------------------------------------------------------
 
@@ -330,6 +368,45 @@ class FakeApiServer:
         """Every stored object of one kind, in namespace/name order."""
         with self._cond:
             return copy.deepcopy(self._matching(_BY_KIND[kind], None))
+
+    # users and grants ----------------------------------------------------------------------
+
+    def add_user(
+        self, token: str, username: str, groups: Sequence[str] = (), uid: str = ""
+    ) -> None:
+        """TokenReview authenticates ``token`` as ``username``."""
+        with self._cond:
+            self._users[token] = {
+                "username": username,
+                "uid": uid or str(uuid.uuid4()),
+                "groups": [*groups, "system:authenticated"],
+            }
+
+    def grant(self, grant: Grant) -> None:
+        """SubjectAccessReview allows what ``grant`` allows (nothing else is allowed)."""
+        with self._cond:
+            self._grants.append(grant)
+
+    def _review(self, path: str, body: bytes) -> _Reply:
+        review = _decode(body)
+        spec = review.get("spec") or {}
+        with self._cond:
+            if path == TOKEN_REVIEWS:
+                self.token_reviews.append(copy.deepcopy(review))
+                user = self._users.get(str(spec.get("token", "")))
+                status: Obj = {"authenticated": user is not None}
+                if user is not None:
+                    status["user"] = copy.deepcopy(user)
+                    status["audiences"] = spec.get("audiences") or []
+                else:
+                    status["error"] = "invalid bearer token"
+            else:
+                self.access_reviews.append(copy.deepcopy(review))
+                allowed = any(grant.allows(spec) for grant in self._grants)
+                status = {"allowed": allowed}
+                if not allowed:
+                    status["reason"] = "no RBAC policy matched"
+        return _Reply(201, {**review, "status": status})
 
     # faults and observation ----------------------------------------------------------------
 
@@ -559,6 +636,11 @@ class FakeApiServer:
     ) -> _Reply | _WatchSpec:
         """Answer one REST request (the lock is taken here)."""
         parts = [p for p in path.split("/") if p]
+        if method == "POST" and path in (TOKEN_REVIEWS, ACCESS_REVIEWS):
+            try:
+                return self._review(path, body)
+            except _ApiError as err:
+                return _Reply(err.code, status_body(err.code, err.reason, err.message))
         try:
             with self._cond:
                 if method == "GET":

@@ -48,6 +48,9 @@ CLUSTER_WIDE_GRANTS: frozenset[tuple[str, str, str]] = frozenset(
         ("", "services/status", "patch"),
         ("networking.k8s.io", "ingresses/status", "update"),
         ("networking.k8s.io", "ingresses/status", "patch"),
+        # The debug endpoint (off loopback) checks bearer tokens and what their users may read.
+        ("authentication.k8s.io", "tokenreviews", "create"),
+        ("authorization.k8s.io", "subjectaccessreviews", "create"),
     ]
 )
 # Leader election (coordination.k8s.io/v1 Lease) in the control plane's own namespace.

@@ -6,6 +6,7 @@ import argparse
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 DEFAULT_DEBUG_ADDRESS = "127.0.0.1:15014"
@@ -22,13 +23,42 @@ def add_debug_address(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help=f"the server's debug endpoint (default {DEFAULT_DEBUG_ADDRESS})",
     )
+    credentials = parser.add_mutually_exclusive_group()
+    credentials.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="bearer token for a debug endpoint off loopback (checked with a TokenReview)",
+    )
+    credentials.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="PATH",
+        help="read the bearer token from this file, e.g."
+        " /var/run/secrets/kubernetes.io/serviceaccount/token",
+    )
 
 
-def fetch_json(address: str, path: str, timeout: float = 5.0) -> Any:
-    """GET ``path`` from the debug endpoint at ``address`` and decode the JSON body."""
+def token_from_args(args: argparse.Namespace) -> str | None:
+    """The bearer token ``--token`` or ``--token-file`` gives, if any."""
+    if args.token:
+        return str(args.token)
+    if args.token_file is not None:
+        try:
+            return Path(args.token_file).read_text().strip() or None
+        except OSError as error:
+            raise DebugEndpointError(f"--token-file: {error}") from error
+    return None
+
+
+def fetch_json(address: str, path: str, timeout: float = 5.0, token: str | None = None) -> Any:
+    """GET ``path`` from the debug endpoint at ``address`` (with ``token`` as a bearer token)
+    and decode the JSON body."""
     url = f"http://{address}{path}"
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.load(response)
     except urllib.error.HTTPError as error:
         try:

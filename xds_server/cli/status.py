@@ -14,7 +14,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from xds_server.cli.debug_client import DebugEndpointError, add_debug_address, fetch_json
+from xds_server.cli.debug_client import (
+    DebugEndpointError,
+    add_debug_address,
+    fetch_json,
+    token_from_args,
+)
 
 TYPE_COLUMNS = (("CDS", "clusters"), ("EDS", "endpoints"), ("LDS", "listeners"), ("RDS", "routes"))
 
@@ -78,7 +83,7 @@ def table(clients: Sequence[Mapping[str, Any]], now: float, grace: float) -> tup
 
 def run(args: argparse.Namespace) -> int:
     try:
-        data = fetch_json(args.debug_address, "/debug/clients")
+        data = fetch_json(args.debug_address, "/debug/clients", token=token_from_args(args))
     except DebugEndpointError as error:
         print(f"splitplane status: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,195 @@
+"""The debug endpoint off loopback: bearer tokens checked with TokenReview, then access with a
+SubjectAccessReview, as kube-rbac-proxy does, against the API server's own answers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.kube.apiserver import FakeApiServer, Grant
+from xds_server.app import ControlPlane
+from xds_server.debug.auth import ResourceAttributes, kubernetes_debug_auth
+from xds_server.debug.http import DebugServer, start_debug_server
+
+READER_TOKEN = "reader-token"
+STRANGER_TOKEN = "stranger-token"
+
+
+@pytest.fixture
+def users(apiserver: FakeApiServer) -> FakeApiServer:
+    apiserver.add_user(READER_TOKEN, "system:serviceaccount:ops:reader")
+    apiserver.add_user(STRANGER_TOKEN, "system:serviceaccount:apps:stranger")
+    apiserver.grant(Grant("system:serviceaccount:ops:reader", "get", path="/debug/*"))
+    return apiserver
+
+
+def serve(api: client.ApiClient, **settings: Any) -> DebugServer:
+    # Loopback with authentication given explicitly: what serve does off loopback.
+    return start_debug_server(
+        ControlPlane(), "127.0.0.1", 0, auth=kubernetes_debug_auth(api, **settings)
+    )
+
+
+@pytest.fixture
+def debug(api: client.ApiClient, users: FakeApiServer) -> Iterator[DebugServer]:
+    server = serve(api)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def get(
+    server: DebugServer, path: str, token: str | None = None, method: str = "GET"
+) -> tuple[int, dict[str, Any] | str, dict[str, str]]:
+    request = urllib.request.Request(f"http://127.0.0.1:{server.port}{path}", method=method)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, body, headers = response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        status, body, headers = error.code, error.read(), dict(error.headers)
+    if headers.get("Content-Type", "").startswith("application/json") and body:
+        return status, json.loads(body), headers
+    return status, body.decode(), headers
+
+
+def test_a_request_without_a_token_is_401(debug: DebugServer, users: FakeApiServer) -> None:
+    status, body, headers = get(debug, "/debug/clients")
+
+    assert status == 401
+    assert "token" in body["error"]  # type: ignore[index]
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+    assert users.token_reviews == []  # nothing to review
+
+
+def test_a_token_the_token_review_rejects_is_401(debug: DebugServer, users: FakeApiServer) -> None:
+    status, _, _ = get(debug, "/debug/clients", token="forged")
+
+    assert status == 401
+    [review] = users.token_reviews
+    assert review["spec"]["token"] == "forged"
+    assert users.access_reviews == []
+
+
+def test_a_valid_token_the_access_review_denies_is_403(
+    debug: DebugServer, users: FakeApiServer
+) -> None:
+    status, body, _ = get(debug, "/debug/snapshot", token=STRANGER_TOKEN)
+
+    assert status == 403
+    assert "stranger" in body["error"]  # type: ignore[index]
+    [review] = users.access_reviews
+    assert review["spec"]["user"] == "system:serviceaccount:apps:stranger"
+    assert "system:authenticated" in review["spec"]["groups"]
+    assert review["spec"]["nonResourceAttributes"] == {"path": "/debug/snapshot", "verb": "get"}
+
+
+def test_an_allowed_token_gets_the_view(debug: DebugServer, users: FakeApiServer) -> None:
+    status, body, _ = get(debug, "/debug/clients", token=READER_TOKEN)
+
+    assert (status, body) == (200, {"clients": []})
+
+
+def test_probes_and_metrics_stay_open(debug: DebugServer, users: FakeApiServer) -> None:
+    assert get(debug, "/healthz")[0] == 200
+    assert get(debug, "/readyz")[0] == 503  # open, and honest: nothing is published yet
+    assert get(debug, "/metrics")[0] == 200
+    assert users.token_reviews == users.access_reviews == []
+
+
+def test_metrics_can_be_put_behind_authentication(
+    api: client.ApiClient, users: FakeApiServer
+) -> None:
+    users.grant(Grant("system:serviceaccount:ops:reader", "get", path="/metrics"))
+    server = serve(api, protect_metrics=True)
+    try:
+        assert get(server, "/metrics")[0] == 401
+        assert get(server, "/metrics", token=STRANGER_TOKEN)[0] == 403
+        assert get(server, "/metrics", token=READER_TOKEN)[0] == 200
+        assert get(server, "/healthz")[0] == 200
+    finally:
+        server.stop()
+
+
+def test_answers_are_cached_briefly(debug: DebugServer, users: FakeApiServer) -> None:
+    for _ in range(3):
+        assert get(debug, "/debug/clients", token=READER_TOKEN)[0] == 200
+        assert get(debug, "/debug/clients", token="forged")[0] == 401
+
+    assert len(users.token_reviews) == 2  # one per token
+    assert len(users.access_reviews) == 1
+
+
+def test_answers_expire(api: client.ApiClient, users: FakeApiServer) -> None:
+    server = serve(api, cache_seconds=0)
+    try:
+        for _ in range(2):
+            assert get(server, "/debug/clients", token=READER_TOKEN)[0] == 200
+    finally:
+        server.stop()
+
+    assert len(users.token_reviews) == len(users.access_reviews) == 2
+
+
+def test_access_can_follow_rbac_on_a_resource(api: client.ApiClient, users: FakeApiServer) -> None:
+    proxy = {"namespace": "splitplane-system", "resource": "services", "subresource": "proxy"}
+    users.grant(Grant("system:serviceaccount:apps:stranger", "get", resource=proxy))
+    attributes = ResourceAttributes(
+        namespace="splitplane-system", resource="services", subresource="proxy"
+    )
+    server = serve(api, resource=attributes)
+    try:
+        assert get(server, "/debug/model", token=STRANGER_TOKEN)[0] == 200
+        assert get(server, "/debug/model", token=READER_TOKEN)[0] == 403  # only the path grant
+    finally:
+        server.stop()
+
+    assert users.access_reviews[0]["spec"]["resourceAttributes"] == {**proxy, "verb": "get"}
+
+
+def test_head_is_authorized_as_get(debug: DebugServer, users: FakeApiServer) -> None:
+    assert get(debug, "/debug/clients", token=READER_TOKEN, method="HEAD")[0] == 200
+    assert get(debug, "/debug/clients", method="HEAD")[0] == 401
+
+
+def test_an_unreachable_api_is_503_and_not_cached(
+    api: client.ApiClient, users: FakeApiServer, debug: DebugServer
+) -> None:
+    users.inject_fault(500, count=1, path_contains="tokenreviews")
+
+    assert get(debug, "/debug/clients", token=READER_TOKEN)[0] == 503
+    assert get(debug, "/debug/clients", token=READER_TOKEN)[0] == 200
+
+
+def splitplane(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).with_name("splitplane")), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_status_and_snapshot_present_a_token(debug: DebugServer, tmp_path: Path) -> None:
+    address = f"127.0.0.1:{debug.port}"
+    token_file = tmp_path / "token"
+    token_file.write_text(READER_TOKEN + "\n")
+
+    refused = splitplane("status", "--debug-address", address)
+    by_flag = splitplane("status", "--debug-address", address, "--token", READER_TOKEN)
+    by_file = splitplane("snapshot", "--debug-address", address, "--token-file", str(token_file))
+
+    assert refused.returncode == 2
+    assert "HTTP 401" in refused.stderr
+    assert by_flag.returncode == 0, by_flag.stderr
+    assert "(no proxies connected)" in by_flag.stdout
+    assert by_file.returncode == 0, by_file.stderr
+    assert "groups: {}" in by_file.stdout
