@@ -14,9 +14,11 @@ from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 
 from translators.diagnostics import Diagnostic, Severity
 from translators.model import MeshModel, Service
+from xds_server.debug import views
 from xds_server.debug.http import Response, handle
 from xds_server.debug.metrics import Metrics
-from xds_server.xds.cache import CLUSTER, ENDPOINT, Snapshot, snapshot_from_messages
+from xds_server.debug.views import SnapshotRenderer, resource_json, snapshot_json
+from xds_server.xds.cache import CLUSTER, ENDPOINT, Resource, Snapshot, snapshot_from_messages
 from xds_server.xds.client_status import ClientRegistry, ClientView
 
 CLUSTER_NAME = "outbound|80||reviews.default.svc.cluster.local"
@@ -167,3 +169,48 @@ def test_unknown_path_is_404_json(state: State) -> None:
 
     assert response.status == 404
     assert body(response) == {"error": "no such path '/debug/nothing'"}
+
+
+def test_snapshot_text_is_the_json_of_every_group_type_and_resource(state: State) -> None:
+    state.groups["gateway:8080"] = reviews_snapshot()
+
+    for query in ("", "?type=clusters", "?group=gateway:8080"):
+        response = handle(state, "/debug/snapshot" + query)
+
+        params = dict(p.split("=") for p in query[1:].split("&") if p)
+        expected = snapshot_json(state.groups, params.get("group"), params.get("type"))
+        assert response.body == (json.dumps(expected, indent=2) + "\n").encode()
+
+
+def test_polling_the_snapshot_renders_each_resource_once_per_version(
+    state: State, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered: list[str] = []
+
+    def counting(resource: Resource) -> dict[str, Any]:
+        rendered.append(resource.name)
+        return resource_json(resource)
+
+    monkeypatch.setattr(views, "resource_json", counting)
+    renderer = SnapshotRenderer()
+    first = handle(state, "/debug/snapshot", renderer).body
+    assert handle(state, "/debug/snapshot", renderer).body == first
+    assert sorted(rendered) == sorted([CLUSTER_NAME, CLUSTER_NAME])  # the cluster, its endpoints
+
+    cluster = Cluster(name=CLUSTER_NAME, type=Cluster.EDS)
+    cluster.eds_cluster_config.service_name = CLUSTER_NAME
+    cluster.eds_cluster_config.eds_config.ads.SetInParent()
+    cluster.connect_timeout.seconds = 3  # a new cluster version, the same endpoints
+    state.groups["sidecar:15001"] = snapshot_from_messages(
+        {CLUSTER: [cluster], ENDPOINT: [ClusterLoadAssignment(cluster_name=CLUSTER_NAME)]}
+    )
+    rendered.clear()
+    changed = body(handle(state, "/debug/snapshot", renderer))
+
+    assert rendered == [CLUSTER_NAME]
+    assert (
+        changed["groups"]["sidecar:15001"]["clusters"]["resources"][0]["resource"][
+            "connect_timeout"
+        ]
+        == "3s"
+    )

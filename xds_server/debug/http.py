@@ -79,7 +79,12 @@ def not_found(message: str) -> Response:
     return json_response({"error": message}, 404)
 
 
-def handle(state: DebugState, target: str) -> Response:
+SNAPSHOTS = debug_views.SnapshotRenderer()
+
+
+def handle(
+    state: DebugState, target: str, snapshots_renderer: debug_views.SnapshotRenderer = SNAPSHOTS
+) -> Response:
     """The response for one GET of ``target`` (path and query)."""
     url = urlsplit(target)
     query = {key: values[-1] for key, values in parse_qs(url.query).items()}
@@ -102,7 +107,8 @@ def handle(state: DebugState, target: str) -> Response:
         group = query.get("group")
         if group and group not in snapshots:
             return not_found(f"no snapshot for group {group!r}")
-        return json_response(debug_views.snapshot_json(snapshots, group, type_name))
+        text = snapshots_renderer.render(snapshots, group, type_name)
+        return Response(200, text.encode())
     if path == "/debug/config_dump":
         node = query.get("node")
         if not node:

@@ -1,13 +1,16 @@
 """What the debug endpoint shows, as plain JSON-ready data.
 
 Rendering reads the shared snapshot and client-status objects; it never changes them and never
-runs on the push path.
+runs on the push path. A snapshot's resources are rendered once per version (``SnapshotRenderer``):
+a reader polling ``/debug/snapshot`` pays again only for what changed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -72,6 +75,89 @@ def snapshot_json(
             }
         out[group_key] = types
     return {"groups": out}
+
+
+# Where a rendered resource goes in the document (a JSON string json.dumps writes as it is).
+_PLACEHOLDER = re.compile(r'"@resource:(\d+)"')
+# Resource entries sit at this depth of the document: groups, group, type, resources, entry.
+_ENTRY_INDENT = "\n" + " " * 10
+
+
+class SnapshotRenderer:
+    """``/debug/snapshot`` as JSON text (the text ``json.dumps(snapshot_json(...), indent=2)``
+    gives), each resource rendered once per version and kept while a snapshot holds it.
+
+    Safe to share between threads: each render reads the cache as it was and publishes a new one.
+    """
+
+    # Whole documents kept, for the last snapshots of each narrowing (group, type).
+    DOCUMENTS = 16
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str, str], str] = {}
+        self._documents: dict[
+            tuple[str | None, str | None], tuple[list[tuple[str, Snapshot]], str]
+        ] = {}
+
+    def render(
+        self,
+        snapshots: Mapping[str, Snapshot],
+        group: str | None = None,
+        type_name: str | None = None,
+    ) -> str:
+        """The document for ``snapshots``, narrowed to ``group`` and ``type_name``."""
+        held = [(key, snapshots[key]) for key in sorted(snapshots) if not group or key == group]
+        last = self._documents.get((group, type_name))
+        if (
+            last is not None
+            and len(last[0]) == len(held)
+            and all(a == b and x is y for (a, x), (b, y) in zip(last[0], held, strict=True))
+        ):
+            return last[1]
+        text = self._render(snapshots, group, type_name)
+        documents = dict(self._documents)
+        documents[(group, type_name)] = (held, text)
+        while len(documents) > self.DOCUMENTS:
+            del documents[next(iter(documents))]
+        self._documents = documents
+        return text
+
+    def _render(
+        self, snapshots: Mapping[str, Snapshot], group: str | None, type_name: str | None
+    ) -> str:
+        known = self._entries
+        used: dict[tuple[str, str, str], str] = {}
+        order: list[str] = []
+        out: dict[str, Any] = {}
+        for group_key, snapshot in sorted(snapshots.items()):
+            if group and group_key != group:
+                continue
+            types: dict[str, Any] = {}
+            for short, url in SHORT_TYPES.items():
+                if type_name and short != type_name:
+                    continue
+                resources = snapshot.of_type(url)
+                placeholders = []
+                for resource in resources.resources:
+                    key = (url, resource.name, resource.version)
+                    text = used.get(key) or known.get(key)
+                    if text is None:
+                        entry = {
+                            "name": resource.name,
+                            "version": resource.version,
+                            "resource": resource_json(resource),
+                        }
+                        text = json.dumps(entry, indent=2).replace("\n", _ENTRY_INDENT)
+                    used[key] = text
+                    placeholders.append(f"@resource:{len(order)}")
+                    order.append(text)
+                types[short] = {"version": resources.version, "resources": placeholders}
+            out[group_key] = types
+        if group or type_name:  # a narrowed view keeps what the others hold
+            used = {**known, **used} if len(known) < 4 * len(used) + 10_000 else used
+        self._entries = used
+        skeleton = json.dumps({"groups": out}, indent=2)
+        return _PLACEHOLDER.sub(lambda found: order[int(found.group(1))], skeleton) + "\n"
 
 
 def _timestamp(when: float | None) -> Timestamp:
