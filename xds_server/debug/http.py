@@ -107,8 +107,7 @@ def handle(
         group = query.get("group")
         if group and group not in snapshots:
             return not_found(f"no snapshot for group {group!r}")
-        text = snapshots_renderer.render(snapshots, group, type_name)
-        return Response(200, text.encode())
+        return Response(200, snapshots_renderer.render(snapshots, group, type_name))
     if path == "/debug/config_dump":
         node = query.get("node")
         if not node:

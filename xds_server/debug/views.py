@@ -84,8 +84,8 @@ _ENTRY_INDENT = "\n" + " " * 10
 
 
 class SnapshotRenderer:
-    """``/debug/snapshot`` as JSON text (the text ``json.dumps(snapshot_json(...), indent=2)``
-    gives), each resource rendered once per version and kept while a snapshot holds it.
+    """``/debug/snapshot`` as JSON (the text ``json.dumps(snapshot_json(...), indent=2)`` gives,
+    UTF-8), each resource rendered once per version and kept while a snapshot holds it.
 
     Safe to share between threads: each render reads the cache as it was and publishes a new one.
     """
@@ -96,7 +96,7 @@ class SnapshotRenderer:
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str, str], str] = {}
         self._documents: dict[
-            tuple[str | None, str | None], tuple[list[tuple[str, Snapshot]], str]
+            tuple[str | None, str | None], tuple[list[tuple[str, Snapshot]], bytes]
         ] = {}
 
     def render(
@@ -104,8 +104,8 @@ class SnapshotRenderer:
         snapshots: Mapping[str, Snapshot],
         group: str | None = None,
         type_name: str | None = None,
-    ) -> str:
-        """The document for ``snapshots``, narrowed to ``group`` and ``type_name``."""
+    ) -> bytes:
+        """The document for ``snapshots``, narrowed to ``group`` and ``type_name`` (UTF-8)."""
         held = [(key, snapshots[key]) for key in sorted(snapshots) if not group or key == group]
         last = self._documents.get((group, type_name))
         if (
@@ -114,7 +114,7 @@ class SnapshotRenderer:
             and all(a == b and x is y for (a, x), (b, y) in zip(last[0], held, strict=True))
         ):
             return last[1]
-        text = self._render(snapshots, group, type_name)
+        text = self._render(snapshots, group, type_name).encode()
         documents = dict(self._documents)
         documents[(group, type_name)] = (held, text)
         while len(documents) > self.DOCUMENTS:
