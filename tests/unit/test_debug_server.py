@@ -13,17 +13,18 @@ import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
+from aiohttp import web
 from envoy.config.core.v3.base_pb2 import Node
 
 from tests.unit.test_debug_http import State, reviews_snapshot
 from xds_server.app import ControlPlane
 from xds_server.debug.http import DebugServer, is_loopback, start_debug_server
 from xds_server.debug.metrics import Histogram
-from xds_server.debug.server import Limits, bind, connection_cap
+from xds_server.debug.server import HttpServer, Limits, bind, connection_cap
 from xds_server.xds.cache import CLUSTER
 from xds_server.xds.client_status import ClientRegistry
 
@@ -199,24 +200,68 @@ def test_a_connection_that_never_sends_is_closed_after_the_idle_timeout() -> Non
         assert closed_by_server(sock, within=20)
 
 
-def test_past_the_connection_cap_the_server_stops_accepting_until_one_ends() -> None:
+def test_at_the_cap_a_new_connection_takes_the_place_of_the_oldest_idle_one() -> None:
     with debug_server(Limits(max_connections=4, idle_timeout=60)) as server:
-        held = [connect(server) for _ in range(4)]
-        deadline = time.monotonic() + 10
-        while server.http.connections < 4:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        waiting = connect(server)  # completes in the kernel's backlog, not accepted
-        waiting.sendall(request("/healthz"))
-        time.sleep(0.3)
-        assert server.http.connections == 4
+        silent = [connect(server) for _ in range(4)]
+        wait_for(lambda: server.http.connections == 4)
 
-        held.pop().close()
+        with connect(server) as probe:
+            probe.sendall(request("/healthz"))
+            status, _, body = read_response(probe)
 
-        status, _, body = read_response(waiting)
         assert (status, body) == (200, b"ok\n")
-        for sock in [*held, waiting]:
+        assert closed_by_server(silent[0], within=10)
+        assert server.http.evicted == 1
+        assert server.http.connections <= 4
+        for sock in silent:
             sock.close()
+
+
+def test_when_every_connection_has_a_request_under_way_the_server_stops_accepting() -> None:
+    release = threading.Event()
+    started: list[web.Request] = []
+
+    async def slow(request: web.Request) -> web.Response:
+        started.append(request)
+        await asyncio.to_thread(release.wait, 30)
+        return web.Response(text="done")
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/fast", fast)
+    server = HttpServer(app, Limits(max_connections=2))
+    server.start()
+    try:
+        port = server.listen("127.0.0.1", 0)
+        busy = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+        for sock in busy:
+            sock.sendall(request("/slow"))
+        wait_for(lambda: len(started) == 2)
+        waiting = socket.create_connection(("127.0.0.1", port), timeout=10)
+        waiting.sendall(request("/fast"))
+        time.sleep(0.3)
+        assert server.connections == 2  # the third waits in the kernel's backlog
+
+        release.set()
+
+        assert read_response(waiting)[2] == b"fast"
+        assert [read_response(sock)[2] for sock in busy] == [b"done", b"done"]
+        for sock in [*busy, waiting]:
+            sock.close()
+    finally:
+        release.set()
+        server.stop()
+
+
+async def fast(request: web.Request) -> web.Response:
+    return web.Response(text="fast")
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def test_the_connection_cap_leaves_most_descriptors_to_xds() -> None:

@@ -5,8 +5,10 @@ The xDS event loop never runs a request: this server's loop accepts, parses and 
 applications it serves read immutable state. What a client controls is bounded:
 
 - **connections**: at most ``Limits.max_connections`` at once (by default a share of the
-  process's descriptor limit, so xDS keeps the rest). Past the cap the server stops accepting;
-  new connections wait in the kernel's backlog, holding no descriptor of the process;
+  process's descriptor limit, so xDS keeps the rest). At the cap, a new connection takes the
+  place of the oldest one with no request under way (idle, or still trickling its head in), so a
+  probe gets through slow clients; when every connection has a request under way, the server
+  stops accepting and new connections wait in the kernel's backlog, holding no descriptor;
 - **time**: a request head must arrive whole within ``header_timeout`` of its first byte, and a
   connection with no request under way is closed after ``idle_timeout`` (keep-alive);
 - **size**: a request line longer than ``max_request_line`` is answered 414, a request head
@@ -31,13 +33,16 @@ import resource
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 log = logging.getLogger(__name__)
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Per connection: this many descriptors are left to everything else for every one the HTTP server
 # may hold (xDS streams, watches, files, Envoy's admin connections in tests).
@@ -101,68 +106,94 @@ def _has_body(head: bytes) -> bool:
     return value != b"0"
 
 
-class _Slots:
-    """The connection cap: a slot per connection, taken before accepting and given back when
-    the connection ends."""
+class _Connections:
+    """The connections held, oldest first, and the cap on them.
+
+    At the cap, a new connection takes the place of the oldest one with no request under way
+    (idle, or still sending its head), which is closed: clients that send a request at once (a
+    probe, an operator) get in while slow ones wait; when every connection has a request under
+    way, the server stops accepting until one ends.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.open = 0  # accepted connections holding a slot
-        self._free = asyncio.Semaphore(size)
+        self.held: dict[_Guard, None] = {}  # insertion order: oldest first
+        self.accepted = 0  # accepted, not yet connected (or failed)
+        self.evicted = 0
+        self._changed = asyncio.Event()
 
-    async def take(self) -> _Slot:
-        await self._free.acquire()
-        return _Slot(self)
+    def __len__(self) -> int:
+        return len(self.held) + self.accepted
 
-    def _give_back(self, slot: _Slot) -> None:
-        if slot.accepted:
-            self.open -= 1
-        self._free.release()
+    def changed(self) -> None:
+        self._changed.set()
 
+    async def room(self) -> None:
+        """Wait until a new connection may be accepted: under the cap, or one can be evicted."""
+        while len(self) >= self.size and not any(g.evictable for g in self.held):
+            await self._change()
 
-class _Slot:
-    __slots__ = ("_slots", "accepted", "released")
+    async def make_room(self) -> None:
+        """Over the cap (with a connection just accepted), close the oldest connection with no
+        request under way; if there is none, wait until one ends or becomes idle."""
+        while len(self) > self.size:
+            victim = next((guard for guard in self.held if guard.evictable), None)
+            if victim is not None:
+                self.evicted += 1
+                victim.evict()
+                return
+            await self._change()
 
-    def __init__(self, slots: _Slots) -> None:
-        self._slots = slots
-        self.accepted = False
-        self.released = False
-
-    def accept(self) -> None:
-        self.accepted = True
-        self._slots.open += 1
-
-    def release(self) -> None:
-        if not self.released:
-            self.released = True
-            self._slots._give_back(self)
+    async def _change(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
 
 
 class _Guard(asyncio.Protocol):
     """Stands between a connection and aiohttp's protocol: screens each request head (size,
-    time) before handing the bytes on unchanged, and gives the connection's slot back at the
-    end."""
+    time) before handing the bytes on unchanged, and counts the connection among those held."""
 
     def __init__(
         self,
         inner: asyncio.Protocol,
         limits: Limits,
         loop: asyncio.AbstractEventLoop,
-        release: Callable[[], None],
+        connections: _Connections,
     ) -> None:
         self._inner = inner
         self._limits = limits
         self._loop = loop
-        self._release = release
+        self._connections = connections
+        self.busy = 0  # requests under way (between the handler's start and the response's end)
         self._transport: asyncio.Transport | None = None
         self._head = bytearray()  # the part of the current request head received so far
         self._timer: asyncio.TimerHandle | None = None
         self._passing = False  # after a head with a body: the rest is the application's
         self._closed = False
 
+    @property
+    def evictable(self) -> bool:
+        return self.busy == 0 and not self._closed
+
+    def evict(self) -> None:
+        self._closed = True
+        self._stop_timer()
+        if self._transport is not None:
+            self._transport.abort()
+
+    def request_started(self) -> None:
+        self.busy += 1
+
+    def request_ended(self) -> None:
+        self.busy -= 1
+        if self.busy == 0:
+            self._connections.changed()
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        self._connections.held[self] = None
+        _GUARDS[transport] = self
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -246,7 +277,31 @@ class _Guard(asyncio.Protocol):
         try:
             self._inner.connection_lost(exc)
         finally:
-            self._release()
+            if self._transport is not None:
+                _GUARDS.pop(self._transport, None)
+            self._connections.held.pop(self, None)
+            self._connections.changed()
+
+
+# Each connection's guard, found from the transport a request came on.
+_GUARDS: weakref.WeakKeyDictionary[asyncio.BaseTransport, _Guard] = weakref.WeakKeyDictionary()
+
+
+@web.middleware
+async def _request_under_way(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Marks the connection busy from the handler's start to the response's end, so that it is
+    not evicted in the middle of a response."""
+    guard = _GUARDS.get(request.transport) if request.transport is not None else None
+    if guard is None:
+        return await handler(request)
+    guard.request_started()
+    try:
+        response = await handler(request)
+        await response.prepare(request)
+        await response.write_eof()
+        return response
+    finally:
+        guard.request_ended()
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -285,12 +340,13 @@ class HttpServer:
         self, app: web.Application, limits: Limits | None = None, name: str = "http"
     ) -> None:
         self.app = app
+        app.middlewares.insert(0, _request_under_way)
         self.limits = limits or Limits()
         self.name = name
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._runner: web.AppRunner | None = None
-        self._slots: _Slots | None = None
+        self._connections: _Connections | None = None
         self._accepting: list[asyncio.Task[None]] = []
         self._connecting: set[asyncio.Task[None]] = set()
         self._listeners: list[socket.socket] = []
@@ -321,11 +377,16 @@ class HttpServer:
     @property
     def connections(self) -> int:
         """Connections held now."""
-        return self._slots.open if self._slots is not None else 0
+        return len(self._connections.held) if self._connections is not None else 0
 
     @property
     def max_connections(self) -> int:
-        return self._slots.size if self._slots is not None else self.limits.connections()
+        return self._connections.size if self._connections else self.limits.connections()
+
+    @property
+    def evicted(self) -> int:
+        """Connections closed to make room for new ones."""
+        return self._connections.evicted if self._connections is not None else 0
 
     # -- on the server's loop -----------------------------------------------------------------
 
@@ -338,7 +399,7 @@ class HttpServer:
 
     async def _setup(self) -> None:
         limits = self.limits
-        self._slots = _Slots(limits.connections())
+        self._connections = _Connections(limits.connections())
         self._runner = web.AppRunner(
             self.app,
             handle_signals=False,
@@ -360,37 +421,37 @@ class HttpServer:
 
     async def _accept(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
         loop = asyncio.get_running_loop()
-        assert self._slots is not None
+        connections = self._connections
+        assert connections is not None
         while True:
-            slot = await self._slots.take()
+            await connections.room()
             try:
                 connection, _ = await loop.sock_accept(sock)
-            except asyncio.CancelledError:
-                slot.release()
-                raise
             except OSError as error:  # out of descriptors, or the peer gave up
-                slot.release()
                 log.warning("%s: accept failed: %s", self.name, error)
                 await asyncio.sleep(0.1)
                 continue
-            slot.accept()
-            task = loop.create_task(self._connect(connection, ssl_context, slot.release))
+            connections.accepted += 1
+            try:
+                await connections.make_room()  # holds one descriptor over the cap at most
+            except asyncio.CancelledError:
+                connections.accepted -= 1
+                connection.close()
+                raise
+            task = loop.create_task(self._connect(connection, ssl_context))
             self._connecting.add(task)
             task.add_done_callback(self._connecting.discard)
 
-    async def _connect(
-        self,
-        connection: socket.socket,
-        ssl_context: ssl.SSLContext | None,
-        release: Callable[[], None],
-    ) -> None:
+    async def _connect(self, connection: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
         loop = asyncio.get_running_loop()
         assert self._runner is not None and self._runner.server is not None
+        assert self._connections is not None
         factory = self._runner.server
         limits = self.limits
+        connections = self._connections
 
         def protocol() -> _Guard:
-            return _Guard(factory(), limits, loop, release)
+            return _Guard(factory(), limits, loop, connections)
 
         try:
             await loop.connect_accepted_socket(
@@ -402,7 +463,9 @@ class HttpServer:
         except (OSError, TimeoutError) as error:  # SSL and connection errors among them
             log.debug("%s: connection failed: %s", self.name, error)
             connection.close()
-            release()
+        finally:
+            connections.accepted -= 1
+            connections.changed()
 
     async def _shutdown(self) -> None:
         for task in self._accepting:
