@@ -17,7 +17,7 @@ import pytest
 from kubernetes import client
 
 from tests.kube.apiserver import FakeApiServer, Grant
-from xds_server.app import ControlPlane
+from xds_server.app import ControlPlane, ServeOptions, _debug_auth
 from xds_server.debug.auth import ResourceAttributes, kubernetes_debug_auth
 from xds_server.debug.http import DebugServer, start_debug_server
 
@@ -193,3 +193,25 @@ def test_status_and_snapshot_present_a_token(debug: DebugServer, tmp_path: Path)
     assert "(no proxies connected)" in by_flag.stdout
     assert by_file.returncode == 0, by_file.stderr
     assert "groups: {}" in by_file.stdout
+
+
+def test_serve_authenticates_the_debug_endpoint_only_off_loopback(kubeconfig: Path) -> None:
+    options = ServeOptions(kubeconfig=str(kubeconfig), debug_protect_metrics=True)
+
+    assert _debug_auth(options, "127.0.0.1") is None
+    auth = _debug_auth(options, "0.0.0.0")
+    assert auth is not None
+    assert "/metrics" not in auth.open_paths
+    with pytest.raises(ValueError, match="loopback"):
+        _debug_auth(ServeOptions(config_dir=Path(".")), "0.0.0.0")
+
+
+def test_serve_on_a_folder_refuses_a_debug_address_off_loopback(tmp_path: Path) -> None:
+    result = splitplane(
+        "serve", "--config-dir", str(tmp_path), "--debug-address", "0.0.0.0:0",
+        "--xds-address", "127.0.0.1:0",
+    )  # fmt: skip
+
+    assert result.returncode == 2
+    assert "not loopback" in result.stderr
+    assert "serving" not in result.stderr
