@@ -33,7 +33,6 @@ import resource
 import socket
 import ssl
 import threading
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -118,6 +117,7 @@ class _Connections:
     def __init__(self, size: int) -> None:
         self.size = size
         self.held: dict[_Guard, None] = {}  # insertion order: oldest first
+        self.by_transport: dict[asyncio.BaseTransport, _Guard] = {}
         self.accepted = 0  # accepted, not yet connected (or failed)
         self.evicted = 0
         self._changed = asyncio.Event()
@@ -193,7 +193,7 @@ class _Guard(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self._connections.held[self] = None
-        _GUARDS[transport] = self
+        self._connections.by_transport[transport] = self
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -278,30 +278,9 @@ class _Guard(asyncio.Protocol):
             self._inner.connection_lost(exc)
         finally:
             if self._transport is not None:
-                _GUARDS.pop(self._transport, None)
+                self._connections.by_transport.pop(self._transport, None)
             self._connections.held.pop(self, None)
             self._connections.changed()
-
-
-# Each connection's guard, found from the transport a request came on.
-_GUARDS: weakref.WeakKeyDictionary[asyncio.BaseTransport, _Guard] = weakref.WeakKeyDictionary()
-
-
-@web.middleware
-async def _request_under_way(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    """Marks the connection busy from the handler's start to the response's end, so that it is
-    not evicted in the middle of a response."""
-    guard = _GUARDS.get(request.transport) if request.transport is not None else None
-    if guard is None:
-        return await handler(request)
-    guard.request_started()
-    try:
-        response = await handler(request)
-        await response.prepare(request)
-        await response.write_eof()
-        return response
-    finally:
-        guard.request_ended()
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -340,7 +319,7 @@ class HttpServer:
         self, app: web.Application, limits: Limits | None = None, name: str = "http"
     ) -> None:
         self.app = app
-        app.middlewares.insert(0, _request_under_way)
+        app.middlewares.insert(0, self._request_under_way)
         self.limits = limits or Limits()
         self.name = name
         self._loop = asyncio.new_event_loop()
@@ -389,6 +368,26 @@ class HttpServer:
         return self._connections.evicted if self._connections is not None else 0
 
     # -- on the server's loop -----------------------------------------------------------------
+
+    @web.middleware
+    async def _request_under_way(
+        self, request: web.Request, handler: _Handler
+    ) -> web.StreamResponse:
+        """Marks the connection busy from the handler's start to the response's end, so that
+        it is not evicted in the middle of a response."""
+        connections = self._connections
+        transport = request.transport
+        guard = connections.by_transport.get(transport) if connections and transport else None
+        if guard is None:
+            return await handler(request)
+        guard.request_started()
+        try:
+            response = await handler(request)
+            await response.prepare(request)
+            await response.write_eof()
+            return response
+        finally:
+            guard.request_ended()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
