@@ -264,6 +264,30 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
         time.sleep(0.01)
 
 
+def test_a_client_that_does_not_take_its_response_loses_the_connection() -> None:
+    large = b"x" * (64 << 20)  # more than the kernel's socket buffers hold
+
+    async def big(request: web.Request) -> web.Response:
+        return web.Response(body=large)
+
+    app = web.Application()
+    app.router.add_get("/big", big)
+    server = HttpServer(app, Limits(write_timeout=0.5))
+    server.start()
+    try:
+        port = server.listen("127.0.0.1", 0)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(request("/big"))  # and never read
+        wait_for(lambda: server.connections == 1)
+
+        wait_for(lambda: server.connections == 0, timeout=20)
+        sock.close()
+    finally:
+        server.stop()
+
+
 def test_the_connection_cap_leaves_most_descriptors_to_xds() -> None:
     assert connection_cap(1024) == 128
     assert connection_cap(1_048_576) == 1024

@@ -9,8 +9,9 @@ applications it serves read immutable state. What a client controls is bounded:
   place of the oldest one with no request under way (idle, or still trickling its head in), so a
   probe gets through slow clients; when every connection has a request under way, the server
   stops accepting and new connections wait in the kernel's backlog, holding no descriptor;
-- **time**: a request head must arrive whole within ``header_timeout`` of its first byte, and a
-  connection with no request under way is closed after ``idle_timeout`` (keep-alive);
+- **time**: a request head must arrive whole within ``header_timeout`` of its first byte, a
+  client must take a response within ``write_timeout``, and a connection with no request under
+  way is closed after ``idle_timeout`` (keep-alive);
 - **size**: a request line longer than ``max_request_line`` is answered 414, a request head
   larger than ``max_request_head`` 431, both before the head is parsed, and the connection closed.
 
@@ -65,6 +66,7 @@ class Limits:
 
     header_timeout: float = 10.0  # from a request's first byte to the end of its head
     idle_timeout: float = 30.0  # a connection with no request under way (keep-alive)
+    write_timeout: float = 30.0  # for the client to take a whole response a handler returned
     max_request_line: int = 8 * 1024  # longer: 414 URI Too Long
     max_request_head: int = 32 * 1024  # request line and headers; larger: 431
     max_connections: int | None = None  # None: connection_cap() of RLIMIT_NOFILE
@@ -374,7 +376,8 @@ class HttpServer:
         self, request: web.Request, handler: _Handler
     ) -> web.StreamResponse:
         """Marks the connection busy from the handler's start to the response's end, so that
-        it is not evicted in the middle of a response."""
+        it is not evicted in the middle of a response; a client that does not take the response
+        within ``write_timeout`` loses the connection."""
         connections = self._connections
         transport = request.transport
         guard = connections.by_transport.get(transport) if connections and transport else None
@@ -383,8 +386,13 @@ class HttpServer:
         guard.request_started()
         try:
             response = await handler(request)
-            await response.prepare(request)
-            await response.write_eof()
+            try:
+                async with asyncio.timeout(self.limits.write_timeout):
+                    await response.prepare(request)
+                    await response.write_eof()
+            except TimeoutError:
+                guard.evict()
+                raise ConnectionResetError("the client did not take the response") from None
             return response
         finally:
             guard.request_ended()
