@@ -6,8 +6,10 @@ would. A task ticking every 5 ms on the xDS loop records the gaps between ticks:
 an ACK or a new stream would have waited. Meanwhile, from another process, a client reads
 ``/debug/snapshot`` and ``/debug/clients`` back to back, and another ``/healthz`` every 20 ms.
 
-Three runs of ``--seconds`` each: nobody reading; reading the debug endpoint (its own thread and
-loop); and the same views rendered on the xDS loop itself, as the endpoint used to.
+Four runs of ``--seconds`` each: nobody reading; reading the debug endpoint (its own thread and
+loop); the same views rendered on the xDS loop itself, as the endpoint used to; and 2,000
+connections sending a request head one byte a second, coming back when closed ("reads" counts
+their reconnections).
 
     .venv/bin/python benchmarks/debug_reads.py --services 3000
 """
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
+import socket
 import statistics
 import sys
 import time
@@ -28,6 +32,8 @@ from fanout import mesh_snapshot
 
 TICK_S = 0.005
 GROUP = "sidecar:15001"
+SLOW_CLIENTS = 2000
+MODES = ("unread", "endpoint", "on the loop", "slow clients")
 
 
 def reader(base: str, stop: Any, results: Any) -> None:
@@ -49,6 +55,36 @@ def prober(base: str, stop: Any, results: Any) -> None:
         health.append(time.perf_counter() - started)
         time.sleep(0.02)
     results.put(("health", health))
+
+
+def slow_clients(port: int, count: int, stop: Any, results: Any) -> None:
+    """``count`` connections that send a request head one byte a second, reconnecting when
+    the server closes them."""
+    held: list[socket.socket] = []
+
+    def opened() -> socket.socket:
+        sock = socket.socket()
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.connect(("127.0.0.1", port))
+        return sock
+
+    held = [opened() for _ in range(count)]
+    reconnects = 0
+    while not stop.is_set():
+        for index, sock in enumerate(held):
+            try:
+                sock.send(b"G")
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:  # closed by the server (timed out or evicted): come back
+                sock.close()
+                held[index] = opened()
+                reconnects += 1
+        stop.wait(1.0)
+    for sock in held:
+        sock.close()
+    results.put(("reads", reconnects))
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -78,17 +114,22 @@ async def run(services: int, seconds: float, mode: str) -> dict[str, Any]:
     clients = [context.Process(target=prober, args=(base, stop, results))]
     if mode == "endpoint":
         clients.append(context.Process(target=reader, args=(base, stop, results)))
+    if mode == "slow clients":
+        hostile = (server.port, SLOW_CLIENTS, stop, results)
+        clients.append(context.Process(target=slow_clients, args=hostile))
     for client in clients:
         client.start()
     deadline = time.perf_counter() + seconds
     last = time.perf_counter()
     next_flip = last + 1.0
     generation = 0
+    peak = 0  # connections the debug endpoint held at once
     while time.perf_counter() < deadline:
         await asyncio.sleep(TICK_S)
         now = time.perf_counter()
         gaps.append(now - last)
         last = now
+        peak = max(peak, server.http.connections)
         if now >= next_flip:
             generation += 1
             plane.cache.set_snapshot(GROUP, generations[generation % 2])
@@ -116,6 +157,7 @@ async def run(services: int, seconds: float, mode: str) -> dict[str, Any]:
         "loop gap max ms": max(gaps) * 1e3,
         "healthz p50 ms": statistics.median(health) * 1e3 if health else 0.0,
         "healthz p99 ms": percentile(health, 0.99) * 1e3,
+        "peak connections": peak,
     }
 
 
@@ -123,9 +165,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--services", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    for mode in ("unread", "endpoint", "on the loop"):
+    for mode in args.modes:
         result = asyncio.run(run(args.services, args.seconds, mode))
         print(
             "  ".join(

@@ -298,7 +298,10 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        sock.listen(128)
+        # A deep accept queue: a client arriving while slow ones crowd in waits its turn there
+        # (the server takes the queue quickly, making room as it goes) instead of having its
+        # connection attempts dropped and retried a second later.
+        sock.listen(socket.SOMAXCONN)
         sock.setblocking(False)
     except OSError as error:
         sock.close()
