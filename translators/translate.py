@@ -14,11 +14,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from translators.api.networking_pb2 import VirtualService
 from translators.diagnostics import Diagnostic, Severity
 from translators.memo import Memo, MemoEntries
 from translators.model import Cluster, ClusterEndpoints, MeshModel, Service, VirtualHost
 from translators.names import CLUSTER_DOMAIN
 from translators.objects import is_mapping
+from translators.preflight import destination_rule_problems, virtual_service_problems
 from translators.resolve_ingress import (
     IngressRules,
     ingress_classes,
@@ -28,6 +30,7 @@ from translators.resolve_ingress import (
 from translators.resolve_loadbalancers import resolve_load_balancers
 from translators.resolve_routing import (
     DestinationRuleSpec,
+    MeshAnswers,
     RoutingContext,
     Source,
     VirtualServiceRules,
@@ -267,7 +270,10 @@ def translate(
         if spec is None:
             return None, found
         rule, more = compile_destination_rule(_source(meta), spec)
-        return rule, found + more
+        if rule is None:
+            return None, found + more
+        rejected = destination_rule_problems(rule)
+        return (None if rejected else rule), found + more + rejected
 
     def check_rule(
         meta: ObjectMeta | None, obj: KubeObject
@@ -292,7 +298,7 @@ def translate(
             "virtual-service-rules",
             obj,
             lambda held: held[2].still_hold(context),
-            compile_virtual_service,
+            _checked_virtual_service,
             _source(meta),
             spec,
             context,
@@ -367,6 +373,19 @@ def translate(
         resolved_from=resolved_from,
         resolved=resolved,
     )
+
+
+def _checked_virtual_service(
+    source: Source, spec: VirtualService, context: RoutingContext
+) -> tuple[VirtualServiceRules | None, list[Diagnostic], MeshAnswers]:
+    """`compile_virtual_service`, and then whether Envoy takes the routes of each of its rules:
+    a VirtualService with a rule Envoy would reject is invalid (its last accepted version keeps
+    serving), before its routes are put in a route table with anybody else's."""
+    compiled, found, answers = compile_virtual_service(source, spec, context)
+    if compiled is None:
+        return None, found, answers
+    rejected = virtual_service_problems(compiled)
+    return (None if rejected else compiled), found + rejected, answers
 
 
 def _resolved_before(
