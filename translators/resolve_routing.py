@@ -184,6 +184,8 @@ def _check_policy(policy: TrafficPolicySpec, at: str, problems: _Problems) -> No
         _check_load_balancer(policy.load_balancer, f"{at}.loadBalancer", problems)
     if policy.HasField("outlier_detection"):
         _check_outlier_detection(policy.outlier_detection, f"{at}.outlierDetection", problems)
+    if policy.HasField("connection_pool"):
+        _check_connection_pool(policy.connection_pool, f"{at}.connectionPool", problems)
     seen: set[int] = set()
     for i, level in enumerate(policy.port_level_settings):
         where = f"{at}.portLevelSettings[{i}]"
@@ -197,6 +199,8 @@ def _check_policy(policy: TrafficPolicySpec, at: str, problems: _Problems) -> No
             _check_load_balancer(level.load_balancer, f"{where}.loadBalancer", problems)
         if level.HasField("outlier_detection"):
             _check_outlier_detection(level.outlier_detection, f"{where}.outlierDetection", problems)
+        if level.HasField("connection_pool"):
+            _check_connection_pool(level.connection_pool, f"{where}.connectionPool", problems)
 
 
 def _check_outlier_detection(spec: OutlierDetectionSpec, at: str, problems: _Problems) -> None:
@@ -207,6 +211,25 @@ def _check_outlier_detection(spec: OutlierDetectionSpec, at: str, problems: _Pro
     ):
         if not 0 <= value <= 100:
             problems.add(f"{at}.{name}", f"must be a percentage from 0 to 100, got {value}")
+    for k, code in enumerate(spec.outlier_detection_http_error_codes):
+        if not 100 <= code <= 599:
+            problems.add(
+                f"{at}.outlierDetectionHttpErrorCodes[{k}]",
+                f"must be an HTTP status from 100 to 599, got {code}",
+            )
+
+
+def _check_connection_pool(spec: ConnectionPoolSettings, at: str, problems: _Problems) -> None:
+    """Istio's rule: an HTTP/2 keep-alive needs both its interval and its timeout."""
+    if not spec.http.HasField("http2_keep_alive"):
+        return
+    keepalive = spec.http.http2_keep_alive
+    for name, given in (
+        ("interval", keepalive.HasField("interval")),
+        ("timeout", keepalive.HasField("timeout")),
+    ):
+        if not given:
+            problems.add(f"{at}.http.http2KeepAlive.{name}", "is required")
 
 
 def _check_export_to(export_to: Sequence[str], problems: _Problems) -> None:
@@ -482,6 +505,12 @@ def _connection_pool(spec: ConnectionPoolSettings) -> ConnectionPool:
         max_retries=http.max_retries or None,
         idle_timeout_ms=_ms(http.idle_timeout) if http.HasField("idle_timeout") else None,
         max_concurrent_streams=http.max_concurrent_streams or None,
+        h2_keepalive_interval_ms=(
+            _ms(http.http2_keep_alive.interval) if http.HasField("http2_keep_alive") else None
+        ),
+        h2_keepalive_timeout_ms=(
+            _ms(http.http2_keep_alive.timeout) if http.HasField("http2_keep_alive") else None
+        ),
     )
 
 
@@ -504,6 +533,7 @@ def _outlier_detection(spec: OutlierDetectionSpec) -> OutlierDetection:
         ),
         max_ejection_percent=spec.max_ejection_percent or None,
         min_health_percent=spec.min_health_percent or None,
+        error_codes=tuple(sorted(set(spec.outlier_detection_http_error_codes))),
     )
 
 
@@ -1007,12 +1037,24 @@ class _Compiler:
         code = redirect.redirect_code or 301
         if code not in (301, 302, 303, 307, 308):
             self.problems.add(f"{at}.redirectCode", "must be 301, 302, 303, 307 or 308")
+        if redirect.prefix_rewrite:
+            if redirect.uri:
+                self.problems.add(f"{at}.prefixRewrite", "cannot be given with uri; use one")
+            for k, match in enumerate(spec.match):
+                kind = match.uri.WhichOneof("match_type") if match.HasField("uri") else None
+                if kind in ("exact", "regex"):
+                    self.problems.add(
+                        f"{at}.prefixRewrite",
+                        f"replaces a matched prefix, but match[{k}].uri is an {kind} match"
+                        " (as in Istio, match a uri prefix or no uri)",
+                    )
         return Redirect(
             uri=redirect.uri,
             authority=redirect.authority,
             port=redirect.port,
             scheme=redirect.scheme,
             code=code,
+            prefix_rewrite=redirect.prefix_rewrite,
         )
 
     def rewrite(self, spec: HTTPRoute, at: str) -> Rewrite:
