@@ -57,6 +57,10 @@ T = TypeVar("T")
 KubeObject = Mapping[str, Any]
 
 STILL_SERVING = "invalid; still serving the last accepted version"
+DEGRADED = (
+    "invalid, with no accepted version to fall back to: only its host and subsets are used"
+    " (no traffic policy), so that routes to its subsets keep working"
+)
 ISTIO_GROUP = "networking.istio.io/"
 # kind → the apiVersion (or API group prefix, ending in "/") the object must have
 _KINDS: Mapping[str, str] = {
@@ -195,8 +199,10 @@ class _Acceptor:
         entries: Mapping[ObjectKey, tuple[ObjectMeta, KubeObject]],
         unnamed: Iterable[KubeObject],
         check: Callable[[ObjectMeta | None, KubeObject], tuple[T | None, list[Diagnostic]]],
+        degraded: Callable[[ObjectMeta, KubeObject], T | None] | None = None,
     ) -> list[T]:
-        """The checked value of each object: the current version, else the last accepted one."""
+        """The checked value of each object: the current version, else the last accepted one,
+        else (with ``degraded``) what can still be taken from the current version."""
         values: list[T] = []
         for obj in unnamed:
             self.diagnostics.extend(check(None, obj)[1])
@@ -222,6 +228,11 @@ class _Acceptor:
                         )
             if value is not None:
                 self.accepted[key] = obj
+                values.append(value)
+            elif degraded is not None and (value := degraded(meta, obj)) is not None:
+                self.diagnostics.append(
+                    Diagnostic(key.kind, key.namespace, key.name, "", DEGRADED, Severity.WARNING)
+                )
                 values.append(value)
         return values
 
@@ -280,10 +291,17 @@ def translate(
     ) -> tuple[DestinationRuleSpec | None, list[Diagnostic]]:
         return memo.get("destination-rule", obj, compiled_rule, meta, obj)
 
+    def subsets_only(meta: ObjectMeta, obj: KubeObject) -> DestinationRuleSpec | None:
+        reduced = _subsets_only(obj)
+        if reduced is None:
+            return None
+        return memo.get("destination-rule-subsets", obj, compiled_rule, meta, reduced)[0]
+
     rules = acceptor.accept(
         objects_by_kind.keyed.get("DestinationRule", {}),
         objects_by_kind.unnamed.get("DestinationRule", ()),
         check_rule,
+        subsets_only,
     )
     index, rule_diagnostics = index_destination_rules(rules, services, domain)
     context = RoutingContext(services, index, domain)
@@ -373,6 +391,23 @@ def translate(
         resolved_from=resolved_from,
         resolved=resolved,
     )
+
+
+def _subsets_only(obj: KubeObject) -> KubeObject | None:
+    """A DestinationRule object reduced to its host and its subsets' names and labels (None
+    when it has no subsets to keep)."""
+    spec = obj.get("spec")
+    if not is_mapping(spec):
+        return None
+    subsets = spec.get("subsets")
+    if not isinstance(subsets, list) or not subsets:
+        return None
+    kept = [
+        {key: subset[key] for key in ("name", "labels") if key in subset}
+        for subset in subsets
+        if is_mapping(subset)
+    ]
+    return {**obj, "spec": {"host": spec.get("host"), "subsets": kept}}
 
 
 def _checked_virtual_service(
