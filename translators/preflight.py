@@ -601,7 +601,12 @@ def route_violations(route: HttpRoute) -> tuple[Violation, ...]:
     if held is not None:
         return held
     found: list[Violation] = []
-    for data in encode_routes(shape, {}):
+    try:
+        encoded = encode_routes(shape, {})
+    except (ValueError, TypeError) as error:  # a value no Envoy field can hold
+        encoded = []
+        found.append(("route", f"cannot be built: {error}"))
+    for data in encoded:
         found.extend(checker_for(_ROUTE).violations(rc.Route.FromString(data), "route"))
     return _remembered(_ROUTE_VERDICTS, shape, found)
 
@@ -615,7 +620,11 @@ def policy_violations(protocol: Protocol, policy: TrafficPolicy) -> tuple[Violat
         return held
     found: list[Violation] = []
     for grpc in (False, True):
-        cluster = cluster_template(protocol, policy, grpc=grpc)
+        try:
+            cluster = cluster_template(protocol, policy, grpc=grpc)
+        except (ValueError, TypeError) as error:  # a value no Envoy field can hold
+            found.append(("cluster", f"cannot be built: {error}"))
+            break
         cluster.name = _SOME_CLUSTER
         cluster.eds_cluster_config.service_name = _SOME_CLUSTER
         found.extend(checker_for(_CLUSTER).violations(cluster, "cluster"))

@@ -220,7 +220,17 @@ def _check_outlier_detection(spec: OutlierDetectionSpec, at: str, problems: _Pro
 
 
 def _check_connection_pool(spec: ConnectionPoolSettings, at: str, problems: _Problems) -> None:
-    """Istio's rule: an HTTP/2 keep-alive needs both its interval and its timeout."""
+    """Istio's rules: limits are not negative; an HTTP/2 keep-alive needs both its interval and
+    its timeout."""
+    for side, name, value in (
+        ("tcp", "maxConnections", spec.tcp.max_connections),
+        ("http", "http1MaxPendingRequests", spec.http.http1_max_pending_requests),
+        ("http", "http2MaxRequests", spec.http.http2_max_requests),
+        ("http", "maxRequestsPerConnection", spec.http.max_requests_per_connection),
+        ("http", "maxRetries", spec.http.max_retries),
+    ):
+        if value < 0:
+            problems.add(f"{at}.{side}.{name}", f"must not be negative, got {value}")
     if not spec.http.HasField("http2_keep_alive"):
         return
     keepalive = spec.http.http2_keep_alive
