@@ -31,8 +31,9 @@ from translators.build_clusters import cluster_template
 from translators.build_routes import encode_routes, hash_policy
 from translators.diagnostics import Diagnostic
 from translators.envoy_rules import header_value_problem, is_prime
-from translators.model import HttpRoute, Protocol, TrafficPolicy
+from translators.model import HttpRoute, Mirror, Protocol, TrafficPolicy, WeightedCluster
 from translators.regex import regex_problem
+from translators.resolve_ingress import IngressRules, edge_match
 from translators.resolve_routing import DestinationRuleSpec, VirtualServiceRules, effective_policy
 
 Violation = tuple[str, str]  # Envoy field path, reason
@@ -585,11 +586,12 @@ def _remembered(
 def _route_shape(route: HttpRoute) -> HttpRoute:
     """``route`` with every cluster name replaced by one name (see `_SOME_CLUSTER`)."""
     destinations = tuple(
-        d if d.cluster == _SOME_CLUSTER else replace(d, cluster=_SOME_CLUSTER)
-        for d in route.destinations
+        [WeightedCluster(_SOME_CLUSTER, d.weight, d.headers) for d in route.destinations]
     )
-    mirrors = tuple(replace(m, cluster=_SOME_CLUSTER) for m in route.mirrors)
-    mirror = replace(route.mirror, cluster=_SOME_CLUSTER) if route.mirror is not None else None
+    if route.mirror is None and not route.mirrors:
+        return replace(route, destinations=destinations)
+    mirrors = tuple([Mirror(_SOME_CLUSTER, m.percent) for m in route.mirrors])
+    mirror = Mirror(_SOME_CLUSTER, route.mirror.percent) if route.mirror is not None else None
     return replace(route, destinations=destinations, mirrors=mirrors, mirror=mirror)
 
 
@@ -695,6 +697,29 @@ def destination_rule_problems(rule: DestinationRuleSpec) -> list[Diagnostic]:
                     source.name,
                     at,
                     _envoy_rejects("the clusters of this policy", found),
+                )
+            )
+    return out
+
+
+def ingress_problems(rules: IngressRules) -> list[Diagnostic]:
+    """An error per Ingress path whose route (and wildcard host match) Envoy would reject."""
+    source = rules.source
+    out = []
+    for path in rules.paths:
+        route = HttpRoute(
+            matches=(edge_match(path.host, path),),
+            destinations=(WeightedCluster(_SOME_CLUSTER, 100),),
+        )
+        found = route_violations(route)
+        if found:
+            out.append(
+                Diagnostic(
+                    "Ingress",
+                    source.namespace,
+                    source.name,
+                    path.at,
+                    _envoy_rejects("the route of this path", found),
                 )
             )
     return out

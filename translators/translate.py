@@ -20,7 +20,11 @@ from translators.memo import Memo, MemoEntries
 from translators.model import Cluster, ClusterEndpoints, MeshModel, Service, VirtualHost
 from translators.names import CLUSTER_DOMAIN
 from translators.objects import is_mapping
-from translators.preflight import destination_rule_problems, virtual_service_problems
+from translators.preflight import (
+    destination_rule_problems,
+    ingress_problems,
+    virtual_service_problems,
+)
 from translators.resolve_ingress import (
     IngressRules,
     ingress_classes,
@@ -338,7 +342,11 @@ def translate(
     def check_ingress(
         meta: ObjectMeta | None, obj: KubeObject
     ) -> tuple[IngressRules | None, list[Diagnostic]]:
-        return parse_ingress(obj, _source(meta), classes)
+        rules, found = parse_ingress(obj, _source(meta), classes)
+        if rules is None:
+            return None, found
+        rejected = ingress_problems(rules)
+        return (None if rejected else rules), found + rejected
 
     ingresses = acceptor.accept(
         objects_by_kind.keyed.get("Ingress", {}),

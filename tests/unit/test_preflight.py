@@ -26,8 +26,10 @@ from tests.unit.objects import (
 from translators.build import build_group
 from translators.diagnostics import Severity
 from translators.envoy_rules import header_value_problem, is_prime
-from translators.model import NodeGroup, Role
-from translators.preflight import violations
+from translators.model import MatchKind, NodeGroup, Role
+from translators.preflight import ingress_problems, violations
+from translators.resolve_ingress import IngressBackend, IngressPath, IngressRules
+from translators.resolve_routing import Source
 from translators.translate import STILL_SERVING, translate
 
 
@@ -227,3 +229,19 @@ def test_a_destination_rule_envoy_would_reject_names_its_policy() -> None:
     errors = [d for d in result.diagnostics if d.is_error]
     assert [(d.kind, d.field) for d in errors] == [("DestinationRule", "spec.trafficPolicy")]
     assert "cluster.outlier_detection.interval" in errors[0].message
+
+
+def test_an_ingress_path_envoy_would_reject_is_an_error_on_that_path() -> None:
+    backend = IngressBackend("web", 80)
+    rules = IngressRules(
+        Source("default", "web"),
+        ("web.example.com",),
+        (
+            IngressPath("web.example.com", MatchKind.PATH_PREFIX, "/ok", backend, "p0"),
+            IngressPath("web.example.com", MatchKind.PATH_PREFIX, "/a?b", backend, "p1"),
+        ),
+        None,
+    )
+    found = ingress_problems(rules)
+    assert [(d.kind, d.field) for d in found] == [("Ingress", "p1")]
+    assert "path_separated_prefix" in found[0].message
