@@ -981,7 +981,7 @@ class _Compiler:
             match = self.string_match(origin, f"{at}.allowOrigins[{k}]")
             if match is None:
                 self.problems.add(f"{at}.allowOrigins[{k}]", "needs exact, prefix or regex")
-            elif not match.value:
+            elif not match.value and match.kind is MatchKind.EXACT:  # prefix, regex: above
                 self.problems.add(
                     f"{at}.allowOrigins[{k}].{match.kind.value}", "must not be empty (as in Istio)"
                 )
