@@ -187,6 +187,12 @@ def _client_json(client: ClientView) -> dict[str, Any]:
     return data
 
 
+# The reasons found for each rejected response (by the identity of its resources, which a
+# status holds while it is the latest response), so a rejection is checked once, not per request.
+_REASONS: dict[int, tuple[tuple[object, ...], list[str]]] = {}
+_MAX_REASONS = 16  # each holds the resources it was found in alive
+
+
 def rejection_reasons(status: TypeStatus) -> list[str]:
     """What breaks Envoy's rules in the resources of the response a client rejected, in full
     (``resource: field path: reason``), by splitplane's own check: Envoy's text may be cut
@@ -195,12 +201,19 @@ def rejection_reasons(status: TypeStatus) -> list[str]:
     message_type = _MESSAGE_TYPES.get(status.type_url)
     if message_type is None or status.nacked_nonce != status.sent_nonce:
         return []
+    held = _REASONS.get(id(status.sent_resources))
+    if held is not None and held[0] is status.sent_resources:
+        return held[1]
     found: list[str] = []
     for resource in status.sent_resources:
         for path, reason in violations(message_type.FromString(resource.body)):
             found.append(f"{resource.name}: {path}: {reason}")
-            if len(found) >= MAX_FINDINGS:
-                return found
+        if len(found) >= MAX_FINDINGS:
+            del found[MAX_FINDINGS:]
+            break
+    if len(_REASONS) >= _MAX_REASONS:
+        _REASONS.clear()
+    _REASONS[id(status.sent_resources)] = (status.sent_resources, found)
     return found
 
 
