@@ -11,8 +11,10 @@ from operator import attrgetter
 from typing import NamedTuple
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
+from envoy.config.common.matcher.v3 import matcher_pb2
 from envoy.config.core.v3 import config_source_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import duration_pb2
 
 from translators.build_endpoints import build_load_assignment
@@ -175,7 +177,8 @@ def cluster_template(
     out.common_lb_config.locality_weighted_lb_config.SetInParent()
     _set_load_balancing(out, policy, grpc=grpc)
     out.circuit_breakers.thresholds.append(circuit_breaker_thresholds(pool))
-    options = http_protocol_options(protocol, pool)
+    codes = policy.outlier_detection.error_codes if policy.outlier_detection else ()
+    options = http_protocol_options(protocol, pool, codes)
     if options is not None:
         out.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].Pack(options)
     if policy.outlier_detection is not None:
@@ -226,9 +229,10 @@ def circuit_breaker_thresholds(
 
 
 def http_protocol_options(
-    protocol: Protocol, pool: ConnectionPool | None
+    protocol: Protocol, pool: ConnectionPool | None, error_codes: tuple[int, ...] = ()
 ) -> http_protocol_options_pb2.HttpProtocolOptions | None:
-    """Upstream HTTP options: HTTP/2 for http2/grpc ports, and the pool's per-connection limits.
+    """Upstream HTTP options: HTTP/2 for http2/grpc ports (with the pool's keep-alive), the
+    pool's per-connection limits, and the statuses outlier detection counts as errors.
 
     None when Envoy's defaults already fit (an HTTP/1 port with no limits, or a TCP port).
     """
@@ -238,9 +242,11 @@ def http_protocol_options(
     idle_ms = pool.idle_timeout_ms if pool is not None else None
     per_connection = pool.max_requests_per_connection if pool is not None else None
     streams = pool.max_concurrent_streams if pool is not None else None
-    if not h2 and idle_ms is None and per_connection is None:
+    if not h2 and idle_ms is None and per_connection is None and not error_codes:
         return None
     options = http_protocol_options_pb2.HttpProtocolOptions()
+    if error_codes:
+        options.outlier_detection.error_matcher.CopyFrom(_status_matcher(error_codes))
     common = options.common_http_protocol_options
     if idle_ms is not None:
         common.idle_timeout.CopyFrom(duration(idle_ms))
@@ -251,11 +257,31 @@ def http_protocol_options(
         explicit.http2_protocol_options.SetInParent()
         if streams is not None:
             explicit.http2_protocol_options.max_concurrent_streams.value = streams
+        if pool is not None and pool.h2_keepalive_interval_ms is not None:
+            keepalive = explicit.http2_protocol_options.connection_keepalive
+            keepalive.interval.CopyFrom(duration(pool.h2_keepalive_interval_ms))
+            keepalive.timeout.CopyFrom(duration(pool.h2_keepalive_timeout_ms or 0))
     else:
         explicit.http_protocol_options.SetInParent()
     if idle_ms is None and per_connection is None:
         options.ClearField("common_http_protocol_options")
     return options
+
+
+def _status_matcher(codes: tuple[int, ...]) -> matcher_pb2.MatchPredicate:
+    """A response whose status is one of ``codes`` (as Istio matches them: ``:status`` exactly)."""
+    rules = []
+    for code in codes:
+        rule = matcher_pb2.MatchPredicate()
+        rule.http_response_headers_match.headers.add(
+            name=":status", string_match=string_pb2.StringMatcher(exact=str(code))
+        )
+        rules.append(rule)
+    if len(rules) == 1:
+        return rules[0]
+    out = matcher_pb2.MatchPredicate()
+    out.or_match.rules.extend(rules)
+    return out
 
 
 def outlier_detection(od: OutlierDetection) -> outlier_detection_pb2.OutlierDetection:

@@ -348,6 +348,8 @@ def _redirect(redirect: Redirect) -> rc.RedirectAction:
     )
     if redirect.uri:
         out.path_redirect = redirect.uri
+    elif redirect.prefix_rewrite:
+        out.prefix_rewrite = redirect.prefix_rewrite
     if redirect.authority:
         out.host_redirect = redirect.authority
     # As Istio: the scheme's default port is left out of the Location.

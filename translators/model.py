@@ -122,6 +122,9 @@ class ConnectionPool:
     max_retries: int | None = None
     idle_timeout_ms: int | None = None
     max_concurrent_streams: int | None = None
+    # HTTP/2 PING keep-alive of upstream connections: interval and timeout
+    h2_keepalive_interval_ms: int | None = None
+    h2_keepalive_timeout_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,7 @@ class OutlierDetection:
     base_ejection_time_ms: int | None = None
     max_ejection_percent: int | None = None
     min_health_percent: int | None = None
+    error_codes: tuple[int, ...] = ()  # the statuses counted as errors (only 5xx when empty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +252,7 @@ class Redirect:
     port: int = 0
     scheme: str = ""
     code: int = 301
+    prefix_rewrite: str = ""  # replaces the matched path prefix
 
 
 @dataclass(frozen=True, slots=True)

@@ -490,7 +490,7 @@ class _Assembler:
                 )
             )
             return []
-        edge = _edge_match(host, entry.path)
+        edge = edge_match(host, entry.path)
         vhost = self.mesh.get(f"{hostname}:{port.port}")
         if vhost is None:
             cluster = cluster_name(port.port, "", hostname)
@@ -519,7 +519,7 @@ class _Assembler:
         return routes
 
 
-def _edge_match(host: str, path: IngressPath | None) -> RouteMatch:
+def edge_match(host: str, path: IngressPath | None) -> RouteMatch:
     """The match an Ingress path means on ``host`` (a wildcard host takes one label only)."""
     headers: tuple[KeyMatch, ...] = ()
     if host.startswith("*."):

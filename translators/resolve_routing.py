@@ -40,6 +40,7 @@ from translators.api.networking_pb2 import OutlierDetection as OutlierDetectionS
 from translators.api.networking_pb2 import StringMatch as StringMatchSpec
 from translators.api.networking_pb2 import TrafficPolicy as TrafficPolicySpec
 from translators.diagnostics import Diagnostic, Severity
+from translators.envoy_rules import header_value_problem, is_prime
 from translators.memo import Memo
 from translators.model import (
     Cluster,
@@ -79,6 +80,8 @@ PRESENT_REGEX = "*"  # Istio's spelling of "the header is present" in a header r
 _NO_HEADERS = Headers()
 _DEFAULT_POLICY = TrafficPolicy()
 DEFAULT_HOST_PORT = 80
+# Envoy's bound for a Maglev lookup table (its largest prime table size is 5000011).
+MAX_MAGLEV_TABLE_SIZE = 5_000_011
 # Envoy's default max_direct_response_body_size_bytes for a route configuration.
 MAX_DIRECT_RESPONSE_BODY = 4096
 
@@ -179,6 +182,10 @@ def compile_destination_rule(
 def _check_policy(policy: TrafficPolicySpec, at: str, problems: _Problems) -> None:
     if policy.HasField("load_balancer"):
         _check_load_balancer(policy.load_balancer, f"{at}.loadBalancer", problems)
+    if policy.HasField("outlier_detection"):
+        _check_outlier_detection(policy.outlier_detection, f"{at}.outlierDetection", problems)
+    if policy.HasField("connection_pool"):
+        _check_connection_pool(policy.connection_pool, f"{at}.connectionPool", problems)
     seen: set[int] = set()
     for i, level in enumerate(policy.port_level_settings):
         where = f"{at}.portLevelSettings[{i}]"
@@ -190,6 +197,49 @@ def _check_policy(policy: TrafficPolicySpec, at: str, problems: _Problems) -> No
         seen.add(number)
         if level.HasField("load_balancer"):
             _check_load_balancer(level.load_balancer, f"{where}.loadBalancer", problems)
+        if level.HasField("outlier_detection"):
+            _check_outlier_detection(level.outlier_detection, f"{where}.outlierDetection", problems)
+        if level.HasField("connection_pool"):
+            _check_connection_pool(level.connection_pool, f"{where}.connectionPool", problems)
+
+
+def _check_outlier_detection(spec: OutlierDetectionSpec, at: str, problems: _Problems) -> None:
+    """Percentages from 0 to 100, as Istio and Envoy take them."""
+    for name, value in (
+        ("maxEjectionPercent", spec.max_ejection_percent),
+        ("minHealthPercent", spec.min_health_percent),
+    ):
+        if not 0 <= value <= 100:
+            problems.add(f"{at}.{name}", f"must be a percentage from 0 to 100, got {value}")
+    for k, code in enumerate(spec.outlier_detection_http_error_codes):
+        if not 100 <= code <= 599:
+            problems.add(
+                f"{at}.outlierDetectionHttpErrorCodes[{k}]",
+                f"must be an HTTP status from 100 to 599, got {code}",
+            )
+
+
+def _check_connection_pool(spec: ConnectionPoolSettings, at: str, problems: _Problems) -> None:
+    """Istio's rules: limits are not negative; an HTTP/2 keep-alive needs both its interval and
+    its timeout."""
+    for side, name, value in (
+        ("tcp", "maxConnections", spec.tcp.max_connections),
+        ("http", "http1MaxPendingRequests", spec.http.http1_max_pending_requests),
+        ("http", "http2MaxRequests", spec.http.http2_max_requests),
+        ("http", "maxRequestsPerConnection", spec.http.max_requests_per_connection),
+        ("http", "maxRetries", spec.http.max_retries),
+    ):
+        if value < 0:
+            problems.add(f"{at}.{side}.{name}", f"must not be negative, got {value}")
+    if not spec.http.HasField("http2_keep_alive"):
+        return
+    keepalive = spec.http.http2_keep_alive
+    for name, given in (
+        ("interval", keepalive.HasField("interval")),
+        ("timeout", keepalive.HasField("timeout")),
+    ):
+        if not given:
+            problems.add(f"{at}.http.http2KeepAlive.{name}", "is required")
 
 
 def _check_export_to(export_to: Sequence[str], problems: _Problems) -> None:
@@ -220,6 +270,15 @@ def _check_load_balancer(lb: LoadBalancerSettings, at: str, problems: _Problems)
         )
     elif key == "http_cookie" and not hashing.http_cookie.name:
         problems.add(f"{at}.consistentHash.httpCookie.name", "is required")
+    if hashing.WhichOneof("hash_algorithm") == "maglev":
+        size = hashing.maglev.table_size
+        where = f"{at}.consistentHash.maglev.tableSize"
+        if size == 0:
+            problems.add(where, "is required for maglev (a prime number, such as 65537)")
+        elif size >= MAX_MAGLEV_TABLE_SIZE:
+            problems.add(where, f"must be less than {MAX_MAGLEV_TABLE_SIZE}")
+        elif not is_prime(size):
+            problems.add(where, f"must be a prime number (Envoy's rule), got {size}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,6 +515,12 @@ def _connection_pool(spec: ConnectionPoolSettings) -> ConnectionPool:
         max_retries=http.max_retries or None,
         idle_timeout_ms=_ms(http.idle_timeout) if http.HasField("idle_timeout") else None,
         max_concurrent_streams=http.max_concurrent_streams or None,
+        h2_keepalive_interval_ms=(
+            _ms(http.http2_keep_alive.interval) if http.HasField("http2_keep_alive") else None
+        ),
+        h2_keepalive_timeout_ms=(
+            _ms(http.http2_keep_alive.timeout) if http.HasField("http2_keep_alive") else None
+        ),
     )
 
 
@@ -478,6 +543,7 @@ def _outlier_detection(spec: OutlierDetectionSpec) -> OutlierDetection:
         ),
         max_ejection_percent=spec.max_ejection_percent or None,
         min_health_percent=spec.min_health_percent or None,
+        error_codes=tuple(sorted(set(spec.outlier_detection_http_error_codes))),
     )
 
 
@@ -715,7 +781,11 @@ class _Compiler:
             retries=self.retries(spec, f"{at}.retries") if spec.HasField("retries") else None,
             fault=self.fault(spec.fault, f"{at}.fault") if spec.HasField("fault") else None,
             mirror=mirror,
-            headers=_headers(spec.headers) if spec.HasField("headers") else _NO_HEADERS,
+            headers=(
+                self.headers(spec.headers, f"{at}.headers")
+                if spec.HasField("headers")
+                else _NO_HEADERS
+            ),
             one_destination=len(spec.route) == 1,
             mirrors=self.mirrors(spec, at),
             cors=self.cors(spec, f"{at}.corsPolicy") if spec.HasField("cors_policy") else None,
@@ -737,6 +807,14 @@ class _Compiler:
             self.problems.add(
                 f"{at}.sourceNamespace", "not supported by splitplane; ignored", Severity.WARNING
             )
+        for where, keyed in (
+            ("headers", spec.headers),
+            ("withoutHeaders", spec.without_headers),
+            ("queryParams", spec.query_params),
+        ):
+            for name in keyed:
+                if not name:
+                    self.problems.add(f"{at}.{where}[]", "name must not be empty")
         headers = [
             KeyMatch(k, self.value_match(v, f"{at}.headers[{k}]")) for k, v in spec.headers.items()
         ]
@@ -749,7 +827,11 @@ class _Compiler:
             for k, v in spec.query_params.items()
         ]
         return RouteMatch(
-            uri=self.string_match(spec.uri, f"{at}.uri") if spec.HasField("uri") else None,
+            uri=(
+                self.string_match(spec.uri, f"{at}.uri", empty_prefix=True)
+                if spec.HasField("uri")
+                else None
+            ),
             scheme=(
                 self.value_match(spec.scheme, f"{at}.scheme") if spec.HasField("scheme") else None
             ),
@@ -768,10 +850,21 @@ class _Compiler:
             source_labels=labels_of(dict(spec.source_labels)),
         )
 
-    def string_match(self, spec: StringMatchSpec, at: str) -> StringMatch | None:
+    def string_match(
+        self, spec: StringMatchSpec, at: str, empty_prefix: bool = False
+    ) -> StringMatch | None:
+        """A string match; as in Istio, a prefix or regex must not be empty (but a uri prefix
+        may: it matches every path)."""
         match = _string_match(spec)
-        if match is not None and match.kind is MatchKind.REGEX:
-            self.check_regex(match.value, f"{at}.regex")
+        if match is None:
+            return None
+        if match.kind is MatchKind.REGEX:
+            if not match.value:
+                self.problems.add(f"{at}.regex", "must not be empty")
+            else:
+                self.check_regex(match.value, f"{at}.regex")
+        elif match.kind is MatchKind.PREFIX and not match.value and not empty_prefix:
+            self.problems.add(f"{at}.prefix", "must not be empty")
         return match
 
     def value_match(self, spec: StringMatchSpec, at: str) -> StringMatch | None:
@@ -845,6 +938,8 @@ class _Compiler:
         total = 0
         for j, (destination, weight, headers) in enumerate(entries):
             cluster, port = self.cluster(destination, f"{at}[{j}].destination")
+            if headers is not None:
+                self.headers(headers, f"{at}[{j}].headers")
             if weight < 0:
                 self.problems.add(f"{at}[{j}].weight", f"must not be negative (got {weight})")
                 continue
@@ -861,6 +956,24 @@ class _Compiler:
             self.problems.add(at, "weights sum to 0; give at least one destination a weight")
         return tuple(found), ports
 
+    def headers(self, spec: HeadersSpec, at: str) -> Headers:
+        """Header operations; names must not be empty, and values must be what Envoy's header
+        formatter takes (``%`` starts a command, ``%%`` is a percent sign)."""
+        for side in ("request", "response"):
+            operations = getattr(spec, side)
+            for verb in ("set", "add"):
+                for name, value in getattr(operations, verb).items():
+                    where = f"{at}.{side}.{verb}[{name}]"
+                    if not name:
+                        self.problems.add(where, "header name must not be empty")
+                    problem = header_value_problem(value)
+                    if problem is not None:
+                        self.problems.add(where, f"header value {problem}")
+            for k, name in enumerate(operations.remove):
+                if not name:
+                    self.problems.add(f"{at}.{side}.remove[{k}]", "header name must not be empty")
+        return _headers(spec)
+
     def cors(self, spec: HTTPRoute, at: str) -> Cors:
         policy = spec.cors_policy
         origins = []
@@ -868,6 +981,10 @@ class _Compiler:
             match = self.string_match(origin, f"{at}.allowOrigins[{k}]")
             if match is None:
                 self.problems.add(f"{at}.allowOrigins[{k}]", "needs exact, prefix or regex")
+            elif not match.value and match.kind is MatchKind.EXACT:  # prefix, regex: above
+                self.problems.add(
+                    f"{at}.allowOrigins[{k}].{match.kind.value}", "must not be empty (as in Istio)"
+                )
             else:
                 origins.append(match)
         preflights = {
@@ -930,12 +1047,24 @@ class _Compiler:
         code = redirect.redirect_code or 301
         if code not in (301, 302, 303, 307, 308):
             self.problems.add(f"{at}.redirectCode", "must be 301, 302, 303, 307 or 308")
+        if redirect.prefix_rewrite:
+            if redirect.uri:
+                self.problems.add(f"{at}.prefixRewrite", "cannot be given with uri; use one")
+            for k, match in enumerate(spec.match):
+                kind = match.uri.WhichOneof("match_type") if match.HasField("uri") else None
+                if kind in ("exact", "regex"):
+                    self.problems.add(
+                        f"{at}.prefixRewrite",
+                        f"replaces a matched prefix, but match[{k}].uri is an {kind} match"
+                        " (as in Istio, match a uri prefix or no uri)",
+                    )
         return Redirect(
             uri=redirect.uri,
             authority=redirect.authority,
             port=redirect.port,
             scheme=redirect.scheme,
             code=code,
+            prefix_rewrite=redirect.prefix_rewrite,
         )
 
     def rewrite(self, spec: HTTPRoute, at: str) -> Rewrite:

@@ -73,6 +73,9 @@ _WRAPPERS: Final = frozenset(
 
 Scalar = bool | int | float | str | bytes
 
+# Lists whose null items Istio takes as empty messages: a null match matches every request.
+_NULL_IS_EMPTY: Final = frozenset({"splitplane.networking.HTTPRoute.match"})
+
 
 class _RejectedError(Exception):
     """A value that does not fit its field; the message says why."""
@@ -403,7 +406,9 @@ class _Reader:
         container = getattr(target, field.name)
         is_message = field.message_type is not None
         for index, item in enumerate(value):
-            if item is None:
+            if item is None and field.full_name in _NULL_IS_EMPTY:
+                container.add()
+            elif item is None:
                 self.report(_Path(path, index), "expected a value, got null")
             elif is_message:
                 self.message(container.add(), item, _Path(path, index))

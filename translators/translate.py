@@ -14,11 +14,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from translators.api.networking_pb2 import VirtualService
 from translators.diagnostics import Diagnostic, Severity
 from translators.memo import Memo, MemoEntries
 from translators.model import Cluster, ClusterEndpoints, MeshModel, Service, VirtualHost
 from translators.names import CLUSTER_DOMAIN
 from translators.objects import is_mapping
+from translators.preflight import (
+    destination_rule_problems,
+    ingress_problems,
+    virtual_service_problems,
+)
 from translators.resolve_ingress import (
     IngressRules,
     ingress_classes,
@@ -28,6 +34,7 @@ from translators.resolve_ingress import (
 from translators.resolve_loadbalancers import resolve_load_balancers
 from translators.resolve_routing import (
     DestinationRuleSpec,
+    MeshAnswers,
     RoutingContext,
     Source,
     VirtualServiceRules,
@@ -54,6 +61,10 @@ T = TypeVar("T")
 KubeObject = Mapping[str, Any]
 
 STILL_SERVING = "invalid; still serving the last accepted version"
+DEGRADED = (
+    "invalid, with no accepted version to fall back to: only its host and subsets are used"
+    " (no traffic policy), so that routes to its subsets keep working"
+)
 ISTIO_GROUP = "networking.istio.io/"
 # kind → the apiVersion (or API group prefix, ending in "/") the object must have
 _KINDS: Mapping[str, str] = {
@@ -192,8 +203,10 @@ class _Acceptor:
         entries: Mapping[ObjectKey, tuple[ObjectMeta, KubeObject]],
         unnamed: Iterable[KubeObject],
         check: Callable[[ObjectMeta | None, KubeObject], tuple[T | None, list[Diagnostic]]],
+        degraded: Callable[[ObjectMeta, KubeObject], T | None] | None = None,
     ) -> list[T]:
-        """The checked value of each object: the current version, else the last accepted one."""
+        """The checked value of each object: the current version, else the last accepted one,
+        else (with ``degraded``) what can still be taken from the current version."""
         values: list[T] = []
         for obj in unnamed:
             self.diagnostics.extend(check(None, obj)[1])
@@ -219,6 +232,11 @@ class _Acceptor:
                         )
             if value is not None:
                 self.accepted[key] = obj
+                values.append(value)
+            elif degraded is not None and (value := degraded(meta, obj)) is not None:
+                self.diagnostics.append(
+                    Diagnostic(key.kind, key.namespace, key.name, "", DEGRADED, Severity.WARNING)
+                )
                 values.append(value)
         return values
 
@@ -267,17 +285,27 @@ def translate(
         if spec is None:
             return None, found
         rule, more = compile_destination_rule(_source(meta), spec)
-        return rule, found + more
+        if rule is None:
+            return None, found + more
+        rejected = destination_rule_problems(rule)
+        return (None if rejected else rule), found + more + rejected
 
     def check_rule(
         meta: ObjectMeta | None, obj: KubeObject
     ) -> tuple[DestinationRuleSpec | None, list[Diagnostic]]:
         return memo.get("destination-rule", obj, compiled_rule, meta, obj)
 
+    def subsets_only(meta: ObjectMeta, obj: KubeObject) -> DestinationRuleSpec | None:
+        reduced = _subsets_only(obj)
+        if reduced is None:
+            return None
+        return memo.get("destination-rule-subsets", obj, compiled_rule, meta, reduced)[0]
+
     rules = acceptor.accept(
         objects_by_kind.keyed.get("DestinationRule", {}),
         objects_by_kind.unnamed.get("DestinationRule", ()),
         check_rule,
+        subsets_only,
     )
     index, rule_diagnostics = index_destination_rules(rules, services, domain)
     context = RoutingContext(services, index, domain)
@@ -292,7 +320,7 @@ def translate(
             "virtual-service-rules",
             obj,
             lambda held: held[2].still_hold(context),
-            compile_virtual_service,
+            _checked_virtual_service,
             _source(meta),
             spec,
             context,
@@ -314,7 +342,11 @@ def translate(
     def check_ingress(
         meta: ObjectMeta | None, obj: KubeObject
     ) -> tuple[IngressRules | None, list[Diagnostic]]:
-        return parse_ingress(obj, _source(meta), classes)
+        rules, found = parse_ingress(obj, _source(meta), classes)
+        if rules is None:
+            return None, found
+        rejected = ingress_problems(rules)
+        return (None if rejected else rules), found + rejected
 
     ingresses = acceptor.accept(
         objects_by_kind.keyed.get("Ingress", {}),
@@ -367,6 +399,36 @@ def translate(
         resolved_from=resolved_from,
         resolved=resolved,
     )
+
+
+def _subsets_only(obj: KubeObject) -> KubeObject | None:
+    """A DestinationRule object reduced to its host and its subsets' names and labels (None
+    when it has no subsets to keep)."""
+    spec = obj.get("spec")
+    if not is_mapping(spec):
+        return None
+    subsets = spec.get("subsets")
+    if not isinstance(subsets, list) or not subsets:
+        return None
+    kept = [
+        {key: subset[key] for key in ("name", "labels") if key in subset}
+        for subset in subsets
+        if is_mapping(subset)
+    ]
+    return {**obj, "spec": {"host": spec.get("host"), "subsets": kept}}
+
+
+def _checked_virtual_service(
+    source: Source, spec: VirtualService, context: RoutingContext
+) -> tuple[VirtualServiceRules | None, list[Diagnostic], MeshAnswers]:
+    """`compile_virtual_service`, and then whether Envoy takes the routes of each of its rules:
+    a VirtualService with a rule Envoy would reject is invalid (its last accepted version keeps
+    serving), before its routes are put in a route table with anybody else's."""
+    compiled, found, answers = compile_virtual_service(source, spec, context)
+    if compiled is None:
+        return None, found, answers
+    rejected = virtual_service_problems(compiled)
+    return (None if rejected else compiled), found + rejected, answers
 
 
 def _resolved_before(

@@ -28,7 +28,13 @@ UNSUPPORTED_ISTIO_FIELDS: Final[Mapping[str, frozenset[str]]] = {
         "DestinationRule": {"workloadSelector"},
         "TrafficPolicy": {"proxyProtocol", "retryBudget", "tls", "tunnel"},
         "TrafficPolicy.PortTrafficPolicy": {"tls"},
-        "LoadBalancerSettings": {"localityLbSetting", "warmup", "warmupDurationSecs"},
+        "LoadBalancerSettings": {
+            "backendUtilization",
+            "localityLbSetting",
+            "warmup",
+            "warmupDurationSecs",
+            "zoneAwareLbSetting",
+        },
         "LoadBalancerSettings.ConsistentHashLB.HTTPCookie": {"attributes"},
         "ConnectionPoolSettings.TCPSettings": {
             "idleTimeout",

@@ -201,18 +201,20 @@ class HTTPBody(_message.Message):
     def __init__(self, string: _Optional[str] = ..., bytes: _Optional[bytes] = ...) -> None: ...
 
 class HTTPRedirect(_message.Message):
-    __slots__ = ("uri", "authority", "port", "scheme", "redirect_code")
+    __slots__ = ("uri", "authority", "port", "scheme", "redirect_code", "prefix_rewrite")
     URI_FIELD_NUMBER: _ClassVar[int]
     AUTHORITY_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     SCHEME_FIELD_NUMBER: _ClassVar[int]
     REDIRECT_CODE_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_REWRITE_FIELD_NUMBER: _ClassVar[int]
     uri: str
     authority: str
     port: int
     scheme: str
     redirect_code: int
-    def __init__(self, uri: _Optional[str] = ..., authority: _Optional[str] = ..., port: _Optional[int] = ..., scheme: _Optional[str] = ..., redirect_code: _Optional[int] = ...) -> None: ...
+    prefix_rewrite: str
+    def __init__(self, uri: _Optional[str] = ..., authority: _Optional[str] = ..., port: _Optional[int] = ..., scheme: _Optional[str] = ..., redirect_code: _Optional[int] = ..., prefix_rewrite: _Optional[str] = ...) -> None: ...
 
 class RegexRewrite(_message.Message):
     __slots__ = ("match", "rewrite")
@@ -471,20 +473,29 @@ class ConnectionPoolSettings(_message.Message):
         connect_timeout: _duration_pb2.Duration
         def __init__(self, max_connections: _Optional[int] = ..., connect_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
     class HTTPSettings(_message.Message):
-        __slots__ = ("http1_max_pending_requests", "http2_max_requests", "max_requests_per_connection", "max_retries", "idle_timeout", "max_concurrent_streams")
+        __slots__ = ("http1_max_pending_requests", "http2_max_requests", "max_requests_per_connection", "max_retries", "idle_timeout", "max_concurrent_streams", "http2_keep_alive")
+        class ConnectionKeepalive(_message.Message):
+            __slots__ = ("interval", "timeout")
+            INTERVAL_FIELD_NUMBER: _ClassVar[int]
+            TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+            interval: _duration_pb2.Duration
+            timeout: _duration_pb2.Duration
+            def __init__(self, interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
         HTTP1_MAX_PENDING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
         HTTP2_MAX_REQUESTS_FIELD_NUMBER: _ClassVar[int]
         MAX_REQUESTS_PER_CONNECTION_FIELD_NUMBER: _ClassVar[int]
         MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
         IDLE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
         MAX_CONCURRENT_STREAMS_FIELD_NUMBER: _ClassVar[int]
+        HTTP2_KEEP_ALIVE_FIELD_NUMBER: _ClassVar[int]
         http1_max_pending_requests: int
         http2_max_requests: int
         max_requests_per_connection: int
         max_retries: int
         idle_timeout: _duration_pb2.Duration
         max_concurrent_streams: int
-        def __init__(self, http1_max_pending_requests: _Optional[int] = ..., http2_max_requests: _Optional[int] = ..., max_requests_per_connection: _Optional[int] = ..., max_retries: _Optional[int] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_concurrent_streams: _Optional[int] = ...) -> None: ...
+        http2_keep_alive: ConnectionPoolSettings.HTTPSettings.ConnectionKeepalive
+        def __init__(self, http1_max_pending_requests: _Optional[int] = ..., http2_max_requests: _Optional[int] = ..., max_requests_per_connection: _Optional[int] = ..., max_retries: _Optional[int] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_concurrent_streams: _Optional[int] = ..., http2_keep_alive: _Optional[_Union[ConnectionPoolSettings.HTTPSettings.ConnectionKeepalive, _Mapping]] = ...) -> None: ...
     TCP_FIELD_NUMBER: _ClassVar[int]
     HTTP_FIELD_NUMBER: _ClassVar[int]
     tcp: ConnectionPoolSettings.TCPSettings
@@ -492,7 +503,7 @@ class ConnectionPoolSettings(_message.Message):
     def __init__(self, tcp: _Optional[_Union[ConnectionPoolSettings.TCPSettings, _Mapping]] = ..., http: _Optional[_Union[ConnectionPoolSettings.HTTPSettings, _Mapping]] = ...) -> None: ...
 
 class OutlierDetection(_message.Message):
-    __slots__ = ("consecutive_5xx_errors", "consecutive_gateway_errors", "interval", "base_ejection_time", "max_ejection_percent", "min_health_percent", "split_external_local_origin_errors", "consecutive_local_origin_failures", "consecutive_errors")
+    __slots__ = ("consecutive_5xx_errors", "consecutive_gateway_errors", "interval", "base_ejection_time", "max_ejection_percent", "min_health_percent", "split_external_local_origin_errors", "consecutive_local_origin_failures", "consecutive_errors", "outlier_detection_http_error_codes")
     CONSECUTIVE_5XX_ERRORS_FIELD_NUMBER: _ClassVar[int]
     CONSECUTIVE_GATEWAY_ERRORS_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_FIELD_NUMBER: _ClassVar[int]
@@ -502,6 +513,7 @@ class OutlierDetection(_message.Message):
     SPLIT_EXTERNAL_LOCAL_ORIGIN_ERRORS_FIELD_NUMBER: _ClassVar[int]
     CONSECUTIVE_LOCAL_ORIGIN_FAILURES_FIELD_NUMBER: _ClassVar[int]
     CONSECUTIVE_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    OUTLIER_DETECTION_HTTP_ERROR_CODES_FIELD_NUMBER: _ClassVar[int]
     consecutive_5xx_errors: _wrappers_pb2.UInt32Value
     consecutive_gateway_errors: _wrappers_pb2.UInt32Value
     interval: _duration_pb2.Duration
@@ -511,4 +523,5 @@ class OutlierDetection(_message.Message):
     split_external_local_origin_errors: bool
     consecutive_local_origin_failures: _wrappers_pb2.UInt32Value
     consecutive_errors: int
-    def __init__(self, consecutive_5xx_errors: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., consecutive_gateway_errors: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., base_ejection_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_ejection_percent: _Optional[int] = ..., min_health_percent: _Optional[int] = ..., split_external_local_origin_errors: _Optional[bool] = ..., consecutive_local_origin_failures: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., consecutive_errors: _Optional[int] = ...) -> None: ...
+    outlier_detection_http_error_codes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, consecutive_5xx_errors: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., consecutive_gateway_errors: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., base_ejection_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_ejection_percent: _Optional[int] = ..., min_health_percent: _Optional[int] = ..., split_external_local_origin_errors: _Optional[bool] = ..., consecutive_local_origin_failures: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., consecutive_errors: _Optional[int] = ..., outlier_detection_http_error_codes: _Optional[_Iterable[int]] = ...) -> None: ...

@@ -33,6 +33,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from translators.diagnostics import Diagnostic
 from translators.model import MeshModel
+from translators.preflight import violations
 from xds_server.xds.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resource, Snapshot
 from xds_server.xds.client_status import ClientView, TypeStatus
 
@@ -245,15 +246,61 @@ def clients_json(clients: Sequence[ClientView]) -> dict[str, Any]:
     return {"clients": [_client_json(client) for client in clients]}
 
 
+# Envoy cuts the text of a rejection at 4 KB (its gRPC status limit) and ends it so; the text
+# often starts with a dump of the rejected resource, so the reason is what gets cut.
+ENVOY_TRUNCATED = "...(truncated)"
+MAX_FINDINGS = 50
+
+_MESSAGE_TYPES: Mapping[str, Any] = {
+    CLUSTER: cluster_pb2.Cluster,
+    ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
+    LISTENER: listener_pb2.Listener,
+    ROUTE: route_pb2.RouteConfiguration,
+}
+
+
 def _client_json(client: ClientView) -> dict[str, Any]:
     data = client.as_dict()
     data["connected_since"] = _iso(client.connected_since)
-    for entry in data["types"]:
+    for entry, status in zip(data["types"], client.types, strict=True):
         entry["type"] = TYPE_NAMES.get(entry["type_url"], entry["type_url"])
         for key in ("sent_at", "acked_at", "error_at"):
             entry[key] = _iso(entry[key])
         del entry["resources"]
+        if status.error:
+            entry["error_truncated_by_envoy"] = status.error.endswith(ENVOY_TRUNCATED)
+            entry["error_reasons"] = rejection_reasons(status)
     return data
+
+
+# The reasons found for each rejected response (by the identity of its resources, which a
+# status holds while it is the latest response), so a rejection is checked once, not per request.
+_REASONS: dict[int, tuple[tuple[object, ...], list[str]]] = {}
+_MAX_REASONS = 16  # each holds the resources it was found in alive
+
+
+def rejection_reasons(status: TypeStatus) -> list[str]:
+    """What breaks Envoy's rules in the resources of the response a client rejected, in full
+    (``resource: field path: reason``), by splitplane's own check: Envoy's text may be cut
+    before its reason. Empty when the check finds nothing, or the rejected response is no
+    longer the latest one sent."""
+    message_type = _MESSAGE_TYPES.get(status.type_url)
+    if message_type is None or status.nacked_nonce != status.sent_nonce:
+        return []
+    held = _REASONS.get(id(status.sent_resources))
+    if held is not None and held[0] is status.sent_resources:
+        return held[1]
+    found: list[str] = []
+    for resource in status.sent_resources:
+        for path, reason in violations(message_type.FromString(resource.body)):
+            found.append(f"{resource.name}: {path}: {reason}")
+        if len(found) >= MAX_FINDINGS:
+            del found[MAX_FINDINGS:]
+            break
+    if len(_REASONS) >= _MAX_REASONS:
+        _REASONS.clear()
+    _REASONS[id(status.sent_resources)] = (status.sent_resources, found)
+    return found
 
 
 def _iso(when: float | None) -> str | None:
