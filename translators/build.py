@@ -11,7 +11,7 @@ writes again only the ones whose endpoints changed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -30,10 +30,13 @@ from translators.build_routes import (
     sidecar_layout,
     sidecar_route_tables,
 )
-from translators.model import ClusterEndpoints, MeshModel, NodeGroup, Role
+from translators.model import ClusterEndpoints, MeshModel, MeshView, NodeGroup, Role
+from translators.resolve_scopes import scoped_model
+from translators.resources import Built
 
 Resources = dict[str, tuple[Message, ...]]
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 
 DEFAULT_SIDECAR_PORT = 15001
 DEFAULT_GATEWAY_PORT = 8080
@@ -51,6 +54,7 @@ class ResourceBuilder:
         self._parts: dict[str, tuple[tuple[object, ...], Any]] = {}
         self.builds: dict[str, int] = {}  # how often each part was built (for tests and debug)
         self._assignments = LoadAssignments()
+        self._views: tuple[MeshView, ...] = ()
 
     def _part(self, key: str, inputs: tuple[object, ...], build: Callable[[], T]) -> T:
         held = self._parts.get(key)
@@ -74,51 +78,136 @@ class ResourceBuilder:
         names is present (possibly empty). A proxyless group gets an api listener for every
         dialable target, or with ``listener_names`` only for those of them it names (gRPC
         clients ask for listeners by the target they dial); other groups ignore it.
+
+        A group whose namespace sees a view of the mesh of its own (see `MeshView`) gets it;
+        groups that see the same share every resource, and a view shares with the rest of the
+        mesh the resources of every host it does not change.
         """
-        # Proxyless gRPC clients get clusters with only the balancing they support.
+        view = model.view_for(group.namespace)
+        if view is None:
+            return self._build(model, group, "", listener_names)
+        scope = "view:" + ",".join(view.namespaces) + "/"
+        self._forget_views_but(model.views)
         grpc = group.role is Role.PROXYLESS
-        clusters = self._part(
-            "grpc-clusters" if grpc else "clusters",
+        scoped = self._part(
+            f"{scope}model",
+            (model.clusters, model.endpoints, model.mesh_hosts, view),
+            lambda: scoped_model(model, view),
+        )
+        clusters = self._clusters(model, grpc)
+        self._part(
+            f"{scope}{'grpc-clusters' if grpc else 'clusters'}",
+            (scoped.clusters,),
+            lambda: _reused(
+                clusters,
+                model.clusters,
+                scoped.clusters,
+                lambda c: c.name,
+                lambda fresh: build_clusters(fresh, grpc=grpc),
+            ),
+        )
+        endpoints = self._endpoints(model)
+        self._part(
+            f"{scope}endpoints",
+            (scoped.clusters, scoped.endpoints),
+            lambda: _reused(
+                endpoints,
+                _assignments(model),
+                _assignments(scoped),
+                lambda e: e.cluster,
+                lambda fresh: LoadAssignments().build(fresh),
+            ),
+        )
+        routes = self._routes(model)
+        changed = frozenset(c.name for c in view.clusters).union(
+            c.name for c in model.clusters if c.service in frozenset(view.hosts)
+        )
+        self._part(
+            f"{scope}routes",
+            (scoped.clusters,),
+            lambda: VirtualHostRoutes(scoped, routes, changed),
+        )
+        return self._build(scoped, group, scope, listener_names)
+
+    def _forget_views_but(self, views: tuple[MeshView, ...]) -> None:
+        """Drop what was built for views the model no longer has (namespaces are unbounded)."""
+        if views is self._views:
+            return
+        self._views = views
+        live = {"view:" + ",".join(view.namespaces) + "/" for view in views}
+        for key in [k for k in self._parts if k.startswith("view:")]:
+            if key[: key.index("/") + 1] not in live:
+                del self._parts[key]
+                self.builds.pop(key, None)
+
+    def _clusters(self, model: MeshModel, grpc: bool, scope: str = "") -> Built[Any]:
+        built: Built[Any] = self._part(
+            f"{scope}{'grpc-clusters' if grpc else 'clusters'}",
             (model.clusters,),
             lambda: build_clusters(model.clusters, grpc=grpc),
         )
-        endpoints = self._part(
-            "endpoints",
+        return built
+
+    def _endpoints(self, model: MeshModel, scope: str = "") -> Built[Any]:
+        built: Built[Any] = self._part(
+            f"{scope}endpoints",
             (model.clusters, model.endpoints),
             lambda: _load_assignments(model, self._assignments),
         )
-        routes = self._part("routes", (model.clusters,), lambda: VirtualHostRoutes(model))
+        return built
+
+    def _routes(self, model: MeshModel, scope: str = "") -> VirtualHostRoutes:
+        routes: VirtualHostRoutes = self._part(
+            f"{scope}routes", (model.clusters,), lambda: VirtualHostRoutes(model)
+        )
+        return routes
+
+    def _build(
+        self,
+        model: MeshModel,
+        group: NodeGroup,
+        scope: str,
+        listener_names: Collection[str] | None,
+    ) -> Resources:
+        """The group's resources from ``model``, its parts kept under ``scope`` (the view's;
+        "" for what every namespace sees): the parts of a view were built before this."""
+        # Proxyless gRPC clients get clusters with only the balancing they support.
+        grpc = group.role is Role.PROXYLESS
+        clusters = self._clusters(model, grpc, scope)
+        endpoints = self._endpoints(model, scope)
+        routes = self._routes(model, scope)
+        role_key = f"{scope}{NodeGroup(group.role, group.port).key}"
         listeners: tuple[Message, ...]
         tables: tuple[Message, ...]
         # Where each virtual host goes in a table depends only on the virtual hosts' names,
         # ports and hosts: a routing change keeps the layout and only reassembles the table.
         if group.role is Role.SIDECAR:
             port = group.port or DEFAULT_SIDECAR_PORT
-            listeners = self._part(f"{group.key}/listeners", (), lambda: sidecar_listeners(port))
+            listeners = self._part(f"{role_key}/listeners", (), lambda: sidecar_listeners(port))
             layout = self._part(
-                f"{group.key}/layout",
+                f"{role_key}/layout",
                 (layout_key(model.mesh_hosts),),
                 lambda: sidecar_layout(model.mesh_hosts),
             )
             tables = self._part(
-                f"{group.key}/routes",
+                f"{role_key}/routes",
                 (model.mesh_hosts, routes, layout),
                 lambda: sidecar_route_tables(model, port, routes, layout),
             )
         elif group.role is Role.GATEWAY:
             port = group.port or DEFAULT_GATEWAY_PORT
             listeners = self._part(
-                f"{group.key}/listeners",
+                f"{role_key}/listeners",
                 (model.gateway_tcp,),
                 lambda: gateway_listeners(port, model.gateway_tcp),
             )
             layout = self._part(
-                f"{group.key}/layout",
+                f"{role_key}/layout",
                 (layout_key(model.gateway_hosts),),
                 lambda: gateway_layout(model.gateway_hosts, port),
             )
             tables = self._part(
-                f"{group.key}/routes",
+                f"{role_key}/routes",
                 (model.gateway_hosts, routes, layout),
                 lambda: gateway_route_tables(model, port, routes, layout),
             )
@@ -127,22 +216,22 @@ class ResourceBuilder:
             targets = tuple((vhost.port, vhost.hosts) for vhost in model.mesh_hosts)
             if listener_names is None:
                 listeners = self._part(
-                    "api-listeners", (targets,), lambda: api_listeners(model.mesh_hosts)
+                    f"{scope}api-listeners", (targets,), lambda: api_listeners(model.mesh_hosts)
                 )
             else:
                 wanted = frozenset(listener_names)
                 listeners = self._part(
-                    "requested-api-listeners",
+                    f"{scope}requested-api-listeners",
                     (targets, wanted),
                     lambda: api_listeners(model.mesh_hosts, wanted),
                 )
             layout = self._part(
-                "port-layout",
+                f"{scope}port-layout",
                 (layout_key(model.mesh_hosts),),
                 lambda: port_layout(model.mesh_hosts),
             )
             tables = self._part(
-                "port-routes",
+                f"{scope}port-routes",
                 (model.mesh_hosts, routes, layout),
                 lambda: port_route_tables(model, routes, layout),
             )
@@ -154,7 +243,42 @@ class ResourceBuilder:
         }
 
 
-def _load_assignments(model: MeshModel, builder: LoadAssignments) -> tuple[Message, ...]:
+def _assignments(model: MeshModel) -> list[ClusterEndpoints]:
+    """The load assignment of every EDS cluster, by cluster name (empty when the model has
+    none for it)."""
+    given = {e.cluster: e for e in model.endpoints}
+    return [
+        given.get(c.name) or ClusterEndpoints(cluster=c.name) for c in model.clusters if c.uses_eds
+    ]
+
+
+def _reused(
+    base: Built[M],
+    base_items: Sequence[T],
+    items: Sequence[T],
+    name: Callable[[T], str],
+    build: Callable[[list[T]], Built[M]],
+) -> Built[M]:
+    """The resources of ``items`` (sorted by name): ``base``'s, made from ``base_items``, for
+    every item that is one of those (the very bytes and messages), built for the others."""
+    before = {name(item): item for item in base_items}
+    held = dict(zip(base.names, base.bodies, strict=True))
+    fresh = [
+        item
+        for item in items
+        if (old := before.get(name(item))) is None
+        or not (old is item or old == item)
+        or name(item) not in held
+    ]
+    made = build(fresh)
+    bodies = {**held, **dict(zip(made.names, made.bodies, strict=True))}
+    names = [name(item) for item in items]
+    wanted = frozenset(names)
+    references = (base.references & wanted) | made.references
+    return Built(base.message_type, names, [bodies[n] for n in names], references, earlier=base)
+
+
+def _load_assignments(model: MeshModel, builder: LoadAssignments) -> Built[Any]:
     """A load assignment for every EDS cluster (empty when the model has none for it)."""
     given = {e.cluster: e for e in model.endpoints}
     return builder.build(

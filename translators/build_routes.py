@@ -551,17 +551,29 @@ def host_domains(host: str, port: int) -> tuple[str, ...]:
 
 
 class VirtualHostRoutes:
-    """The routes of each virtual host of one model, built once and shared by every table."""
+    """The routes of each virtual host of one model, built once and shared by every table.
 
-    def __init__(self, model: MeshModel) -> None:
+    With ``shared`` (those of a model this one differs from only in the clusters named
+    ``changed``), a virtual host that routes to none of those takes the shared bytes.
+    """
+
+    def __init__(
+        self,
+        model: MeshModel,
+        shared: VirtualHostRoutes | None = None,
+        changed: frozenset[str] = frozenset(),
+    ) -> None:
         self.clusters: dict[str, Cluster] = {c.name: c for c in model.clusters}
         self._built: dict[int, tuple[VirtualHost, bytes]] = {}
+        self._shared, self._changed = shared, changed
 
     def serialized(self, vhost: VirtualHost) -> bytes:
         """The routes of ``vhost`` as Envoy ``VirtualHost.routes`` fields, canonical bytes."""
         found = self._built.get(id(vhost))
         if found is not None and found[0] is vhost:
             return found[1]
+        if self._shared is not None and not _routes_to(vhost, self._changed):
+            return self._shared.serialized(vhost)
         prefixes = _ROUTE_ENTRIES
         data = b"".join(
             [
@@ -573,6 +585,19 @@ class VirtualHostRoutes:
         )
         self._built[id(vhost)] = (vhost, data)
         return data
+
+
+def _routes_to(vhost: VirtualHost, clusters: frozenset[str]) -> bool:
+    """Whether a route of ``vhost`` sends or mirrors requests to one of ``clusters``."""
+    return bool(clusters) and any(
+        target in clusters
+        for route in vhost.routes
+        for target in (
+            *(d.cluster for d in route.destinations),
+            *((route.mirror.cluster,) if route.mirror else ()),
+            *(m.cluster for m in route.mirrors),
+        )
+    )
 
 
 _TABLE_NAME = route_pb2.RouteConfiguration.NAME_FIELD_NUMBER

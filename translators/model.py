@@ -369,8 +369,29 @@ class TcpRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class MeshView:
+    """What the clients in ``namespaces`` see where it differs from what every namespace sees.
+
+    Objects exported to some namespaces only (``exportTo``) and DestinationRules outside a
+    service's namespace make the difference. For each of ``hosts`` (service hostnames, or hosts
+    that are no service) these clients get ``clusters``, ``endpoints`` and ``mesh_hosts``
+    instead of the model's; nothing, for a service they do not see.
+    """
+
+    namespaces: tuple[str, ...]
+    hosts: tuple[str, ...]
+    clusters: tuple[Cluster, ...] = ()
+    endpoints: tuple[ClusterEndpoints, ...] = ()
+    mesh_hosts: tuple[VirtualHost, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class MeshModel:
-    """Everything one translation produced; sorted, so equal inputs give equal models."""
+    """Everything one translation produced; sorted, so equal inputs give equal models.
+
+    ``clusters``, ``endpoints`` and ``mesh_hosts`` are what the clients of a namespace see when
+    no ``exportTo`` names their namespace; ``views`` hold what the others see instead.
+    """
 
     services: tuple[Service, ...] = ()
     clusters: tuple[Cluster, ...] = ()
@@ -379,6 +400,15 @@ class MeshModel:
     gateway_hosts: tuple[VirtualHost, ...] = ()  # the load-balancer fleet's HTTP listener
     gateway_tcp: tuple[TcpListener, ...] = ()  # the fleet's TCP listeners
     tcp_routes: tuple[TcpRoute, ...] = ()  # VirtualService tcp rules, for the TCP listeners
+    views: tuple[MeshView, ...] = ()  # by namespaces; each namespace in one view at most
+
+    def view_for(self, namespace: str) -> MeshView | None:
+        """What the clients in ``namespace`` see differently (None: what every namespace sees)."""
+        if namespace:
+            for view in self.views:
+                if namespace in view.namespaces:
+                    return view
+        return None
 
 
 class Role(StrEnum):
@@ -392,12 +422,17 @@ class NodeGroup:
     """Nodes that receive the same snapshot.
 
     ``port`` is the listener port the role serves HTTP on: a sidecar's outbound port (default 15001)
-    or a gateway's HTTP port (default 8080); unused for proxyless gRPC clients.
+    or a gateway's HTTP port (default 8080); unused for proxyless gRPC clients. ``namespace`` is
+    the namespace the nodes run in: they see what is exported to it ("" for none: only what is
+    exported to every namespace).
     """
 
     role: Role
     port: int = 0
+    namespace: str = ""
 
     @property
     def key(self) -> str:
-        return f"{self.role.value}:{self.port}" if self.port else self.role.value
+        """``sidecar:15001``, ``gateway:8080`` or ``proxyless``, then ``/namespace`` if any."""
+        base = f"{self.role.value}:{self.port}" if self.port else self.role.value
+        return f"{base}/{self.namespace}" if self.namespace else base

@@ -73,6 +73,7 @@ from translators.model import (
 )
 from translators.names import CLUSTER_DOMAIN, cluster_name, host_candidates, service_aliases
 from translators.regex import regex_problem
+from translators.visibility import EVERYWHERE, ExportTo, config_export_to
 
 MESH_GATEWAY = "mesh"
 PRESENT_REGEX = "*"  # Istio's spelling of "the header is present" in a header regex
@@ -145,6 +146,7 @@ class DestinationRuleSpec:
     subset_labels: Mapping[str, Labels] = field(default_factory=dict, compare=False)
     # Whether a traffic policy is set anywhere (top level or in a subset).
     has_policy: bool = field(default=True, compare=False)
+    export_to: ExportTo = EVERYWHERE
 
 
 def compile_destination_rule(
@@ -169,14 +171,17 @@ def compile_destination_rule(
             _check_policy(subset.traffic_policy, f"{at}.trafficPolicy", problems)
     if spec.HasField("traffic_policy"):
         _check_policy(spec.traffic_policy, "spec.trafficPolicy", problems)
-    _check_export_to(spec.export_to, problems)
+    export_to = _export_to(spec.export_to, source.namespace, problems)
     if problems.has_error:
         return None, problems.found
     subset_labels = {subset.name: labels_of(subset.labels) for subset in spec.subsets}
     has_policy = spec.HasField("traffic_policy") or any(
         subset.HasField("traffic_policy") for subset in spec.subsets
     )
-    return DestinationRuleSpec(source, host, spec, subset_labels, has_policy), problems.found
+    return (
+        DestinationRuleSpec(source, host, spec, subset_labels, has_policy, export_to),
+        problems.found,
+    )
 
 
 def _check_policy(policy: TrafficPolicySpec, at: str, problems: _Problems) -> None:
@@ -242,13 +247,10 @@ def _check_connection_pool(spec: ConnectionPoolSettings, at: str, problems: _Pro
             problems.add(f"{at}.http.http2KeepAlive.{name}", "is required")
 
 
-def _check_export_to(export_to: Sequence[str], problems: _Problems) -> None:
-    if any(name != "*" for name in export_to):
-        problems.add(
-            "spec.exportTo",
-            "splitplane does not scope objects to namespaces; this one applies to every namespace",
-            Severity.WARNING,
-        )
+def _export_to(entries: Sequence[str], namespace: str, problems: _Problems) -> ExportTo:
+    return config_export_to(
+        entries, namespace, lambda message: problems.add("spec.exportTo", message)
+    )
 
 
 def _check_load_balancer(lb: LoadBalancerSettings, at: str, problems: _Problems) -> None:
@@ -281,13 +283,29 @@ def _check_load_balancer(lb: LoadBalancerSettings, at: str, problems: _Problems)
             problems.add(where, f"must be a prime number (Envoy's rule), got {size}")
 
 
+ROOT_NAMESPACE = "istio-system"  # Istio's default meshConfig.rootNamespace
+
+
 @dataclass(frozen=True, slots=True)
 class DestinationRuleIndex:
-    """The DestinationRule that applies to each service hostname."""
+    """The DestinationRules of each service hostname, and which one a client gets.
+
+    ``by_host`` holds the rule of a client in a namespace no rule for the host names (in its
+    own namespace or its ``exportTo``): the service namespace's rule if exported everywhere,
+    else the root namespace's. `rule_for` answers for any namespace, as Istio does: the rule in
+    the client's own namespace, else the service namespace's if exported to the client, else
+    the root namespace's if exported to the client.
+    """
 
     by_host: Mapping[str, DestinationRuleSpec]
-    # The subset names of each host's rule, read once per translation rather than per route.
+    # The subset names any rule for each host defines (what a VirtualService may name), read
+    # once per translation rather than per route.
     subset_names: Mapping[str, frozenset[str]] = field(default_factory=dict, compare=False)
+    # hostname → namespace → the rule of that namespace for it
+    by_namespace: Mapping[str, Mapping[str, DestinationRuleSpec]] = field(
+        default_factory=dict, compare=False
+    )
+    root_namespace: str = ROOT_NAMESPACE
 
     def subsets(self, hostname: str) -> frozenset[str]:
         found = self.subset_names.get(hostname)
@@ -296,19 +314,37 @@ class DestinationRuleIndex:
         rule = self.by_host.get(hostname)
         return frozenset(s.name for s in rule.spec.subsets) if rule else frozenset()
 
+    def rule_for(
+        self, namespace: str, hostname: str, service_namespace: str
+    ) -> DestinationRuleSpec | None:
+        """The rule a client in ``namespace`` gets for the service ``hostname``."""
+        rules = self.by_namespace.get(hostname)
+        if not rules:
+            return None
+        own = rules.get(namespace)
+        if own is not None and own.export_to.visible_to(namespace):
+            return own
+        for owner in (service_namespace, self.root_namespace):
+            rule = rules.get(owner)
+            if rule is not None and rule.export_to.visible_to(namespace):
+                return rule
+        return None
+
+    def namespaces_named(self, hostname: str) -> frozenset[str]:
+        """The namespaces whose clients may get another rule for ``hostname`` than ``by_host``:
+        those of its rules and those their ``exportTo`` names."""
+        rules = self.by_namespace.get(hostname, {})
+        return frozenset(rules).union(*(rule.export_to.namespaces for rule in rules.values()))
+
 
 def index_destination_rules(
     rules: Iterable[DestinationRuleSpec],
     services: Mapping[str, Service],
     domain: str = CLUSTER_DOMAIN,
+    root_namespace: str = ROOT_NAMESPACE,
 ) -> tuple[DestinationRuleIndex, list[Diagnostic]]:
-    """One rule per service host; the others and rules for unknown hosts get a diagnostic.
-
-    A rule in the service's own namespace comes first, then the oldest. Istio gives a client the
-    rule of its own namespace before the service's; splitplane serves every client of a node
-    group alike, so a rule from another namespace only applies when the service's namespace has
-    none.
-    """
+    """The rules of each service host, one per namespace (the oldest; a younger one in the same
+    namespace is an error); rules for unknown hosts get a warning."""
     diagnostics: list[Diagnostic] = []
     found: list[tuple[str, DestinationRuleSpec]] = []
     for rule in rules:
@@ -326,27 +362,10 @@ def index_destination_rules(
             continue
         found.append((hostname, rule))
 
-    def precedence(item: tuple[str, DestinationRuleSpec]) -> tuple[bool, tuple[str, str, str]]:
-        hostname, rule = item
-        return rule.source.namespace != services[hostname].namespace, rule.source.age
-
-    by_host: dict[str, DestinationRuleSpec] = {}
-    for hostname, rule in sorted(found, key=precedence):
-        winner = by_host.get(hostname)
-        if winner is not None and winner.source.namespace != rule.source.namespace:
-            diagnostics.append(
-                _diagnostic(
-                    "DestinationRule",
-                    rule.source,
-                    "spec.host",
-                    f"{hostname} already has the DestinationRule {winner.source}; Istio would"
-                    f" give clients in namespace {rule.source.namespace} this one instead, but"
-                    " splitplane serves every client of a node group alike (the service's own"
-                    " namespace first, then the oldest rule): this one is ignored",
-                    Severity.WARNING,
-                )
-            )
-            continue
+    by_namespace: dict[str, dict[str, DestinationRuleSpec]] = {}
+    for hostname, rule in sorted(found, key=lambda item: item[1].source.age):
+        held = by_namespace.setdefault(hostname, {})
+        winner = held.get(rule.source.namespace)
         if winner is not None:
             diagnostics.append(
                 _diagnostic(
@@ -358,7 +377,7 @@ def index_destination_rules(
                 )
             )
             continue
-        by_host[hostname] = rule
+        held[rule.source.namespace] = rule
         if rule.subset_labels and services[hostname].external_name:
             diagnostics.append(
                 _diagnostic(
@@ -371,11 +390,23 @@ def index_destination_rules(
                     Severity.WARNING,
                 )
             )
+    by_host: dict[str, DestinationRuleSpec] = {}
+    for hostname, held in by_namespace.items():
+        for owner in (services[hostname].namespace, root_namespace):
+            found_rule = held.get(owner)
+            if found_rule is not None and found_rule.export_to.everywhere:
+                by_host[hostname] = found_rule
+                break
     subset_names = {
-        host: frozenset() if services[host].external_name else frozenset(rule.subset_labels)
-        for host, rule in by_host.items()
+        host: frozenset()
+        if services[host].external_name
+        else frozenset().union(*(rule.subset_labels for rule in held.values()))
+        for host, held in by_namespace.items()
     }
-    return DestinationRuleIndex(by_host, subset_names), diagnostics
+    return (
+        DestinationRuleIndex(by_host, subset_names, by_namespace, root_namespace),
+        diagnostics,
+    )
 
 
 def _diagnostic(
@@ -574,6 +605,7 @@ class VirtualServiceRules:
     gateway: bool
     http: tuple[_HttpRule, ...]
     tcp: tuple[_TcpRule, ...]
+    export_to: ExportTo = EVERYWHERE
 
     @property
     def host_port(self) -> int:
@@ -674,7 +706,7 @@ def compile_virtual_service(
     for g, name in enumerate(gateways):
         if not name.strip():
             compiler.problems.add(f"spec.gateways[{g}]", "must not be empty")
-    _check_export_to(spec.export_to, compiler.problems)
+    export_to = _export_to(spec.export_to, source.namespace, compiler.problems)
     http = tuple(
         rule
         for i, route in enumerate(spec.http)
@@ -701,7 +733,14 @@ def compile_virtual_service(
         return None, compiler.problems.found, lookups.answers()
     hostnames = tuple(lookups.hostname(h) for h in hosts)
     rules = VirtualServiceRules(
-        source, hosts, hostnames, mesh, any(g != MESH_GATEWAY for g in gateways), http, tuple(tcp)
+        source,
+        hosts,
+        hostnames,
+        mesh,
+        any(g != MESH_GATEWAY for g in gateways),
+        http,
+        tuple(tcp),
+        export_to,
     )
     return rules, compiler.problems.found, lookups.answers()
 
@@ -1246,24 +1285,43 @@ def _made_from(vs: VirtualServiceRules | None, domain: str) -> Callable[[_Servic
     return lambda held: held.vs is vs and held.domain == domain
 
 
+Precedence = Callable[[VirtualServiceRules], "int | None"]
+"""A VirtualService's rank for the mesh's clients (lower first, then the oldest), or None for one
+they do not see."""
+
+
+def _same_rank(vs: VirtualServiceRules) -> int | None:
+    return 0
+
+
 def resolve_routing(
     services: Mapping[str, Service],
     rules: DestinationRuleIndex,
     virtual_services: Iterable[VirtualServiceRules],
     domain: str = CLUSTER_DOMAIN,
     memo: Memo | None = None,
+    *,
+    visible: Callable[[str], bool] | None = None,
+    precedence: Precedence = _same_rank,
+    mesh_only: bool = False,
 ) -> Routing:
     """Clusters for every service port and subset, and the virtual hosts that route to them.
+
+    For the mesh's clients, only the services whose hostname is ``visible`` count, and for each
+    host the VirtualService first by ``precedence`` (then the oldest) routes it; the fleet's
+    hosts are routed by the oldest VirtualService bound to it (skipped when ``mesh_only``).
 
     With a ``memo``, a service that is the very same object as last time keeps its clusters
     while its DestinationRule is the same, and its virtual hosts while its VirtualService is.
     """
     memo = memo or Memo()
-    mesh_claims, gateway_claims, diagnostics = _claim_hosts(services, virtual_services, domain)
+    mesh_claims, gateway_claims, diagnostics = _claim_hosts(virtual_services, precedence)
     clusters: list[Cluster] = []
     mesh_hosts: list[VirtualHost] = []
     tcp_routes: list[TcpRoute] = []
     for service in services.values():
+        if visible is not None and not visible(service.hostname):
+            continue
         rule = rules.by_host.get(service.hostname)
         vs = mesh_claims.get(service.hostname)
         made = memo.get_checked(
@@ -1276,10 +1334,11 @@ def resolve_routing(
         mesh_hosts.extend(routed.hosts)
         tcp_routes.extend(routed.tcp_routes)
     for host, vs in mesh_claims.items():
-        if host not in services and vs.http:
+        shown = host in services and (visible is None or visible(host))
+        if not shown and vs.http:
             mesh_hosts.append(_named_host(host, vs))
     gateway_hosts: list[VirtualHost] = []
-    for host, vs in gateway_claims.items():
+    for host, vs in () if mesh_only else gateway_claims.items():
         hostname = vs.hostnames[vs.hosts.index(host)]
         if hostname is not None:
             tcp_routes.extend(_tcp_routes(vs, services[hostname], gateway=True))
@@ -1295,30 +1354,40 @@ def resolve_routing(
 
 
 def _claim_hosts(
-    services: Mapping[str, Service], virtual_services: Iterable[VirtualServiceRules], domain: str
+    virtual_services: Iterable[VirtualServiceRules], precedence: Precedence = _same_rank
 ) -> tuple[dict[str, VirtualServiceRules], dict[str, VirtualServiceRules], list[Diagnostic]]:
     """Which VirtualService routes each mesh host (by service hostname) and each gateway host.
 
-    The oldest wins; a younger one gets an error on the host, which is dropped from it.
+    For the mesh, the first by ``precedence`` wins, then the oldest; for the fleet, the oldest.
+    A younger one of the same rank gets an error on the host, which is dropped from it.
     """
     diagnostics: list[Diagnostic] = []
     mesh: dict[str, VirtualServiceRules] = {}
     gateway: dict[str, VirtualServiceRules] = {}
-    for vs in sorted(virtual_services, key=lambda v: v.source.age):
-        for k, host in enumerate(vs.hosts):
-            hostname = vs.hostnames[k] or host
-            for claims, wanted, key in ((mesh, vs.mesh, hostname), (gateway, vs.gateway, host)):
-                owner = claims.setdefault(key, vs) if wanted else vs
-                if owner is not vs:
-                    diagnostics.append(
-                        _diagnostic(
-                            "VirtualService",
-                            vs.source,
-                            f"spec.hosts[{k}]",
-                            f"{key} is already routed by the older VirtualService"
-                            f" {owner.source}; the host is dropped here",
-                        )
+    by_age = sorted(virtual_services, key=lambda v: v.source.age)
+    ranked = [(rank, vs) for vs in by_age if vs.mesh and (rank := precedence(vs)) is not None]
+    ranked.sort(key=lambda item: item[0])  # stable: the oldest first within a rank
+    ranks = {id(vs): rank for rank, vs in ranked}
+    passes = (
+        (mesh, [vs for _, vs in ranked], True),
+        (gateway, [vs for vs in by_age if vs.gateway], False),
+    )
+    for claims, ordered, for_mesh in passes:
+        for vs in ordered:
+            for k, host in enumerate(vs.hosts):
+                key = (vs.hostnames[k] or host) if for_mesh else host
+                owner = claims.setdefault(key, vs)
+                if owner is vs or (for_mesh and ranks[id(owner)] != ranks[id(vs)]):
+                    continue
+                diagnostics.append(
+                    _diagnostic(
+                        "VirtualService",
+                        vs.source,
+                        f"spec.hosts[{k}]",
+                        f"{key} is already routed by the older VirtualService"
+                        f" {owner.source}; the host is dropped here",
                     )
+                )
     return mesh, gateway, diagnostics
 
 

@@ -45,6 +45,7 @@ from translators.resolve_routing import (
     resolve_routing,
     services_by_hostname,
 )
+from translators.resolve_scopes import mesh_views, public_rank, with_endpoints
 from translators.resolve_services import (
     RESOLVE_STEPS,
     ObjectKey,
@@ -56,6 +57,7 @@ from translators.resolve_services import (
     resolve_services,
 )
 from translators.spec import parse_destination_rule, parse_virtual_service
+from translators.visibility import EXPORT_TO_ANNOTATION, ExportTo, service_export_to
 
 T = TypeVar("T")
 KubeObject = Mapping[str, Any]
@@ -309,6 +311,7 @@ def translate(
     )
     index, rule_diagnostics = index_destination_rules(rules, services, domain)
     context = RoutingContext(services, index, domain)
+    exports, export_diagnostics = _service_exports(specs, acceptor.accepted, memo)
 
     def check_virtual_service(
         meta: ObjectMeta | None, obj: KubeObject
@@ -332,7 +335,16 @@ def translate(
         objects_by_kind.unnamed.get("VirtualService", ()),
         check_virtual_service,
     )
-    routing = resolve_routing(services, index, virtual_services, domain, memo)
+    routing = resolve_routing(
+        services,
+        index,
+        virtual_services,
+        domain,
+        memo,
+        visible=lambda hostname: hostname not in exports,
+        precedence=public_rank,
+    )
+    views = mesh_views(services, exports, index, virtual_services, domain)
 
     # The load-balancer fleet: Ingresses of splitplane's class and LoadBalancer Services.
     classes = ingress_classes(
@@ -377,12 +389,14 @@ def translate(
         gateway_hosts=routing.gateway_hosts + edge.hosts,
         gateway_tcp=balancers.listeners,
         tcp_routes=routing.tcp_routes,
+        views=views,
     )
     if previous is not None:
         model = reuse_unchanged(previous.model, model)
     static = (
         *objects_by_kind.diagnostics,
         *acceptor.diagnostics,
+        *export_diagnostics,
         *rule_diagnostics,
         *routing.diagnostics,
         *edge.diagnostics,
@@ -429,6 +443,45 @@ def _checked_virtual_service(
         return None, found, answers
     rejected = virtual_service_problems(compiled)
     return (None if rejected else compiled), found + rejected, answers
+
+
+def _service_exports(
+    specs: Iterable[ServiceSpec], accepted: Mapping[ObjectKey, KubeObject], memo: Memo
+) -> tuple[dict[str, ExportTo], list[Diagnostic]]:
+    """The Services not exported to every namespace (by hostname), from the annotation of the
+    version of each that was accepted; and what is wrong with an annotation."""
+    exports: dict[str, ExportTo] = {}
+    diagnostics: list[Diagnostic] = []
+    for spec in specs:
+        obj = accepted.get(ObjectKey("Service", spec.namespace, spec.name))
+        if obj is None:
+            continue
+        export, found = memo.get("service-export", obj, _service_export, obj, spec)
+        diagnostics.extend(found)
+        if not export.everywhere:
+            exports[spec.hostname] = export
+    return exports, diagnostics
+
+
+def _service_export(obj: KubeObject, spec: ServiceSpec) -> tuple[ExportTo, list[Diagnostic]]:
+    metadata = obj.get("metadata")
+    annotations = metadata.get("annotations") if is_mapping(metadata) else None
+    found: list[Diagnostic] = []
+
+    def problem(message: str) -> None:
+        found.append(
+            Diagnostic(
+                "Service",
+                spec.namespace,
+                spec.name,
+                f"metadata.annotations[{EXPORT_TO_ANNOTATION}]",
+                message,
+                Severity.WARNING,
+            )
+        )
+
+    mapping = annotations if is_mapping(annotations) else None
+    return service_export_to(mapping, spec.namespace, problem), found
 
 
 def _resolved_before(
@@ -479,6 +532,7 @@ def reuse_unchanged(previous: MeshModel, model: MeshModel) -> MeshModel:
         gateway_hosts=_hosts(previous.gateway_hosts, model.gateway_hosts),
         gateway_tcp=_same_or_new(previous.gateway_tcp, model.gateway_tcp),
         tcp_routes=_same_or_new(previous.tcp_routes, model.tcp_routes),
+        views=_same_or_new(previous.views, model.views),
     )
 
 
@@ -513,6 +567,7 @@ def translate_endpoints(previous: Translation, objects: Iterable[KubeObject]) ->
         previous.model,
         services=resolved.services,
         endpoints=cluster_endpoints(previous.model.clusters, services),
+        views=with_endpoints(previous.model.views, services),
     )
     return replace(
         previous,

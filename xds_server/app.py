@@ -39,6 +39,7 @@ from translators.translate import (
     translate,
     translate_endpoints,
 )
+from translators.visibility import is_namespace_name
 from xds_server import collector
 from xds_server.debug.auth import DebugAuth, kubernetes_debug_auth, parse_resource_attributes
 from xds_server.debug.http import is_loopback, start_debug_server
@@ -110,17 +111,21 @@ class _Run:
 
 
 def parse_group(key: str) -> NodeGroup | None:
-    """``sidecar:15001`` → NodeGroup(SIDECAR, 15001); None for a key no role matches."""
-    role_name, _, port_text = key.partition(":")
+    """``sidecar:15001/shop`` → NodeGroup(SIDECAR, 15001, "shop") (the namespace is optional);
+    None for a key no role matches."""
+    base, _, namespace = key.partition("/")
+    if namespace and not is_namespace_name(namespace):
+        return None
+    role_name, _, port_text = base.partition(":")
     try:
         role = Role(role_name)
     except ValueError:
         return None
     if not port_text:
-        return NodeGroup(role)
+        return NodeGroup(role, 0, namespace)
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         return None
-    return NodeGroup(role, int(port_text))
+    return NodeGroup(role, int(port_text), namespace)
 
 
 @dataclass

@@ -72,10 +72,10 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Any:
 @pytest.mark.parametrize(
     ("role", "ports", "expected_metadata", "expected_group"),
     [
-        ("sidecar", {}, {"OUTBOUND_PORT": "15001"}, "sidecar:15001"),
-        ("sidecar", {"outbound_port": 16001}, {"OUTBOUND_PORT": "16001"}, "sidecar:16001"),
-        ("gateway", {}, {"HTTP_PORT": "8080"}, "gateway:8080"),
-        ("gateway", {"http_port": 80}, {"HTTP_PORT": "80"}, "gateway:80"),
+        ("sidecar", {}, {"OUTBOUND_PORT": "15001"}, "sidecar:15001/shop"),
+        ("sidecar", {"outbound_port": 16001}, {"OUTBOUND_PORT": "16001"}, "sidecar:16001/shop"),
+        ("gateway", {}, {"HTTP_PORT": "8080"}, "gateway:8080/shop"),
+        ("gateway", {"http_port": 80}, {"HTTP_PORT": "80"}, "gateway:80/shop"),
     ],
     ids=[
         "sidecar-default-outbound-port",
@@ -300,7 +300,7 @@ def test_grpc_bootstrap_has_every_field_grpc_reads() -> None:
     ]
     assert document["node"]["id"] == "client-1"
     assert document["node"]["metadata"] == {"ROLE": "proxyless", "NAMESPACE": "shop"}
-    assert group_of(json_format.ParseDict(document["node"], Node())).key == "proxyless"
+    assert group_of(json_format.ParseDict(document["node"], Node())).key == "proxyless/shop"
 
 
 def test_grpc_bootstrap_escapes_the_node_id() -> None:

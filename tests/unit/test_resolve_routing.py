@@ -229,7 +229,7 @@ def test_the_oldest_destination_rule_for_a_host_wins() -> None:
     assert has(result.diagnostics, "DestinationRule/b-new", "spec.host", Severity.ERROR, "a-old")
 
 
-def test_a_destination_rule_in_the_services_namespace_wins_over_an_older_one_elsewhere() -> None:
+def test_a_destination_rule_elsewhere_applies_only_to_clients_in_its_namespace() -> None:
     elsewhere = destination_rule(
         "reviews-for-web",
         "reviews.default.svc.cluster.local",
@@ -242,25 +242,10 @@ def test_a_destination_rule_in_the_services_namespace_wins_over_an_older_one_els
     )
     result = run(service("reviews"), elsewhere, own)
     assert sorted(c.subset for c in result.model.clusters) == ["", "v1"]
-    assert has(
-        result.diagnostics,
-        "DestinationRule/reviews-for-web",
-        "spec.host",
-        Severity.WARNING,
-        "clients in namespace web",
-    )
-    assert not result.has_errors
-
-
-def test_a_destination_rule_from_another_namespace_applies_when_the_services_has_none() -> None:
-    elsewhere = destination_rule(
-        "reviews-for-web",
-        "reviews.default.svc.cluster.local",
-        {"v9": {"version": "v9"}},
-        namespace="web",
-    )
-    result = run(service("reviews"), elsewhere)
-    assert sorted(c.subset for c in result.model.clusters) == ["", "v9"]
+    web = result.model.view_for("web")
+    assert web is not None
+    assert sorted(c.subset for c in web.clusters) == ["", "v9"]
+    assert result.diagnostics == run(service("reviews"), own).diagnostics
 
 
 def test_a_destination_rule_for_an_unknown_host_is_a_warning() -> None:
@@ -798,20 +783,6 @@ def test_all_zero_weights_are_an_error_on_the_route() -> None:
     [
         (
             virtual_service(
-                "reviews", ["reviews"], [http_route(destination("reviews"))], exportTo=["."]
-            ),
-            "VirtualService/reviews",
-            "spec.exportTo",
-            "every namespace",
-        ),
-        (
-            destination_rule("reviews", "reviews", exportTo=["default"]),
-            "DestinationRule/reviews",
-            "spec.exportTo",
-            "every namespace",
-        ),
-        (
-            virtual_service(
                 "reviews",
                 ["reviews"],
                 [
@@ -872,8 +843,6 @@ def test_all_zero_weights_are_an_error_on_the_route() -> None:
         ),
     ],
     ids=[
-        "virtual-service-export-to",
-        "destination-rule-export-to",
         "retry-remote-localities",
         "passthrough-load-balancing",
         "fault-abort-without-percentage",

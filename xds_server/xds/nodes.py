@@ -5,10 +5,16 @@ The bootstrap writes the node's role into its metadata: ``ROLE`` is ``sidecar``,
 and a gateway its HTTP listener port in ``HTTP_PORT`` (default 8080).
 A node without ``ROLE`` whose user agent mentions gRPC is a proxyless gRPC client; anything else
 is a sidecar.
+
+The node's namespace decides what it sees (``exportTo``): `group_of` takes it from the
+``NAMESPACE`` metadata unless the caller passes one it has verified (from the transport), which
+wins. A node that names no namespace, or not a namespace name, sees only what is exported to
+every namespace.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from envoy.config.core.v3.base_pb2 import Node
@@ -19,6 +25,7 @@ PROXYLESS = "proxyless"
 ROLES = (SIDECAR, GATEWAY, PROXYLESS)
 DEFAULT_OUTBOUND_PORT = 15001
 DEFAULT_HTTP_PORT = 8080
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a DNS-1123 label
 
 
 @dataclass(frozen=True)
@@ -27,11 +34,14 @@ class NodeGroup:
 
     role: str
     port: int = 0  # a sidecar's outbound port, a gateway's HTTP port; 0 for proxyless
+    namespace: str = ""  # what the nodes see is what is exported to it ("" for none)
 
     @property
     def key(self) -> str:
-        """The cache key: ``sidecar:15001``, ``gateway:8080`` or ``proxyless``."""
-        return f"{self.role}:{self.port}" if self.port else self.role
+        """The cache key: ``sidecar:15001``, ``gateway:8080`` or ``proxyless``, then
+        ``/namespace`` for a node in a namespace (``sidecar:15001/shop``)."""
+        base = f"{self.role}:{self.port}" if self.port else self.role
+        return f"{base}/{self.namespace}" if self.namespace else base
 
 
 def _metadata_string(node: Node, key: str) -> str:
@@ -66,15 +76,18 @@ def node_role(node: Node) -> str:
 
 
 def node_namespace(node: Node) -> str:
-    """The node's ``NAMESPACE`` metadata, or ``default``."""
-    return _metadata_string(node, "NAMESPACE") or "default"
+    """The node's ``NAMESPACE`` metadata if it is a namespace name, else ""."""
+    namespace = _metadata_string(node, "NAMESPACE")
+    return namespace if _NAMESPACE.match(namespace) else ""
 
 
-def group_of(node: Node) -> NodeGroup:
-    """The snapshot group of ``node``."""
+def group_of(node: Node, namespace: str | None = None) -> NodeGroup:
+    """The snapshot group of ``node``, in ``namespace`` when the caller verified one (it
+    overrides the metadata), else in the namespace its metadata names."""
+    scope = node_namespace(node) if namespace is None else namespace
     role = node_role(node)
     if role == SIDECAR:
-        return NodeGroup(SIDECAR, _port(node, "OUTBOUND_PORT", DEFAULT_OUTBOUND_PORT))
+        return NodeGroup(SIDECAR, _port(node, "OUTBOUND_PORT", DEFAULT_OUTBOUND_PORT), scope)
     if role == GATEWAY:
-        return NodeGroup(GATEWAY, _port(node, "HTTP_PORT", DEFAULT_HTTP_PORT))
-    return NodeGroup(role)
+        return NodeGroup(GATEWAY, _port(node, "HTTP_PORT", DEFAULT_HTTP_PORT), scope)
+    return NodeGroup(role, 0, scope)
