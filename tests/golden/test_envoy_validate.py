@@ -22,7 +22,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from tests.golden.test_golden import CASES, GROUPS, run_case
+from tests.golden.test_golden import CASES, case_groups, run_case
 from translators import resources
 from translators.model import NodeGroup
 
@@ -78,8 +78,11 @@ def static_bootstrap(built: dict[str, tuple[Message, ...]]) -> bootstrap_pb2.Boo
     return out
 
 
-@pytest.mark.parametrize("group", GROUPS, ids=lambda g: g.key)
-@pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    ("case", "group"),
+    [(case, group) for case in CASES for group in case_groups(case)],
+    ids=lambda item: item.key if isinstance(item, NodeGroup) else item.name,
+)
 def test_envoy_accepts_the_generated_resources(
     case: Path, group: NodeGroup, tmp_path: Path
 ) -> None:

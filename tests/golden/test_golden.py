@@ -34,6 +34,9 @@ OUTPUT_FILES = {
     "routes.yaml": resources.ROUTE,
 }
 DIAGNOSTICS_FILE = "diagnostics.yaml"
+# A case may add node groups in namespaces (a list of {role, port, namespace}), which see what is
+# exported to them.
+GROUPS_FILE = "groups.yaml"
 GroupResources = dict[str, dict[str, tuple[Message, ...]]]
 
 
@@ -44,6 +47,19 @@ def case_dirs() -> list[Path]:
 def load_objects(path: Path) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8") as stream:
         return [doc for doc in yaml.safe_load_all(stream) if doc is not None]
+
+
+def case_groups(case: Path) -> tuple[NodeGroup, ...]:
+    """The groups every case is built for, and those the case adds."""
+    path = case / GROUPS_FILE
+    if not path.exists():
+        return GROUPS
+    listed = yaml.safe_load(path.read_text(encoding="utf-8"))
+    added = tuple(
+        NodeGroup(Role(item["role"]), int(item.get("port", 0)), str(item["namespace"]))
+        for item in listed
+    )
+    return GROUPS + added
 
 
 @dataclass(frozen=True)
@@ -61,7 +77,7 @@ def run_case(case: Path, reverse: bool = False) -> CaseResult:
     if reverse:
         objects.reverse()
     translation = translate(objects, previous=previous)
-    groups = {group.key: build_group(translation.model, group) for group in GROUPS}
+    groups = {group.key: build_group(translation.model, group) for group in case_groups(case)}
     return CaseResult(translation, groups)
 
 
