@@ -8,6 +8,11 @@ time is cold and the peak RSS is that run's own.
     .venv/bin/python benchmarks/translate.py --sizes 10000 --runs 5 --record
     .venv/bin/python benchmarks/translate.py --groups sidecar:15001 gateway:8080 proxyless \
         --groups sidecar:15001 gateway:8080 --record              # one table per group set
+
+Namespace scoping (``exportTo``): ``--namespaces 10`` spreads the services over ten namespaces,
+``--private-every 20`` exports every 20th VirtualService and every 20th Service (another one) to
+its own namespace only (``.``), and group keys may name a namespace (``sidecar:15001/bench-3``);
+``--scoped-groups`` adds a sidecar group in each namespace and one in a namespace nothing names.
 """
 
 from __future__ import annotations
@@ -31,12 +36,22 @@ NAMESPACE = "bench"
 # client subscribes to).
 NO_NAMES: frozenset[str] = frozenset()
 SECTION = "## translate"
+SCOPED_SECTION = "## translate, namespace-scoped"
+EXPORT_TO = "networking.istio.io/exportTo"
 
 
-def service_objects(index: int) -> list[dict[str, Any]]:
-    """One service with its pods, EndpointSlice, DestinationRule and VirtualService."""
+def service_objects(
+    index: int, namespaces: int = 1, private_every: int = 0
+) -> list[dict[str, Any]]:
+    """One service with its pods, EndpointSlice, DestinationRule and VirtualService; in one of
+    ``namespaces``; with ``private_every``, every so many VirtualServices (and as many other
+    Services) are exported to their own namespace only."""
     name = f"svc-{index}"
-    meta = {"name": name, "namespace": NAMESPACE}
+    namespace = NAMESPACE if namespaces == 1 else f"{NAMESPACE}-{index % namespaces}"
+    meta = {"name": name, "namespace": namespace}
+    nth = index // namespaces  # the service's rank in its namespace
+    private_vs = bool(private_every) and nth % private_every == 0
+    private_service = bool(private_every) and nth % private_every == private_every // 2
     pods: list[dict[str, Any]] = []
     endpoints = []
     for version in ("v1", "v2"):
@@ -49,7 +64,7 @@ def service_objects(index: int) -> list[dict[str, Any]]:
                     "kind": "Pod",
                     "metadata": {
                         "name": pod,
-                        "namespace": NAMESPACE,
+                        "namespace": namespace,
                         "labels": {"app": name, "version": version},
                     },
                     "status": {
@@ -64,14 +79,14 @@ def service_objects(index: int) -> list[dict[str, Any]]:
                     "addresses": [ip],
                     "conditions": {"ready": True},
                     "zone": f"zone-{replica}",
-                    "targetRef": {"kind": "Pod", "name": pod, "namespace": NAMESPACE},
+                    "targetRef": {"kind": "Pod", "name": pod, "namespace": namespace},
                 }
             )
     return [
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": meta,
+            "metadata": {**meta, "annotations": {EXPORT_TO: "."}} if private_service else meta,
             "spec": {
                 "selector": {"app": name},
                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
@@ -83,7 +98,7 @@ def service_objects(index: int) -> list[dict[str, Any]]:
             "kind": "EndpointSlice",
             "metadata": {
                 "name": f"{name}-abcde",
-                "namespace": NAMESPACE,
+                "namespace": namespace,
                 "labels": {"kubernetes.io/service-name": name},
             },
             "addressType": "IPv4",
@@ -107,6 +122,7 @@ def service_objects(index: int) -> list[dict[str, Any]]:
             "kind": "VirtualService",
             "metadata": {**meta, "creationTimestamp": "2024-01-01T00:00:00Z"},
             "spec": {
+                **({"exportTo": ["."]} if private_vs else {}),
                 "hosts": [name],
                 "http": [
                     {
@@ -121,7 +137,9 @@ def service_objects(index: int) -> list[dict[str, Any]]:
     ]
 
 
-def child(size: int, server_gc: bool, group_keys: list[str]) -> dict[str, Any]:
+def child(
+    size: int, server_gc: bool, group_keys: list[str], namespaces: int = 1, private_every: int = 0
+) -> dict[str, Any]:
     """One cold run in this process, as `splitplane serve` does it: translate, build the
     default groups, serialize every distinct resource once into snapshots."""
     from translators.build import ResourceBuilder
@@ -134,7 +152,9 @@ def child(size: int, server_gc: bool, group_keys: list[str]) -> dict[str, Any]:
         collector.tune()
 
     groups = [group for key in group_keys if (group := parse_group(key)) is not None]
-    objects = [obj for index in range(size) for obj in service_objects(index)]
+    objects = [
+        obj for index in range(size) for obj in service_objects(index, namespaces, private_every)
+    ]
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     cpu_start = time.process_time()
     start = time.perf_counter()
@@ -155,6 +175,10 @@ def child(size: int, server_gc: bool, group_keys: list[str]) -> dict[str, Any]:
                 distinct[id(item)] = len(item.body)
     end = time.perf_counter()
     cpu = time.process_time() - cpu_start
+    # snapshots that share every type's resources are one snapshot held once
+    distinct_snapshots = {
+        tuple(id(held) for held in snapshot.types.values()) for snapshot in snapshots
+    }
     serializer.end_round()
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     change_seconds, endpoint_change_seconds = one_change(
@@ -173,6 +197,9 @@ def child(size: int, server_gc: bool, group_keys: list[str]) -> dict[str, Any]:
         "input_rss_mb": rss_before / 1024,
         "change_seconds": change_seconds,
         "endpoint_change_seconds": endpoint_change_seconds,
+        "groups": len(groups),
+        "distinct_snapshots": len(distinct_snapshots),
+        "views": len(translation.model.views),
     }
 
 
@@ -219,10 +246,22 @@ def one_change(
     return routes, time.perf_counter() - start
 
 
-def run_fresh(size: int, server_gc: bool, group_keys: list[str]) -> dict[str, Any]:
+def run_fresh(
+    size: int, server_gc: bool, group_keys: list[str], namespaces: int = 1, private_every: int = 0
+) -> dict[str, Any]:
     gc_flag = [] if server_gc else ["--python-gc"]
+    scoping = ["--namespaces", str(namespaces), "--private-every", str(private_every)]
     out = subprocess.run(
-        [sys.executable, __file__, "--child", str(size), *gc_flag, "--groups", *group_keys],
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            str(size),
+            *gc_flag,
+            *scoping,
+            "--groups",
+            *group_keys,
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -249,6 +288,9 @@ def summary(size: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "change_seconds": median("change_seconds"),
         "endpoint_change_seconds": median("endpoint_change_seconds"),
         "resources": runs[0]["resources"],
+        "groups": runs[0]["groups"],
+        "distinct_snapshots": runs[0]["distinct_snapshots"],
+        "views": runs[0]["views"],
     }
 
 
@@ -270,6 +312,60 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def scoped_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| services | private every | groups | views | snapshots held | cold total (s) "
+        "| CPU (s) | translate (s) | build groups (s) | serialized (MB) | peak RSS (MB) "
+        "| then one VirtualService change (s) | then one EndpointSlice change (s) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        every = r["private_every"] or "none"
+        lines.append(
+            f"| {r['size']} | {every} | {r['groups']} | {r['views']} "
+            f"| {r['distinct_snapshots']} | {r['seconds']:.2f} | {r['cpu_seconds']:.2f} "
+            f"| {r['translate_seconds']:.2f} | {r['build_seconds']:.2f} | {r['mb']:.1f} "
+            f"| {r['peak_rss_mb']:.0f} | {r['change_seconds']:.2f} "
+            f"| {r['endpoint_change_seconds']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def scoped(args: argparse.Namespace) -> None:
+    """The same mesh over ``--namespaces`` namespaces with a sidecar group in each (and one in a
+    namespace nothing names), first with everything exported everywhere, then with every
+    ``--private-every``-th VirtualService and Service exported to its own namespace only."""
+    keys = ["sidecar:15001/elsewhere"] + [
+        f"sidecar:15001/{NAMESPACE}-{i}" for i in range(args.namespaces)
+    ]
+    rows = []
+    for size in args.sizes:
+        for every in (0, args.private_every):
+            runs = [
+                run_fresh(size, not args.python_gc, keys, args.namespaces, every)
+                for _ in range(args.runs)
+            ]
+            rows.append({**summary(size, runs), "private_every": every})
+            print(json.dumps(rows[-1]), flush=True)
+    print(scoped_table(rows))
+    if args.record:
+        command = "python benchmarks/translate.py " + " ".join(sys.argv[1:])
+        record_section(
+            SCOPED_SECTION,
+            f"{SCOPED_SECTION}\n\n"
+            f"The services of the cold translation above, spread over {args.namespaces} "
+            f"namespaces, with a sidecar group in each namespace and one in a namespace no "
+            f"exportTo names ({len(keys)} groups); first with everything exported everywhere, "
+            f"then with every {args.private_every}th VirtualService and every "
+            f"{args.private_every}th Service (others) exported to their own namespace only "
+            '(`exportTo: ["."]`). Fresh interpreter per run, median of '
+            f'{args.runs} runs. "views": the namespaces that see something of their own; '
+            '"snapshots held": distinct snapshots over all groups (groups that see the '
+            'same share one); "serialized": the bytes of every distinct resource held.\n\n'
+            f"Command: `{command}`\n\n{scoped_table(rows)}\n",
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
@@ -287,11 +383,33 @@ def main() -> None:
         help="node groups to build (a server builds a group once a node of it connects); "
         "repeat for one table per group set (default: sidecar:15001 gateway:8080 proxyless)",
     )
+    parser.add_argument("--namespaces", type=int, default=1, help="spread services over N")
+    parser.add_argument(
+        "--private-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="export every Nth VirtualService and Service to its own namespace only",
+    )
+    parser.add_argument(
+        "--scoped-groups",
+        action="store_true",
+        help="measure namespace scoping: a sidecar group per namespace, everything exported "
+        "everywhere and then with --private-every (default 20)",
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     group_sets: list[list[str]] = args.groups or [["sidecar:15001", "gateway:8080", "proxyless"]]
     if args.child is not None:
-        print(json.dumps(child(args.child, not args.python_gc, group_sets[0])))
+        result = child(
+            args.child, not args.python_gc, group_sets[0], args.namespaces, args.private_every
+        )
+        print(json.dumps(result))
+        return
+    if args.scoped_groups:
+        args.private_every = args.private_every or 20
+        args.namespaces = max(args.namespaces, 2)
+        scoped(args)
         return
     sections = []
     for group_keys in group_sets:

@@ -99,9 +99,13 @@ def mesh_views(
     for vs in mesh:
         for namespace in vs.export_to.namespaces:
             candidates.setdefault(namespace, set()).update(_keys(vs))
-    for hostname in rules.by_namespace:
+    for hostname, held in rules.by_namespace.items():
+        service = services.get(hostname)
+        own = service.namespace if service is not None else ""
         for namespace in rules.namespaces_named(hostname):
-            candidates.setdefault(namespace, set()).add(hostname)
+            # the service namespace's own rule, exported everywhere, is what everyone gets
+            if namespace != own or held.get(own) is not rules.by_host.get(hostname):
+                candidates.setdefault(namespace, set()).add(hostname)
 
     def winner(key: str, rank: Precedence) -> VirtualServiceRules | None:
         ranked = [(r, vs) for vs in claimants.get(key, ()) if (r := rank(vs)) is not None]
