@@ -148,6 +148,9 @@ def test_group_keys_parse_to_node_groups() -> None:
     assert parse_group("proxyless") == NodeGroup(Role.PROXYLESS)
     assert parse_group("mystery") is None
     assert parse_group("sidecar:99999") is None
+    assert parse_group("sidecar:15001/shop") == NodeGroup(Role.SIDECAR, 15001, "shop")
+    assert parse_group("proxyless/shop") == NodeGroup(Role.PROXYLESS, 0, "shop")
+    assert parse_group("sidecar:15001/Not_A_Namespace") is None
 
 
 async def test_a_weight_change_rebuilds_routes_but_not_clusters_or_endpoints() -> None:

@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--node", metavar="ID", help="show what this connected node was sent (its config dump)"
     )
     parser.add_argument(
-        "--group", metavar="GROUP", help="only this node group (e.g. sidecar:15001)"
+        "--group",
+        metavar="GROUP",
+        help="only this node group (e.g. sidecar:15001/shop: the sidecars in namespace shop)",
     )
     parser.add_argument("--type", choices=tuple(SHORT_TYPES), help="only this resource type")
     parser.add_argument(
