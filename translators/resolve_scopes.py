@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from translators.diagnostics import Diagnostic
 from translators.model import ClusterEndpoints, MeshModel, MeshView, Service, VirtualHost
 from translators.resolve_routing import (
     DestinationRuleIndex,
@@ -79,8 +80,9 @@ def mesh_views(
     rules: DestinationRuleIndex,
     virtual_services: Sequence[VirtualServiceRules],
     domain: str,
-) -> tuple[MeshView, ...]:
-    """The views of the namespaces that see something else than what every namespace sees.
+) -> tuple[tuple[MeshView, ...], tuple[Diagnostic, ...]]:
+    """The views of the namespaces that see something else than what every namespace sees,
+    and the conflicts found making them (two VirtualServices of one rank for a host).
 
     ``exports`` holds the Services not exported everywhere, by hostname.
     """
@@ -129,6 +131,7 @@ def mesh_views(
         return shown, rule, vs
 
     found: dict[tuple[object, ...], list[str]] = {}
+    diagnostics: set[Diagnostic] = set()
     for namespace, keys in sorted(candidates.items()):
         affected = sorted(
             key
@@ -141,13 +144,14 @@ def mesh_views(
         if not affected:
             continue
         mesh_objects = _Mesh(services, exports, rules, virtual_services, domain)
-        delta = _view_delta(namespace, affected, mesh_objects)
+        delta, conflicts = _view_delta(namespace, affected, mesh_objects)
         found.setdefault(delta, []).append(namespace)
+        diagnostics.update(conflicts)
     views = [
         MeshView(tuple(sorted(namespaces)), *delta)  # type: ignore[arg-type]
         for delta, namespaces in found.items()
     ]
-    return tuple(sorted(views, key=lambda view: view.namespaces))
+    return tuple(sorted(views, key=lambda view: view.namespaces)), tuple(sorted(diagnostics))
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +163,9 @@ class _Mesh:
     domain: str
 
 
-def _view_delta(namespace: str, affected: Sequence[str], mesh: _Mesh) -> tuple[object, ...]:
+def _view_delta(
+    namespace: str, affected: Sequence[str], mesh: _Mesh
+) -> tuple[tuple[object, ...], tuple[Diagnostic, ...]]:
     """The hosts, clusters, load assignments and virtual hosts ``namespace`` sees for
     ``affected``."""
     keys = frozenset(affected)
@@ -187,12 +193,13 @@ def _view_delta(namespace: str, affected: Sequence[str], mesh: _Mesh) -> tuple[o
         mesh_only=True,
     )
     hosts = tuple(v for v in routing.mesh_hosts if host_key(v) in keys)
-    return (
+    delta = (
         tuple(affected),
         routing.clusters,
         cluster_endpoints(routing.clusters, services),
         hosts,
     )
+    return delta, routing.diagnostics
 
 
 def with_endpoints(

@@ -344,7 +344,7 @@ def translate(
         visible=lambda hostname: hostname not in exports,
         precedence=public_rank,
     )
-    views = mesh_views(services, exports, index, virtual_services, domain)
+    views, view_diagnostics = mesh_views(services, exports, index, virtual_services, domain)
 
     # The load-balancer fleet: Ingresses of splitplane's class and LoadBalancer Services.
     classes = ingress_classes(
@@ -399,6 +399,7 @@ def translate(
         *export_diagnostics,
         *rule_diagnostics,
         *routing.diagnostics,
+        *(d for d in view_diagnostics if d not in routing.diagnostics),
         *edge.diagnostics,
         *balancers.diagnostics,
     )

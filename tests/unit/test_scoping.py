@@ -10,15 +10,17 @@ from tests.unit.objects import (
     Obj,
     destination,
     destination_rule,
+    endpoint_slice,
     http_route,
     service,
+    slice_endpoint,
     virtual_service,
 )
 from translators.build import ResourceBuilder
 from translators.diagnostics import Severity
 from translators.model import MeshModel, NodeGroup, Role
 from translators.resolve_scopes import scoped_model
-from translators.translate import Translation, translate
+from translators.translate import Translation, translate, translate_endpoints
 from translators.visibility import EVERYWHERE, ExportTo, config_export_to, service_export_to
 
 REVIEWS = "reviews.default.svc.cluster.local"
@@ -319,3 +321,28 @@ def test_groups_that_see_the_same_get_the_very_same_resources() -> None:
             strict=True,
         )
     )
+
+
+def test_two_private_virtual_services_for_one_host_in_one_namespace_are_an_error() -> None:
+    older = exported("older", "shop", ["."], created="2024-01-01T00:00:00Z")
+    younger = exported("younger", "shop", ["."], created="2024-02-01T00:00:00Z")
+    result = run(*reviews_with_subsets(older, younger))
+    assert [d.name for d in result.diagnostics if d.is_error] == ["younger"]
+    assert route_of(seen_by(result, "shop")) == [V1]
+
+
+def test_an_endpoint_change_reaches_the_views_as_a_full_translation_would() -> None:
+
+    hidden = annotated("ledger", "shop", ".")
+    before = [
+        hidden,
+        endpoint_slice("ledger-a", "ledger", [slice_endpoint("10.0.0.1")], namespace="shop"),
+    ]
+    after = [
+        hidden,
+        endpoint_slice("ledger-a", "ledger", [slice_endpoint("10.0.0.2")], namespace="shop"),
+    ]
+    first = translate(before)
+    assert translate_endpoints(first, after).model == translate(after).model
+    (view,) = translate(after).model.views
+    assert [e.address for a in view.endpoints for e in a.endpoints] == ["10.0.0.2"]
