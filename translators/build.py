@@ -21,16 +21,19 @@ from translators.build_clusters import build_clusters
 from translators.build_endpoints import LoadAssignments
 from translators.build_listeners import api_listeners, gateway_listeners, sidecar_listeners
 from translators.build_routes import (
+    Layout,
     VirtualHostRoutes,
     gateway_layout,
     gateway_route_tables,
     layout_key,
     port_layout,
     port_route_tables,
+    sidecar_claimants,
     sidecar_layout,
+    sidecar_layout_changed,
     sidecar_route_tables,
 )
-from translators.model import ClusterEndpoints, MeshModel, MeshView, NodeGroup, Role
+from translators.model import Cluster, ClusterEndpoints, MeshModel, MeshView, NodeGroup, Role
 from translators.resolve_scopes import scoped_model
 from translators.resources import Built
 
@@ -55,6 +58,8 @@ class ResourceBuilder:
         self.builds: dict[str, int] = {}  # how often each part was built (for tests and debug)
         self._assignments = LoadAssignments()
         self._views: tuple[MeshView, ...] = ()
+        # per kind of resource: the last base set, and its bytes and message by name
+        self._indexes: dict[str, tuple[Built[Any], dict[str, tuple[bytes, Any]]]] = {}
 
     def _part(self, key: str, inputs: tuple[object, ...], build: Callable[[], T]) -> T:
         held = self._parts.get(key)
@@ -94,40 +99,89 @@ class ResourceBuilder:
             (model.clusters, model.endpoints, model.mesh_hosts, view),
             lambda: scoped_model(model, view),
         )
+        # every cluster of a host the view changes is built for the view; the others are the
+        # rest of the mesh's, bytes and messages
+        changed = self._part(
+            f"{scope}changed", (model.clusters, view), lambda: _changed_clusters(model, view)
+        )
+        kind = "grpc-clusters" if grpc else "clusters"
         clusters = self._clusters(model, grpc)
         self._part(
-            f"{scope}{'grpc-clusters' if grpc else 'clusters'}",
+            f"{scope}{kind}",
             (scoped.clusters,),
-            lambda: _reused(
+            lambda: self._with_view(
+                kind,
                 clusters,
-                model.clusters,
-                scoped.clusters,
-                lambda c: c.name,
-                lambda fresh: build_clusters(fresh, grpc=grpc),
+                [c.name for c in scoped.clusters],
+                changed,
+                build_clusters(view.clusters, grpc=grpc),
             ),
         )
         endpoints = self._endpoints(model)
         self._part(
             f"{scope}endpoints",
             (scoped.clusters, scoped.endpoints),
-            lambda: _reused(
+            lambda: self._with_view(
+                "endpoints",
                 endpoints,
-                _assignments(model),
-                _assignments(scoped),
-                lambda e: e.cluster,
-                lambda fresh: LoadAssignments().build(fresh),
+                [c.name for c in scoped.clusters if c.uses_eds],
+                changed,
+                LoadAssignments().build(_assignments(view.clusters, view.endpoints)),
             ),
         )
         routes = self._routes(model)
-        changed = frozenset(c.name for c in view.clusters).union(
-            c.name for c in model.clusters if c.service in frozenset(view.hosts)
-        )
         self._part(
             f"{scope}routes",
             (scoped.clusters,),
             lambda: VirtualHostRoutes(scoped, routes, changed),
         )
+        if group.role is Role.SIDECAR:
+            self._sidecar_layout(model, scoped, view, scope, group)
         return self._build(scoped, group, scope, listener_names)
+
+    def _sidecar_layout(
+        self, model: MeshModel, scoped: MeshModel, view: MeshView, scope: str, group: NodeGroup
+    ) -> None:
+        """Lay out a view's sidecar table from the rest of the mesh's where the hosts it changes
+        share no domain with the others (the layout of 10,000 virtual hosts is the costly part
+        of a table)."""
+        role_key = NodeGroup(group.role, group.port).key
+        base = model.mesh_hosts
+        base_key = layout_key(base)
+        base_layout = self._part(f"{role_key}/layout", (base_key,), lambda: sidecar_layout(base))
+        claimants = self._part("sidecar-claimants", (base_key,), lambda: sidecar_claimants(base))
+        keys = frozenset(view.hosts)
+
+        def layout() -> Layout:
+            found = sidecar_layout_changed(base, base_layout, claimants, scoped.mesh_hosts, keys)
+            return found if found is not None else sidecar_layout(scoped.mesh_hosts)
+
+        self._part(f"{scope}{role_key}/layout", (layout_key(scoped.mesh_hosts),), layout)
+
+    def _with_view(
+        self,
+        kind: str,
+        base: Built[Any],
+        names: Sequence[str],
+        changed: frozenset[str],
+        fresh: Built[Any],
+    ) -> Built[Any]:
+        """Resources named ``names`` (sorted): ``fresh``'s for the ``changed`` names, ``base``'s
+        (the very bytes and messages) for the others."""
+        held = self._indexes.get(kind)
+        if held is None or held[0] is not base:
+            held = self._indexes[kind] = (base, _by_name(base))
+        index = held[1]
+        made = _by_name(fresh)
+        pairs = [made[name] if name in changed else index[name] for name in names]
+        references = (base.references & frozenset(names)) | fresh.references
+        return Built.assembled(
+            base.message_type,
+            names,
+            [body for body, _ in pairs],
+            [message for _, message in pairs],
+            references,
+        )
 
     def _forget_views_but(self, views: tuple[MeshView, ...]) -> None:
         """Drop what was built for views the model no longer has (namespaces are unbounded)."""
@@ -243,39 +297,27 @@ class ResourceBuilder:
         }
 
 
-def _assignments(model: MeshModel) -> list[ClusterEndpoints]:
-    """The load assignment of every EDS cluster, by cluster name (empty when the model has
+def _assignments(
+    clusters: Sequence[Cluster], endpoints: Sequence[ClusterEndpoints]
+) -> list[ClusterEndpoints]:
+    """The load assignment of every EDS cluster of ``clusters`` (empty when ``endpoints`` has
     none for it)."""
-    given = {e.cluster: e for e in model.endpoints}
-    return [
-        given.get(c.name) or ClusterEndpoints(cluster=c.name) for c in model.clusters if c.uses_eds
-    ]
+    given = {e.cluster: e for e in endpoints}
+    return [given.get(c.name) or ClusterEndpoints(c.name) for c in clusters if c.uses_eds]
 
 
-def _reused(
-    base: Built[M],
-    base_items: Sequence[T],
-    items: Sequence[T],
-    name: Callable[[T], str],
-    build: Callable[[list[T]], Built[M]],
-) -> Built[M]:
-    """The resources of ``items`` (sorted by name): ``base``'s, made from ``base_items``, for
-    every item that is one of those (the very bytes and messages), built for the others."""
-    before = {name(item): item for item in base_items}
-    held = dict(zip(base.names, base.bodies, strict=True))
-    fresh = [
-        item
-        for item in items
-        if (old := before.get(name(item))) is None
-        or not (old is item or old == item)
-        or name(item) not in held
-    ]
-    made = build(fresh)
-    bodies = {**held, **dict(zip(made.names, made.bodies, strict=True))}
-    names = [name(item) for item in items]
-    wanted = frozenset(names)
-    references = (base.references & wanted) | made.references
-    return Built(base.message_type, names, [bodies[n] for n in names], references, earlier=base)
+def _by_name(built: Built[Any]) -> dict[str, tuple[bytes, Any]]:
+    return dict(zip(built.names, zip(built.bodies, built, strict=True), strict=True))
+
+
+def _changed_clusters(model: MeshModel, view: MeshView) -> frozenset[str]:
+    """The clusters a view changes: its own that differ from the model's of the same name, and
+    the model's of the hosts it changes that it does not have."""
+    hosts = frozenset(view.hosts)
+    before = {c.name: c for c in model.clusters if c.service in hosts}
+    mine = {c.name: c for c in view.clusters}
+    differ = {name for name, cluster in mine.items() if before.get(name) != cluster}
+    return frozenset(differ | (before.keys() - mine.keys()))
 
 
 def _load_assignments(model: MeshModel, builder: LoadAssignments) -> Built[Any]:

@@ -779,3 +779,45 @@ def gateway_route_table(
 ) -> route_pb2.RouteConfiguration:
     """The gateway's table (see ``gateway_route_tables``)."""
     return gateway_route_tables(model, port, routes)[0]
+
+
+def _sidecar_domains(vhost: VirtualHost) -> tuple[str, ...]:
+    """Every domain a virtual host may claim in a sidecar's table: its hosts, bare and with
+    its port."""
+    suffix = f":{vhost.port}"
+    return (*vhost.hosts, *(host + suffix for host in vhost.hosts if host != "*"))
+
+
+def sidecar_claimants(hosts: Sequence[VirtualHost]) -> dict[str, str | None]:
+    """For each domain some of ``hosts`` may claim in a sidecar's table, the host key (the
+    virtual host's name without its port) of the only one that may, or None when several may."""
+    found: dict[str, str | None] = {}
+    for vhost in hosts:
+        key = vhost.name.rpartition(":")[0]
+        for domain in _sidecar_domains(vhost):
+            if found.setdefault(domain, key) != key:
+                found[domain] = None
+    return found
+
+
+def sidecar_layout_changed(
+    base: Sequence[VirtualHost],
+    base_layout: Layout,
+    claimants: Mapping[str, str | None],
+    hosts: Sequence[VirtualHost],
+    keys: frozenset[str],
+) -> Layout | None:
+    """The sidecar layout of ``hosts``, which are ``base`` with the virtual hosts of ``keys``
+    (host keys) replaced, from ``base_layout``: the others keep their place when no domain the
+    replaced ones (old or new) may claim is one another virtual host may claim. None when one
+    is (then only a whole layout is right)."""
+    replaced = [v for v in hosts if v.name.rpartition(":")[0] in keys]
+    removed = [v for v in base if v.name.rpartition(":")[0] in keys]
+    for vhost in (*replaced, *removed):
+        for domain in _sidecar_domains(vhost):
+            owner = claimants.get(domain, vhost.name.rpartition(":")[0])
+            if owner not in keys:
+                return None
+    placed = dict(zip(map(id, base), base_layout, strict=True))
+    mine = dict(zip(map(id, replaced), sidecar_layout(replaced), strict=True))
+    return tuple(mine[id(v)] if id(v) in mine else placed[id(v)] for v in hosts)

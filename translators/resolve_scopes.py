@@ -19,13 +19,14 @@ it changes.
 
 from __future__ import annotations
 
-import heapq
+from bisect import insort
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from translators.diagnostics import Diagnostic
-from translators.model import ClusterEndpoints, MeshModel, MeshView, Service, VirtualHost
+from translators.model import MeshModel, MeshView, Service, VirtualHost
 from translators.resolve_routing import (
     DestinationRuleIndex,
     DestinationRuleSpec,
@@ -218,30 +219,30 @@ def scoped_model(model: MeshModel, view: MeshView) -> MeshModel:
     hosts = frozenset(view.hosts)
     replaced = frozenset(c.name for c in model.clusters if c.service in hosts)
 
-    def by_name(item: ClusterEndpoints) -> str:
-        return item.cluster
-
-    def vhost_order(vhost: VirtualHost) -> tuple[int, str]:
-        return vhost.port, vhost.name
-
     return replace(
         model,
         clusters=_merged(
             (c for c in model.clusters if c.service not in hosts),
             view.clusters,
-            lambda c: c.name,
+            attrgetter("name"),
         ),
         endpoints=_merged(
-            (e for e in model.endpoints if e.cluster not in replaced), view.endpoints, by_name
+            (e for e in model.endpoints if e.cluster not in replaced),
+            view.endpoints,
+            attrgetter("cluster"),
         ),
         mesh_hosts=_merged(
             (v for v in model.mesh_hosts if host_key(v) not in hosts),
             view.mesh_hosts,
-            vhost_order,
+            attrgetter("port", "name"),
         ),
         views=(),
     )
 
 
 def _merged(kept: Iterable[T], added: Iterable[T], key: Callable[[T], Any]) -> tuple[T, ...]:
-    return tuple(heapq.merge(kept, added, key=key))
+    """``kept`` (sorted by ``key``) with the few ``added`` put in their places."""
+    out = list(kept)
+    for item in added:
+        insort(out, item, key=key)
+    return tuple(out)

@@ -98,6 +98,27 @@ class Built(tuple[M, ...]):
         return (Built, (self.message_type, self.names, self.bodies, self.references))
 
     @classmethod
+    def assembled(
+        cls,
+        message_type: type[M],
+        names: Sequence[str],
+        bodies: Sequence[bytes],
+        messages: Sequence[M],
+        references: frozenset[str] = NO_REFERENCES,
+    ) -> Built[M]:
+        """Resources put together from others' (each message parsed from the bytes beside it),
+        without parsing anything again."""
+        if not len(names) == len(bodies) == len(messages):
+            raise ValueError(f"{len(names)} names, {len(bodies)} bodies, {len(messages)} messages")
+        out = super().__new__(cls, messages)
+        out.message_type = message_type
+        out.type_url = type_url(message_type)
+        out.names = tuple(names)
+        out.bodies = tuple(bodies)
+        out.references = references
+        return out
+
+    @classmethod
     def of(
         cls,
         message_type: type[M],

@@ -13,6 +13,7 @@ from tests.unit.objects import (
     endpoint_slice,
     http_route,
     service,
+    service_port,
     slice_endpoint,
     virtual_service,
 )
@@ -20,6 +21,7 @@ from translators.build import ResourceBuilder
 from translators.diagnostics import Severity
 from translators.model import MeshModel, NodeGroup, Role
 from translators.resolve_scopes import scoped_model
+from translators.resources import serialize
 from translators.translate import Translation, translate, translate_endpoints
 from translators.visibility import EVERYWHERE, ExportTo, config_export_to, service_export_to
 
@@ -346,3 +348,41 @@ def test_an_endpoint_change_reaches_the_views_as_a_full_translation_would() -> N
     assert translate_endpoints(first, after).model == translate(after).model
     (view,) = translate(after).model.views
     assert [e.address for a in view.endpoints for e in a.endpoints] == ["10.0.0.2"]
+
+
+def _meshes() -> list[list[Obj]]:
+    two_ports = service("ledger", "shop", ports=[service_port(80), service_port(8080, "http-alt")])
+    two_ports["metadata"]["annotations"] = {"networking.istio.io/exportTo": "."}
+    alias = virtual_service(  # "ratings" in shop is no service, but a name ratings.default has
+        "alias",
+        [REVIEWS, "ratings"],
+        [http_route(destination(REVIEWS, "v1"))],
+        namespace="shop",
+        exportTo=["."],
+    )
+    return [
+        reviews_with_subsets(exported("canary", "shop", ["."])),
+        [*reviews_with_subsets(), two_ports, service("ratings", "shop")],
+        [
+            *reviews_with_subsets(),
+            rule("shop", "v1", exportTo=["."]),
+            alias,
+            service("ratings", "shop"),
+        ],
+    ]
+
+
+@pytest.mark.parametrize("objects", _meshes(), ids=["private-route", "hidden-service", "alias"])
+@pytest.mark.parametrize("role", [Role.SIDECAR, Role.PROXYLESS])
+def test_a_view_is_built_as_its_model_would_be_on_its_own(objects: list[Obj], role: Role) -> None:
+    """What a view shares with the rest of the mesh changes no byte of what its clients get."""
+    model = run(*objects).model
+    builder = ResourceBuilder()
+    builder.build_group(model, NodeGroup(role, 15001 if role is Role.SIDECAR else 0))
+    group = NodeGroup(role, 15001 if role is Role.SIDECAR else 0, "shop")
+    view = model.view_for("shop")
+    assert view is not None
+    shared = builder.build_group(model, group)
+    alone = ResourceBuilder().build_group(scoped_model(model, view), NodeGroup(role, group.port))
+    for url, resources in alone.items():
+        assert [serialize(m) for m in shared[url]] == [serialize(m) for m in resources], url

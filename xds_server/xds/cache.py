@@ -315,6 +315,10 @@ class Serializer:
         self._used: dict[int, _Prepared] = {}
         self._sets_held: dict[tuple[str, int], _TypeSet] = {}
         self._sets_used: dict[tuple[str, int], _TypeSet] = {}
+        # The resources of those sets by id of their bytes, per type URL: the builder hands
+        # over the very same bytes for a resource it did not build again.
+        self._bodies_held: dict[str, dict[int, Resource]] = {}
+        self._bodies_used: dict[str, dict[int, Resource]] = {}
         self.serialized = 0  # resources serialized or hashed so far (for tests and benchmarks)
 
     def prepare(self, type_url: str, message: Message) -> _Prepared:
@@ -339,7 +343,11 @@ class Serializer:
                 found = self._type_set(type_url, messages)
         else:
             self._used.update(found.prepared)
-        self._sets_used[key] = found
+        if key not in self._sets_used:
+            self._sets_used[key] = found
+            bodies = self._bodies_used.setdefault(type_url, {})
+            for resource in found.resources.by_name.values():
+                bodies[id(resource.body)] = resource
         return found
 
     def _type_set(self, type_url: str, messages: Sequence[Message]) -> _TypeSet:
@@ -360,11 +368,12 @@ class Serializer:
         if messages.type_url != type_url:
             raise ValueError(f"{messages.type_url} resources listed under {type_url}")
         names, bodies = messages.names, messages.bodies
-        earlier = self._earlier_resources(type_url)
-        if earlier:  # keep the resources whose very bytes are handed over again
+        used = self._bodies_used.get(type_url, {})
+        held = self._bodies_held.get(type_url, {})
+        if used or held:  # keep the resources whose very bytes are handed over again
             made = []
             for name, body in zip(names, bodies, strict=True):
-                found = earlier.get(id(body))
+                found = used.get(id(body)) or held.get(id(body))
                 if found is None or found.body is not body or found.name != name:
                     found = Resource(type_url, name, short_hash(body), body)
                     self.serialized += 1
@@ -378,20 +387,10 @@ class Serializer:
             raise ValueError(f"two {type_url} resources named {twice!r}")
         return _sorted_set(type_url, messages, by_name, messages.references, {})
 
-    def _earlier_resources(self, type_url: str) -> dict[int, Resource]:
-        """The resources of ``type_url`` of this round and the last, by id of their bytes (the
-        builder hands over the very same bytes for a resource it did not build again)."""
-        return {
-            id(resource.body): resource
-            for sets in (self._sets_held, self._sets_used)
-            for (url, _), found in sets.items()
-            if url == type_url
-            for resource in found.resources.by_name.values()
-        }
-
     def end_round(self) -> None:
         self._held, self._used = self._used, {}
         self._sets_held, self._sets_used = self._sets_used, {}
+        self._bodies_held, self._bodies_used = self._bodies_used, {}
 
 
 def snapshot_from_messages(
