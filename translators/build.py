@@ -7,6 +7,10 @@ from the previous model: a part of the model that is the very same object as bef
 (``translate_endpoints`` keeps the clusters and virtual hosts of an endpoint-only change) is not
 built again, so an endpoint change rebuilds load assignments and nothing else, and of those it
 writes again only the ones whose endpoints changed.
+
+A group in a namespace that sees a view of the mesh of its own (``exportTo``, see `MeshView`)
+gets the resources of that view, built from the rest of the mesh's: only what the view changes
+is built for it. Groups that see the same get the very same resources.
 """
 
 from __future__ import annotations
@@ -39,7 +43,6 @@ from translators.resources import Built
 
 Resources = dict[str, tuple[Message, ...]]
 T = TypeVar("T")
-M = TypeVar("M", bound=Message)
 
 DEFAULT_SIDECAR_PORT = 15001
 DEFAULT_GATEWAY_PORT = 8080

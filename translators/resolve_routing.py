@@ -3,12 +3,15 @@
 Three steps, so that the last good version of an object can stand in for an invalid one:
 
 1. `compile_destination_rule` checks one DestinationRule on its own;
-   `index_destination_rules` picks one rule per service host (one in the service's namespace,
-   else the oldest).
+   `index_destination_rules` keeps one rule per service host and namespace, and answers which
+   one a client in a namespace gets (Istio's order: the client's namespace, the service's, the
+   root namespace's).
 2. `compile_virtual_service` checks one VirtualService against the services and the subsets the
    rules define, and turns its ``http``/``tcp`` rules into model routes.
-3. `resolve_routing` assembles clusters and virtual hosts (the oldest VirtualService wins a host);
-   `cluster_endpoints` fills each cluster's load assignment from the services' ready endpoints.
+3. `resolve_routing` assembles clusters and virtual hosts for the clients of one namespace (the
+   VirtualService first by its rank for them, then the oldest, routes a host; see
+   `resolve_scopes`); `cluster_endpoints` fills each cluster's load assignment from the
+   services' ready endpoints.
 
 Istio semantics throughout: short host names resolve in the object's namespace, port-level
 settings replace the policy they are part of for their port, subset policy overrides the rule's
