@@ -271,7 +271,8 @@ def wait_for_status(url: str, expected: int, process: subprocess.Popen[bytes]) -
 
 @pytest.mark.parametrize("protocol", ["sotw", "delta"])
 @pytest.mark.parametrize(
-    ("role", "expected_group"), [("sidecar", "sidecar:15001"), ("gateway", "gateway:8080")]
+    ("role", "expected_group"),
+    [("sidecar", "sidecar:15001/shop"), ("gateway", "gateway:8080/shop")],
 )
 def test_envoy_opens_an_ads_stream_and_introduces_itself(
     ads: tuple[RecordingAds, int],
@@ -333,4 +334,4 @@ def test_proxyless_grpc_client_reads_the_json_bootstrap(ads: tuple[RecordingAds,
 
     assert hello.node.id == "proxyless~client-1"
     assert hello.node.metadata.fields["ROLE"].string_value == "proxyless"
-    assert group_of(hello.node).key == "proxyless"
+    assert group_of(hello.node).key == "proxyless/shop"

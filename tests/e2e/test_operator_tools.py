@@ -160,7 +160,7 @@ def proxies(
             "the good sidecar to sync every type",
         )
         # The second sidecar's group gets a cluster Envoy rejects (a negative connect timeout).
-        group = f"sidecar:{bad_port}"
+        group = f"sidecar:{bad_port}/default"
         model = server.call(server.plane.model)
         assert model is not None
         resources = dict(build_group(model, NodeGroup(Role.SIDECAR, bad_port)))

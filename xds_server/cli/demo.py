@@ -193,9 +193,11 @@ def routes_acked(plane: ControlPlane) -> str:
     return ""
 
 
-def served_routes(plane: ControlPlane, envoy: Sidecar) -> str:
-    """The route version the control plane serves the demo's sidecar."""
-    snapshot = plane.cache.snapshot(f"sidecar:{envoy.outbound_port}")
+def served_routes(plane: ControlPlane) -> str:
+    """The route version the control plane serves the demo's sidecar (its node group is its
+    outbound port and namespace)."""
+    groups = [client.group for client in plane.clients() if client.node_id == NODE_ID]
+    snapshot = plane.cache.snapshot(groups[0]) if groups else None
     return snapshot.of_type(ROUTE).version if snapshot else ""
 
 
@@ -209,11 +211,11 @@ def within(share: float, expected: float, count: int) -> bool:
 
 async def apply_step(plane: ControlPlane, envoy: Sidecar, vs_file: Path, v1: int, v2: int) -> float:
     """Write the step's weights; returns the seconds until Envoy ACKed the new routes."""
-    before = served_routes(plane, envoy)
+    before = served_routes(plane)
     written = time.perf_counter()
     vs_file.write_text(VIRTUAL_SERVICE.format(v1=v1, v2=v2))
-    await _until(lambda: served_routes(plane, envoy) != before, 10, "new routes")
-    await _until(lambda: routes_acked(plane) == served_routes(plane, envoy), 10, "the ACK")
+    await _until(lambda: served_routes(plane) != before, 10, "new routes")
+    await _until(lambda: routes_acked(plane) == served_routes(plane), 10, "the ACK")
     return time.perf_counter() - written
 
 
