@@ -209,7 +209,7 @@ def within(share: float, expected: float, count: int) -> bool:
     return abs(share - expected) <= 5 * sigma
 
 
-async def apply_step(plane: ControlPlane, envoy: Sidecar, vs_file: Path, v1: int, v2: int) -> float:
+async def apply_step(plane: ControlPlane, vs_file: Path, v1: int, v2: int) -> float:
     """Write the step's weights; returns the seconds until Envoy ACKed the new routes."""
     before = served_routes(plane)
     written = time.perf_counter()
@@ -259,7 +259,7 @@ async def walk(args: argparse.Namespace) -> bool:
                     # A person applies one step at a time: let the previous change settle past
                     # the debounce window so this one is pushed at once, as a lone edit is.
                     await asyncio.sleep(plane.quiet)
-                    took = await apply_step(plane, envoy, vs_file, v1, v2)
+                    took = await apply_step(plane, vs_file, v1, v2)
                     heading = f"propagated in {took * 1000:6.1f} ms"
                 landed, failures = await asyncio.to_thread(send, envoy, args.requests)
                 total = max(sum(landed.values()), 1)
