@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
+import grpc
 from google.protobuf.message import Message
 
 from translators.build import ResourceBuilder
@@ -60,6 +62,22 @@ from xds_server.store import DEFAULT_MAX_DELAY, DEFAULT_QUIET, ObjectStore, Stor
 from xds_server.xds.cache import Serializer, Snapshot, SnapshotCache, snapshot_from_messages
 from xds_server.xds.client_status import ClientRegistry, ClientView
 from xds_server.xds.grpc_server import ServerOptions, start_xds_server
+from xds_server.xds.identity import (
+    DEFAULT_GATEWAY_ACCOUNTS,
+    DEFAULT_STATUS_READERS,
+    DEFAULT_TRUST_DOMAIN,
+    AccessControl,
+    AccessPolicy,
+    parse_service_account,
+)
+from xds_server.xds.tls import (
+    PLAINTEXT_PORT,
+    TLS_PORT,
+    TlsFiles,
+    TlsFilesError,
+    is_loopback_host,
+    server_credentials,
+)
 
 log = logging.getLogger("splitplane")
 
@@ -382,7 +400,7 @@ class ServeOptions:
     kubeconfig: str | None = None
     in_cluster: bool = False
     namespaces: tuple[str, ...] = ()
-    xds_address: str = "0.0.0.0:15010"
+    xds_address: str = f"127.0.0.1:{PLAINTEXT_PORT}"
     debug_address: str = "127.0.0.1:15014"
     max_concurrent_streams: int = 10_000
     drain_seconds: float = 5.0
@@ -395,6 +413,43 @@ class ServeOptions:
     # with these resource attributes (kube-rbac-proxy's form) instead of the path and verb.
     debug_protect_metrics: bool = False
     debug_auth_resource: str = ""
+    # xDS over TLS (mutual TLS when the files name a client CA); without it, plaintext is served
+    # only on a loopback address or when ``insecure_xds`` says so.
+    tls: TlsFiles | None = None
+    insecure_xds: bool = False
+    # Who may take which role and read client status (its ``mtls`` follows ``tls``).
+    access: AccessPolicy = field(default_factory=AccessPolicy)
+
+
+def xds_transport(
+    options: ServeOptions,
+) -> tuple[grpc.ServerCredentials | None, AccessPolicy, str]:
+    """The xDS port's credentials, the access policy that goes with them and a sentence for the
+    log; ``ValueError`` (or ``TlsFilesError``) for a transport the options may not have."""
+    host, _ = split_address(options.xds_address)
+    if options.tls is None:
+        policy = dataclasses.replace(options.access, mtls=False)
+        if options.insecure_xds:
+            return None, policy, "plaintext, as --insecure-xds asks: proxies are not identified"
+        if is_loopback_host(host):
+            return None, policy, "plaintext on loopback: only this host can connect"
+        raise ValueError(
+            f"xDS on {options.xds_address} would be plaintext: give --tls-cert-file and"
+            " --tls-key-file (and --client-ca-file for mutual TLS), or --insecure-xds"
+        )
+    if options.insecure_xds:
+        raise ValueError("--insecure-xds contradicts --tls-cert-file")
+    credentials, _ = server_credentials(options.tls)
+    mtls = options.tls.client_ca_file is not None
+    policy = dataclasses.replace(options.access, mtls=mtls)
+    if mtls:
+        return (
+            credentials,
+            policy,
+            f"mutual TLS: proxies are identified by their SPIFFE ID in trust domain"
+            f" {policy.trust_domain}",
+        )
+    return credentials, policy, "TLS without client certificates: proxies are not identified"
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -421,18 +476,23 @@ async def serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
 
+    credentials, policy, transport = xds_transport(options)
     server, xds_port = await start_xds_server(
         plane.cache,
         plane.clients_registry,
         options.xds_address,
         ServerOptions(max_concurrent_streams=options.max_concurrent_streams),
+        credentials=credentials,
+        access=AccessControl(policy, on_refused=plane.metrics.stream_refused),
     )
     debug_host, debug_port = split_address(options.debug_address)
     debug = start_debug_server(plane, debug_host, debug_port, auth=_debug_auth(options, debug_host))
     plane.xds_port = xds_port
     plane.debug_port = debug.port
     log.info(
-        "serving",
+        "serving xDS on port %d over %s",
+        xds_port,
+        transport,
         extra={"xds_port": xds_port, "debug_address": f"{debug_host}:{plane.debug_port}"},
     )
 
@@ -550,9 +610,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--xds-address",
-        default="0.0.0.0:15010",
         metavar="HOST:PORT",
-        help="where Envoy and gRPC clients connect for ADS (default 0.0.0.0:15010)",
+        help=f"where Envoy and gRPC clients connect for ADS and CSDS (default: 0.0.0.0:{TLS_PORT}"
+        f" with TLS, 0.0.0.0:{PLAINTEXT_PORT} with --insecure-xds, else"
+        f" 127.0.0.1:{PLAINTEXT_PORT})",
+    )
+    parser.add_argument(
+        "--tls-cert-file",
+        type=Path,
+        metavar="FILE",
+        help="serve xDS over TLS with this certificate chain (PEM); re-read when it changes",
+    )
+    parser.add_argument(
+        "--tls-key-file",
+        type=Path,
+        metavar="FILE",
+        help="the private key (PEM) of --tls-cert-file; re-read when it changes",
+    )
+    parser.add_argument(
+        "--client-ca-file",
+        type=Path,
+        metavar="FILE",
+        help="require client certificates issued by these CAs (PEM), mutual TLS: a proxy's"
+        " identity is its certificate's SPIFFE ID; re-read when it changes",
+    )
+    parser.add_argument(
+        "--insecure-xds",
+        action="store_true",
+        help="serve xDS in plaintext on a non-loopback address (any client can connect and claim"
+        " any namespace)",
+    )
+    parser.add_argument(
+        "--trust-domain",
+        default=DEFAULT_TRUST_DOMAIN,
+        metavar="DOMAIN",
+        help="SPIFFE trust domain of client certificates (default %(default)s)",
+    )
+    parser.add_argument(
+        "--gateway-service-account",
+        action="append",
+        metavar="NS/NAME",
+        help="with mutual TLS, a service account allowed to take the gateway role (repeatable;"
+        f" default {', '.join(map(str, sorted(DEFAULT_GATEWAY_ACCOUNTS)))})",
+    )
+    parser.add_argument(
+        "--status-reader",
+        action="append",
+        metavar="NS/NAME",
+        help="with mutual TLS, a service account allowed to read client status over CSDS"
+        f" (repeatable; default {', '.join(map(str, sorted(DEFAULT_STATUS_READERS)))});"
+        " without it, CSDS answers loopback connections only",
     )
     parser.add_argument(
         "--debug-address",
@@ -635,12 +742,24 @@ def run(args: argparse.Namespace) -> int:
             args.debug_address,
         )
         return 2
+    try:
+        tls, access = _tls_and_access(args)
+    except ValueError as err:
+        log.error("%s", err)
+        return 2
+    xds_address = args.xds_address or (
+        f"0.0.0.0:{TLS_PORT}"
+        if tls is not None
+        else f"0.0.0.0:{PLAINTEXT_PORT}"
+        if args.insecure_xds
+        else f"127.0.0.1:{PLAINTEXT_PORT}"
+    )
     options = ServeOptions(
         config_dir=args.config_dir,
         kubeconfig=args.kubeconfig,
         in_cluster=args.in_cluster,
         namespaces=tuple(args.namespace),
-        xds_address=args.xds_address,
+        xds_address=xds_address,
         debug_address=args.debug_address,
         max_concurrent_streams=args.max_streams,
         fleet_service=args.fleet_service,
@@ -648,6 +767,42 @@ def run(args: argparse.Namespace) -> int:
         only_lb_class=args.only_lb_class,
         debug_protect_metrics=args.debug_protect_metrics,
         debug_auth_resource=args.debug_auth_resource,
+        tls=tls,
+        insecure_xds=args.insecure_xds,
+        access=access,
     )
+    try:
+        xds_transport(options)  # refuse a bad transport before anything starts
+    except (ValueError, TlsFilesError) as err:
+        log.error("%s", err)
+        return 2
     asyncio.run(serve(options))
     return 0
+
+
+def _tls_and_access(args: argparse.Namespace) -> tuple[TlsFiles | None, AccessPolicy]:
+    """The TLS files and access policy the flags ask for; ``ValueError`` for bad flags."""
+    if (args.tls_cert_file is None) != (args.tls_key_file is None):
+        raise ValueError("--tls-cert-file and --tls-key-file go together")
+    if args.client_ca_file is not None and args.tls_cert_file is None:
+        raise ValueError("--client-ca-file needs --tls-cert-file and --tls-key-file")
+    tls = None
+    if args.tls_cert_file is not None:
+        tls = TlsFiles(args.tls_cert_file, args.tls_key_file, args.client_ca_file)
+    gateways = args.gateway_service_account
+    readers = args.status_reader
+    try:
+        policy = AccessPolicy(
+            trust_domain=args.trust_domain,
+            gateway_accounts=DEFAULT_GATEWAY_ACCOUNTS
+            if gateways is None
+            else frozenset(parse_service_account(text) for text in gateways),
+            status_readers=DEFAULT_STATUS_READERS
+            if readers is None
+            else frozenset(parse_service_account(text) for text in readers),
+        )
+    except ValueError as err:
+        raise ValueError(f"--gateway-service-account/--status-reader: {err}") from None
+    if not args.trust_domain or "/" in args.trust_domain:
+        raise ValueError(f"--trust-domain {args.trust_domain!r} is not a trust domain name")
+    return tls, policy

@@ -12,6 +12,7 @@ splitplane_xds_push_time_seconds        pilot_xds_push_time         snapshot bui
 splitplane_proxy_convergence_seconds    pilot_proxy_convergence_time response → ACK, per type
 splitplane_xds_config_size_bytes{type}  pilot_xds_config_size_bytes  size of each response
 splitplane_diagnostics{severity}        pilot_total_xds_internal_errors  current diagnostics
+splitplane_xds_refused_total{reason}    (none)                      streams refused by identity
 =====================================  =========  ===========================================
 
 A tiny registry of our own: one process, a handful of series, no dependency worth adding.
@@ -146,6 +147,12 @@ class Metrics:
         self.diagnostics = Gauge(
             "splitplane_diagnostics", "Current diagnostics, by severity.", ("severity",)
         )
+        self.refused = Counter(
+            "splitplane_xds_refused_total",
+            "xDS and CSDS streams refused by the identity checks, by reason (namespace, role,"
+            " no_identity, trust_domain, status).",
+            ("reason",),
+        )
         self.snapshots = Counter(
             "splitplane_snapshots_published_total",
             "Snapshots published, by node group.",
@@ -170,6 +177,9 @@ class Metrics:
     def response_rejected(self, type_url: str) -> None:
         self.rejects.inc(short_type(type_url))
 
+    def stream_refused(self, reason: str) -> None:
+        self.refused.inc(reason)
+
     def render(self) -> str:
         metrics: list[Counter | Histogram] = [
             self.pushes,
@@ -180,6 +190,7 @@ class Metrics:
             self.config_size,
             self.diagnostics,
             self.snapshots,
+            self.refused,
         ]
         return "\n".join(line for metric in metrics for line in metric.render()) + "\n"
 

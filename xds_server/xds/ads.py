@@ -34,6 +34,7 @@ from xds_server.xds.cache import (
     short_hash,
 )
 from xds_server.xds.client_status import ClientRecord, ClientRegistry
+from xds_server.xds.identity import AccessControl
 from xds_server.xds.nodes import group_of, node_role
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class XdsStream(ABC, Generic[RequestT]):
         self._unwatch: Callable[[], None] | None = None
         self._order: list[str] = []  # subscribed type URLs in push order
         self._names: dict[str, set[str]] = {}  # type URL -> the names this stream holds
+        self.identity = ""  # the verified SPIFFE ID of the client, "" without mutual TLS
 
     @property
     def record(self) -> ClientRecord:
@@ -148,9 +150,17 @@ class XdsStream(ABC, Generic[RequestT]):
 
     def _identify(self, node: Node) -> None:
         group = group_of(node)
-        self._record = self._registry.connect(node, node_role(node), group.key, self.protocol)
+        self._record = self._registry.connect(
+            node, node_role(node), group.key, self.protocol, identity=self.identity
+        )
         self._unwatch = self._cache.watch(group.key, self._wake.set)
-        log.info("%s stream from %s (group %s)", self.protocol, node.id, group.key)
+        log.info(
+            "%s stream from %s (group %s)",
+            self.protocol,
+            node.id,
+            group.key,
+            extra={"identity": self.identity} if self.identity else None,
+        )
 
     def subscribe(self, type_url: str) -> None:
         """Note a type the client asks for the first time."""
@@ -256,15 +266,32 @@ class SotwStream(XdsStream[DiscoveryRequest]):
             await self._write(sotw_response(type_url, selection.version, entries, nonce))
 
 
+async def run_admitted(
+    stream: XdsStream[RequestT],
+    access: AccessControl,
+    requests: AsyncIterator[RequestT],
+    context: grpc.aio.ServicerContext[bytes, bytes],
+) -> None:
+    """Serve ``stream`` once ``access`` has admitted its first request's node (a refused stream
+    ends with PERMISSION_DENIED before it is registered anywhere)."""
+    admitted = await access.admit(requests, context)
+    if admitted is None:
+        return
+    checked, identity = admitted
+    stream.identity = "" if identity is None else identity.uri
+    await stream.run(checked)
+
+
 def sotw_method_handler(
-    cache: SnapshotCache, registry: ClientRegistry
+    cache: SnapshotCache, registry: ClientRegistry, access: AccessControl | None = None
 ) -> grpc.RpcMethodHandler[DiscoveryRequest, bytes]:
-    """The ``StreamAggregatedResources`` handler."""
+    """The ``StreamAggregatedResources`` handler; ``access`` decides who may open a stream."""
+    gate = access or AccessControl()
 
     async def stream(
         requests: AsyncIterator[DiscoveryRequest], context: grpc.aio.ServicerContext[bytes, bytes]
     ) -> None:
-        await SotwStream(cache, registry, context.write).run(requests)
+        await run_admitted(SotwStream(cache, registry, context.write), gate, requests, context)
 
     return grpc.stream_stream_rpc_method_handler(
         stream,

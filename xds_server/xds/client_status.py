@@ -94,6 +94,8 @@ class ClientView:
     connected_since: float
     types: tuple[TypeStatus, ...]
     node: Node
+    # The SPIFFE ID the client's certificate proved (mutual TLS); "" when none was required.
+    identity: str = ""
 
     @property
     def state(self) -> SyncState:
@@ -119,6 +121,7 @@ class ClientView:
             "role": self.role,
             "group": self.group,
             "protocol": self.protocol,
+            "identity": self.identity,
             "connected_since": self.connected_since,
             "state": self.state.value,
             "types": [t.as_dict() for t in self.types],
@@ -168,6 +171,7 @@ class ClientRecord:
         protocol: str,
         *,
         observer: ClientObserver | None = None,
+        identity: str = "",
     ) -> None:
         self.observer: ClientObserver = observer or _NoObserver()
         self.stream_id = stream_id
@@ -175,6 +179,7 @@ class ClientRecord:
         self.role = role
         self.group = group
         self.protocol = protocol
+        self.identity = identity
         self.connected_since = time.time()
         # Replaced, never changed in place, so that readers on other threads see whole states.
         self._types: dict[str, TypeStatus] = {}
@@ -276,6 +281,7 @@ class ClientRecord:
             connected_since=self.connected_since,
             types=tuple(sorted(self._types.copy().values(), key=_by_type_url)),
             node=self.node,
+            identity=self.identity,
         )
 
 
@@ -287,9 +293,20 @@ class ClientRegistry:
         self._ids = count(1)
         self._observer: ClientObserver = observer or _NoObserver()
 
-    def connect(self, node: Node, role: str, group: str, protocol: str) -> ClientRecord:
-        """A stream identified its node; it reports to the returned record until it ends."""
-        record = ClientRecord(next(self._ids), node, role, group, protocol, observer=self._observer)
+    def connect(
+        self, node: Node, role: str, group: str, protocol: str, *, identity: str = ""
+    ) -> ClientRecord:
+        """A stream identified its node (``identity``: its verified SPIFFE ID, if any); it
+        reports to the returned record until it ends."""
+        record = ClientRecord(
+            next(self._ids),
+            node,
+            role,
+            group,
+            protocol,
+            observer=self._observer,
+            identity=identity,
+        )
         self._records[record.stream_id] = record
         self._observer.client_connected(protocol)
         return record

@@ -1,4 +1,8 @@
-"""CSDS (``envoy.service.status.v3.ClientStatusDiscoveryService``) from the client-status model."""
+"""CSDS (``envoy.service.status.v3.ClientStatusDiscoveryService``) from the client-status model.
+
+It lists every proxy's id and configuration, so it answers only callers the access policy lets
+read status; anyone else gets PERMISSION_DENIED.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from envoy.type.matcher.v3.string_pb2 import StringMatcher
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from xds_server.xds.client_status import ClientRegistry, ClientView, SyncState, TypeStatus
+from xds_server.xds.identity import AccessControl, RefusedError
 
 _CONFIG_STATUS = {
     SyncState.SYNCED: csds_pb2.SYNCED,
@@ -122,16 +127,25 @@ def client_status_response(
 
 
 class ClientStatusService(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):  # type: ignore[misc]
-    """The CSDS servicer."""
+    """The CSDS servicer; ``access`` decides who may read client status."""
 
-    def __init__(self, registry: ClientRegistry) -> None:
+    def __init__(self, registry: ClientRegistry, access: AccessControl | None = None) -> None:
         self._registry = registry
+        self._access = access or AccessControl()
+
+    async def _check_reader(self, context: grpc.aio.ServicerContext[object, object]) -> None:
+        try:
+            self._access.status_reader(context)
+        except RefusedError as refusal:
+            self._access.refused(refusal, "client status request", context.peer())
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(refusal))
 
     async def FetchClientStatus(  # noqa: N802 (gRPC method name)
         self,
         request: csds_pb2.ClientStatusRequest,
         context: grpc.aio.ServicerContext[object, object],
     ) -> csds_pb2.ClientStatusResponse:
+        await self._check_reader(context)
         return client_status_response(self._registry, request)
 
     async def StreamClientStatus(  # noqa: N802 (gRPC method name)
@@ -139,5 +153,6 @@ class ClientStatusService(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):  
         requests: AsyncIterator[csds_pb2.ClientStatusRequest],
         context: grpc.aio.ServicerContext[object, object],
     ) -> AsyncIterator[csds_pb2.ClientStatusResponse]:
+        await self._check_reader(context)
         async for request in requests:
             yield client_status_response(self._registry, request)

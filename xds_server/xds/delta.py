@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 import grpc
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
 
-from xds_server.xds.ads import Write, XdsStream, identity, shared_names
+from xds_server.xds.ads import Write, XdsStream, identity, run_admitted, shared_names
 from xds_server.xds.cache import Snapshot, SnapshotCache, length_delimited
 from xds_server.xds.client_status import ClientRegistry
+from xds_server.xds.identity import AccessControl
 
 log = logging.getLogger(__name__)
 
@@ -130,15 +131,16 @@ class DeltaStream(XdsStream[DeltaDiscoveryRequest]):
 
 
 def delta_method_handler(
-    cache: SnapshotCache, registry: ClientRegistry
+    cache: SnapshotCache, registry: ClientRegistry, access: AccessControl | None = None
 ) -> grpc.RpcMethodHandler[DeltaDiscoveryRequest, bytes]:
-    """The ``DeltaAggregatedResources`` handler."""
+    """The ``DeltaAggregatedResources`` handler; ``access`` decides who may open a stream."""
+    gate = access or AccessControl()
 
     async def stream(
         requests: AsyncIterator[DeltaDiscoveryRequest],
         context: grpc.aio.ServicerContext[bytes, bytes],
     ) -> None:
-        await DeltaStream(cache, registry, context.write).run(requests)
+        await run_admitted(DeltaStream(cache, registry, context.write), gate, requests, context)
 
     return grpc.stream_stream_rpc_method_handler(
         stream,

@@ -1,4 +1,5 @@
-"""The gRPC server that carries ADS (state of the world and delta) and CSDS."""
+"""The gRPC server that carries ADS (state of the world and delta) and CSDS, in plaintext or
+over (mutual) TLS."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from xds_server.xds.cache import SnapshotCache
 from xds_server.xds.client_status import ClientRegistry
 from xds_server.xds.csds import ClientStatusService
 from xds_server.xds.delta import delta_method_handler
+from xds_server.xds.identity import AccessControl
 
 
 @dataclass(frozen=True)
@@ -38,13 +40,17 @@ class ServerOptions:
 
 
 def xds_server(
-    cache: SnapshotCache, registry: ClientRegistry, options: ServerOptions = ServerOptions()
+    cache: SnapshotCache,
+    registry: ClientRegistry,
+    options: ServerOptions = ServerOptions(),
+    access: AccessControl | None = None,
 ) -> grpc.aio.Server:
     """A ``grpc.aio.Server`` with ADS, delta ADS and CSDS registered, not yet bound or started.
 
     ``max_concurrent_streams`` caps concurrent RPCs; the server refuses more with
-    RESOURCE_EXHAUSTED.
+    RESOURCE_EXHAUSTED. ``access`` decides who may open a stream and read client status.
     """
+    access = access or AccessControl()
     server = grpc.aio.server(
         options=options.channel_options(),
         maximum_concurrent_rpcs=options.max_concurrent_streams,
@@ -52,13 +58,13 @@ def xds_server(
     ads = grpc.method_handlers_generic_handler(
         ADS_SERVICE,
         {
-            "StreamAggregatedResources": sotw_method_handler(cache, registry),
-            "DeltaAggregatedResources": delta_method_handler(cache, registry),
+            "StreamAggregatedResources": sotw_method_handler(cache, registry, access),
+            "DeltaAggregatedResources": delta_method_handler(cache, registry, access),
         },
     )
     server.add_generic_rpc_handlers((ads,))
     csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(
-        ClientStatusService(registry), server
+        ClientStatusService(registry, access), server
     )
     return server
 
@@ -68,10 +74,20 @@ async def start_xds_server(
     registry: ClientRegistry,
     address: str = "127.0.0.1:0",
     options: ServerOptions = ServerOptions(),
+    *,
+    credentials: grpc.ServerCredentials | None = None,
+    access: AccessControl | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Build, bind (insecure) and start the xDS server; returns it and the bound port."""
-    server = xds_server(cache, registry, options)
-    port = server.add_insecure_port(address)
+    """Build, bind and start the xDS server; returns it and the bound port.
+
+    With ``credentials`` the port serves TLS (see ``xds.tls.server_credentials``), without them
+    plaintext.
+    """
+    server = xds_server(cache, registry, options, access)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"cannot bind the xDS server to {address}")
     await server.start()
