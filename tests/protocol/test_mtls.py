@@ -23,6 +23,7 @@ from tests.protocol.test_sotw import GROUP, mesh
 from tests.protocol.xds_client import SotwClient, node
 from tests.support.pki import CertificateAuthority, Leaf, spiffe_id
 from xds_server.debug.metrics import Metrics
+from xds_server.debug.views import clients_json
 from xds_server.xds.cache import CLUSTER, SnapshotCache
 from xds_server.xds.client_status import ClientRegistry
 from xds_server.xds.grpc_server import ServerOptions, start_xds_server
@@ -108,7 +109,7 @@ async def test_a_workload_certificate_is_the_proxys_verified_identity(mtls: Mtls
         assert response.type_url == CLUSTER
         (view,) = mtls.registry.views()
         assert view.identity == identity
-        assert view.as_dict()["identity"] == identity
+        assert clients_json([view])["clients"][0]["identity"] == identity  # /debug/clients
         await client.close()
 
 

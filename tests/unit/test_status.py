@@ -31,12 +31,23 @@ def test_one_row_per_proxy_one_column_per_type() -> None:
     text, failing = table([client("a", clusters=SYNCED, endpoints=SYNCED)], NOW, grace=5)
 
     header, row = text.splitlines()
-    assert header.split() == ["NAME", "ROLE", "GROUP", "PROTOCOL", "CDS", "EDS", "LDS", "RDS"]
+    assert header.split() == [
+        "NAME", "ROLE", "GROUP", "PROTOCOL", "CDS", "EDS", "LDS", "RDS", "IDENTITY",
+    ]  # fmt: skip
     assert row.split() == [
         "a", "sidecar", "sidecar:15001", "sotw",
-        "SYNCED", "(01234567)", "SYNCED", "(01234567)", "NOT_SENT", "NOT_SENT",
+        "SYNCED", "(01234567)", "SYNCED", "(01234567)", "NOT_SENT", "NOT_SENT", "-",
     ]  # fmt: skip
     assert not failing
+
+
+def test_each_proxy_shows_the_identity_its_certificate_proved() -> None:
+    verified = {**client("a", clusters=SYNCED), "identity": "spiffe://cluster.local/ns/a/sa/web"}
+    text, _ = table([verified, client("b")], NOW, grace=5)
+
+    _, row_a, row_b = text.splitlines()
+    assert row_a.split()[-1] == "spiffe://cluster.local/ns/a/sa/web"
+    assert row_b.split()[-1] == "-"
 
 
 def test_a_nacked_proxy_fails() -> None:

@@ -1,6 +1,7 @@
 """`splitplane status`: one row per connected proxy, a column per xDS type.
 
-Like `istioctl proxy-status`. Exit 1 when any proxy has NACKed a type, or has left a response
+Like `istioctl proxy-status`; the last column is the identity the proxy's client certificate
+proved (mutual TLS), ``-`` without one. Exit 1 when any proxy has NACKed a type, or has left a response
 unacknowledged (STALE) for longer than the grace period.
 """
 
@@ -60,7 +61,14 @@ def cell(entry: Mapping[str, Any] | None, now: float, grace: float) -> tuple[str
 
 def table(clients: Sequence[Mapping[str, Any]], now: float, grace: float) -> tuple[str, bool]:
     """The status table and whether any proxy is failing."""
-    header = ["NAME", "ROLE", "GROUP", "PROTOCOL", *(column for column, _ in TYPE_COLUMNS)]
+    header = [
+        "NAME",
+        "ROLE",
+        "GROUP",
+        "PROTOCOL",
+        *(column for column, _ in TYPE_COLUMNS),
+        "IDENTITY",
+    ]
     rows = [header]
     failing = False
     for client in clients:
@@ -70,8 +78,17 @@ def table(clients: Sequence[Mapping[str, Any]], now: float, grace: float) -> tup
             text, failed = cell(by_type.get(short), now, grace)
             failing |= failed
             cells.append(text)
+        # The SPIFFE ID the proxy's certificate proved; "-" when the server did not ask for one.
+        identity = client.get("identity") or "-"
         rows.append(
-            [client["node_id"], client["role"], client["group"], client["protocol"], *cells]
+            [
+                client["node_id"],
+                client["role"],
+                client["group"],
+                client["protocol"],
+                *cells,
+                identity,
+            ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
