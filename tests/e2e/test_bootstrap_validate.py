@@ -34,7 +34,13 @@ from envoy.service.discovery.v3.discovery_pb2 import (
     DiscoveryResponse,
 )
 
-from xds_server.cli.bootstrap import render_bootstrap, render_grpc_bootstrap
+from tests.support.pki import CertificateAuthority, spiffe_id
+from xds_server.cli.bootstrap import (
+    BootstrapTls,
+    render_bootstrap,
+    render_grpc_bootstrap,
+    render_sds_files,
+)
 from xds_server.xds.nodes import group_of
 
 pytestmark = pytest.mark.envoy
@@ -83,7 +89,7 @@ def free_port() -> int:
     ids=["ipv4", "ipv6", "dns-name"],
 )
 def test_generated_bootstrap_passes_envoy_validate(
-    tmp_path: Path, role: str, extra: dict[str, int], delta: bool, xds_address: str
+    tmp_path: Path, role: str, extra: dict[str, Any], delta: bool, xds_address: str
 ) -> None:
     path = tmp_path / "bootstrap.yaml"
     path.write_text(
@@ -102,6 +108,40 @@ def test_generated_bootstrap_passes_envoy_validate(
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+@pytest.mark.parametrize("role", ["sidecar", "gateway"])
+@pytest.mark.parametrize("mutual", [True, False], ids=["mutual-tls", "server-tls"])
+def test_tls_bootstrap_and_its_sds_files_pass_envoy_validate(
+    tmp_path: Path, role: str, mutual: bool, delta: bool
+) -> None:
+    leaf = CertificateAuthority.new().issue(tmp_path / "certs", uris=[spiffe_id("default", "a")])
+    tls = BootstrapTls(
+        ca_file=str(leaf.ca_file),
+        cert_file=str(leaf.cert_file) if mutual else "",
+        key_file=str(leaf.key_file) if mutual else "",
+        sds_dir=str(tmp_path / "sds"),
+    )
+    for sds_path, text in render_sds_files(tls).items():
+        Path(sds_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(sds_path).write_text(text)
+    path = tmp_path / "bootstrap.yaml"
+    path.write_text(
+        render_bootstrap(
+            "node-1",
+            role,
+            "default",
+            "splitplane.splitplane-system.svc:15012",
+            15000,
+            delta=delta,
+            tls=tls,
+        )
+    )
+
+    result = envoy_validate(path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def embedded_bootstraps() -> list[tuple[str, str]]:

@@ -188,7 +188,7 @@ class Server:
 
 
 @contextmanager
-def splitplane_serve(mesh: Mesh, workdir: Path) -> Iterator[Server]:
+def splitplane_serve(mesh: Mesh, workdir: Path, *extra_args: str) -> Iterator[Server]:
     xds_port, debug_port = free_port(), free_port()
     log = workdir / "splitplane.log"
     command = [
@@ -199,6 +199,7 @@ def splitplane_serve(mesh: Mesh, workdir: Path) -> Iterator[Server]:
         f"127.0.0.1:{xds_port}",
         "--debug-address",
         f"127.0.0.1:{debug_port}",
+        *extra_args,
     ]
     with log.open("wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)

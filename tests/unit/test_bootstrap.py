@@ -16,10 +16,12 @@ from google.protobuf import json_format
 
 from xds_server.cli import bootstrap
 from xds_server.cli.bootstrap import (
+    BootstrapTls,
     XdsAddress,
     parse_xds_address,
     render_bootstrap,
     render_grpc_bootstrap,
+    render_sds_files,
 )
 from xds_server.xds.nodes import group_of
 
@@ -451,5 +453,139 @@ def test_every_flag_has_help_text() -> None:
     assert set(flags) == {
         "--node-id", "--role", "--namespace", "--xds-address", "--admin-port",
         "--outbound-port", "--http-port", "--health-port", "--delta", "--grpc",
+        "--tls-ca-file", "--tls-cert-file", "--tls-key-file", "--tls-server-name", "--sds-dir",
     }  # fmt: skip
     assert all(text and len(text) > 20 for text in flags.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# xDS over TLS
+
+TLS = BootstrapTls(
+    ca_file="/var/run/secrets/spiffe.io/ca.crt",
+    cert_file="/var/run/secrets/spiffe.io/tls.crt",
+    key_file="/var/run/secrets/spiffe.io/tls.key",
+    sds_dir="/etc/envoy",
+)
+
+
+def tls_context(document: dict[str, Any]) -> dict[str, Any]:
+    socket = xds_cluster(document)["transport_socket"]
+    assert socket["name"] == "envoy.transport_sockets.tls"
+    context: dict[str, Any] = socket["typed_config"]
+    return context
+
+
+@pytest.mark.parametrize("role", ["sidecar", "gateway"])
+def test_tls_verifies_the_servers_name_and_reads_certificates_through_sds(role: str) -> None:
+    document = rendered(role=role, xds_address="splitplane.splitplane-system.svc:15012", tls=TLS)
+    context = tls_context(document)
+
+    assert context["sni"] == "splitplane.splitplane-system.svc"
+    common = context["common_tls_context"]
+    assert common["alpn_protocols"] == ["h2"]
+    validation = common["combined_validation_context"]
+    assert validation["default_validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "DNS", "matcher": {"exact": "splitplane.splitplane-system.svc"}}
+    ]
+    ca_source = validation["validation_context_sds_secret_config"]
+    assert ca_source["sds_config"]["path_config_source"]["path"] == "/etc/envoy/xds-trusted-ca.yaml"
+    (cert_source,) = common["tls_certificate_sds_secret_configs"]
+    assert cert_source["sds_config"]["path_config_source"]["path"] == (
+        "/etc/envoy/xds-client-certificate.yaml"
+    )
+
+
+def test_sds_files_point_at_the_certificate_files_and_watch_their_folder() -> None:
+    files = {path: yaml.safe_load(text) for path, text in render_sds_files(TLS).items()}
+
+    (ca,) = files["/etc/envoy/xds-trusted-ca.yaml"]["resources"]
+    assert ca["name"] == "xds-trusted-ca"
+    assert ca["validation_context"] == {
+        "trusted_ca": {"filename": "/var/run/secrets/spiffe.io/ca.crt"},
+        "watched_directory": {"path": "/var/run/secrets/spiffe.io"},
+    }
+    (cert,) = files["/etc/envoy/xds-client-certificate.yaml"]["resources"]
+    assert cert["@type"].endswith("envoy.extensions.transport_sockets.tls.v3.Secret")
+    assert cert["tls_certificate"]["certificate_chain"] == {
+        "filename": "/var/run/secrets/spiffe.io/tls.crt"
+    }
+    assert cert["tls_certificate"]["watched_directory"] == {"path": "/var/run/secrets/spiffe.io"}
+
+
+def test_tls_without_a_client_certificate_sends_none() -> None:
+    server_only = BootstrapTls(ca_file="/certs/ca.crt", sds_dir="/etc/envoy")
+    context = tls_context(rendered(xds_address="splitplane:15012", tls=server_only))
+
+    assert "tls_certificate_sds_secret_configs" not in context["common_tls_context"]
+    assert list(render_sds_files(server_only)) == ["/etc/envoy/xds-trusted-ca.yaml"]
+
+
+def test_an_ip_address_needs_a_server_name_to_verify() -> None:
+    with pytest.raises(ValueError, match="--tls-server-name"):
+        rendered(xds_address="10.0.0.1:15012", tls=TLS)
+    named = BootstrapTls(ca_file="/c/ca.crt", server_name="splitplane.svc", sds_dir="/e")
+    assert tls_context(rendered(xds_address="10.0.0.1:15012", tls=named))["sni"] == (
+        "splitplane.svc"
+    )
+
+
+def test_plaintext_bootstraps_have_no_transport_socket() -> None:
+    assert "transport_socket" not in xds_cluster(rendered())
+
+
+def test_grpc_bootstrap_uses_a65_tls_channel_credentials() -> None:
+    document = json.loads(render_grpc_bootstrap("c", "default", "splitplane:15012", TLS))
+
+    (server,) = document["xds_servers"]
+    assert server["channel_creds"] == [
+        {
+            "type": "tls",
+            "config": {
+                "ca_certificate_file": "/var/run/secrets/spiffe.io/ca.crt",
+                "refresh_interval": "60s",
+                "certificate_file": "/var/run/secrets/spiffe.io/tls.crt",
+                "private_key_file": "/var/run/secrets/spiffe.io/tls.key",
+            },
+        }
+    ]
+    named = BootstrapTls(ca_file="/c/ca.crt", server_name="other")
+    with pytest.raises(ValueError, match="does not apply"):
+        render_grpc_bootstrap("c", "default", "splitplane:15012", named)
+
+
+def test_command_writes_the_sds_files_and_prints_the_bootstrap(
+    run_cli: Any, tmp_path: Path
+) -> None:
+    sds = tmp_path / "sds"
+    code, out, err = run_cli(
+        "--node-id", "n", "--role", "sidecar", "--admin-port", "0",
+        "--xds-address", "splitplane.splitplane-system.svc:15012",
+        "--tls-ca-file", "/certs/ca.crt", "--tls-cert-file", "/certs/tls.crt",
+        "--tls-key-file", "/certs/tls.key", "--sds-dir", str(sds),
+    )  # fmt: skip
+
+    assert code == 0, err
+    tls = BootstrapTls("/certs/ca.crt", "/certs/tls.crt", "/certs/tls.key", sds_dir=str(sds))
+    assert out == render_bootstrap(
+        "n", "sidecar", "default", "splitplane.splitplane-system.svc:15012", 0, tls=tls
+    )
+    for path, text in render_sds_files(tls).items():
+        assert Path(path).read_text() == text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--tls-cert-file", "c", "--tls-key-file", "k"], "need --tls-ca-file"),
+        (["--tls-ca-file", "ca"], "needs --sds-dir"),
+        (["--tls-ca-file", "ca", "--sds-dir", "d", "--tls-cert-file", "c"], "go together"),
+    ],
+)
+def test_command_refuses_incomplete_tls_flags(run_cli: Any, argv: list[str], message: str) -> None:
+    code, _, err = run_cli(
+        "--node-id", "n", "--role", "sidecar", "--admin-port", "0", "--xds-address", "a:1", *argv
+    )
+
+    assert code == 2
+    assert message in err

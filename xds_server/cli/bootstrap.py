@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import posixpath
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,46 @@ _HEALTH_LISTENER = Template("""\
                     typed_config:
                       "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
 """)
+# Inserted into the ``xds-grpc`` cluster when the xDS server is reached over TLS. The client
+# certificate and the trusted CA come through SDS from files (path-based SDS), which Envoy reads
+# again when their directory changes: a rotated certificate needs no restart. The server must
+# present ``SERVER_NAME`` among its DNS SANs.
+_XDS_TLS = Template("""\
+      # xDS over TLS; the server's certificate must name ${SERVER_NAME}. Certificates come
+      # through SDS from files, read again when they are rotated.
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+          sni: "${SERVER_NAME}"
+          common_tls_context:
+            alpn_protocols: [h2]
+${CLIENT_CERTIFICATE}\
+            combined_validation_context:
+              default_validation_context:
+                match_typed_subject_alt_names:
+                  - san_type: DNS
+                    matcher:
+                      exact: "${SERVER_NAME}"
+              validation_context_sds_secret_config:
+                name: ${CA_SECRET}
+                sds_config:
+                  path_config_source:
+                    path: "${CA_SDS_FILE}"
+                  resource_api_version: V3
+""")
+_XDS_CLIENT_CERTIFICATE = Template("""\
+            tls_certificate_sds_secret_configs:
+              - name: ${CERT_SECRET}
+                sds_config:
+                  path_config_source:
+                    path: "${CERT_SDS_FILE}"
+                  resource_api_version: V3
+""")
+CERT_SECRET = "xds-client-certificate"
+CA_SECRET = "xds-trusted-ca"
+_SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+
 _HCM_TYPE = (
     "type.googleapis.com/"
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -119,6 +160,101 @@ def _port(text: str | int, what: str, *, allow_zero: bool = False) -> int:
     return value
 
 
+@dataclass(frozen=True)
+class BootstrapTls:
+    """How a proxy reaches the xDS server over TLS: the CA that signs the server's certificate,
+    the proxy's own certificate and key for mutual TLS (both or neither), and the name the
+    server's certificate must carry (default: the host of the xDS address). For Envoy,
+    ``sds_dir`` is the folder holding the SDS files that point at the certificate files.
+    Paths are written as given: they are paths on the proxy's host."""
+
+    ca_file: str
+    cert_file: str = ""
+    key_file: str = ""
+    server_name: str = ""
+    sds_dir: str = ""
+
+    def __post_init__(self) -> None:
+        _text(self.ca_file, "--tls-ca-file")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("--tls-cert-file and --tls-key-file go together")
+
+    @property
+    def mutual(self) -> bool:
+        return bool(self.cert_file)
+
+    def server_name_for(self, address: XdsAddress) -> str:
+        """The DNS name the server's certificate must carry."""
+        if self.server_name:
+            return self.server_name
+        if address.is_ip:
+            raise ValueError(
+                f"--xds-address {address.uri} is an IP address: give --tls-server-name, a DNS"
+                " name in the server's certificate"
+            )
+        return address.host
+
+    def sds_path(self, secret: str) -> str:
+        return posixpath.join(self.sds_dir, f"{secret}.yaml")
+
+
+def _sds_file(secret: dict[str, object]) -> str:
+    """An SDS file: a discovery response holding one ``Secret``, as YAML."""
+    text: str = yaml.safe_dump(
+        {"resources": [{"@type": _SECRET_TYPE, **secret}]}, sort_keys=False, width=1000
+    )
+    return text
+
+
+def render_sds_files(tls: BootstrapTls) -> dict[str, str]:
+    """The SDS files an Envoy bootstrap with ``tls`` reads, path → YAML text. Each secret names
+    the directory of its files as ``watched_directory``: when it changes (a Kubernetes volume
+    swaps its files atomically), Envoy reads the files again."""
+    files = {
+        tls.sds_path(CA_SECRET): _sds_file(
+            {
+                "name": CA_SECRET,
+                "validation_context": {
+                    "trusted_ca": {"filename": tls.ca_file},
+                    "watched_directory": {"path": posixpath.dirname(tls.ca_file) or "."},
+                },
+            }
+        )
+    }
+    if tls.mutual:
+        files[tls.sds_path(CERT_SECRET)] = _sds_file(
+            {
+                "name": CERT_SECRET,
+                "tls_certificate": {
+                    "certificate_chain": {"filename": tls.cert_file},
+                    "private_key": {"filename": tls.key_file},
+                    "watched_directory": {"path": posixpath.dirname(tls.cert_file) or "."},
+                },
+            }
+        )
+    return files
+
+
+def _with_xds_tls(text: str, tls: BootstrapTls, address: XdsAddress) -> str:
+    """``text`` with the TLS transport socket inserted into its ``xds-grpc`` cluster."""
+    server_name = _quoted(tls.server_name_for(address))
+    client = ""
+    if tls.mutual:
+        client = _XDS_CLIENT_CERTIFICATE.substitute(
+            CERT_SECRET=CERT_SECRET, CERT_SDS_FILE=_quoted(tls.sds_path(CERT_SECRET))
+        )
+    block = _XDS_TLS.substitute(
+        SERVER_NAME=server_name,
+        CLIENT_CERTIFICATE=client,
+        CA_SECRET=CA_SECRET,
+        CA_SDS_FILE=_quoted(tls.sds_path(CA_SECRET)),
+    )
+    anchor = "    - name: xds-grpc\n"
+    if text.count(anchor) != 1:
+        raise ValueError("the bootstrap template has no single xds-grpc cluster to secure")
+    return text.replace(anchor, anchor + block)
+
+
 def template_dirs() -> tuple[Path, ...]:
     """Where templates are looked up, in order: the source tree, then the installed data files."""
     return (
@@ -168,12 +304,15 @@ def render_bootstrap(
     http_port: int = DEFAULT_HTTP_PORT,
     delta: bool = False,
     health_port: int | None = None,
+    tls: BootstrapTls | None = None,
 ) -> str:
     """An Envoy bootstrap (YAML) for a ``sidecar`` or ``gateway`` node fed over ADS.
 
     ``delta`` selects incremental xDS (``DELTA_GRPC``) instead of state-of-the-world.
     ``admin_port`` 0 lets the kernel pick one. ``health_port`` adds a static listener answering
     ``GET /healthz/ready`` for Kubernetes probes (the admin interface stays on loopback).
+    ``tls`` connects to the xDS server over TLS (the SDS files it reads are
+    ``render_sds_files(tls)``).
     """
     if role not in ENVOY_ROLES:
         raise ValueError(f"role must be one of {', '.join(ENVOY_ROLES)}, got {role!r}")
@@ -195,6 +334,8 @@ def render_bootstrap(
         Template(template.read_text(encoding="utf-8")).substitute(fields)
     )
     text = f"# splitplane {role} bootstrap, rendered from envoy/{template.name}.\n{text}"
+    if tls is not None:
+        text = _with_xds_tls(text, tls, address)
     if health_port is not None:
         port = str(_port(health_port, "health port"))
         text = (
@@ -206,9 +347,16 @@ def render_bootstrap(
     return text
 
 
-def render_grpc_bootstrap(node_id: str, namespace: str, xds_address: str) -> str:
+def render_grpc_bootstrap(
+    node_id: str, namespace: str, xds_address: str, tls: BootstrapTls | None = None
+) -> str:
     """A proxyless gRPC xDS bootstrap (JSON), for ``GRPC_XDS_BOOTSTRAP`` or
-    ``GRPC_XDS_BOOTSTRAP_CONFIG``."""
+    ``GRPC_XDS_BOOTSTRAP_CONFIG``.
+
+    With ``tls`` the channel credentials are gRFC A65's ``tls``: gRPC reads the files again
+    every ``refresh_interval`` and checks the server's certificate against the xDS address's
+    host (so ``tls.server_name`` cannot apply).
+    """
     address = parse_xds_address(xds_address)
     fields = {
         "NODE_ID": _quoted(_text(node_id, "node id")),
@@ -217,8 +365,20 @@ def render_grpc_bootstrap(node_id: str, namespace: str, xds_address: str) -> str
         "XDS_ADDRESS": _quoted(address.uri),
     }
     text = Template(template_path(PROXYLESS).read_text(encoding="utf-8")).substitute(fields)
-    json.loads(text)
-    return text
+    bootstrap = json.loads(text)
+    if tls is None:
+        return text
+    if tls.server_name:
+        raise ValueError(
+            "--grpc checks the server's certificate against the host of --xds-address:"
+            " --tls-server-name does not apply"
+        )
+    config = {"ca_certificate_file": tls.ca_file, "refresh_interval": "60s"}
+    if tls.mutual:
+        config |= {"certificate_file": tls.cert_file, "private_key_file": tls.key_file}
+    for server in bootstrap["xds_servers"]:
+        server["channel_creds"] = [{"type": "tls", "config": config}]
+    return json.dumps(bootstrap, indent=2) + "\n"
 
 
 def _port_arg(text: str) -> int:
@@ -300,11 +460,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="use incremental (delta) xDS, DELTA_GRPC, instead of state-of-the-world GRPC",
     )
+    tls = parser.add_argument_group(
+        "xDS over TLS",
+        "Connect to the xDS server over TLS (with --tls-cert-file, mutual TLS). Envoy reads the "
+        "certificates through SDS files, written into --sds-dir, and reads them again when they "
+        "are rotated; gRPC (--grpc) re-reads them every minute.",
+    )
+    tls.add_argument(
+        "--tls-ca-file",
+        metavar="FILE",
+        help="CA bundle (PEM) that signs the xDS server's certificate; turns TLS on",
+    )
+    tls.add_argument(
+        "--tls-cert-file",
+        metavar="FILE",
+        help="the proxy's certificate chain (PEM), e.g. a SPIFFE workload certificate",
+    )
+    tls.add_argument("--tls-key-file", metavar="FILE", help="the key of --tls-cert-file (PEM)")
+    tls.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        help="DNS name the server's certificate must carry (default: the host of --xds-address)",
+    )
+    tls.add_argument(
+        "--sds-dir",
+        metavar="DIR",
+        help="Envoy only: the folder the SDS files are written to and read from (required with "
+        "--tls-ca-file)",
+    )
     parser.add_argument(
         "--grpc",
         action="store_true",
         help="print a proxyless gRPC bootstrap (JSON, for GRPC_XDS_BOOTSTRAP) instead; takes "
-        "only --node-id, --namespace and --xds-address",
+        "only --node-id, --namespace, --xds-address and the --tls-*-file flags",
     )
 
 
@@ -317,12 +505,14 @@ def _render(args: argparse.Namespace) -> str:
         "--http-port": args.http_port,
         "--health-port": args.health_port,
         "--delta": args.delta or None,
+        "--sds-dir": args.sds_dir,
     }
+    tls = _tls(args)
     if args.grpc:
         given = [flag for flag, value in envoy_only.items() if value is not None]
         if given:
             raise ValueError(f"--grpc does not take {', '.join(given)}")
-        return render_grpc_bootstrap(args.node_id, args.namespace, args.xds_address)
+        return render_grpc_bootstrap(args.node_id, args.namespace, args.xds_address, tls)
     missing = [flag for flag in ("--role", "--admin-port") if envoy_only[flag] is None]
     if missing:
         raise ValueError(f"{' and '.join(missing)} required (or --grpc)")
@@ -340,14 +530,49 @@ def _render(args: argparse.Namespace) -> str:
         http_port=args.http_port or DEFAULT_HTTP_PORT,
         delta=args.delta,
         health_port=args.health_port,
+        tls=tls,
+    )
+
+
+def _tls(args: argparse.Namespace) -> BootstrapTls | None:
+    """The TLS settings the flags ask for; ``ValueError`` for an incomplete set."""
+    given = [
+        flag
+        for flag, value in (
+            ("--tls-cert-file", args.tls_cert_file),
+            ("--tls-key-file", args.tls_key_file),
+            ("--tls-server-name", args.tls_server_name),
+            ("--sds-dir", args.sds_dir),
+        )
+        if value is not None
+    ]
+    if args.tls_ca_file is None:
+        if given:
+            raise ValueError(f"{', '.join(given)} need --tls-ca-file")
+        return None
+    if not args.grpc and not args.sds_dir:
+        raise ValueError("--tls-ca-file needs --sds-dir, where Envoy reads the SDS files")
+    return BootstrapTls(
+        ca_file=args.tls_ca_file,
+        cert_file=args.tls_cert_file or "",
+        key_file=args.tls_key_file or "",
+        server_name=args.tls_server_name or "",
+        sds_dir=args.sds_dir or "",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    """``splitplane bootstrap``: print the bootstrap; exit 2 on a bad command line."""
+    """``splitplane bootstrap``: print the bootstrap (and write the SDS files it reads); exit 2
+    on a bad command line."""
     try:
         text = _render(args)
-    except ValueError as err:
+        tls = _tls(args)
+        if tls is not None and not args.grpc:
+            for path, content in render_sds_files(tls).items():
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                Path(path).write_text(content, encoding="utf-8")
+                print(f"splitplane bootstrap: wrote {path}", file=sys.stderr)
+    except (ValueError, OSError) as err:
         print(f"splitplane bootstrap: error: {err}", file=sys.stderr)
         return 2
     sys.stdout.write(text if text.endswith("\n") else text + "\n")

@@ -1,8 +1,8 @@
 """`splitplane status`: one row per connected proxy, a column per xDS type.
 
 Like `istioctl proxy-status`; the last column is the identity the proxy's client certificate
-proved (mutual TLS), ``-`` without one. Exit 1 when any proxy has NACKed a type, or has left a response
-unacknowledged (STALE) for longer than the grace period.
+proved (mutual TLS), ``-`` without one. Exit 1 when any proxy has NACKed a type, or has left a
+response unacknowledged (STALE) for longer than the grace period.
 """
 
 from __future__ import annotations
