@@ -144,32 +144,43 @@ def test_tls_bootstrap_and_its_sds_files_pass_envoy_validate(
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def embedded_bootstraps() -> list[tuple[str, str]]:
-    """(where, bootstrap text) for every Envoy bootstrap kept in a ConfigMap under deploy/."""
+# Where the deploy/ manifests mount each bootstrap's ConfigMap (its SDS files sit next to it).
+CONFIG_MAP_MOUNT = "/etc/envoy/"
+
+
+def embedded_bootstraps() -> list[tuple[str, str, dict[str, str]]]:
+    """(where, bootstrap text, the whole ConfigMap's data) for every Envoy bootstrap kept in a
+    ConfigMap under deploy/."""
     found = []
     for path in sorted((REPO / "deploy").rglob("*.yaml")):
         for document in yaml.safe_load_all(path.read_text()):
             if isinstance(document, dict) and document.get("kind") == "ConfigMap":
-                for key, text in (document.get("data") or {}).items():
+                data = document.get("data") or {}
+                for key, text in data.items():
                     if key.endswith((".yaml", ".yml")) and "dynamic_resources" in text:
                         where = f"{path.relative_to(REPO)}:{document['metadata']['name']}/{key}"
-                        found.append((where, text))
+                        found.append((where, text, data))
     return found
 
 
 def test_deploy_has_bootstraps_in_config_maps() -> None:
-    wheres = [where for where, _ in embedded_bootstraps()]
+    wheres = [where for where, _, _ in embedded_bootstraps()]
 
     assert any("loadbalancer-fleet.yaml" in where for where in wheres), wheres
     assert any("sidecar-app.yaml" in where for where in wheres), wheres
 
 
-@pytest.mark.parametrize(("where", "text"), embedded_bootstraps(), ids=lambda v: str(v)[:60])
+@pytest.mark.parametrize(
+    ("where", "text", "data"), embedded_bootstraps(), ids=lambda v: str(v)[:60]
+)
 def test_bootstrap_in_a_deploy_config_map_passes_envoy_validate(
-    tmp_path: Path, where: str, text: str
+    tmp_path: Path, where: str, text: str, data: dict[str, str]
 ) -> None:
+    # The ConfigMap as its pod sees it: every key a file in one folder (here, not /etc/envoy).
+    for key, content in data.items():
+        (tmp_path / key).write_text(content)
     path = tmp_path / "bootstrap.yaml"
-    path.write_text(text)
+    path.write_text(text.replace(CONFIG_MAP_MOUNT, f"{tmp_path}/"))
 
     result = envoy_validate(path)
 

@@ -18,8 +18,14 @@ from kubernetes_validate.utils import SchemaNotFoundError
 
 from translators.diagnostics import Severity
 from translators.translate import translate
-from xds_server.cli.bootstrap import render_bootstrap
+from xds_server.cli.bootstrap import BootstrapTls, render_bootstrap, render_sds_files
 from xds_server.sources.base import KINDS
+from xds_server.xds.identity import (
+    DEFAULT_GATEWAY_ACCOUNTS,
+    DEFAULT_STATUS_READERS,
+    ServiceAccount,
+    parse_spiffe_id,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -29,7 +35,15 @@ LOCAL = EXAMPLES / "local"
 NAMESPACE = "splitplane-system"
 # A Kubernetes version kubernetes-validate bundles; every API used here is GA there.
 KUBERNETES_VERSION = "1.33"
-XDS_ADDRESS = "splitplane.splitplane-system.svc:15010"
+XDS_ADDRESS = "splitplane.splitplane-system.svc:15012"
+SPIFFE_DIR = "/var/run/secrets/spiffe.io"
+# What csi-driver-spiffe mounts, and where the proxies' bootstraps read it through SDS.
+WORKLOAD_TLS = BootstrapTls(
+    ca_file=f"{SPIFFE_DIR}/ca.crt",
+    cert_file=f"{SPIFFE_DIR}/tls.crt",
+    key_file=f"{SPIFFE_DIR}/tls.key",
+    sds_dir="/etc/envoy",
+)
 
 # What the control plane does with the API server, and why. RBAC must grant exactly this.
 VERBS_READ = ("get", "list", "watch")
@@ -143,9 +157,76 @@ def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     return schemas
 
 
+def _object(**properties: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "additionalProperties": False}
+
+
+_STRING = {"type": "string"}
+_STRINGS = {"type": "array", "items": _STRING}
+_ISSUER_REF = _object(name=_STRING, kind={"enum": ["Issuer", "ClusterIssuer"]}, group=_STRING)
+_ISSUER_SPEC = _object(
+    selfSigned=_object(crlDistributionPoints=_STRINGS),
+    ca=_object(
+        secretName=_STRING,
+        crlDistributionPoints=_STRINGS,
+        ocspServers=_STRINGS,
+        issuingCertificateURL=_STRINGS,
+    ),
+)
+_METADATA = {"type": "object", "required": ["name"]}
+# cert-manager.io/v1 as its API reference defines the parts these manifests use; a field it
+# does not have (a typo) fails here, as `kubectl apply` with strict field validation would.
+CERT_MANAGER_SCHEMAS: dict[str, dict[str, Any]] = {
+    kind: {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "cert-manager.io/v1"},
+            "kind": {"const": kind},
+            "metadata": _METADATA,
+            "spec": spec,
+        },
+        "additionalProperties": False,
+    }
+    for kind, spec in {
+        "Issuer": _ISSUER_SPEC,
+        "ClusterIssuer": _ISSUER_SPEC,
+        "Certificate": {
+            **_object(
+                secretName=_STRING,
+                commonName=_STRING,
+                dnsNames=_STRINGS,
+                uris=_STRINGS,
+                ipAddresses=_STRINGS,
+                isCA={"type": "boolean"},
+                duration=_STRING,
+                renewBefore=_STRING,
+                usages={
+                    "type": "array",
+                    "items": {
+                        "enum": ["server auth", "client auth", "digital signature", "cert sign"]
+                    },
+                },
+                privateKey=_object(
+                    algorithm={"enum": ["RSA", "ECDSA", "Ed25519"]},
+                    size={"type": "integer"},
+                    encoding={"enum": ["PKCS1", "PKCS8"]},
+                    rotationPolicy={"enum": ["Never", "Always"]},
+                ),
+                issuerRef=_ISSUER_REF,
+            ),
+            "required": ["secretName", "issuerRef"],
+        },
+    }.items()
+}
+
+
 @pytest.mark.parametrize("document", documents(), ids=lambda d: d.label)
 def test_every_manifest_is_valid_against_its_schema(document: Document) -> None:
     body = document.body
+    if body.get("apiVersion", "").startswith("cert-manager.io/"):
+        jsonschema.Draft7Validator(CERT_MANAGER_SCHEMAS[document.kind]).validate(body)
+        return
     custom = crd_schemas().get((body.get("apiVersion", ""), document.kind))
     if custom is not None:
         jsonschema.Draft7Validator(custom).validate(body)
@@ -195,6 +276,7 @@ def test_installed_namespaced_objects_declare_the_control_plane_namespace() -> N
         "ClusterRole",
         "ClusterRoleBinding",
         "IngressClass",
+        "ClusterIssuer",
     }
     installed = [d for d in documents() if not d.path.is_relative_to(EXAMPLES)]
     for document in installed:
@@ -276,7 +358,7 @@ def test_every_workload_runs_locked_down_with_resource_limits(
         assert container["resources"]["limits"]["memory"], container["name"]
 
 
-def test_control_plane_serves_xds_and_debug_on_all_interfaces_with_probes() -> None:
+def test_control_plane_serves_xds_over_mutual_tls_and_debug_with_probes() -> None:
     path = DEPLOY / "control-plane.yaml"
     deployment = find(path, "Deployment", "splitplane")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -285,17 +367,21 @@ def test_control_plane_serves_xds_and_debug_on_all_interfaces_with_probes() -> N
     assert container["image"] == "splitplane:0.1.0"
     assert [*container["command"], *container["args"]] == [
         "splitplane", "serve", "--in-cluster",
-        "--xds-address", "0.0.0.0:15010", "--debug-address", "0.0.0.0:15014",
+        "--xds-address", "0.0.0.0:15012",
+        "--tls-cert-file", "/etc/splitplane/tls/tls.crt",
+        "--tls-key-file", "/etc/splitplane/tls/tls.key",
+        "--client-ca-file", "/etc/splitplane/tls/ca.crt",
+        "--debug-address", "0.0.0.0:15014",
     ]  # fmt: skip
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-    assert ports == {"grpc-xds": 15010, "http-debug": 15014}
+    assert ports == {"grpc-xds-tls": 15012, "http-debug": 15014}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-debug"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-debug"}
 
     service = find(path, "Service", "splitplane")
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert {(p["name"], p["port"]) for p in service["spec"]["ports"]} == {
-        ("grpc-xds", 15010),
+        ("grpc-xds-tls", 15012),
         ("http-debug", 15014),
     }
 
@@ -345,14 +431,20 @@ def test_load_balancer_fleet_is_three_gateway_envoys_behind_a_headless_service()
             "splitplane-lb-bootstrap",
             "splitplane-lb",
             render_bootstrap(
-                "splitplane-lb", "gateway", NAMESPACE, XDS_ADDRESS, 15000, health_port=15021
+                "splitplane-lb",
+                "gateway",
+                NAMESPACE,
+                XDS_ADDRESS,
+                15000,
+                health_port=15021,
+                tls=WORKLOAD_TLS,
             ),
         ),
         (
             EXAMPLES / "sidecar-app.yaml",
             "reviews-client-sidecar",
             "reviews-client",
-            render_bootstrap("sidecar", "sidecar", "default", XDS_ADDRESS, 15000),
+            render_bootstrap("sidecar", "sidecar", "default", XDS_ADDRESS, 15000, tls=WORKLOAD_TLS),
         ),
     ],
     ids=["load-balancer-fleet", "sidecar-app"],
@@ -368,6 +460,11 @@ def test_bootstrap_config_maps_are_what_splitplane_bootstrap_prints(
 
     assert yaml.safe_load(data["envoy.yaml"]) == yaml.safe_load(expected)
     assert flag(envoy["args"], "-c") == f"{mount['mountPath']}/envoy.yaml"
+    # The SDS files the bootstrap reads sit next to it, as `splitplane bootstrap` writes them.
+    for sds_path, text in render_sds_files(WORKLOAD_TLS).items():
+        directory, _, name = sds_path.rpartition("/")
+        assert directory == mount["mountPath"]
+        assert yaml.safe_load(data[name]) == yaml.safe_load(text)
 
 
 def test_sidecar_app_names_each_pod_as_an_istio_style_sidecar_node() -> None:
@@ -382,6 +479,104 @@ def test_sidecar_app_names_each_pod_as_an_istio_style_sidecar_node() -> None:
         "POD_NAMESPACE": "metadata.namespace",
         "POD_IP": "status.podIP",
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Mutual TLS
+
+
+def ca_secret_of(issuer_name: str, kind: str = "Issuer") -> str:
+    """The Secret holding the CA behind an issuer of deploy/cert-manager.yaml."""
+    (issuer,) = (
+        d.body
+        for d in documents([DEPLOY / "cert-manager.yaml"])
+        if (d.kind, d.name) == (kind, issuer_name)
+    )
+    secret: str = issuer["spec"]["ca"]["secretName"]
+    return secret
+
+
+def test_the_server_certificate_is_mounted_where_serve_reads_it_and_names_the_service() -> None:
+    deployment = find(DEPLOY / "control-plane.yaml", "Deployment", "splitplane")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    server = find(DEPLOY / "cert-manager.yaml", "Certificate", "splitplane-xds")["spec"]
+
+    (volume,) = (v for v in pod["volumes"] if "secret" in v)
+    assert volume["secret"]["secretName"] == server["secretName"]
+    (mount,) = (m for m in container["volumeMounts"] if m["name"] == volume["name"])
+    for option, key in (
+        ("--tls-cert-file", "tls.crt"),
+        ("--tls-key-file", "tls.key"),
+        ("--client-ca-file", "ca.crt"),
+    ):
+        assert flag(container["args"], option) == f"{mount['mountPath']}/{key}"
+    assert XDS_ADDRESS.rpartition(":")[0] in server["dnsNames"]
+    assert {"server auth", "client auth"} <= set(server["usages"])
+    # Its SPIFFE ID is the control plane's own service account: the default status reader.
+    (uri,) = server["uris"]
+    identity = parse_spiffe_id(uri)
+    assert identity is not None
+    assert identity.account == ServiceAccount(NAMESPACE, pod["serviceAccountName"])
+    assert identity.account in DEFAULT_STATUS_READERS
+
+
+def test_server_and_workload_certificates_chain_to_one_root() -> None:
+    server_issuer = find(DEPLOY / "cert-manager.yaml", "Certificate", "splitplane-xds")["spec"]
+    root = find(DEPLOY / "cert-manager.yaml", "Certificate", "splitplane-ca")["spec"]
+
+    assert root["isCA"] is True
+    assert ca_secret_of(server_issuer["issuerRef"]["name"]) == root["secretName"]
+    assert ca_secret_of("splitplane-mesh", "ClusterIssuer") == root["secretName"]
+
+
+@pytest.mark.parametrize(
+    ("path", "deployment", "namespace"),
+    [
+        (DEPLOY / "loadbalancer-fleet.yaml", "splitplane-lb", NAMESPACE),
+        (EXAMPLES / "sidecar-app.yaml", "reviews-client", "default"),
+    ],
+    ids=["load-balancer-fleet", "sidecar-app"],
+)
+def test_proxies_get_spiffe_certificates_from_csi_driver_spiffe(
+    path: Path, deployment: str, namespace: str
+) -> None:
+    body = find(path, "Deployment", deployment)
+    pod = body["spec"]["template"]["spec"]
+    envoy = envoy_container(pod)
+    (volume,) = (v for v in pod["volumes"] if "csi" in v)
+    (mount,) = (m for m in envoy["volumeMounts"] if m["name"] == volume["name"])
+
+    assert volume["csi"]["driver"] == "spiffe.csi.cert-manager.io"
+    assert volume["csi"]["readOnly"] is True
+    assert volume["csi"]["volumeAttributes"]["spiffe.csi.cert-manager.io/fs-group"] == str(
+        pod["securityContext"]["runAsGroup"]
+    )
+    assert mount["mountPath"] == SPIFFE_DIR
+    assert body["metadata"]["namespace"] == namespace
+    account = pod["serviceAccountName"]
+    assert find(path, "ServiceAccount", account)["metadata"]["namespace"] == namespace
+
+
+def test_only_the_fleets_service_account_may_take_the_gateway_role() -> None:
+    pod = find(DEPLOY / "loadbalancer-fleet.yaml", "Deployment", "splitplane-lb")["spec"]
+    account = ServiceAccount(NAMESPACE, pod["template"]["spec"]["serviceAccountName"])
+
+    assert {account} == DEFAULT_GATEWAY_ACCOUNTS
+
+
+def test_network_policy_opens_the_tls_and_debug_ports_only() -> None:
+    policy = find(DEPLOY / "network-policy.yaml", "NetworkPolicy", "splitplane")["spec"]
+    deployment = find(DEPLOY / "control-plane.yaml", "Deployment", "splitplane")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+
+    assert policy["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert policy["policyTypes"] == ["Ingress"]
+    opened = {port["port"]: rule["from"] for rule in policy["ingress"] for port in rule["ports"]}
+    assert set(opened) == {15012, 15014}  # plaintext 15010 reaches nobody
+    assert opened[15012] == [{"namespaceSelector": {}}]  # every proxy, in any namespace
+    assert opened[15014] == [{"podSelector": {}}]  # the control plane's own namespace
+    assert {p["containerPort"] for p in container["ports"]} == set(opened)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -67,8 +67,8 @@ _HEALTH_LISTENER = Template("""\
 # again when their directory changes: a rotated certificate needs no restart. The server must
 # present ``SERVER_NAME`` among its DNS SANs.
 _XDS_TLS = Template("""\
-      # xDS over TLS; the server's certificate must name ${SERVER_NAME}. Certificates come
-      # through SDS from files, read again when they are rotated.
+      # xDS over TLS: the server's certificate must carry the DNS name below. The certificates
+      # come through SDS from files, read again when they are rotated.
       transport_socket:
         name: envoy.transport_sockets.tls
         typed_config:
@@ -425,7 +425,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--xds-address",
         required=True,
         metavar="HOST:PORT",
-        help="the splitplane xDS server, e.g. splitplane.splitplane-system.svc:15010 or "
+        help="the splitplane xDS server, e.g. splitplane.splitplane-system.svc:15012 (TLS) or "
         "127.0.0.1:15010 ([::1]:15010 for IPv6)",
     )
     parser.add_argument(
