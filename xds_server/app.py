@@ -489,7 +489,8 @@ async def serve(
     debug = start_debug_server(plane, debug_host, debug_port, auth=_debug_auth(options, debug_host))
     plane.xds_port = xds_port
     plane.debug_port = debug.port
-    log.info(
+    log.log(
+        logging.WARNING if options.insecure_xds else logging.INFO,
         "serving xDS on port %d over %s",
         xds_port,
         transport,

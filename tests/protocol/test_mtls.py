@@ -20,7 +20,7 @@ from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 
 from tests.protocol.conftest import wait_until
 from tests.protocol.test_sotw import GROUP, mesh
-from tests.protocol.xds_client import SotwClient, node
+from tests.protocol.xds_client import DeltaClient, SotwClient, node
 from tests.support.pki import CertificateAuthority, Leaf, spiffe_id
 from xds_server.debug.metrics import Metrics
 from xds_server.debug.views import clients_json
@@ -138,6 +138,24 @@ async def test_a_node_claiming_another_namespace_is_refused_logged_and_counted(
     assert mtls.refused("namespace") == 1
     assert any("claims namespace 'team-b'" in r.getMessage() for r in caplog.records)
     assert "splitplane_xds_refused_total" in mtls.metrics.render()
+
+
+async def test_a_delta_stream_is_checked_the_same_way(mtls: MtlsServer) -> None:
+    leaf = mtls.workload("team-a", spiffe_id("team-a", "web"))
+    async with mtls.channel(leaf) as channel:
+        client = DeltaClient(channel, node("web-1", NAMESPACE="team-b"))
+        client.request(CLUSTER)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await client.response()
+        assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        await client.close()
+
+        client = DeltaClient(channel, node("web-1", NAMESPACE="team-a"))
+        client.request(CLUSTER)
+        assert (await client.response()).type_url == CLUSTER
+        (view,) = mtls.registry.views()
+        assert (view.protocol, view.identity) == ("delta", spiffe_id("team-a", "web"))
+        await client.close()
 
 
 async def test_a_node_without_namespace_metadata_counts_as_default(mtls: MtlsServer) -> None:

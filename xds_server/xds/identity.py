@@ -246,7 +246,10 @@ class AccessControl:
     ) -> tuple[AsyncIterator[R], SpiffeId | None] | None:
         """Read the stream's first request and check its node against the transport's identity:
         the requests (the first one put back) and the identity, None when the client closed
-        first. A refused stream ends here with PERMISSION_DENIED."""
+        first. A refused stream ends here with PERMISSION_DENIED. Without mutual TLS there is
+        nothing to check: the requests are handed on untouched."""
+        if not self.policy.mtls:
+            return requests, None
         pending = aiter(requests)
         first = await anext(pending, None)
         if first is None:
