@@ -43,7 +43,12 @@ from translators.translate import (
 )
 from translators.visibility import is_namespace_name
 from xds_server import collector
-from xds_server.debug.auth import DebugAuth, kubernetes_debug_auth, parse_resource_attributes
+from xds_server.debug.auth import (
+    DebugAuth,
+    kubernetes_debug_auth,
+    parse_resource_attributes,
+    with_client_certificates,
+)
 from xds_server.debug.http import is_loopback, start_debug_server
 from xds_server.debug.metrics import Metrics, short_type
 from xds_server.kube.loadbalancer_status import (
@@ -73,6 +78,7 @@ from xds_server.xds.identity import (
 from xds_server.xds.tls import (
     PLAINTEXT_PORT,
     TLS_PORT,
+    ReloadingSslContext,
     TlsFiles,
     TlsFilesError,
     is_loopback_host,
@@ -419,6 +425,9 @@ class ServeOptions:
     insecure_xds: bool = False
     # Who may take which role and read client status (its ``mtls`` follows ``tls``).
     access: AccessPolicy = field(default_factory=AccessPolicy)
+    # The debug endpoint over HTTPS with the xDS server's files; a status reader's client
+    # certificate then authenticates as well as a bearer token.
+    debug_tls: bool = False
 
 
 def xds_transport(
@@ -486,7 +495,11 @@ async def serve(
         access=AccessControl(policy, on_refused=plane.metrics.stream_refused),
     )
     debug_host, debug_port = split_address(options.debug_address)
-    debug = start_debug_server(plane, debug_host, debug_port, auth=_debug_auth(options, debug_host))
+    auth = _debug_auth(options, debug_host)
+    ssl_context = None
+    if options.debug_tls and options.tls is not None:
+        ssl_context = ReloadingSslContext(options.tls).context
+    debug = start_debug_server(plane, debug_host, debug_port, auth=auth, ssl_context=ssl_context)
     plane.xds_port = xds_port
     plane.debug_port = debug.port
     log.log(
@@ -515,9 +528,13 @@ async def serve(
 
 def _debug_auth(options: ServeOptions, host: str) -> DebugAuth | None:
     """None on loopback; elsewhere TokenReview and SubjectAccessReview through the API of the
-    cluster served."""
+    cluster served, and with ``--debug-tls`` first a status reader's client certificate (the only
+    credentials taken when there is no API, with a folder)."""
     if is_loopback(host):
         return None
+    policy = options.access
+    if options.config_dir is not None and options.debug_tls:
+        return with_client_certificates(None, policy.trust_domain, policy.status_readers)
     if options.config_dir is not None:
         raise ValueError(
             f"--debug-address {host}: off loopback the debug endpoint authenticates clients"
@@ -527,11 +544,14 @@ def _debug_auth(options: ServeOptions, host: str) -> DebugAuth | None:
 
     api = api_client_from_flags(kubeconfig=options.kubeconfig, in_cluster=options.in_cluster)
     resource = options.debug_auth_resource
-    return kubernetes_debug_auth(
+    auth = kubernetes_debug_auth(
         api,
         protect_metrics=options.debug_protect_metrics,
         resource=parse_resource_attributes(resource) if resource else None,
     )
+    if options.debug_tls:
+        return with_client_certificates(auth, policy.trust_domain, policy.status_readers)
+    return auth
 
 
 async def _start_sources(
@@ -671,6 +691,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " for /healthz, /readyz and /metrics",
     )
     parser.add_argument(
+        "--debug-tls",
+        action="store_true",
+        help="serve the debug endpoint over HTTPS with --tls-cert-file/--tls-key-file; a client"
+        " certificate from --client-ca-file whose SPIFFE ID is a --status-reader is then let in"
+        " without a token (with --config-dir, it is the only credential off loopback)",
+    )
+    parser.add_argument(
         "--debug-protect-metrics",
         action="store_true",
         help="off loopback, /metrics requires a token too",
@@ -736,10 +763,14 @@ def run(args: argparse.Namespace) -> int:
             log.error("--debug-auth-resource: %s", err)
             return 2
     debug_host, _ = split_address(args.debug_address)
-    if args.config_dir is not None and not is_loopback(debug_host):
+    if args.debug_tls and args.client_ca_file is None:
+        log.error("--debug-tls needs --tls-cert-file, --tls-key-file and --client-ca-file")
+        return 2
+    if args.config_dir is not None and not is_loopback(debug_host) and not args.debug_tls:
         log.error(
             "--debug-address %s is not loopback: the debug endpoint then authenticates clients"
-            " with the Kubernetes API (--kubeconfig or --in-cluster); use 127.0.0.1",
+            " with the Kubernetes API (--kubeconfig or --in-cluster) or client certificates"
+            " (--debug-tls); use 127.0.0.1",
             args.debug_address,
         )
         return 2
@@ -771,6 +802,7 @@ def run(args: argparse.Namespace) -> int:
         tls=tls,
         insecure_xds=args.insecure_xds,
         access=access,
+        debug_tls=args.debug_tls,
     )
     try:
         xds_transport(options)  # refuse a bad transport before anything starts

@@ -14,6 +14,7 @@ from xds_server.cli.debug_client import (
     DebugEndpointError,
     add_debug_address,
     fetch_json,
+    tls_from_args,
     token_from_args,
 )
 from xds_server.debug.views import SHORT_TYPES
@@ -54,14 +55,17 @@ def narrow_config_dump(dump: dict[str, Any], type_name: str | None) -> dict[str,
 def run(args: argparse.Namespace) -> int:
     try:
         token = token_from_args(args)
+        tls = tls_from_args(args)
         if args.node:
             path = "/debug/config_dump?" + urlencode({"node": args.node})
-            data = narrow_config_dump(fetch_json(args.debug_address, path, token=token), args.type)
+            data = narrow_config_dump(
+                fetch_json(args.debug_address, path, token=token, tls=tls), args.type
+            )
         else:
             params = {"group": args.group, "type": args.type}
             query = urlencode({key: value for key, value in params.items() if value})
             path = "/debug/snapshot" + (f"?{query}" if query else "")
-            data = fetch_json(args.debug_address, path, token=token)
+            data = fetch_json(args.debug_address, path, token=token, tls=tls)
     except DebugEndpointError as error:
         print(f"splitplane snapshot: {error}", file=sys.stderr)
         return 1

@@ -19,6 +19,7 @@ from xds_server.cli.debug_client import (
     DebugEndpointError,
     add_debug_address,
     fetch_json,
+    tls_from_args,
     token_from_args,
 )
 
@@ -100,7 +101,12 @@ def table(clients: Sequence[Mapping[str, Any]], now: float, grace: float) -> tup
 
 def run(args: argparse.Namespace) -> int:
     try:
-        data = fetch_json(args.debug_address, "/debug/clients", token=token_from_args(args))
+        data = fetch_json(
+            args.debug_address,
+            "/debug/clients",
+            token=token_from_args(args),
+            tls=tls_from_args(args),
+        )
     except DebugEndpointError as error:
         print(f"splitplane status: {error}", file=sys.stderr)
         return 2

@@ -14,8 +14,9 @@ Both answers are cached briefly (``cache_seconds``, bounded in size), so a polle
 server a review per interval, not per request. ``/healthz`` and ``/readyz`` are always open;
 ``/metrics`` unless configured otherwise.
 
-Adding another kind of credentials (a client certificate on a TLS site) is adding an
-``Authenticator`` that returns the ``User`` the certificate names.
+On an HTTPS endpoint a client may instead present a certificate from the mesh CA: its SPIFFE ID
+names the user, and it is let in when its service account is one of those allowed to read status
+(the same list as for CSDS); anyone else still goes through the reviews.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from aiohttp import web
+
+from xds_server.xds.identity import RefusedError, ServiceAccount, certificate_identity
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +266,67 @@ class DebugAuth:
             if user is not None:
                 return user
         return None
+
+
+@dataclass(frozen=True)
+class CertificateUser(User):
+    """A client that presented a valid certificate; ``account`` is its SPIFFE ID's."""
+
+    account: ServiceAccount = field(default_factory=lambda: ServiceAccount("", ""))
+
+
+class ClientCertificateAuthenticator:
+    """The SPIFFE ID of the client certificate the TLS handshake verified."""
+
+    def __init__(self, trust_domain: str) -> None:
+        self.trust_domain = trust_domain
+
+    async def authenticate(self, request: web.Request) -> User | None:
+        transport = request.transport
+        ssl_object = None if transport is None else transport.get_extra_info("ssl_object")
+        certificate = None if ssl_object is None else ssl_object.getpeercert()
+        if not certificate:
+            return None
+        uris = [
+            str(value) for kind, value in certificate.get("subjectAltName", ()) if kind == "URI"
+        ]
+        try:
+            identity = certificate_identity(uris, self.trust_domain)
+        except RefusedError as refused:
+            raise UnauthenticatedError(str(refused)) from None
+        return CertificateUser(name=identity.uri, account=identity.account)
+
+
+class CertificateAuthorizer:
+    """Certificate users are allowed when their account is one of ``readers``; any other user
+    is left to ``others`` (denied without it)."""
+
+    def __init__(self, readers: frozenset[ServiceAccount], others: Authorizer | None) -> None:
+        self.readers = readers
+        self.others = others
+
+    async def authorize(self, user: User, request: web.Request) -> Decision:
+        if isinstance(user, CertificateUser):
+            if user.account in self.readers:
+                return Decision(True)
+            return Decision(False, f"{user.account} is not allowed to read status")
+        if self.others is None:
+            return Decision(False, "only client certificates are accepted here")
+        return await self.others.authorize(user, request)
+
+
+def with_client_certificates(
+    auth: DebugAuth | None, trust_domain: str, readers: frozenset[ServiceAccount]
+) -> DebugAuth:
+    """``auth`` (or no other authentication) with client certificates accepted first."""
+    return DebugAuth(
+        authenticators=[
+            ClientCertificateAuthenticator(trust_domain),
+            *(auth.authenticators if auth is not None else ()),
+        ],
+        authorizer=CertificateAuthorizer(readers, auth.authorizer if auth is not None else None),
+        open_paths=auth.open_paths if auth is not None else OPEN_PATHS | {METRICS_PATH},
+    )
 
 
 class KubernetesReviews:

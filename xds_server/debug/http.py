@@ -27,6 +27,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -270,9 +271,11 @@ def start_debug_server(
     *,
     auth: DebugAuth | None = None,
     limits: Limits | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> DebugServer:
     """Serve the debug endpoint on ``host:port`` (port 0 picks a free one) in a thread of its
-    own. A non-loopback ``host`` needs ``auth``; a busy port is an ``OSError``."""
+    own, over HTTPS with ``ssl_context``. A non-loopback ``host`` needs ``auth``; a busy port is
+    an ``OSError``."""
     if auth is None and not is_loopback(host):
         raise ValueError(
             f"the debug endpoint on {host} (not loopback) needs authentication"
@@ -281,7 +284,7 @@ def start_debug_server(
     http = HttpServer(debug_app(state, auth), limits, name="debug-http")
     http.start()
     try:
-        bound = http.listen(host, port)
+        bound = http.listen(host, port, ssl_context)
     except OSError:
         http.stop()
         raise

@@ -150,6 +150,51 @@ def server_credentials(
     return credentials, certificates
 
 
+class ReloadingSslContext:
+    """An ``ssl`` server context for ``files`` (HTTPS), made again when they change: checked on
+    each handshake, like the xDS port's. A client certificate is asked for and verified against
+    the client CA when one is sent; a client without one still connects (it may authenticate
+    otherwise)."""
+
+    def __init__(self, files: TlsFiles) -> None:
+        self.files = files
+        self._lock = threading.Lock()
+        self._stamp = _stamp(files.paths)
+        self._failed: Stamp | None = None
+        self.context = self._context()
+        self._current = self.context
+        self.reloads = 0
+
+    def _context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(self.files.cert_file, self.files.key_file)
+            if self.files.client_ca_file is not None:
+                context.load_verify_locations(cafile=self.files.client_ca_file)
+                context.verify_mode = ssl.CERT_OPTIONAL
+        except (OSError, ssl.SSLError) as err:
+            raise TlsFilesError(f"{', '.join(map(str, self.files.paths))}: {err}") from err
+        context.sni_callback = self._on_hello
+        return context
+
+    def _on_hello(self, sock: ssl.SSLObject, _name: str | None, _context: ssl.SSLContext) -> None:
+        """Before each handshake: hand the connection the context of the current files."""
+        with self._lock:
+            try:
+                stamp = _stamp(self.files.paths)
+                if stamp not in (self._stamp, self._failed):
+                    self._current = self._context()
+                    self._stamp, self._failed = stamp, None
+                    self.reloads += 1
+                    log.info("TLS files changed: new debug connections get the new certificate")
+            except (OSError, TlsFilesError) as err:
+                self._failed = stamp if isinstance(err, TlsFilesError) else self._failed
+                log.error("TLS files not taken, keeping the last good certificate: %s", err)
+            current = self._current
+        if current is not self.context:
+            sock.context = current
+
+
 def is_loopback_host(host: str) -> bool:
     """Whether ``host`` (an address to bind) is on the loopback interface only."""
     if host == "localhost":
