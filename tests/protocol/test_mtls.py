@@ -78,8 +78,9 @@ async def mtls(tmp_path: Path) -> AsyncIterator[MtlsServer]:
     server, port = await start_xds_server(
         cache, registry, "127.0.0.1:0", ServerOptions(), credentials=credentials, access=access
     )
-    cache.set_snapshot(GROUP, mesh("a"))
-    cache.set_snapshot("gateway:8080", mesh("edge"))
+    for namespace in ("default", "team-a"):
+        cache.set_snapshot(f"{GROUP}/{namespace}", mesh("a"))
+    cache.set_snapshot("gateway:8080/splitplane-system", mesh("edge"))
     try:
         yield MtlsServer(cache, registry, metrics, port, ca, server_dir, tmp_path)
     finally:
@@ -158,10 +159,17 @@ async def test_a_delta_stream_is_checked_the_same_way(mtls: MtlsServer) -> None:
         await client.close()
 
 
-async def test_a_node_without_namespace_metadata_counts_as_default(mtls: MtlsServer) -> None:
+async def test_a_node_without_namespace_metadata_gets_its_certificates(
+    mtls: MtlsServer,
+) -> None:
     leaf = mtls.workload("team-a", spiffe_id("team-a", "web"))
     async with mtls.channel(leaf) as channel:
-        assert await first_response_or_error(channel) is grpc.StatusCode.PERMISSION_DENIED
+        client = SotwClient(channel, node("web-1"))
+        client.request(CLUSTER)
+        await client.response()
+        (view,) = mtls.registry.views()
+        assert view.group == f"{GROUP}/team-a"
+        await client.close()
 
 
 @pytest.mark.parametrize(
@@ -259,7 +267,7 @@ async def test_rotating_the_server_certificate_drops_none_of_100_open_streams(
     # The next handshake gets the new certificate ...
     assert await asyncio.to_thread(server_serial, mtls.port, mtls.ca) == rotated.serial
     # ... and every open stream still receives the next push.
-    mtls.cache.set_snapshot(GROUP, mesh("a", "b"))
+    mtls.cache.set_snapshot(f"{GROUP}/default", mesh("a", "b"))
     for client in clients:
         response = await client.response()
         assert sorted(r.type_url for r in response.resources) == [CLUSTER, CLUSTER]

@@ -100,6 +100,7 @@ class XdsStream(ABC, Generic[RequestT]):
         self._order: list[str] = []  # subscribed type URLs in push order
         self._names: dict[str, set[str]] = {}  # type URL -> the names this stream holds
         self.identity = ""  # the verified SPIFFE ID of the client, "" without mutual TLS
+        self.namespace: str | None = None  # its namespace, which overrides the node metadata
 
     @property
     def record(self) -> ClientRecord:
@@ -149,7 +150,7 @@ class XdsStream(ABC, Generic[RequestT]):
             self._wake.set()
 
     def _identify(self, node: Node) -> None:
-        group = group_of(node)
+        group = group_of(node, self.namespace)
         self._record = self._registry.connect(
             node, node_role(node), group.key, self.protocol, identity=self.identity
         )
@@ -278,7 +279,8 @@ async def run_admitted(
     if admitted is None:
         return
     checked, identity = admitted
-    stream.identity = "" if identity is None else identity.uri
+    if identity is not None:
+        stream.identity, stream.namespace = identity.uri, identity.namespace
     await stream.run(checked)
 
 

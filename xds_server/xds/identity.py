@@ -143,7 +143,7 @@ def certificate_identity(uris: Iterable[str], trust_domain: str) -> SpiffeId:
 def node_allowed(identity: SpiffeId, node: Node, policy: AccessPolicy) -> None:
     """``RefusedError`` when ``node`` claims more than ``identity`` may have."""
     claimed = node_namespace(node)
-    if claimed != identity.namespace:
+    if claimed and claimed != identity.namespace:
         raise RefusedError(
             "namespace",
             f"node {node.id!r} claims namespace {claimed!r}, its certificate says"
