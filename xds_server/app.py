@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from google.protobuf.message import Message
 
@@ -57,9 +57,26 @@ from xds_server.logs import configure_logging
 from xds_server.problems import diagnostics_from_problems
 from xds_server.sources.base import SourceProblem
 from xds_server.store import DEFAULT_MAX_DELAY, DEFAULT_QUIET, ObjectStore, StoreChange
-from xds_server.xds.cache import Serializer, Snapshot, SnapshotCache, snapshot_from_messages
+from xds_server.xds.cache import (
+    DEFAULT_GROUP_GRACE_S,
+    DEFAULT_MAX_GROUPS,
+    Serializer,
+    Snapshot,
+    SnapshotCache,
+    snapshot_from_messages,
+)
 from xds_server.xds.client_status import ClientRegistry, ClientView
-from xds_server.xds.grpc_server import ServerOptions, start_xds_server
+from xds_server.xds.grpc_server import (
+    DEFAULT_MAX_CONNECTION_AGE_GRACE_S,
+    DEFAULT_MAX_CONNECTION_AGE_S,
+    DEFAULT_MAX_RECEIVE_BYTES,
+    ServerOptions,
+    start_xds_server,
+)
+from xds_server.xds.limits import DEFAULT_MAX_NAMES, StreamLimits
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 log = logging.getLogger("splitplane")
 
@@ -141,12 +158,18 @@ class ControlPlane:
     translate_options: Options = field(default_factory=Options)
     # From this many objects on, translation runs in a worker thread (see `OFFLOAD_OBJECTS`).
     offload_objects: int = OFFLOAD_OBJECTS
+    # Node groups in use at once, and how long one no stream holds is kept.
+    max_groups: int = DEFAULT_MAX_GROUPS
+    group_grace: float = DEFAULT_GROUP_GRACE_S
 
     def __post_init__(self) -> None:
         self.clients_registry = ClientRegistry(observer=self.metrics)
         self.cache = SnapshotCache(
             on_group_requested=self._on_group_requested,
             on_listeners_requested=self._on_listeners_requested,
+            max_groups=self.max_groups,
+            group_grace=self.group_grace,
+            on_group_dropped=self._on_group_dropped,
         )
         self.store = ObjectStore(self._on_change, quiet=self.quiet, max_delay=self.max_delay)
         self._translation: Translation | None = None
@@ -160,6 +183,7 @@ class ControlPlane:
         self._running = False
         self._pending: StoreChange | None = None  # what changed during the run
         self._waiting: set[str] = set()  # groups first asked for during the run
+        self._dropped: set[str] = set()  # groups dropped whose builds are still to forget
         # Unchanged parts of the model are not built again, nor their messages serialized again.
         self.builder = ResourceBuilder()
         self.serializer = Serializer()
@@ -273,6 +297,7 @@ class ControlPlane:
                 log.exception("%s failed; the last published configuration stays", what)
             else:
                 then(result)
+            self._forget_dropped()
             self._next()
 
         ran.add_done_callback(done)
@@ -303,6 +328,8 @@ class ControlPlane:
         """Give the cache each built snapshot; the ones it took (it keeps an unchanged one)."""
         published = []
         for key, snapshot in built:
+            if key not in self._groups:
+                continue  # dropped while it was built
             if self.cache.set_snapshot(key, snapshot):
                 self.metrics.snapshots.inc(key)
                 published.append((key, snapshot))
@@ -334,6 +361,25 @@ class ControlPlane:
     def _on_group_requested(self, key: str) -> None:
         self._groups.add(key)
         self._build_soon(key)
+
+    def _on_group_dropped(self, key: str) -> None:
+        """No stream has held group ``key`` for the grace period: stop building it, drop its
+        metric series, and forget what was built for it (once no run is using the builder)."""
+        self._groups.discard(key)
+        self._waiting.discard(key)
+        self.metrics.snapshots.remove(key)
+        self._dropped.add(key)
+        if not self._running:
+            self._forget_dropped()
+
+    def _forget_dropped(self) -> None:
+        if not self._dropped:
+            return
+        for key in self._dropped:
+            self.builder.forget_group(key)
+        self._dropped.clear()
+        # Keep only the serialized resources the remaining snapshots hold.
+        self.serializer.retain(self.cache.snapshot(g) for g in self.cache.groups())
 
     def _on_listeners_requested(self, key: str) -> None:
         """A stream of group ``key`` subscribed to listener names new to it: for a proxyless
@@ -379,12 +425,19 @@ def _log_published(group: str, snapshot: Snapshot) -> None:
 @dataclass(frozen=True)
 class ServeOptions:
     config_dir: Path | None = None
-    kubeconfig: str | None = None
+    kubeconfig: str | None = None  # None: $KUBECONFIG, else ~/.kube/config
+    context: str | None = None  # the kubeconfig context (None: its current-context)
     in_cluster: bool = False
     namespaces: tuple[str, ...] = ()
     xds_address: str = "0.0.0.0:15010"
     debug_address: str = "127.0.0.1:15014"
     max_concurrent_streams: int = 10_000
+    max_groups: int = DEFAULT_MAX_GROUPS
+    group_grace: float = DEFAULT_GROUP_GRACE_S
+    max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES
+    max_names_per_stream: int = DEFAULT_MAX_NAMES
+    max_connection_age: float = DEFAULT_MAX_CONNECTION_AGE_S
+    max_connection_age_grace: float = DEFAULT_MAX_CONNECTION_AGE_GRACE_S
     drain_seconds: float = 5.0
     # The load-balancer fleet (Kubernetes only): whose addresses LoadBalancer Services get, and
     # the namespace of the leader Lease ("" = $POD_NAMESPACE, else splitplane-system).
@@ -402,6 +455,24 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+class StartupError(Exception):
+    """``serve`` could not start; the message says why, in one line."""
+
+
+def _server_options(options: ServeOptions) -> ServerOptions:
+    return ServerOptions(
+        max_concurrent_streams=options.max_concurrent_streams,
+        max_receive_bytes=options.max_receive_bytes,
+        max_connection_age_s=options.max_connection_age,
+        max_connection_age_grace_s=options.max_connection_age_grace,
+        stream_limits=StreamLimits(max_names=options.max_names_per_stream),
+    )
+
+
+def _reason(err: OSError) -> str:
+    return str(err.strerror or err) if err.filename is None else f"{err.filename}: {err.strerror}"
+
+
 async def serve(
     options: ServeOptions,
     plane: ControlPlane | None = None,
@@ -411,9 +482,16 @@ async def serve(
     """Serve until ``stop`` is set — by default on SIGTERM or SIGINT — then drain and stop.
 
     ``ready`` is set once the servers are bound and the sources started (embedders such as the
-    demo pass their own ``plane`` and ``stop``).
+    demo pass their own ``plane`` and ``stop``). Raises ``StartupError`` — before anything is
+    served — when a port cannot be bound, the Kubernetes configuration cannot be loaded or the
+    folder cannot be read.
     """
-    plane = plane or ControlPlane(translate_options=Options(only_lb_class=options.only_lb_class))
+    plane = plane or ControlPlane(
+        translate_options=Options(only_lb_class=options.only_lb_class),
+        max_groups=options.max_groups,
+        group_grace=options.group_grace,
+    )
+    kube = None if options.config_dir is not None else kubernetes_clients(options)
     loop = asyncio.get_running_loop()
     signals = stop is None
     stop = stop or asyncio.Event()
@@ -421,22 +499,44 @@ async def serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
 
-    server, xds_port = await start_xds_server(
-        plane.cache,
-        plane.clients_registry,
-        options.xds_address,
-        ServerOptions(max_concurrent_streams=options.max_concurrent_streams),
-    )
-    debug_host, debug_port = split_address(options.debug_address)
-    debug = start_debug_server(plane, debug_host, debug_port, auth=_debug_auth(options, debug_host))
-    plane.xds_port = xds_port
-    plane.debug_port = debug.port
+    started: list[Stopper] = []  # what to stop, last started first
+
+    async def stop_started() -> None:
+        for stop_one in reversed(started):
+            await stop_one()
+
+    try:
+        server, xds_port = await start_xds_server(
+            plane.cache, plane.clients_registry, options.xds_address, _server_options(options)
+        )
+        started.append(lambda: server.stop(options.drain_seconds))
+        debug_host, debug_port = split_address(options.debug_address)
+        auth = _debug_auth(options, debug_host, kube)
+        try:
+            debug = start_debug_server(plane, debug_host, debug_port, auth=auth)
+        except OSError as err:
+            raise OSError(
+                err.errno,
+                f"cannot listen for the debug endpoint on {options.debug_address}: {_reason(err)}",
+            ) from None
+
+        async def stop_debug() -> None:
+            await asyncio.to_thread(debug.stop)
+
+        started.append(stop_debug)
+        plane.xds_port = xds_port
+        plane.debug_port = debug.port
+        started.append(await _start_sources(options, plane, loop, kube))
+    except (OSError, StartupError) as err:
+        await stop_started()
+        if signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+        raise StartupError(_reason(err) if isinstance(err, OSError) else str(err)) from None
     log.info(
         "serving",
         extra={"xds_port": xds_port, "debug_address": f"{debug_host}:{plane.debug_port}"},
     )
-
-    stop_sources = await _start_sources(options, plane, loop)
     if ready is not None:
         ready.set()
     try:
@@ -446,41 +546,100 @@ async def serve(
         if signals:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
-        await stop_sources()
+        # Sources first (nothing new comes in), then the store, the debug endpoint and xDS.
+        await started.pop()()
         plane.store.close()
-        await asyncio.gather(server.stop(options.drain_seconds), asyncio.to_thread(debug.stop))
+        await stop_started()
         log.info("stopped")
 
 
-def _debug_auth(options: ServeOptions, host: str) -> DebugAuth | None:
+@dataclass(frozen=True)
+class KubernetesClients:
+    """One client for the watches and one for the status writes."""
+
+    watch: ApiClient
+    write: ApiClient
+    auth: ApiClient  # the debug endpoint's TokenReviews and SubjectAccessReviews
+
+
+def kubernetes_clients(options: ServeOptions) -> KubernetesClients:
+    """Clients for the cluster ``options`` name; ``StartupError`` saying why there is none."""
+    from kubernetes.config import ConfigException
+
+    from xds_server.sources.kubernetes import api_client_from_flags
+
+    if options.in_cluster:
+        where = "--in-cluster"
+    else:
+        where = f"kubeconfig {options.kubeconfig}" if options.kubeconfig else _default_kubeconfig()
+        if options.kubeconfig and not os.path.isfile(options.kubeconfig):
+            raise StartupError(f"--kubeconfig {options.kubeconfig}: no such file")
+
+    def client() -> ApiClient:
+        return api_client_from_flags(
+            kubeconfig=options.kubeconfig, in_cluster=options.in_cluster, context=options.context
+        )
+
+    try:
+        return KubernetesClients(client(), client(), client())
+    except ConfigException as err:
+        if options.in_cluster:
+            raise StartupError(
+                f"--in-cluster: not running in a Kubernetes cluster ({err}); use --kubeconfig"
+                " PATH or --config-dir DIR outside one"
+            ) from None
+        raise StartupError(f"{where}: {err}") from None
+    except (OSError, ValueError) as err:
+        raise StartupError(f"{where}: {err}") from None
+
+
+def _default_kubeconfig() -> str:
+    """The kubeconfig kubectl would use, or ``StartupError`` when there is none."""
+    listed = os.environ.get("KUBECONFIG", "")
+    paths = [p for p in listed.split(os.pathsep) if p] or [os.path.expanduser("~/.kube/config")]
+    if not any(os.path.isfile(path) for path in paths):
+        where = "$KUBECONFIG (" + listed + ")" if listed else "~/.kube/config"
+        raise StartupError(
+            f"no kubeconfig: {where} does not exist; give --kubeconfig PATH, --in-cluster or"
+            " --config-dir DIR"
+        )
+    return "kubeconfig " + os.pathsep.join(paths)
+
+
+def _debug_auth(
+    options: ServeOptions, host: str, kube: KubernetesClients | None
+) -> DebugAuth | None:
     """None on loopback; elsewhere TokenReview and SubjectAccessReview through the API of the
     cluster served."""
     if is_loopback(host):
         return None
-    if options.config_dir is not None:
-        raise ValueError(
+    if kube is None:
+        raise StartupError(
             f"--debug-address {host}: off loopback the debug endpoint authenticates clients"
             " with the Kubernetes API; use --kubeconfig or --in-cluster, or a loopback address"
         )
-    from xds_server.sources.kubernetes import api_client_from_flags
-
-    api = api_client_from_flags(kubeconfig=options.kubeconfig, in_cluster=options.in_cluster)
     resource = options.debug_auth_resource
     return kubernetes_debug_auth(
-        api,
+        kube.auth,
         protect_metrics=options.debug_protect_metrics,
         resource=parse_resource_attributes(resource) if resource else None,
     )
 
 
 async def _start_sources(
-    options: ServeOptions, plane: ControlPlane, loop: asyncio.AbstractEventLoop
+    options: ServeOptions,
+    plane: ControlPlane,
+    loop: asyncio.AbstractEventLoop,
+    kube: KubernetesClients | None,
 ) -> Stopper:
     if options.config_dir is not None:
         from xds_server.sources.directory import DirectorySource
 
         directory = DirectorySource(options.config_dir, plane.store)
-        await directory.start()
+        try:
+            await directory.start()
+        except OSError as err:
+            raise StartupError(f"--config-dir {options.config_dir}: {err.strerror}") from None
         log.info("watching folder", extra={"config_dir": str(options.config_dir)})
 
         async def stop_directory() -> None:
@@ -488,19 +647,21 @@ async def _start_sources(
 
         return stop_directory
 
-    from xds_server.sources.kubernetes import KubernetesSource, api_client_from_flags
+    from xds_server.sources.kubernetes import KubernetesSource
 
-    api = api_client_from_flags(kubeconfig=options.kubeconfig, in_cluster=options.in_cluster)
+    assert kube is not None
 
     def call_soon(call: Callable[[], None]) -> None:
         loop.call_soon_threadsafe(call)
 
-    source = KubernetesSource(api, plane.store, namespaces=options.namespaces, call_soon=call_soon)
+    source = KubernetesSource(
+        kube.watch, plane.store, namespaces=options.namespaces, call_soon=call_soon
+    )
     plane.store.register_source(source.name)
     source.start()
     log.info("watching Kubernetes", extra={"namespaces": list(options.namespaces) or "all"})
     status = LoadBalancerStatus(
-        api_client_from_flags(kubeconfig=options.kubeconfig, in_cluster=options.in_cluster),
+        kube.write,
         StatusSettings(
             lease=LeaseClaim(
                 options.lease_namespace
@@ -526,7 +687,7 @@ async def _start_sources(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    where = parser.add_mutually_exclusive_group(required=True)
+    where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--config-dir",
         type=Path,
@@ -534,12 +695,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="watch a folder of YAML files (*.yaml, *.yml, multi-document) instead of a cluster",
     )
     where.add_argument(
-        "--kubeconfig", metavar="PATH", help="watch the Kubernetes cluster this kubeconfig names"
+        "--kubeconfig",
+        metavar="PATH",
+        help="watch the Kubernetes cluster this kubeconfig names (default: $KUBECONFIG, else"
+        " ~/.kube/config, as kubectl)",
     )
     where.add_argument(
         "--in-cluster",
         action="store_true",
         help="watch the cluster the server runs in (its service account)",
+    )
+    parser.add_argument(
+        "--context",
+        metavar="NAME",
+        help="the kubeconfig context to use (default: its current-context)",
     )
     parser.add_argument(
         "--namespace",
@@ -583,6 +752,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="cap on concurrent xDS streams (default 10000)",
     )
     parser.add_argument(
+        "--max-groups",
+        type=_positive_int,
+        default=DEFAULT_MAX_GROUPS,
+        metavar="N",
+        help="cap on node groups in use at once (a group: role and port from node metadata);"
+        f" a stream that would make one more is refused (default {DEFAULT_MAX_GROUPS})",
+    )
+    parser.add_argument(
+        "--group-grace",
+        type=_seconds,
+        default=DEFAULT_GROUP_GRACE_S,
+        metavar="SECONDS",
+        help="how long a node group no stream holds is kept before it is dropped"
+        f" (default {DEFAULT_GROUP_GRACE_S:g})",
+    )
+    parser.add_argument(
+        "--max-request-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_RECEIVE_BYTES,
+        metavar="N",
+        help=f"largest xDS request accepted (default {DEFAULT_MAX_RECEIVE_BYTES}: 4 MiB)",
+    )
+    parser.add_argument(
+        "--max-names-per-stream",
+        type=_positive_int,
+        default=DEFAULT_MAX_NAMES,
+        metavar="N",
+        help="cap on the resource names one xDS stream subscribes to, over all types"
+        f" (default {DEFAULT_MAX_NAMES})",
+    )
+    parser.add_argument(
+        "--max-connection-age",
+        type=_seconds,
+        default=DEFAULT_MAX_CONNECTION_AGE_S,
+        metavar="SECONDS",
+        help="ask a proxy to reconnect after this long, so proxies spread over the replicas"
+        f" after a rollout; 0: never (default {DEFAULT_MAX_CONNECTION_AGE_S:g}, 30 minutes)",
+    )
+    parser.add_argument(
+        "--max-connection-age-grace",
+        type=_seconds,
+        default=DEFAULT_MAX_CONNECTION_AGE_GRACE_S,
+        metavar="SECONDS",
+        help="how long a connection past its age may finish before it is closed"
+        f" (default {DEFAULT_MAX_CONNECTION_AGE_GRACE_S:g})",
+    )
+    parser.add_argument(
         "--fleet-service",
         default=DEFAULT_FLEET_SERVICE,
         metavar="NAMESPACE/NAME",
@@ -610,7 +826,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds")
+    return value
+
+
+def _address_problem(flag: str, address: str) -> str | None:
+    _host, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit() or int(port) > 65535:
+        return f"{flag} {address}: not HOST:PORT"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
+    """``splitplane serve``: 0 after a clean stop; 2 for a bad flag, 1 when it cannot start
+    (each with one line saying why)."""
     configure_logging(args.log_level)
     collector.tune()
     try:
@@ -618,6 +857,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         log.error("--fleet-service: %s", err)
         return 2
+    for flag, address in (
+        ("--xds-address", args.xds_address),
+        ("--debug-address", args.debug_address),
+    ):
+        if (problem := _address_problem(flag, address)) is not None:
+            log.error(problem)
+            return 2
     if args.config_dir is not None and not args.config_dir.is_dir():
         log.error("--config-dir %s is not a folder", args.config_dir)
         return 2
@@ -635,19 +881,34 @@ def run(args: argparse.Namespace) -> int:
             args.debug_address,
         )
         return 2
+    if args.context is not None and (args.config_dir is not None or args.in_cluster):
+        log.error("--context names a kubeconfig context: it goes without --config-dir and"
+                  " --in-cluster")  # fmt: skip
+        return 2
     options = ServeOptions(
         config_dir=args.config_dir,
         kubeconfig=args.kubeconfig,
+        context=args.context,
         in_cluster=args.in_cluster,
         namespaces=tuple(args.namespace),
         xds_address=args.xds_address,
         debug_address=args.debug_address,
         max_concurrent_streams=args.max_streams,
+        max_groups=args.max_groups,
+        group_grace=args.group_grace,
+        max_receive_bytes=args.max_request_bytes,
+        max_names_per_stream=args.max_names_per_stream,
+        max_connection_age=args.max_connection_age,
+        max_connection_age_grace=args.max_connection_age_grace,
         fleet_service=args.fleet_service,
         lease_namespace=args.lease_namespace,
         only_lb_class=args.only_lb_class,
         debug_protect_metrics=args.debug_protect_metrics,
         debug_auth_resource=args.debug_auth_resource,
     )
-    asyncio.run(serve(options))
+    try:
+        asyncio.run(serve(options))
+    except StartupError as err:
+        log.error("cannot start: %s", err)
+        return 1
     return 0
