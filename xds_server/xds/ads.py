@@ -278,7 +278,12 @@ class SotwStream(XdsStream[DiscoveryRequest]):
             sub = self._subscriptions[type_url] = _Subscription()
             self.subscribe(type_url)
         nonce = str(request.response_nonce)
-        if nonce and nonce != sub.nonce:
+        if nonce and not sub.nonce:
+            # Nothing of this type was sent on this stream: the nonce is from an earlier stream
+            # (a proxy reconnecting). Take the request as a subscription, as go-control-plane
+            # does; treating it as stale would leave the client waiting for ever.
+            nonce = ""
+        elif nonce and nonce != sub.nonce:
             log.debug("stale %s request (nonce %s, latest %s) ignored", type_url, nonce, sub.nonce)
             return first
         if nonce:
