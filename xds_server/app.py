@@ -312,7 +312,9 @@ class ControlPlane:
             fresh, self._waiting = self._waiting, set()
             model = self._translation.model
             work = partial(self._build, sorted(fresh), model, self._listener_names(fresh))
-            self._in_background("building a group", work, True, self._hand_over_new)
+            # Not a cold build: clients decide when groups come and go, and freezing what
+            # survives each would also freeze whatever garbage the loop makes meanwhile.
+            self._in_background("building a group", work, False, self._hand_over_new)
 
     def _take(self, run: _Run, started: float) -> None:
         """Make ``run``'s translation current and hand its snapshots to the cache."""
@@ -380,6 +382,7 @@ class ControlPlane:
         self._dropped.clear()
         # Keep only the serialized resources the remaining snapshots hold.
         self.serializer.retain(self.cache.snapshot(g) for g in self.cache.groups())
+        collector.release_freed_memory()
 
     def _on_listeners_requested(self, key: str) -> None:
         """A stream of group ``key`` subscribed to listener names new to it: for a proxyless
@@ -401,8 +404,7 @@ class ControlPlane:
             self._waiting.add(key)
             self._next()
             return
-        with collector.long_lived():  # what it builds lives on
-            built = self._build([key], self._translation.model, self._listener_names([key]))
+        built = self._build([key], self._translation.model, self._listener_names([key]))
         self._hand_over_new(built)
 
 

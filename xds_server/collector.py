@@ -19,6 +19,9 @@ small and run with the collector as usual.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,3 +54,14 @@ def long_lived(cold: bool = True) -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def release_freed_memory() -> None:
+    """Collect cyclic garbage, then hand the heap's free memory back to the system.
+
+    glibc keeps freed memory for reuse; after something large went (a node group no client holds
+    any more) the process would keep its size for good. Elsewhere than glibc this only collects.
+    """
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
