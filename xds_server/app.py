@@ -552,7 +552,19 @@ async def serve(
         await started.pop()()
         plane.store.close()
         await stop_started()
+        if signals:
+            await _streams_finished()
         log.info("stopped")
+
+
+async def _streams_finished(timeout_s: float = 5.0) -> None:
+    """Wait (a while) for the tasks still running — the streams the stop cancelled, finishing
+    their calls: ``asyncio.run`` would cancel them as it returns, and gRPC logs each such
+    cancellation as an error with a traceback."""
+    current = asyncio.current_task()
+    pending = [task for task in asyncio.all_tasks() if task is not current]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout_s)
 
 
 @dataclass(frozen=True)
