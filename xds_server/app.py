@@ -621,20 +621,21 @@ def _default_kubeconfig() -> str:
 
 
 def _debug_auth(
-    options: ServeOptions, host: str, kube: KubernetesClients | None
+    options: ServeOptions, host: str, kube: KubernetesClients | None = None
 ) -> DebugAuth | None:
     """None on loopback; elsewhere TokenReview and SubjectAccessReview through the API of the
-    cluster served."""
+    cluster served (``kube``'s, else one made from ``options``)."""
     if is_loopback(host):
         return None
-    if kube is None:
-        raise StartupError(
+    if options.config_dir is not None:
+        raise ValueError(
             f"--debug-address {host}: off loopback the debug endpoint authenticates clients"
             " with the Kubernetes API; use --kubeconfig or --in-cluster, or a loopback address"
         )
+    api = (kube or kubernetes_clients(options)).auth
     resource = options.debug_auth_resource
     return kubernetes_debug_auth(
-        kube.auth,
+        api,
         protect_metrics=options.debug_protect_metrics,
         resource=parse_resource_attributes(resource) if resource else None,
     )
