@@ -252,11 +252,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def write_mesh(folder: Path, services: int) -> None:
     for index in range(services):
         objects = service_objects(index)
-        (folder / f"svc-{index}.yaml").write_text(yaml.safe_dump_all(objects[:-1]))
-        (folder / f"svc-{index}-vs.yaml").write_text(yaml.safe_dump(objects[-1]))
+        (folder / f"svc-{index}.yaml").write_text(yaml.dump_all(objects[:-1], Dumper=DUMPER))
+        (folder / f"svc-{index}-vs.yaml").write_text(yaml.dump(objects[-1], Dumper=DUMPER))
 
 
 def flip_writer(folder: Path) -> Callable[[], None]:
