@@ -103,6 +103,10 @@ def after_pushes(call: Callable[[], None]) -> None:
 # translated and built on the loop, where that costs less than the hop to a thread and back.
 OFFLOAD_OBJECTS = 5_000
 
+# Dropped node groups are forgotten (their builds, their serialized resources, the freed heap
+# handed back) this long after a drop, together with the others dropped meanwhile.
+FORGET_AFTER_S = 1.0
+
 
 def _in_worker(work: Callable[[], T], cold: bool) -> T:
     with collector.long_lived(cold):
@@ -184,6 +188,7 @@ class ControlPlane:
         self._pending: StoreChange | None = None  # what changed during the run
         self._waiting: set[str] = set()  # groups first asked for during the run
         self._dropped: set[str] = set()  # groups dropped whose builds are still to forget
+        self._forget_soon: asyncio.TimerHandle | None = None
         # Unchanged parts of the model are not built again, nor their messages serialized again.
         self.builder = ResourceBuilder()
         self.serializer = Serializer()
@@ -371,12 +376,22 @@ class ControlPlane:
         self._waiting.discard(key)
         self.metrics.snapshots.remove(key)
         self._dropped.add(key)
-        if not self._running:
+        if self._forget_soon is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
             self._forget_dropped()
+            return
+        # Groups dropped together (they came together) are forgotten in one go.
+        self._forget_soon = loop.call_later(FORGET_AFTER_S, self._forget_dropped)
 
     def _forget_dropped(self) -> None:
-        if not self._dropped:
-            return
+        if self._forget_soon is not None:
+            self._forget_soon.cancel()
+            self._forget_soon = None
+        if not self._dropped or self._running:
+            return  # a run under way uses the builder: forgotten once it is done
         for key in self._dropped:
             self.builder.forget_group(key)
         self._dropped.clear()

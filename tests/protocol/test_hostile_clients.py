@@ -79,6 +79,10 @@ async def running_plane(max_groups: int, group_grace: float) -> AsyncIterator[Pl
         await server.stop(grace=None)
 
 
+def nothing_built_for(mesh_plane: Plane, group: str) -> bool:
+    return mesh_plane.built_for(group) == set()
+
+
 def only_group_left(cache: SnapshotCache, group: str) -> bool:
     return cache.groups() == [group]
 
@@ -105,7 +109,7 @@ async def test_groups_no_stream_holds_are_dropped_after_the_grace_period() -> No
 
         assert cache.groups_in_use() == 1
         assert mesh_plane.group_series() == {"sidecar:15001"}
-        assert mesh_plane.built_for("sidecar:20001") == set()
+        await wait_until(partial(nothing_built_for, mesh_plane, "sidecar:20001"))
         assert mesh_plane.built_for("sidecar:15001") != set()
         # The group held all along still serves.
         mesh_plane.plane.store.replace_all(SOURCE, versioned_service("ratings"))
