@@ -74,6 +74,14 @@ class ResourceBuilder:
         self.builds[key] = self.builds.get(key, 0) + 1
         return result
 
+    def forget_group(self, key: str) -> None:
+        """Forget what was built for the group with ``key`` only (its listeners and route
+        tables); parts shared by every group stay."""
+        prefix = key + "/"
+        for part in [part for part in self._parts if part.startswith(prefix)]:
+            del self._parts[part]
+            self.builds.pop(part, None)
+
     def build_group(
         self,
         model: MeshModel,

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -64,9 +64,22 @@ from xds_server.logs import configure_logging
 from xds_server.problems import diagnostics_from_problems
 from xds_server.sources.base import SourceProblem
 from xds_server.store import DEFAULT_MAX_DELAY, DEFAULT_QUIET, ObjectStore, StoreChange
-from xds_server.xds.cache import Serializer, Snapshot, SnapshotCache, snapshot_from_messages
+from xds_server.xds.cache import (
+    DEFAULT_GROUP_GRACE_S,
+    DEFAULT_MAX_GROUPS,
+    Serializer,
+    Snapshot,
+    SnapshotCache,
+    snapshot_from_messages,
+)
 from xds_server.xds.client_status import ClientRegistry, ClientView
-from xds_server.xds.grpc_server import ServerOptions, start_xds_server
+from xds_server.xds.grpc_server import (
+    DEFAULT_MAX_CONNECTION_AGE_GRACE_S,
+    DEFAULT_MAX_CONNECTION_AGE_S,
+    DEFAULT_MAX_RECEIVE_BYTES,
+    ServerOptions,
+    start_xds_server,
+)
 from xds_server.xds.identity import (
     DEFAULT_GATEWAY_ACCOUNTS,
     DEFAULT_STATUS_READERS,
@@ -75,6 +88,7 @@ from xds_server.xds.identity import (
     AccessPolicy,
     parse_service_account,
 )
+from xds_server.xds.limits import DEFAULT_MAX_NAMES, StreamLimits
 from xds_server.xds.tls import (
     PLAINTEXT_PORT,
     TLS_PORT,
@@ -84,6 +98,9 @@ from xds_server.xds.tls import (
     is_loopback_host,
     server_credentials,
 )
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 log = logging.getLogger("splitplane")
 
@@ -109,6 +126,10 @@ def after_pushes(call: Callable[[], None]) -> None:
 # so that streams keep being served meanwhile (ACKs, new connections); smaller meshes are
 # translated and built on the loop, where that costs less than the hop to a thread and back.
 OFFLOAD_OBJECTS = 5_000
+
+# Dropped node groups are forgotten (their builds, their serialized resources, the freed heap
+# handed back) this long after a drop, together with the others dropped meanwhile.
+FORGET_AFTER_S = 1.0
 
 
 def _in_worker(work: Callable[[], T], cold: bool) -> T:
@@ -165,12 +186,18 @@ class ControlPlane:
     translate_options: Options = field(default_factory=Options)
     # From this many objects on, translation runs in a worker thread (see `OFFLOAD_OBJECTS`).
     offload_objects: int = OFFLOAD_OBJECTS
+    # Node groups in use at once, and how long one no stream holds is kept.
+    max_groups: int = DEFAULT_MAX_GROUPS
+    group_grace: float = DEFAULT_GROUP_GRACE_S
 
     def __post_init__(self) -> None:
         self.clients_registry = ClientRegistry(observer=self.metrics)
         self.cache = SnapshotCache(
             on_group_requested=self._on_group_requested,
             on_listeners_requested=self._on_listeners_requested,
+            max_groups=self.max_groups,
+            group_grace=self.group_grace,
+            on_group_dropped=self._on_group_dropped,
         )
         self.store = ObjectStore(self._on_change, quiet=self.quiet, max_delay=self.max_delay)
         self._translation: Translation | None = None
@@ -184,6 +211,8 @@ class ControlPlane:
         self._running = False
         self._pending: StoreChange | None = None  # what changed during the run
         self._waiting: set[str] = set()  # groups first asked for during the run
+        self._dropped: set[str] = set()  # groups dropped whose builds are still to forget
+        self._forget_soon: asyncio.TimerHandle | None = None
         # Unchanged parts of the model are not built again, nor their messages serialized again.
         self.builder = ResourceBuilder()
         self.serializer = Serializer()
@@ -297,6 +326,7 @@ class ControlPlane:
                 log.exception("%s failed; the last published configuration stays", what)
             else:
                 then(result)
+            self._forget_dropped()
             self._next()
 
         ran.add_done_callback(done)
@@ -311,7 +341,9 @@ class ControlPlane:
             fresh, self._waiting = self._waiting, set()
             model = self._translation.model
             work = partial(self._build, sorted(fresh), model, self._listener_names(fresh))
-            self._in_background("building a group", work, True, self._hand_over_new)
+            # Not a cold build: clients decide when groups come and go, and freezing what
+            # survives each would also freeze whatever garbage the loop makes meanwhile.
+            self._in_background("building a group", work, False, self._hand_over_new)
 
     def _take(self, run: _Run, started: float) -> None:
         """Make ``run``'s translation current and hand its snapshots to the cache."""
@@ -327,6 +359,8 @@ class ControlPlane:
         """Give the cache each built snapshot; the ones it took (it keeps an unchanged one)."""
         published = []
         for key, snapshot in built:
+            if key not in self._groups:
+                continue  # dropped while it was built
             if self.cache.set_snapshot(key, snapshot):
                 self.metrics.snapshots.inc(key)
                 published.append((key, snapshot))
@@ -359,6 +393,36 @@ class ControlPlane:
         self._groups.add(key)
         self._build_soon(key)
 
+    def _on_group_dropped(self, key: str) -> None:
+        """No stream has held group ``key`` for the grace period: stop building it, drop its
+        metric series, and forget what was built for it (once no run is using the builder)."""
+        self._groups.discard(key)
+        self._waiting.discard(key)
+        self.metrics.snapshots.remove(key)
+        self._dropped.add(key)
+        if self._forget_soon is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._forget_dropped()
+            return
+        # Groups dropped together (they came together) are forgotten in one go.
+        self._forget_soon = loop.call_later(FORGET_AFTER_S, self._forget_dropped)
+
+    def _forget_dropped(self) -> None:
+        if self._forget_soon is not None:
+            self._forget_soon.cancel()
+            self._forget_soon = None
+        if not self._dropped or self._running:
+            return  # a run under way uses the builder: forgotten once it is done
+        for key in self._dropped:
+            self.builder.forget_group(key)
+        self._dropped.clear()
+        # Keep only the serialized resources the remaining snapshots hold.
+        self.serializer.retain(self.cache.snapshot(g) for g in self.cache.groups())
+        collector.release_freed_memory()
+
     def _on_listeners_requested(self, key: str) -> None:
         """A stream of group ``key`` subscribed to listener names new to it: for a proxyless
         group, build its snapshot again with them (only a proxyless group's listeners depend on
@@ -379,8 +443,7 @@ class ControlPlane:
             self._waiting.add(key)
             self._next()
             return
-        with collector.long_lived():  # what it builds lives on
-            built = self._build([key], self._translation.model, self._listener_names([key]))
+        built = self._build([key], self._translation.model, self._listener_names([key]))
         self._hand_over_new(built)
 
 
@@ -403,12 +466,19 @@ def _log_published(group: str, snapshot: Snapshot) -> None:
 @dataclass(frozen=True)
 class ServeOptions:
     config_dir: Path | None = None
-    kubeconfig: str | None = None
+    kubeconfig: str | None = None  # None: $KUBECONFIG, else ~/.kube/config
+    context: str | None = None  # the kubeconfig context (None: its current-context)
     in_cluster: bool = False
     namespaces: tuple[str, ...] = ()
     xds_address: str = f"127.0.0.1:{PLAINTEXT_PORT}"
     debug_address: str = "127.0.0.1:15014"
     max_concurrent_streams: int = 10_000
+    max_groups: int = DEFAULT_MAX_GROUPS
+    group_grace: float = DEFAULT_GROUP_GRACE_S
+    max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES
+    max_names_per_stream: int = DEFAULT_MAX_NAMES
+    max_connection_age: float = DEFAULT_MAX_CONNECTION_AGE_S
+    max_connection_age_grace: float = DEFAULT_MAX_CONNECTION_AGE_GRACE_S
     drain_seconds: float = 5.0
     # The load-balancer fleet (Kubernetes only): whose addresses LoadBalancer Services get, and
     # the namespace of the leader Lease ("" = $POD_NAMESPACE, else splitplane-system).
@@ -466,6 +536,24 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+class StartupError(Exception):
+    """``serve`` could not start; the message says why, in one line."""
+
+
+def _server_options(options: ServeOptions) -> ServerOptions:
+    return ServerOptions(
+        max_concurrent_streams=options.max_concurrent_streams,
+        max_receive_bytes=options.max_receive_bytes,
+        max_connection_age_s=options.max_connection_age,
+        max_connection_age_grace_s=options.max_connection_age_grace,
+        stream_limits=StreamLimits(max_names=options.max_names_per_stream),
+    )
+
+
+def _reason(err: OSError) -> str:
+    return str(err.strerror or err) if err.filename is None else f"{err.filename}: {err.strerror}"
+
+
 async def serve(
     options: ServeOptions,
     plane: ControlPlane | None = None,
@@ -475,9 +563,17 @@ async def serve(
     """Serve until ``stop`` is set — by default on SIGTERM or SIGINT — then drain and stop.
 
     ``ready`` is set once the servers are bound and the sources started (embedders such as the
-    demo pass their own ``plane`` and ``stop``).
+    demo pass their own ``plane`` and ``stop``). Raises ``StartupError`` — before anything is
+    served — when a port cannot be bound, the Kubernetes configuration cannot be loaded or the
+    folder cannot be read.
     """
-    plane = plane or ControlPlane(translate_options=Options(only_lb_class=options.only_lb_class))
+    plane = plane or ControlPlane(
+        translate_options=Options(only_lb_class=options.only_lb_class),
+        max_groups=options.max_groups,
+        group_grace=options.group_grace,
+    )
+    credentials, policy, transport = xds_transport(options)
+    kube = None if options.config_dir is not None else kubernetes_clients(options)
     loop = asyncio.get_running_loop()
     signals = stop is None
     stop = stop or asyncio.Event()
@@ -485,32 +581,59 @@ async def serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
 
-    credentials, policy, transport = xds_transport(options)
-    server, xds_port = await start_xds_server(
-        plane.cache,
-        plane.clients_registry,
-        options.xds_address,
-        ServerOptions(max_concurrent_streams=options.max_concurrent_streams),
-        credentials=credentials,
-        access=AccessControl(policy, on_refused=plane.metrics.stream_refused),
-    )
-    debug_host, debug_port = split_address(options.debug_address)
-    auth = _debug_auth(options, debug_host)
-    ssl_context = None
-    if options.debug_tls and options.tls is not None:
-        ssl_context = ReloadingSslContext(options.tls).context
-    debug = start_debug_server(plane, debug_host, debug_port, auth=auth, ssl_context=ssl_context)
-    plane.xds_port = xds_port
-    plane.debug_port = debug.port
+    started: list[Stopper] = []  # what to stop, last started first
+
+    async def stop_started() -> None:
+        for stop_one in reversed(started):
+            await stop_one()
+
+    try:
+        server, xds_port = await start_xds_server(
+            plane.cache,
+            plane.clients_registry,
+            options.xds_address,
+            _server_options(options),
+            credentials=credentials,
+            access=AccessControl(policy, on_refused=plane.metrics.stream_refused),
+        )
+        started.append(lambda: server.stop(options.drain_seconds))
+        debug_host, debug_port = split_address(options.debug_address)
+        auth = _debug_auth(options, debug_host, kube)
+        ssl_context = None
+        if options.debug_tls and options.tls is not None:
+            ssl_context = ReloadingSslContext(options.tls).context
+        try:
+            debug = start_debug_server(
+                plane, debug_host, debug_port, auth=auth, ssl_context=ssl_context
+            )
+        except OSError as err:
+            raise OSError(
+                err.errno,
+                f"cannot listen for the debug endpoint on {options.debug_address}: {_reason(err)}",
+            ) from None
+
+        async def stop_debug() -> None:
+            await asyncio.to_thread(debug.stop)
+
+        started.append(stop_debug)
+        plane.xds_port = xds_port
+        plane.debug_port = debug.port
+        started.append(await _start_sources(options, plane, loop, kube))
+    except (OSError, StartupError) as err:
+        await stop_started()
+        if signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+        raise StartupError(_reason(err) if isinstance(err, OSError) else str(err)) from None
     log.log(
         logging.WARNING if options.insecure_xds else logging.INFO,
-        "serving xDS on port %d over %s",
-        xds_port,
-        transport,
-        extra={"xds_port": xds_port, "debug_address": f"{debug_host}:{plane.debug_port}"},
+        "serving",
+        extra={
+            "xds_port": xds_port,
+            "xds_transport": transport,
+            "debug_address": f"{debug_host}:{plane.debug_port}",
+        },
     )
-
-    stop_sources = await _start_sources(options, plane, loop)
     if ready is not None:
         ready.set()
     try:
@@ -520,16 +643,85 @@ async def serve(
         if signals:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
-        await stop_sources()
+        # Sources first (nothing new comes in), then the store, the debug endpoint and xDS.
+        await started.pop()()
         plane.store.close()
-        await asyncio.gather(server.stop(options.drain_seconds), asyncio.to_thread(debug.stop))
+        await stop_started()
+        if signals:
+            await _streams_finished()
         log.info("stopped")
 
 
-def _debug_auth(options: ServeOptions, host: str) -> DebugAuth | None:
+async def _streams_finished(timeout_s: float = 5.0) -> None:
+    """Wait (a while) for the tasks still running — the streams the stop cancelled, finishing
+    their calls: ``asyncio.run`` would cancel them as it returns, and gRPC logs each such
+    cancellation as an error with a traceback."""
+    current = asyncio.current_task()
+    pending = [task for task in asyncio.all_tasks() if task is not current]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout_s)
+
+
+@dataclass(frozen=True)
+class KubernetesClients:
+    """One client for the watches and one for the status writes."""
+
+    watch: ApiClient
+    write: ApiClient
+    auth: ApiClient  # the debug endpoint's TokenReviews and SubjectAccessReviews
+
+
+def kubernetes_clients(options: ServeOptions) -> KubernetesClients:
+    """Clients for the cluster ``options`` name; ``StartupError`` saying why there is none."""
+    from kubernetes.config import ConfigException
+
+    from xds_server.sources.kubernetes import api_client_from_flags
+
+    if options.in_cluster:
+        where = "--in-cluster"
+    else:
+        where = f"kubeconfig {options.kubeconfig}" if options.kubeconfig else _default_kubeconfig()
+        if options.kubeconfig and not os.path.isfile(options.kubeconfig):
+            raise StartupError(f"--kubeconfig {options.kubeconfig}: no such file")
+
+    def client() -> ApiClient:
+        return api_client_from_flags(
+            kubeconfig=options.kubeconfig, in_cluster=options.in_cluster, context=options.context
+        )
+
+    try:
+        return KubernetesClients(client(), client(), client())
+    except ConfigException as err:
+        if options.in_cluster:
+            raise StartupError(
+                f"--in-cluster: not running in a Kubernetes cluster ({err}); use --kubeconfig"
+                " PATH or --config-dir DIR outside one"
+            ) from None
+        raise StartupError(f"{where}: {err}") from None
+    except (OSError, ValueError) as err:
+        raise StartupError(f"{where}: {err}") from None
+
+
+def _default_kubeconfig() -> str:
+    """The kubeconfig kubectl would use, or ``StartupError`` when there is none."""
+    listed = os.environ.get("KUBECONFIG", "")
+    paths = [p for p in listed.split(os.pathsep) if p] or [os.path.expanduser("~/.kube/config")]
+    if not any(os.path.isfile(path) for path in paths):
+        where = "$KUBECONFIG (" + listed + ")" if listed else "~/.kube/config"
+        raise StartupError(
+            f"no kubeconfig: {where} does not exist; give --kubeconfig PATH, --in-cluster or"
+            " --config-dir DIR"
+        )
+    return "kubeconfig " + os.pathsep.join(paths)
+
+
+def _debug_auth(
+    options: ServeOptions, host: str, kube: KubernetesClients | None = None
+) -> DebugAuth | None:
     """None on loopback; elsewhere TokenReview and SubjectAccessReview through the API of the
-    cluster served, and with ``--debug-tls`` first a status reader's client certificate (the only
-    credentials taken when there is no API, with a folder)."""
+    cluster served (``kube``'s, else one made from ``options``), and with ``--debug-tls`` first a
+    status reader's client certificate (the only credentials taken when there is no API, with a
+    folder)."""
     if is_loopback(host):
         return None
     policy = options.access
@@ -540,9 +732,7 @@ def _debug_auth(options: ServeOptions, host: str) -> DebugAuth | None:
             f"--debug-address {host}: off loopback the debug endpoint authenticates clients"
             " with the Kubernetes API; use --kubeconfig or --in-cluster, or a loopback address"
         )
-    from xds_server.sources.kubernetes import api_client_from_flags
-
-    api = api_client_from_flags(kubeconfig=options.kubeconfig, in_cluster=options.in_cluster)
+    api = (kube or kubernetes_clients(options)).auth
     resource = options.debug_auth_resource
     auth = kubernetes_debug_auth(
         api,
@@ -555,13 +745,19 @@ def _debug_auth(options: ServeOptions, host: str) -> DebugAuth | None:
 
 
 async def _start_sources(
-    options: ServeOptions, plane: ControlPlane, loop: asyncio.AbstractEventLoop
+    options: ServeOptions,
+    plane: ControlPlane,
+    loop: asyncio.AbstractEventLoop,
+    kube: KubernetesClients | None,
 ) -> Stopper:
     if options.config_dir is not None:
         from xds_server.sources.directory import DirectorySource
 
         directory = DirectorySource(options.config_dir, plane.store)
-        await directory.start()
+        try:
+            await directory.start()
+        except OSError as err:
+            raise StartupError(f"--config-dir {options.config_dir}: {err.strerror}") from None
         log.info("watching folder", extra={"config_dir": str(options.config_dir)})
 
         async def stop_directory() -> None:
@@ -569,19 +765,21 @@ async def _start_sources(
 
         return stop_directory
 
-    from xds_server.sources.kubernetes import KubernetesSource, api_client_from_flags
+    from xds_server.sources.kubernetes import KubernetesSource
 
-    api = api_client_from_flags(kubeconfig=options.kubeconfig, in_cluster=options.in_cluster)
+    assert kube is not None
 
     def call_soon(call: Callable[[], None]) -> None:
         loop.call_soon_threadsafe(call)
 
-    source = KubernetesSource(api, plane.store, namespaces=options.namespaces, call_soon=call_soon)
+    source = KubernetesSource(
+        kube.watch, plane.store, namespaces=options.namespaces, call_soon=call_soon
+    )
     plane.store.register_source(source.name)
     source.start()
     log.info("watching Kubernetes", extra={"namespaces": list(options.namespaces) or "all"})
     status = LoadBalancerStatus(
-        api_client_from_flags(kubeconfig=options.kubeconfig, in_cluster=options.in_cluster),
+        kube.write,
         StatusSettings(
             lease=LeaseClaim(
                 options.lease_namespace
@@ -607,7 +805,7 @@ async def _start_sources(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    where = parser.add_mutually_exclusive_group(required=True)
+    where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--config-dir",
         type=Path,
@@ -615,12 +813,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="watch a folder of YAML files (*.yaml, *.yml, multi-document) instead of a cluster",
     )
     where.add_argument(
-        "--kubeconfig", metavar="PATH", help="watch the Kubernetes cluster this kubeconfig names"
+        "--kubeconfig",
+        metavar="PATH",
+        help="watch the Kubernetes cluster this kubeconfig names (default: $KUBECONFIG, else"
+        " ~/.kube/config, as kubectl)",
     )
     where.add_argument(
         "--in-cluster",
         action="store_true",
         help="watch the cluster the server runs in (its service account)",
+    )
+    parser.add_argument(
+        "--context",
+        metavar="NAME",
+        help="the kubeconfig context to use (default: its current-context)",
     )
     parser.add_argument(
         "--namespace",
@@ -718,6 +924,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="cap on concurrent xDS streams (default 10000)",
     )
     parser.add_argument(
+        "--max-groups",
+        type=_positive_int,
+        default=DEFAULT_MAX_GROUPS,
+        metavar="N",
+        help="cap on node groups in use at once (a group: role and port from node metadata);"
+        f" a stream that would make one more is refused (default {DEFAULT_MAX_GROUPS})",
+    )
+    parser.add_argument(
+        "--group-grace",
+        type=_seconds,
+        default=DEFAULT_GROUP_GRACE_S,
+        metavar="SECONDS",
+        help="how long a node group no stream holds is kept before it is dropped"
+        f" (default {DEFAULT_GROUP_GRACE_S:g})",
+    )
+    parser.add_argument(
+        "--max-request-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_RECEIVE_BYTES,
+        metavar="N",
+        help=f"largest xDS request accepted (default {DEFAULT_MAX_RECEIVE_BYTES}: 4 MiB)",
+    )
+    parser.add_argument(
+        "--max-names-per-stream",
+        type=_positive_int,
+        default=DEFAULT_MAX_NAMES,
+        metavar="N",
+        help="cap on the resource names one xDS stream subscribes to, over all types"
+        f" (default {DEFAULT_MAX_NAMES})",
+    )
+    parser.add_argument(
+        "--max-connection-age",
+        type=_seconds,
+        default=DEFAULT_MAX_CONNECTION_AGE_S,
+        metavar="SECONDS",
+        help="ask a proxy to reconnect after this long, so proxies spread over the replicas"
+        f" after a rollout; 0: never (default {DEFAULT_MAX_CONNECTION_AGE_S:g}, 30 minutes)",
+    )
+    parser.add_argument(
+        "--max-connection-age-grace",
+        type=_seconds,
+        default=DEFAULT_MAX_CONNECTION_AGE_GRACE_S,
+        metavar="SECONDS",
+        help="how long a connection past its age may finish before it is closed"
+        f" (default {DEFAULT_MAX_CONNECTION_AGE_GRACE_S:g})",
+    )
+    parser.add_argument(
         "--fleet-service",
         default=DEFAULT_FLEET_SERVICE,
         metavar="NAMESPACE/NAME",
@@ -745,7 +998,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds")
+    return value
+
+
+def _address_problem(flag: str, address: str) -> str | None:
+    """Why ``address`` (given to ``flag``) is not HOST:PORT, or None."""
+    _host, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit() or int(port) > 65535:
+        return f"{flag} {address}: not HOST:PORT"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
+    """``splitplane serve``: 0 after a clean stop; 2 for a bad flag, 1 when it cannot start
+    (each with one line saying why)."""
     configure_logging(args.log_level)
     collector.tune()
     try:
@@ -753,6 +1030,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         log.error("--fleet-service: %s", err)
         return 2
+    for flag, address in (
+        ("--xds-address", args.xds_address),
+        ("--debug-address", args.debug_address),
+    ):
+        if address is not None and (problem := _address_problem(flag, address)) is not None:
+            log.error(problem)
+            return 2
     if args.config_dir is not None and not args.config_dir.is_dir():
         log.error("--config-dir %s is not a folder", args.config_dir)
         return 2
@@ -786,14 +1070,25 @@ def run(args: argparse.Namespace) -> int:
         if args.insecure_xds
         else f"127.0.0.1:{PLAINTEXT_PORT}"
     )
+    if args.context is not None and (args.config_dir is not None or args.in_cluster):
+        log.error("--context names a kubeconfig context: it goes without --config-dir and"
+                  " --in-cluster")  # fmt: skip
+        return 2
     options = ServeOptions(
         config_dir=args.config_dir,
         kubeconfig=args.kubeconfig,
+        context=args.context,
         in_cluster=args.in_cluster,
         namespaces=tuple(args.namespace),
         xds_address=xds_address,
         debug_address=args.debug_address,
         max_concurrent_streams=args.max_streams,
+        max_groups=args.max_groups,
+        group_grace=args.group_grace,
+        max_receive_bytes=args.max_request_bytes,
+        max_names_per_stream=args.max_names_per_stream,
+        max_connection_age=args.max_connection_age,
+        max_connection_age_grace=args.max_connection_age_grace,
         fleet_service=args.fleet_service,
         lease_namespace=args.lease_namespace,
         only_lb_class=args.only_lb_class,
@@ -809,7 +1104,11 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TlsFilesError) as err:
         log.error("%s", err)
         return 2
-    asyncio.run(serve(options))
+    try:
+        asyncio.run(serve(options))
+    except StartupError as err:
+        log.error("cannot start: %s", err)
+        return 1
     return 0
 
 

@@ -10,13 +10,18 @@ So the thresholds are raised for the whole process, and a cold build (the first 
 a node group's first snapshot) runs without collections, after which what survived it is moved
 out of the collector's sight (`gc.freeze`): the next collections walk only what is new. Frozen
 objects are still freed by reference counting when a later change replaces them. Cyclic
-garbage alive at the freeze (made during the build, or still uncollected from before it) is never
-collected: translation makes none, and what else is pending is bounded and frozen once per cold
-build. Later changes are small and run with the collector as usual.
+garbage alive at the freeze would never be collected, so a cold build starts with a collection
+(of what is not frozen yet: cheap), and translation makes none. Without it, every node group a
+client's metadata made froze the cyclic garbage of the streams that had come and gone before it
+(refused streams, their tasks and exceptions), and the process grew with each. Later changes are
+small and run with the collector as usual.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +45,7 @@ def long_lived(cold: bool = True) -> Iterator[None]:
     if not cold:
         yield
         return
+    gc.collect()  # what is pending now would be frozen for ever
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -48,3 +54,14 @@ def long_lived(cold: bool = True) -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def release_freed_memory() -> None:
+    """Collect cyclic garbage, then hand the heap's free memory back to the system.
+
+    glibc keeps freed memory for reuse; after something large went (a node group no client holds
+    any more) the process would keep its size for good. Elsewhere than glibc this only collects.
+    """
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)

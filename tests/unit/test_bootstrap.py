@@ -109,7 +109,16 @@ def test_every_resource_type_comes_over_one_ads_stream_that_names_the_node_once(
         "api_type": api_type,
         "transport_api_version": "V3",
         "set_node_on_first_message_only": True,
-        "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}],
+        "grpc_services": [
+            {
+                "envoy_grpc": {
+                    "cluster_name": "xds-grpc",
+                    "retry_policy": {
+                        "retry_back_off": {"base_interval": "0.25s", "max_interval": "1s"}
+                    },
+                }
+            }
+        ],
     }
     assert dynamic["cds_config"] == {"ads": {}, "resource_api_version": "V3"}
     assert dynamic["lds_config"] == {"ads": {}, "resource_api_version": "V3"}

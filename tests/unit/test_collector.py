@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -58,3 +59,22 @@ def test_the_thresholds_are_raised_for_the_process() -> None:
         assert gc.get_threshold()[0] > before[0]
     finally:
         gc.set_threshold(*before)
+
+
+def test_cyclic_garbage_left_before_a_cold_build_is_collected_not_frozen() -> None:
+    class Node:
+        other: object = None
+
+    first, second = Node(), Node()
+    first.other, second.other = second, first  # a cycle, as a finished stream's task leaves
+    gone = weakref.ref(first)
+    del first, second
+
+    with collector.long_lived():
+        pass
+    gc.unfreeze()
+    gc.disable()  # no collection of its own before the check
+    try:
+        assert gone() is None
+    finally:
+        gc.enable()

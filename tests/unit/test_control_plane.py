@@ -14,6 +14,7 @@ from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
 import translators.translate
 import xds_server.app as app_module
+from tests.protocol.conftest import wait_until
 from tests.unit.objects import (
     destination,
     endpoint_slice,
@@ -229,6 +230,36 @@ async def test_a_cold_build_runs_without_collections_and_later_changes_run_as_us
     assert frozen_after_cold > frozen_before
     assert collecting and all(collecting)
     assert gc.isenabled()
+
+
+@pytest.mark.parametrize("offload_objects", [5_000, 1], ids=["on the loop", "in the worker"])
+async def test_a_group_a_client_asks_for_later_freezes_nothing(
+    monkeypatch: pytest.MonkeyPatch, offload_objects: int
+) -> None:
+    collecting: list[bool] = []
+    real_build = ResourceBuilder.build_group
+
+    def build_group(self: ResourceBuilder, *args: Any) -> Any:
+        collecting.append(gc.isenabled())
+        return real_build(self, *args)
+
+    plane = ControlPlane(quiet=0.01, max_delay=0.05, offload_objects=offload_objects)
+    plane.cache.watch("sidecar:15001", lambda: None)
+    plane.store.replace_all(SOURCE, [*versioned_service(), canary(90, 10)])
+    plane.store.mark_synced(SOURCE)
+    try:
+        await wait_until(plane.is_ready)
+        monkeypatch.setattr(ResourceBuilder, "build_group", build_group)
+        frozen_before = gc.get_freeze_count()
+
+        # Clients decide when groups come: building one must not freeze what the loop left.
+        plane.cache.watch("sidecar:20001", lambda: None)
+        await wait_until(lambda: plane.cache.snapshot("sidecar:20001") is not None)
+
+        assert collecting == [True]
+        assert gc.get_freeze_count() <= frozen_before  # frozen objects may have gone meanwhile
+    finally:
+        gc.unfreeze()
 
 
 def reviews_weights(plane: ControlPlane) -> list[tuple[str, int]]:

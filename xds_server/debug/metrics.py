@@ -62,6 +62,10 @@ class Counter:
     def inc(self, *labels: str, amount: float = 1.0) -> None:
         self.values[labels] = self.values.get(labels, 0.0) + amount
 
+    def remove(self, *labels: str) -> None:
+        """Drop the series with ``labels`` (what it counted is gone)."""
+        self.values.pop(labels, None)
+
     def render(self) -> list[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
         for labels, value in sorted(self.values.copy().items()):

@@ -28,6 +28,7 @@ from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 
 from xds_server.xds.cache import (
     PUSH_ORDER,
+    GroupLimitError,
     Snapshot,
     SnapshotCache,
     length_delimited,
@@ -35,6 +36,14 @@ from xds_server.xds.cache import (
 )
 from xds_server.xds.client_status import ClientRecord, ClientRegistry
 from xds_server.xds.identity import AccessControl
+from xds_server.xds.limits import (
+    StreamLimits,
+    StreamRefusedError,
+    check_node,
+    for_log,
+    too_many_names,
+    too_many_types,
+)
 from xds_server.xds.nodes import group_of, node_role
 
 log = logging.getLogger(__name__)
@@ -85,22 +94,39 @@ def push_order(type_urls: Iterable[str]) -> list[str]:
 
 
 class XdsStream(ABC, Generic[RequestT]):
-    """One ADS stream: reads requests in a task, pushes on every request or snapshot change."""
+    """One ADS stream: reads requests in a task, pushes on every request or snapshot change.
+
+    A push looks only at the types that may have changed: those a request touched, and, when
+    the group's snapshot moved, the types a snapshot serves. A type no snapshot serves is
+    answered when it is asked for and never looked at again, so a client subscribing to many
+    unknown types costs one step each, not a pass over all of them per request.
+    """
 
     protocol = ""
 
-    def __init__(self, cache: SnapshotCache, registry: ClientRegistry, write: Write) -> None:
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        registry: ClientRegistry,
+        write: Write,
+        limits: StreamLimits | None = None,
+    ) -> None:
         self._cache = cache
         self._registry = registry
         self._write = write
+        self._limits = limits or StreamLimits()
         self._wake = asyncio.Event()
         self._nonces = count(1)
         self._record: ClientRecord | None = None
         self._unwatch: Callable[[], None] | None = None
-        self._order: list[str] = []  # subscribed type URLs in push order
+        self._types: set[str] = set()  # subscribed type URLs
+        self._touched: set[str] = set()  # types a request changed since the last push
+        self._moved = True  # the group's snapshot changed since the last push
+        self._served: frozenset[str] = frozenset(PUSH_ORDER)  # types the last snapshot served
         self._names: dict[str, set[str]] = {}  # type URL -> the names this stream holds
         self.identity = ""  # the verified SPIFFE ID of the client, "" without mutual TLS
         self.namespace: str | None = None  # its namespace, which overrides the node metadata
+        self._held = 0  # names held over every type
 
     @property
     def record(self) -> ClientRecord:
@@ -113,13 +139,17 @@ class XdsStream(ABC, Generic[RequestT]):
         return str(next(self._nonces))
 
     async def run(self, requests: AsyncIterator[RequestT]) -> None:
-        """Serve the stream until the client closes it."""
+        """Serve the stream until the client closes it; raises ``StreamRefusedError`` when the
+        client went past a limit."""
         reader = asyncio.create_task(self._read(requests))
         try:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
                 if reader.done():
+                    refused = None if reader.cancelled() else reader.exception()
+                    if isinstance(refused, StreamRefusedError):
+                        raise refused
                     return
                 if self._record is None:
                     continue
@@ -144,29 +174,52 @@ class XdsStream(ABC, Generic[RequestT]):
                 if first:
                     self._identify(request.node)
                 if self.handle(request) or first:
+                    self._touched.add(str(request.type_url))
                     self._wake.set()
                 del request  # a request can be large; keep none while idle
         finally:
             self._wake.set()
 
     def _identify(self, node: Node) -> None:
+        check_node(node, self._limits)
         group = group_of(node, self.namespace)
+        try:
+            self._unwatch = self._cache.watch(group.key, self._snapshot_moved)
+        except GroupLimitError as refused:
+            log.warning("%s stream from %s refused: %s", self.protocol, for_log(node.id), refused)
+            raise StreamRefusedError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(refused)) from None
         self._record = self._registry.connect(
             node, node_role(node), group.key, self.protocol, identity=self.identity
         )
-        self._unwatch = self._cache.watch(group.key, self._wake.set)
         log.info(
             "%s stream from %s (group %s)",
             self.protocol,
-            node.id,
+            for_log(node.id),
             group.key,
             extra={"identity": self.identity} if self.identity else None,
         )
 
+    def _snapshot_moved(self) -> None:
+        self._moved = True
+        self._wake.set()
+
+    def types_to_push(self, snapshot: Snapshot) -> list[str]:
+        """The subscribed types whose response may differ from what was sent, in push order:
+        those requests touched and, if the snapshot moved, those it (or the last one) serves."""
+        types, self._touched = self._touched, set()
+        if self._moved:
+            self._moved = False
+            served = frozenset(snapshot.types)
+            types.update(t for t in self._served | served if t in self._types)
+            self._served = served | frozenset(PUSH_ORDER)
+        return push_order(types)
+
     def subscribe(self, type_url: str) -> None:
         """Note a type the client asks for the first time."""
+        if len(self._types) >= self._limits.max_types:
+            raise too_many_types(self._limits)
+        self._types.add(type_url)
         self.record.subscribed(type_url)
-        self._order = push_order([*self._order, type_url])
 
     def hold(self, type_url: str, added: Iterable[str], removed: Iterable[str]) -> None:
         """Tell the cache which names of ``type_url`` this stream now holds and lets go of (it
@@ -174,6 +227,9 @@ class XdsStream(ABC, Generic[RequestT]):
         held = self._names.setdefault(type_url, set())
         added = [name for name in added if name not in held]
         removed = [name for name in removed if name in held]
+        self._held += len(added) - len(removed)
+        if self._held > self._limits.max_names:
+            raise too_many_names(self._limits)
         held.update(added)
         held.difference_update(removed)
         if added or removed:
@@ -215,8 +271,14 @@ class SotwStream(XdsStream[DiscoveryRequest]):
 
     protocol = "sotw"
 
-    def __init__(self, cache: SnapshotCache, registry: ClientRegistry, write: Write) -> None:
-        super().__init__(cache, registry, write)
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        registry: ClientRegistry,
+        write: Write,
+        limits: StreamLimits | None = None,
+    ) -> None:
+        super().__init__(cache, registry, write, limits)
         self._subscriptions: dict[str, _Subscription] = {}
 
     def handle(self, request: DiscoveryRequest) -> bool:
@@ -227,13 +289,23 @@ class SotwStream(XdsStream[DiscoveryRequest]):
             sub = self._subscriptions[type_url] = _Subscription()
             self.subscribe(type_url)
         nonce = str(request.response_nonce)
-        if nonce and nonce != sub.nonce:
+        if nonce and not sub.nonce:
+            # Nothing of this type was sent on this stream: the nonce is from an earlier stream
+            # (a proxy reconnecting). Take the request as a subscription, as go-control-plane
+            # does; treating it as stale would leave the client waiting for ever.
+            nonce = ""
+        elif nonce and nonce != sub.nonce:
             log.debug("stale %s request (nonce %s, latest %s) ignored", type_url, nonce, sub.nonce)
             return first
         if nonce:
             if request.HasField("error_detail"):
                 error = str(request.error_detail.message)
-                log.warning("%s rejected %s: %s", self.record.node.id, type_url, error)
+                log.warning(
+                    "%s rejected %s: %s",
+                    for_log(self.record.node.id),
+                    for_log(type_url),
+                    for_log(error, 2000),
+                )
                 self.record.nacked(type_url, nonce, error)
             else:
                 self.record.acked(type_url, nonce)
@@ -253,7 +325,7 @@ class SotwStream(XdsStream[DiscoveryRequest]):
         return changed
 
     async def push(self, snapshot: Snapshot) -> None:
-        for type_url in self._order:
+        for type_url in self.types_to_push(snapshot):
             sub = self._subscriptions[type_url]
             selection = snapshot.of_type(type_url).select(None if sub.wildcard else sub.names)
             if selection.version == sub.sent_version:
@@ -281,11 +353,32 @@ async def run_admitted(
     checked, identity = admitted
     if identity is not None:
         stream.identity, stream.namespace = identity.uri, identity.namespace
-    await stream.run(checked)
+    await serve_stream(stream, checked, context)
+
+
+async def serve_stream(
+    stream: XdsStream[RequestT],
+    requests: AsyncIterator[RequestT],
+    context: grpc.aio.ServicerContext[bytes, bytes],
+) -> None:
+    """Run ``stream``; a client past a limit gets the status that names it.
+
+    A stream cancelled because the client left or the server is stopping just ends: that is how
+    every stream of a server shutting down ends, not an error to log.
+    """
+    try:
+        await stream.run(requests)
+    except StreamRefusedError as refused:
+        await context.abort(refused.code, refused.details)
+    except asyncio.CancelledError:
+        log.debug("%s stream cancelled", stream.protocol)
 
 
 def sotw_method_handler(
-    cache: SnapshotCache, registry: ClientRegistry, access: AccessControl | None = None
+    cache: SnapshotCache,
+    registry: ClientRegistry,
+    access: AccessControl | None = None,
+    limits: StreamLimits | None = None,
 ) -> grpc.RpcMethodHandler[DiscoveryRequest, bytes]:
     """The ``StreamAggregatedResources`` handler; ``access`` decides who may open a stream."""
     gate = access or AccessControl()
@@ -293,7 +386,9 @@ def sotw_method_handler(
     async def stream(
         requests: AsyncIterator[DiscoveryRequest], context: grpc.aio.ServicerContext[bytes, bytes]
     ) -> None:
-        await run_admitted(SotwStream(cache, registry, context.write), gate, requests, context)
+        await run_admitted(
+            SotwStream(cache, registry, context.write, limits), gate, requests, context
+        )
 
     return grpc.stream_stream_rpc_method_handler(
         stream,

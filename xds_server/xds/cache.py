@@ -11,6 +11,7 @@ callback that the cache calls (with no arguments) whenever that group's snapshot
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import logging
@@ -387,6 +388,27 @@ class Serializer:
             raise ValueError(f"two {type_url} resources named {twice!r}")
         return _sorted_set(type_url, messages, by_name, messages.references, {})
 
+    def retain(self, snapshots: Iterable[Snapshot | None]) -> None:
+        """Forget every resource set (and message, and body) that none of ``snapshots`` holds:
+        what was made for a group that is gone."""
+        live = {id(t) for s in snapshots if s is not None for t in s.types.values()}
+        kept: set[int] = set()
+        bodies: set[int] = set()
+        for sets in (self._sets_held, self._sets_used):
+            for key, found in list(sets.items()):
+                if id(found.resources) in live:
+                    kept.update(found.prepared)
+                    bodies.update(id(r.body) for r in found.resources.by_name.values())
+                else:
+                    del sets[key]
+        for messages in (self._held, self._used):
+            for message_id in [i for i in messages if i not in kept]:
+                del messages[message_id]
+        for by_type in (self._bodies_held, self._bodies_used):
+            for by_id in by_type.values():
+                for body_id in [i for i in by_id if i not in bodies]:
+                    del by_id[body_id]
+
     def end_round(self) -> None:
         self._held, self._used = self._used, {}
         self._sets_held, self._sets_used = self._sets_used, {}
@@ -446,12 +468,36 @@ def _versions_differ(before: Snapshot, after: Snapshot) -> bool:
 
 Watcher = Callable[[], None]
 
+DEFAULT_MAX_GROUPS = 100
+DEFAULT_GROUP_GRACE_S = 60.0
+
+
+class GroupLimitError(Exception):
+    """A node asked for a group the cache may not create: ``max_groups`` are held already."""
+
+    def __init__(self, group: str, limit: int) -> None:
+        super().__init__(
+            f"node group limit reached: {limit} groups are in use (max groups {limit});"
+            f" group {group!r} was not created"
+        )
+        self.group = group
+        self.limit = limit
+
 
 class SnapshotCache:
     """The last good snapshot per node group, and who to tell when one changes.
 
     Use from one event loop thread. ``on_group_requested`` is called once for every group a
     node asks for that has never had a snapshot, so the wiring can build it.
+
+    Clients decide which groups exist (a node's metadata names its group), so groups are
+    bounded: at most ``max_groups`` are in use at once (a watch that would create one more
+    raises ``GroupLimitError``), and a group that no watcher holds any more is dropped
+    ``group_grace`` seconds later — its snapshot and everything kept for it — unless a watcher
+    came back meanwhile (a proxy reconnecting finds its snapshot). ``on_group_dropped`` is called
+    with each dropped group, so the wiring can forget what it built for it. Without a running
+    event loop to time the grace period, an unheld group is dropped at once if the grace is 0
+    and kept otherwise.
 
     The cache also keeps, per group, the listener names its streams subscribe to by name
     (proxyless gRPC clients ask for the listener of each target they dial), counting the streams
@@ -467,6 +513,10 @@ class SnapshotCache:
         self,
         on_group_requested: Callable[[str], None] | None = None,
         on_listeners_requested: Callable[[str], None] | None = None,
+        *,
+        max_groups: int = DEFAULT_MAX_GROUPS,
+        group_grace: float = DEFAULT_GROUP_GRACE_S,
+        on_group_dropped: Callable[[str], None] | None = None,
     ) -> None:
         self._snapshots: dict[str, Snapshot] = {}
         self._watchers: dict[str, set[Watcher]] = {}
@@ -475,6 +525,10 @@ class SnapshotCache:
         self._listeners_released: dict[str, OrderedDict[str, None]] = {}  # oldest first
         self._on_group_requested = on_group_requested
         self._on_listeners_requested = on_listeners_requested
+        self._on_group_dropped = on_group_dropped
+        self.max_groups = max_groups
+        self.group_grace = group_grace
+        self._drops: dict[str, asyncio.TimerHandle] = {}  # unheld groups waiting out the grace
         self.rejections: dict[str, str] = {}
 
     def set_snapshot(self, group: str, snapshot: Snapshot) -> bool:
@@ -509,14 +563,58 @@ class SnapshotCache:
         return frozenset(self._requested)
 
     def watch(self, group: str, notify: Watcher) -> Callable[[], None]:
-        """Call ``notify`` whenever ``group``'s snapshot changes; returns the way to stop."""
+        """Call ``notify`` whenever ``group``'s snapshot changes; returns the way to stop.
+
+        Raises ``GroupLimitError`` for a group new to the cache while ``max_groups`` groups
+        are in use.
+        """
         if group not in self._requested:
+            if len(self._requested) >= self.max_groups:
+                raise GroupLimitError(group, self.max_groups)
             self._requested.add(group)
             if group not in self._snapshots and self._on_group_requested is not None:
                 self._on_group_requested(group)
+        pending = self._drops.pop(group, None)
+        if pending is not None:
+            pending.cancel()
         watchers = self._watchers.setdefault(group, set())
         watchers.add(notify)
-        return lambda: watchers.discard(notify)
+        return lambda: self._unwatch(group, notify)
+
+    def _unwatch(self, group: str, notify: Watcher) -> None:
+        watchers = self._watchers.get(group)
+        if watchers is None or notify not in watchers:
+            return
+        watchers.discard(notify)
+        if watchers or group in self._drops:
+            return
+        if self.group_grace <= 0:
+            self._drop(group)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # nothing to time the grace period with: keep the group
+        self._drops[group] = loop.call_later(self.group_grace, self._drop, group)
+
+    def _drop(self, group: str) -> None:
+        """Forget ``group``, which no watcher holds, and everything kept for it."""
+        self._drops.pop(group, None)
+        if self._watchers.get(group):
+            return
+        self._watchers.pop(group, None)
+        self._snapshots.pop(group, None)
+        self._requested.discard(group)
+        self._listener_holders.pop(group, None)
+        self._listeners_released.pop(group, None)
+        self.rejections.pop(group, None)
+        log.info("dropped node group %s: no stream held it for %gs", group, self.group_grace)
+        if self._on_group_dropped is not None:
+            self._on_group_dropped(group)
+
+    def groups_in_use(self) -> int:
+        """How many groups count against ``max_groups`` (held, or in their grace period)."""
+        return len(self._requested)
 
     def subscribed(
         self, group: str, type_url: str, added: Iterable[str], removed: Iterable[str] = ()

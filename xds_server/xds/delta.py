@@ -19,6 +19,7 @@ from xds_server.xds.ads import Write, XdsStream, identity, run_admitted, shared_
 from xds_server.xds.cache import Snapshot, SnapshotCache, length_delimited
 from xds_server.xds.client_status import ClientRegistry
 from xds_server.xds.identity import AccessControl
+from xds_server.xds.limits import StreamLimits, for_log
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,14 @@ class DeltaStream(XdsStream[DeltaDiscoveryRequest]):
 
     protocol = "delta"
 
-    def __init__(self, cache: SnapshotCache, registry: ClientRegistry, write: Write) -> None:
-        super().__init__(cache, registry, write)
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        registry: ClientRegistry,
+        write: Write,
+        limits: StreamLimits | None = None,
+    ) -> None:
+        super().__init__(cache, registry, write, limits)
         self._subscriptions: dict[str, _DeltaSubscription] = {}
 
     def handle(self, request: DeltaDiscoveryRequest) -> bool:
@@ -70,7 +77,12 @@ class DeltaStream(XdsStream[DeltaDiscoveryRequest]):
         if nonce and nonce == sub.nonce:
             if request.HasField("error_detail"):
                 error = str(request.error_detail.message)
-                log.warning("%s rejected %s: %s", self.record.node.id, type_url, error)
+                log.warning(
+                    "%s rejected %s: %s",
+                    for_log(self.record.node.id),
+                    for_log(type_url),
+                    for_log(error, 2000),
+                )
                 self.record.nacked(type_url, nonce, error)
             else:
                 self.record.acked(type_url, nonce)
@@ -101,7 +113,7 @@ class DeltaStream(XdsStream[DeltaDiscoveryRequest]):
         )
 
     async def push(self, snapshot: Snapshot) -> None:
-        for type_url in self._order:
+        for type_url in self.types_to_push(snapshot):
             sub = self._subscriptions[type_url]
             resources = snapshot.of_type(type_url)
             if sub.wildcard:
@@ -131,7 +143,10 @@ class DeltaStream(XdsStream[DeltaDiscoveryRequest]):
 
 
 def delta_method_handler(
-    cache: SnapshotCache, registry: ClientRegistry, access: AccessControl | None = None
+    cache: SnapshotCache,
+    registry: ClientRegistry,
+    access: AccessControl | None = None,
+    limits: StreamLimits | None = None,
 ) -> grpc.RpcMethodHandler[DeltaDiscoveryRequest, bytes]:
     """The ``DeltaAggregatedResources`` handler; ``access`` decides who may open a stream."""
     gate = access or AccessControl()
@@ -140,7 +155,9 @@ def delta_method_handler(
         requests: AsyncIterator[DeltaDiscoveryRequest],
         context: grpc.aio.ServicerContext[bytes, bytes],
     ) -> None:
-        await run_admitted(DeltaStream(cache, registry, context.write), gate, requests, context)
+        await run_admitted(
+            DeltaStream(cache, registry, context.write, limits), gate, requests, context
+        )
 
     return grpc.stream_stream_rpc_method_handler(
         stream,
