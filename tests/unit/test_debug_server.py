@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 import urllib.request
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -48,9 +49,14 @@ def request(path: str, method: str = "GET", headers: str = "") -> bytes:
     return f"{method} {path} HTTP/1.1\r\nHost: debug\r\n{headers}\r\n".encode()
 
 
+# Bytes read past the end of a response (pipelined responses may arrive in one read), per socket.
+_UNREAD: weakref.WeakKeyDictionary[socket.socket, bytes] = weakref.WeakKeyDictionary()
+
+
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 response with a Content-Length (as the server sends them)."""
-    data = b""
+    """One HTTP/1.1 response with a Content-Length (as the server sends them); what follows it
+    is kept for the next call."""
+    data = _UNREAD.pop(sock, b"")
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         assert chunk, f"closed before a whole response head: {data!r}"
@@ -59,15 +65,13 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     status_line, *lines = head.decode("latin-1").split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines)}
     length = int(headers.get("content-length", "0"))
-    return int(status_line.split()[1]), headers, rest if length == 0 else _rest(sock, rest, length)
-
-
-def _rest(sock: socket.socket, body: bytes, length: int) -> bytes:
-    while len(body) < length:
+    while len(rest) < length:
         chunk = sock.recv(65536)
         assert chunk, "closed in the middle of a body"
-        body += chunk
-    return body
+        rest += chunk
+    if len(rest) > length:
+        _UNREAD[sock] = rest[length:]
+    return int(status_line.split()[1]), headers, rest[:length]
 
 
 def closed_by_server(sock: socket.socket, within: float) -> bool:
