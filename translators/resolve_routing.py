@@ -1086,6 +1086,11 @@ class _Compiler:
         redirect = spec.redirect
         if redirect.port:
             self.check_port(redirect.port, f"{at}.port")
+        if not (redirect.uri or redirect.authority or redirect.scheme or redirect.port):
+            # Istio rejects it: it would send every request back to its own URL, forever.
+            self.problems.add(
+                at, "must change the uri, authority, scheme or port; this one redirects to itself"
+            )
         code = redirect.redirect_code or 301
         if code not in (301, 302, 303, 307, 308):
             self.problems.add(f"{at}.redirectCode", "must be 301, 302, 303, 307 or 308")
@@ -1114,6 +1119,8 @@ class _Compiler:
         regex = rewrite.uri_regex_rewrite
         if rewrite.HasField("uri_regex_rewrite"):
             self.check_regex(regex.match, f"{at}.uriRegexRewrite.match")
+            if rewrite.uri:  # as Istio: one path rewrite, not one of them dropped
+                self.problems.add(at, "may only contain one of uri or uriRegexRewrite")
         return Rewrite(
             uri=rewrite.uri,
             authority=rewrite.authority,

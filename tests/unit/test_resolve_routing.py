@@ -906,6 +906,39 @@ def test_direct_response_errors(rule: Obj, field: str, fragment: str) -> None:
     assert has(result.diagnostics, "VirtualService/reviews", field, Severity.ERROR, fragment)
 
 
+@pytest.mark.parametrize(
+    ("rule", "field", "fragment"),
+    [
+        ({"redirect": {"redirectCode": 302}}, "spec.http[0].redirect", "redirects to itself"),
+        ({"redirect": {}}, "spec.http[0].redirect", "redirects to itself"),
+        (
+            {
+                "route": [{"destination": {"host": "reviews"}}],
+                "rewrite": {"uri": "/v2", "uriRegexRewrite": {"match": "^/v1", "rewrite": "/v2"}},
+            },
+            "spec.http[0].rewrite",
+            "one of uri or uriRegexRewrite",
+        ),
+    ],
+    ids=["redirect-changing-nothing", "empty-redirect", "rewrite-uri-and-regex"],
+)
+def test_redirects_and_rewrites_istio_rejects_are_errors(
+    rule: Obj, field: str, fragment: str
+) -> None:
+    vs = virtual_service("reviews", ["reviews"], [rule])
+    result = run(*versioned_service(), vs)
+    assert has(result.diagnostics, "VirtualService/reviews", field, Severity.ERROR, fragment)
+
+
+@pytest.mark.parametrize(
+    "redirect", [{"scheme": "https"}, {"port": 8443}], ids=["scheme-only", "port-only"]
+)
+def test_a_redirect_changing_only_scheme_or_port_is_accepted(redirect: Obj) -> None:
+    vs = virtual_service("reviews", ["reviews"], [{"redirect": redirect}])
+    result = run(*versioned_service(), vs)
+    assert not result.has_errors, result.diagnostics
+
+
 def test_a_retry_backoff_envoy_would_reject_is_an_error() -> None:
     rule = http_route(destination("reviews", "v1"), retries={"attempts": 2, "backoff": "1ms"})
     result = run(*versioned_service(), virtual_service("reviews", ["reviews"], [rule]))
