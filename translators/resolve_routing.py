@@ -3,9 +3,9 @@
 Three steps, so that the last good version of an object can stand in for an invalid one:
 
 1. `compile_destination_rule` checks one DestinationRule on its own;
-   `index_destination_rules` keeps one rule per service host and namespace, and answers which
-   one a client in a namespace gets (Istio's order: the client's namespace, the service's, the
-   root namespace's).
+   `index_destination_rules` keeps one rule per service host and namespace (rules of one
+   namespace merged, as Istio merges them), and answers which one a client in a namespace gets
+   (Istio's order: the client's namespace, the service's, the root namespace's).
 2. `compile_virtual_service` checks one VirtualService against the services and the subsets the
    rules define, and turns its ``http``/``tcp`` rules into model routes.
 3. `resolve_routing` assembles clusters and virtual hosts for the clients of one namespace (the
@@ -346,8 +346,8 @@ def index_destination_rules(
     domain: str = CLUSTER_DOMAIN,
     root_namespace: str = ROOT_NAMESPACE,
 ) -> tuple[DestinationRuleIndex, list[Diagnostic]]:
-    """The rules of each service host, one per namespace (the oldest; a younger one in the same
-    namespace is an error); rules for unknown hosts get a warning."""
+    """The rules of each service host, one per namespace (younger ones in the same namespace
+    merged into the oldest, with a warning); rules for unknown hosts get a warning."""
     diagnostics: list[Diagnostic] = []
     found: list[tuple[str, DestinationRuleSpec]] = []
     for rule in rules:
@@ -370,13 +370,15 @@ def index_destination_rules(
         held = by_namespace.setdefault(hostname, {})
         winner = held.get(rule.source.namespace)
         if winner is not None:
+            held[rule.source.namespace], message = _merged_rule(winner, rule)
             diagnostics.append(
                 _diagnostic(
                     "DestinationRule",
                     rule.source,
                     "spec.host",
                     f"{hostname} already has the older DestinationRule {winner.source};"
-                    " this one is ignored",
+                    f" merged into it as Istio merges them: {message}",
+                    Severity.WARNING,
                 )
             )
             continue
@@ -410,6 +412,40 @@ def index_destination_rules(
         DestinationRuleIndex(by_host, subset_names, by_namespace, root_namespace),
         diagnostics,
     )
+
+
+def _merged_rule(
+    older: DestinationRuleSpec, later: DestinationRuleSpec
+) -> tuple[DestinationRuleSpec, str]:
+    """Two rules of one namespace for one host, merged as Istio merges them: the older one,
+    plus the later one's subsets whose names it does not define yet, plus the later one's
+    top-level traffic policy only if the older one has none. And what was taken, in words."""
+    spec = DestinationRule()
+    spec.CopyFrom(older.spec)
+    labels = dict(older.subset_labels)
+    added: list[str] = []
+    clashing: list[str] = []
+    for subset in later.spec.subsets:
+        if subset.name in labels:
+            clashing.append(subset.name)
+            continue
+        spec.subsets.append(subset)
+        labels[subset.name] = later.subset_labels[subset.name]
+        added.append(subset.name)
+    parts = [f"subsets {', '.join(added)} added" if added else "no subset added"]
+    if clashing:
+        parts.append(f"subsets {', '.join(clashing)} are the older rule's and are ignored here")
+    if later.spec.HasField("traffic_policy"):
+        if spec.HasField("traffic_policy"):
+            parts.append("the trafficPolicy is ignored (the older rule has one)")
+        else:
+            spec.traffic_policy.CopyFrom(later.spec.traffic_policy)
+            parts.append("the trafficPolicy applies")
+    has_policy = spec.HasField("traffic_policy") or any(
+        subset.HasField("traffic_policy") for subset in spec.subsets
+    )
+    merged = replace(older, spec=spec, subset_labels=labels, has_policy=has_policy)
+    return merged, "; ".join(parts)
 
 
 def _diagnostic(

@@ -214,19 +214,51 @@ def test_without_a_destination_rule_clusters_get_the_default_policy() -> None:
     assert cluster(run(service("reviews")).model, DEFAULT).policy == TrafficPolicy()
 
 
-def test_the_oldest_destination_rule_for_a_host_wins() -> None:
+def test_two_destination_rules_for_a_host_in_one_namespace_merge_as_in_istio() -> None:
+    # Istio: the older rule, plus the later one's subsets whose names are new, plus the later
+    # one's top-level policy only when the older rule has none.
     older = destination_rule(
         "a-old", "reviews", {"v1": {"version": "v1"}}, created="2024-01-01T00:00:00Z"
     )
     newer = destination_rule(
         "b-new",
         "reviews.default.svc.cluster.local",
-        {"v9": {"version": "v9"}},
+        {"v1": {"version": "other"}, "v9": {"version": "v9"}},
         created="2024-02-01T00:00:00Z",
+        trafficPolicy={"loadBalancer": {"simple": "RANDOM"}},
     )
     result = run(service("reviews"), newer, older)
-    assert sorted(c.subset for c in result.model.clusters) == ["", "v1"]
-    assert has(result.diagnostics, "DestinationRule/b-new", "spec.host", Severity.ERROR, "a-old")
+    assert sorted(c.subset for c in result.model.clusters) == ["", "v1", "v9"]
+    assert cluster(result.model, DEFAULT).policy.load_balancer is LoadBalancer.RANDOM
+    assert not result.has_errors, result.diagnostics
+    (warning,) = [d for d in result.diagnostics if d.name == "b-new"]
+    assert (warning.field, warning.severity) == ("spec.host", Severity.WARNING)
+    assert "a-old" in warning.message
+    assert "subsets v9 added" in warning.message
+    assert "v1 are the older rule's" in warning.message
+    assert "the trafficPolicy applies" in warning.message
+
+
+def test_a_later_rules_policy_does_not_replace_the_older_rules() -> None:
+    older = destination_rule(
+        "a-old",
+        "reviews",
+        {},
+        created="2024-01-01T00:00:00Z",
+        trafficPolicy={"loadBalancer": {"simple": "ROUND_ROBIN"}},
+    )
+    newer = destination_rule(
+        "b-new",
+        "reviews",
+        {},
+        created="2024-02-01T00:00:00Z",
+        trafficPolicy={"loadBalancer": {"simple": "RANDOM"}},
+    )
+    result = run(service("reviews"), newer, older)
+    assert cluster(result.model, DEFAULT).policy.load_balancer is LoadBalancer.ROUND_ROBIN
+    assert has(
+        result.diagnostics, "DestinationRule/b-new", "spec.host", Severity.WARNING, "ignored"
+    )
 
 
 def test_a_destination_rule_elsewhere_applies_only_to_clients_in_its_namespace() -> None:
