@@ -1014,7 +1014,20 @@ class _Compiler:
         found: list[WeightedCluster] = []
         ports: set[int] = set()
         total = 0
+        unknown = False
         for j, (destination, weight, headers) in enumerate(entries):
+            host = _normal_host(destination.host)
+            if host and self.mesh.hostname(host) is None:
+                # As in Istio: the VirtualService stands, this rule's requests get 503.
+                self.problems.add(
+                    f"{at}[{j}].destination.host",
+                    f"{destination.host!r} is not a known service; this rule answers 503"
+                    " until it is",
+                    Severity.WARNING,
+                )
+                unknown = True
+                total += max(weight, 0)
+                continue
             cluster, port = self.cluster(destination, f"{at}[{j}].destination")
             if headers is not None:
                 self.headers(headers, f"{at}[{j}].headers")
@@ -1032,6 +1045,8 @@ class _Compiler:
                 )
         if len(entries) > 1 and total == 0 and not any(w < 0 for _, w, _ in entries):
             self.problems.add(at, "weights sum to 0; give at least one destination a weight")
+        if unknown:  # no share of the split goes elsewhere: the whole rule answers 503
+            return (), ports
         return tuple(found), ports
 
     def headers(self, spec: HeadersSpec, at: str) -> Headers:

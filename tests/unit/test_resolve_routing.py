@@ -776,7 +776,6 @@ def test_tcp_rules_are_resolved_per_service_port() -> None:
 @pytest.mark.parametrize(
     ("dest", "field", "fragment"),
     [
-        (destination("ratings"), "spec.http[0].route[0].destination.host", "not a known service"),
         (destination("reviews", "v9"), "spec.http[0].route[0].destination.subset", "'v9'"),
         (
             destination("reviews", port=81),
@@ -787,7 +786,6 @@ def test_tcp_rules_are_resolved_per_service_port() -> None:
         (destination("reviews", "v1", weight=-5), "spec.http[0].route[0].weight", "negative"),
     ],
     ids=[
-        "an-unknown-destination-host-is-an-error",
         "a-subset-missing-from-the-destination-rule-is-an-error",
         "an-unknown-destination-port-is-an-error",
         "a-multi-port-destination-needs-a-port",
@@ -800,6 +798,27 @@ def test_destination_errors(dest: Obj, field: str, fragment: str) -> None:
     result = run(*versioned_service(), multi, vs)
     assert has(result.diagnostics, "VirtualService/vs", field, Severity.ERROR, fragment)
     assert only_route(result).destinations == (WeightedCluster(DEFAULT, 100),)
+
+
+@pytest.mark.parametrize(
+    "dests",
+    [
+        [destination("ratings")],
+        [destination("reviews", "v1", weight=90), destination("ratings", weight=10)],
+    ],
+    ids=["alone", "in-a-split"],
+)
+def test_an_unknown_destination_host_fails_only_its_rule(dests: list[Obj]) -> None:
+    # Istio accepts the VirtualService; requests on that rule get 503.
+    broken = http_route(*dests, match=[{"uri": {"prefix": "/ratings"}}])
+    working = http_route(destination("reviews", "v2"))
+    result = run(*versioned_service(), virtual_service("vs", ["reviews"], [broken, working]))
+    assert not result.has_errors, result.diagnostics
+    field = f"spec.http[0].route[{len(dests) - 1}].destination.host"
+    assert has(result.diagnostics, "VirtualService/vs", field, Severity.WARNING, "answers 503")
+    first, second = vhost(result.model.mesh_hosts, f"{REVIEWS}:80").routes
+    assert first.destinations == ()  # no destination: Envoy answers 503
+    assert second.destinations == (WeightedCluster(V2, 100),)
 
 
 def test_all_zero_weights_are_an_error_on_the_route() -> None:
