@@ -1137,10 +1137,13 @@ class _Compiler:
         redirect = spec.redirect
         if redirect.port:
             self.check_port(redirect.port, f"{at}.port")
-        if not (redirect.uri or redirect.authority or redirect.scheme or redirect.port):
+        changes = (redirect.uri, redirect.prefix_rewrite, redirect.authority, redirect.scheme)
+        if not (any(changes) or redirect.port):
             # Istio rejects it: it would send every request back to its own URL, forever.
             self.problems.add(
-                at, "must change the uri, authority, scheme or port; this one redirects to itself"
+                at,
+                "must change the uri (or its prefix), authority, scheme or port; this one"
+                " redirects to itself",
             )
         code = redirect.redirect_code or 301
         if code not in (301, 302, 303, 307, 308):
