@@ -174,7 +174,12 @@ def cluster_template(
         connect_ms = pool.connect_timeout_ms
     out = cluster_pb2.Cluster(type=cluster_pb2.Cluster.EDS, connect_timeout=duration(connect_ms))
     out.eds_cluster_config.eds_config.CopyFrom(ads_config_source())
-    out.common_lb_config.locality_weighted_lb_config.SetInParent()
+    if policy.consistent_hash is None:
+        # Locality weighting is for the balancers that pick a locality, then a host in it.
+        # Ring hash and Maglev put every host on one ring or table, where locality weights
+        # only scale host weights (equal here), and Istio leaves it off for them; with it,
+        # Envoy picked no host at all when the endpoints had no locality (every request 503).
+        out.common_lb_config.locality_weighted_lb_config.SetInParent()
     _set_load_balancing(out, policy, grpc=grpc)
     out.circuit_breakers.thresholds.append(circuit_breaker_thresholds(pool))
     codes = policy.outlier_detection.error_codes if policy.outlier_detection else ()

@@ -53,10 +53,11 @@ def _port_value(port: int) -> bytes:
 
 
 class _Localities(dict[str, bytes]):
-    """The ``locality`` field of each zone (nothing for the empty zone)."""
+    """The ``locality`` field of each zone; present, and empty, for endpoints without a zone:
+    gRPC clients reject a ``LocalityLbEndpoints`` without one."""
 
     def __missing__(self, zone: str) -> bytes:
-        locality = length_delimited(1, string_field(2, zone)) if zone else b""
+        locality = length_delimited(1, string_field(2, zone) if zone else b"")
         self[zone] = locality
         return locality
 

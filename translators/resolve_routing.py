@@ -3,9 +3,9 @@
 Three steps, so that the last good version of an object can stand in for an invalid one:
 
 1. `compile_destination_rule` checks one DestinationRule on its own;
-   `index_destination_rules` keeps one rule per service host and namespace, and answers which
-   one a client in a namespace gets (Istio's order: the client's namespace, the service's, the
-   root namespace's).
+   `index_destination_rules` keeps one rule per service host and namespace (rules of one
+   namespace merged, as Istio merges them), and answers which one a client in a namespace gets
+   (Istio's order: the client's namespace, the service's, the root namespace's).
 2. `compile_virtual_service` checks one VirtualService against the services and the subsets the
    rules define, and turns its ``http``/``tcp`` rules into model routes.
 3. `resolve_routing` assembles clusters and virtual hosts for the clients of one namespace (the
@@ -346,8 +346,8 @@ def index_destination_rules(
     domain: str = CLUSTER_DOMAIN,
     root_namespace: str = ROOT_NAMESPACE,
 ) -> tuple[DestinationRuleIndex, list[Diagnostic]]:
-    """The rules of each service host, one per namespace (the oldest; a younger one in the same
-    namespace is an error); rules for unknown hosts get a warning."""
+    """The rules of each service host, one per namespace (younger ones in the same namespace
+    merged into the oldest, with a warning); rules for unknown hosts get a warning."""
     diagnostics: list[Diagnostic] = []
     found: list[tuple[str, DestinationRuleSpec]] = []
     for rule in rules:
@@ -370,13 +370,15 @@ def index_destination_rules(
         held = by_namespace.setdefault(hostname, {})
         winner = held.get(rule.source.namespace)
         if winner is not None:
+            held[rule.source.namespace], message = _merged_rule(winner, rule)
             diagnostics.append(
                 _diagnostic(
                     "DestinationRule",
                     rule.source,
                     "spec.host",
                     f"{hostname} already has the older DestinationRule {winner.source};"
-                    " this one is ignored",
+                    f" merged into it as Istio merges them: {message}",
+                    Severity.WARNING,
                 )
             )
             continue
@@ -410,6 +412,40 @@ def index_destination_rules(
         DestinationRuleIndex(by_host, subset_names, by_namespace, root_namespace),
         diagnostics,
     )
+
+
+def _merged_rule(
+    older: DestinationRuleSpec, later: DestinationRuleSpec
+) -> tuple[DestinationRuleSpec, str]:
+    """Two rules of one namespace for one host, merged as Istio merges them: the older one,
+    plus the later one's subsets whose names it does not define yet, plus the later one's
+    top-level traffic policy only if the older one has none. And what was taken, in words."""
+    spec = DestinationRule()
+    spec.CopyFrom(older.spec)
+    labels = dict(older.subset_labels)
+    added: list[str] = []
+    clashing: list[str] = []
+    for subset in later.spec.subsets:
+        if subset.name in labels:
+            clashing.append(subset.name)
+            continue
+        spec.subsets.append(subset)
+        labels[subset.name] = later.subset_labels[subset.name]
+        added.append(subset.name)
+    parts = [f"subsets {', '.join(added)} added" if added else "no subset added"]
+    if clashing:
+        parts.append(f"subsets {', '.join(clashing)} are the older rule's and are ignored here")
+    if later.spec.HasField("traffic_policy"):
+        if spec.HasField("traffic_policy"):
+            parts.append("the trafficPolicy is ignored (the older rule has one)")
+        else:
+            spec.traffic_policy.CopyFrom(later.spec.traffic_policy)
+            parts.append("the trafficPolicy applies")
+    has_policy = spec.HasField("traffic_policy") or any(
+        subset.HasField("traffic_policy") for subset in spec.subsets
+    )
+    merged = replace(older, spec=spec, subset_labels=labels, has_policy=has_policy)
+    return merged, "; ".join(parts)
 
 
 def _diagnostic(
@@ -978,7 +1014,20 @@ class _Compiler:
         found: list[WeightedCluster] = []
         ports: set[int] = set()
         total = 0
+        unknown = False
         for j, (destination, weight, headers) in enumerate(entries):
+            host = _normal_host(destination.host)
+            if host and self.mesh.hostname(host) is None:
+                # As in Istio: the VirtualService stands, this rule's requests get 503.
+                self.problems.add(
+                    f"{at}[{j}].destination.host",
+                    f"{destination.host!r} is not a known service; this rule answers 503"
+                    " until it is",
+                    Severity.WARNING,
+                )
+                unknown = True
+                total += max(weight, 0)
+                continue
             cluster, port = self.cluster(destination, f"{at}[{j}].destination")
             if headers is not None:
                 self.headers(headers, f"{at}[{j}].headers")
@@ -996,6 +1045,8 @@ class _Compiler:
                 )
         if len(entries) > 1 and total == 0 and not any(w < 0 for _, w, _ in entries):
             self.problems.add(at, "weights sum to 0; give at least one destination a weight")
+        if unknown:  # no share of the split goes elsewhere: the whole rule answers 503
+            return (), ports
         return tuple(found), ports
 
     def headers(self, spec: HeadersSpec, at: str) -> Headers:
@@ -1086,6 +1137,14 @@ class _Compiler:
         redirect = spec.redirect
         if redirect.port:
             self.check_port(redirect.port, f"{at}.port")
+        changes = (redirect.uri, redirect.prefix_rewrite, redirect.authority, redirect.scheme)
+        if not (any(changes) or redirect.port):
+            # Istio rejects it: it would send every request back to its own URL, forever.
+            self.problems.add(
+                at,
+                "must change the uri (or its prefix), authority, scheme or port; this one"
+                " redirects to itself",
+            )
         code = redirect.redirect_code or 301
         if code not in (301, 302, 303, 307, 308):
             self.problems.add(f"{at}.redirectCode", "must be 301, 302, 303, 307 or 308")
@@ -1114,6 +1173,8 @@ class _Compiler:
         regex = rewrite.uri_regex_rewrite
         if rewrite.HasField("uri_regex_rewrite"):
             self.check_regex(regex.match, f"{at}.uriRegexRewrite.match")
+            if rewrite.uri:  # as Istio: one path rewrite, not one of them dropped
+                self.problems.add(at, "may only contain one of uri or uriRegexRewrite")
         return Rewrite(
             uri=rewrite.uri,
             authority=rewrite.authority,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from translators.api.networking_pb2 import VirtualService
+from translators.delegation import expand_delegation
 from translators.diagnostics import Diagnostic, Severity
 from translators.memo import Memo, MemoEntries
 from translators.model import Cluster, ClusterEndpoints, MeshModel, Service, VirtualHost
@@ -330,8 +331,13 @@ def translate(
         )
         return compiled, found + more
 
+    # Roots take their delegates' rules; delegates (no hosts) count only through a root.
+    roots, delegation_diagnostics = expand_delegation(
+        objects_by_kind.keyed.get("VirtualService", {})
+    )
+    acceptor.diagnostics.extend(delegation_diagnostics)
     virtual_services = acceptor.accept(
-        objects_by_kind.keyed.get("VirtualService", {}),
+        roots,
         objects_by_kind.unnamed.get("VirtualService", ()),
         check_virtual_service,
     )

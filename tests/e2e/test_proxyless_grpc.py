@@ -34,8 +34,9 @@ TIMEOUT_S = 30.0
 
 
 @contextmanager
-def grpc_backend(name: str) -> Iterator[tuple[str, int]]:
-    """A loopback gRPC server whose one method answers with ``name``."""
+def grpc_backend(name: str, host: str = "127.0.0.1", port: int = 0) -> Iterator[tuple[str, int]]:
+    """A loopback gRPC server whose one method answers with ``name``, on ``host`` (any
+    loopback address) and ``port`` (0: a free one)."""
 
     def answer(_request: bytes, _context: grpc.ServicerContext) -> bytes:
         return name.encode()
@@ -46,10 +47,10 @@ def grpc_backend(name: str) -> Iterator[tuple[str, int]]:
     )
     server = grpc.server(ThreadPoolExecutor(max_workers=4))
     server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port(f"{host}:{port}")
     server.start()
     try:
-        yield ("127.0.0.1", port)
+        yield (host, port)
     finally:
         server.stop(grace=None)
 

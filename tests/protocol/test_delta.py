@@ -8,7 +8,8 @@ from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryResponse
 from tests.protocol.conftest import XdsHarness
 from tests.protocol.test_sotw import GROUP, mesh
 from tests.protocol.xds_client import DeltaClient, node
-from xds_server.xds.cache import CLUSTER, ENDPOINT, ROUTE, Snapshot
+from tests.support.envoy_resources import eds_cluster, http_listener, split_mesh
+from xds_server.xds.cache import CLUSTER, ENDPOINT, ROUTE, Snapshot, snapshot_from_messages
 from xds_server.xds.client_status import SyncState
 from xds_server.xds.delta import DeltaStream
 
@@ -127,4 +128,33 @@ async def test_acks_and_nacks_cost_the_stream_no_push_pass(
     client.nack(await client.response(), "cluster b: bad lb policy")
     await xds.recorded(CLUSTER, SyncState.NACKED)
     assert len(passes) == 2
+    await client.close()
+
+
+async def test_a_changed_cluster_is_followed_by_its_endpoints_even_when_they_did_not_change(
+    xds: XdsHarness,
+) -> None:
+    # Envoy re-warms a changed cluster and waits for its endpoints (15 s), without asking for
+    # them: in delta xDS it holds them already.
+    resources = split_mesh(
+        http_listener("listener_80", 10080, "80"),
+        "80",
+        ["*"],
+        {"a": ("127.0.0.1", 9000), "b": ("127.0.0.1", 9001)},
+        {"a": 1, "b": 1},
+    )
+    xds.cache.set_snapshot(GROUP, snapshot_from_messages(resources))
+    client = xds.delta(node("d"))
+    client.request(CLUSTER)
+    client.ack(await client.response())
+    client.request(ENDPOINT, ["a", "b"])
+    endpoints = await client.response()
+    client.ack(endpoints)
+
+    resources[CLUSTER] = [eds_cluster("a", connect_timeout_s=5), eds_cluster("b")]
+    xds.cache.set_snapshot(GROUP, snapshot_from_messages(resources))
+    clusters = await client.response()
+    assert (clusters.type_url, list(versions(clusters))) == (CLUSTER, ["a"])
+    again = await client.response()
+    assert (again.type_url, versions(again)) == (ENDPOINT, {"a": versions(endpoints)["a"]})
     await client.close()

@@ -160,6 +160,25 @@ async def test_a_request_with_a_stale_nonce_is_ignored(xds: XdsHarness) -> None:
     await client.close()
 
 
+async def test_a_request_repeating_an_answered_nonce_is_answered_again(xds: XdsHarness) -> None:
+    # Envoy re-warming a changed cluster asks for its endpoints again: the same names, version
+    # and nonce as its last ACK. It waits for them (15 s) even though nothing changed.
+    xds.cache.set_snapshot(GROUP, mesh("a", "b"))
+    client = xds.sotw(node("a"))
+    client.request(ENDPOINT, ["a", "b"])
+    first = await client.response()
+    client.ack(first)
+    client.ack(first)
+    again = await client.response()
+    assert (again.type_url, names(again)) == (ENDPOINT, ["a", "b"])
+    assert again.version_info == first.version_info
+    assert again.nonce != first.nonce
+    # The answer to that is an ordinary ACK: nothing more is sent.
+    client.ack(again)
+    await barrier(client)
+    await client.close()
+
+
 async def test_an_ack_records_version_nonce_and_time(xds: XdsHarness) -> None:
     xds.cache.set_snapshot(GROUP, mesh("a"))
     client = xds.sotw(node("proxy-1"))

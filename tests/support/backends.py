@@ -23,10 +23,12 @@ class Backend:
     _connections: list[socket.socket] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    host: str = "127.0.0.1"
+
     @property
     def address(self) -> tuple[str, int]:
-        """``("127.0.0.1", port)``."""
-        return ("127.0.0.1", self.port)
+        """``(host, port)``."""
+        return (self.host, self.port)
 
 
 def _http_response(name: str) -> bytes:
@@ -93,12 +95,14 @@ def _accept_loop(backend: Backend, serve: Callable[[socket.socket, str], None]) 
 
 
 @contextmanager
-def _backend(name: str, serve: Callable[[socket.socket, str], None]) -> Iterator[Backend]:
+def _backend(
+    name: str, serve: Callable[[socket.socket, str], None], host: str, port: int
+) -> Iterator[Backend]:
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
+    listener.bind((host, port))
     listener.listen(128)
-    backend = Backend(name, listener.getsockname()[1], listener)
+    backend = Backend(name, listener.getsockname()[1], listener, host=host)
     acceptor = threading.Thread(target=_accept_loop, args=(backend, serve), daemon=True)
     acceptor.start()
     try:
@@ -115,16 +119,17 @@ def _backend(name: str, serve: Callable[[socket.socket, str], None]) -> Iterator
 
 
 @contextmanager
-def http_backend(name: str) -> Iterator[Backend]:
-    """An HTTP/1.1 keep-alive backend answering every request with its name (header and body)."""
-    with _backend(name, _serve_http) as backend:
+def http_backend(name: str, host: str = "127.0.0.1", port: int = 0) -> Iterator[Backend]:
+    """An HTTP/1.1 keep-alive backend answering every request with its name (header and body),
+    on ``host`` (any loopback address) and ``port`` (0: a free one)."""
+    with _backend(name, _serve_http, host, port) as backend:
         yield backend
 
 
 @contextmanager
 def tcp_echo_backend(name: str = "echo") -> Iterator[Backend]:
     """A TCP backend that echoes what it receives."""
-    with _backend(name, _serve_echo) as backend:
+    with _backend(name, _serve_echo, "127.0.0.1", 0) as backend:
         yield backend
 
 

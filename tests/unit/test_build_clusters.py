@@ -123,6 +123,19 @@ def test_locality_weights_apply() -> None:
     assert cluster().common_lb_config.HasField("locality_weighted_lb_config")
 
 
+@pytest.mark.parametrize(
+    "chash", [ConsistentHash(header="x-user"), ConsistentHash(header="x-user", maglev=True)]
+)
+@pytest.mark.parametrize("grpc", [False, True])
+def test_consistent_hash_clusters_are_not_locality_weighted(
+    chash: ConsistentHash, grpc: bool
+) -> None:
+    model = Cluster(NAME, HOST, 80, policy=TrafficPolicy(consistent_hash=chash))
+    out = build_cluster(model, grpc=grpc)
+    assert out.lb_policy in (cluster_pb2.Cluster.RING_HASH, cluster_pb2.Cluster.MAGLEV)
+    assert not out.common_lb_config.HasField("locality_weighted_lb_config")
+
+
 def test_connection_pool_limits_become_circuit_breaker_thresholds() -> None:
     pool = ConnectionPool(max_connections=100, max_pending_requests=10, max_requests=50)
     thresholds = cluster(TrafficPolicy(connection_pool=pool)).circuit_breakers.thresholds

@@ -50,9 +50,12 @@ def test_every_locality_is_weighted_by_its_endpoint_count() -> None:
     assert all(loc.HasField("load_balancing_weight") for loc in out.endpoints)
 
 
-def test_endpoints_without_zone_have_no_locality_fields() -> None:
+def test_endpoints_without_zone_have_an_empty_locality() -> None:
+    # gRPC clients NACK a LocalityLbEndpoints without a locality ("field not present").
     out = build_load_assignment(ClusterEndpoints(NAME, (Endpoint("10.0.0.1", 80),)))
-    assert not out.endpoints[0].HasField("locality")
+    assert out.endpoints[0].HasField("locality")
+    assert out.endpoints[0].locality.zone == ""
+    assert out.endpoints[0].load_balancing_weight.value == 1
 
 
 def test_a_cluster_without_endpoints_gets_an_empty_assignment() -> None:

@@ -192,8 +192,15 @@ def test_oneofs_are_documented() -> None:
 def test_unimplemented_istio_fields_are_in_the_schema_so_istio_yaml_applies() -> None:
     http_route = schema(VIRTUAL_SERVICES)["properties"]["spec"]["properties"]["http"]["items"]
 
-    assert http_route["properties"]["delegate"]["x-kubernetes-preserve-unknown-fields"] is True
+    match = http_route["properties"]["match"]["items"]
+    assert match["properties"]["statPrefix"]["x-kubernetes-preserve-unknown-fields"] is True
     assert len(UNSUPPORTED_ISTIO_FIELDS) > 0
+
+
+def test_delegation_is_in_the_schema() -> None:
+    http_route = schema(VIRTUAL_SERVICES)["properties"]["spec"]["properties"]["http"]["items"]
+
+    assert set(http_route["properties"]["delegate"]["properties"]) == {"name", "namespace"}
 
 
 @pytest.mark.parametrize(

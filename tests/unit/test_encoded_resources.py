@@ -157,8 +157,8 @@ def load_assignment_by_fields(
     for zone in zones:
         members = sorted({(e.address, e.port) for e in assignment.endpoints if e.zone == zone})
         locality = out.endpoints.add()
-        if zone:
-            locality.locality.zone = zone
+        locality.locality.SetInParent()  # present even without a zone: gRPC requires it
+        locality.locality.zone = zone
         locality.load_balancing_weight.value = len(members)
         for address, port in members:
             socket = locality.lb_endpoints.add().endpoint.address.socket_address

@@ -214,19 +214,51 @@ def test_without_a_destination_rule_clusters_get_the_default_policy() -> None:
     assert cluster(run(service("reviews")).model, DEFAULT).policy == TrafficPolicy()
 
 
-def test_the_oldest_destination_rule_for_a_host_wins() -> None:
+def test_two_destination_rules_for_a_host_in_one_namespace_merge_as_in_istio() -> None:
+    # Istio: the older rule, plus the later one's subsets whose names are new, plus the later
+    # one's top-level policy only when the older rule has none.
     older = destination_rule(
         "a-old", "reviews", {"v1": {"version": "v1"}}, created="2024-01-01T00:00:00Z"
     )
     newer = destination_rule(
         "b-new",
         "reviews.default.svc.cluster.local",
-        {"v9": {"version": "v9"}},
+        {"v1": {"version": "other"}, "v9": {"version": "v9"}},
         created="2024-02-01T00:00:00Z",
+        trafficPolicy={"loadBalancer": {"simple": "RANDOM"}},
     )
     result = run(service("reviews"), newer, older)
-    assert sorted(c.subset for c in result.model.clusters) == ["", "v1"]
-    assert has(result.diagnostics, "DestinationRule/b-new", "spec.host", Severity.ERROR, "a-old")
+    assert sorted(c.subset for c in result.model.clusters) == ["", "v1", "v9"]
+    assert cluster(result.model, DEFAULT).policy.load_balancer is LoadBalancer.RANDOM
+    assert not result.has_errors, result.diagnostics
+    (warning,) = [d for d in result.diagnostics if d.name == "b-new"]
+    assert (warning.field, warning.severity) == ("spec.host", Severity.WARNING)
+    assert "a-old" in warning.message
+    assert "subsets v9 added" in warning.message
+    assert "v1 are the older rule's" in warning.message
+    assert "the trafficPolicy applies" in warning.message
+
+
+def test_a_later_rules_policy_does_not_replace_the_older_rules() -> None:
+    older = destination_rule(
+        "a-old",
+        "reviews",
+        {},
+        created="2024-01-01T00:00:00Z",
+        trafficPolicy={"loadBalancer": {"simple": "ROUND_ROBIN"}},
+    )
+    newer = destination_rule(
+        "b-new",
+        "reviews",
+        {},
+        created="2024-02-01T00:00:00Z",
+        trafficPolicy={"loadBalancer": {"simple": "RANDOM"}},
+    )
+    result = run(service("reviews"), newer, older)
+    assert cluster(result.model, DEFAULT).policy.load_balancer is LoadBalancer.ROUND_ROBIN
+    assert has(
+        result.diagnostics, "DestinationRule/b-new", "spec.host", Severity.WARNING, "ignored"
+    )
 
 
 def test_a_destination_rule_elsewhere_applies_only_to_clients_in_its_namespace() -> None:
@@ -744,7 +776,6 @@ def test_tcp_rules_are_resolved_per_service_port() -> None:
 @pytest.mark.parametrize(
     ("dest", "field", "fragment"),
     [
-        (destination("ratings"), "spec.http[0].route[0].destination.host", "not a known service"),
         (destination("reviews", "v9"), "spec.http[0].route[0].destination.subset", "'v9'"),
         (
             destination("reviews", port=81),
@@ -755,7 +786,6 @@ def test_tcp_rules_are_resolved_per_service_port() -> None:
         (destination("reviews", "v1", weight=-5), "spec.http[0].route[0].weight", "negative"),
     ],
     ids=[
-        "an-unknown-destination-host-is-an-error",
         "a-subset-missing-from-the-destination-rule-is-an-error",
         "an-unknown-destination-port-is-an-error",
         "a-multi-port-destination-needs-a-port",
@@ -768,6 +798,27 @@ def test_destination_errors(dest: Obj, field: str, fragment: str) -> None:
     result = run(*versioned_service(), multi, vs)
     assert has(result.diagnostics, "VirtualService/vs", field, Severity.ERROR, fragment)
     assert only_route(result).destinations == (WeightedCluster(DEFAULT, 100),)
+
+
+@pytest.mark.parametrize(
+    "dests",
+    [
+        [destination("ratings")],
+        [destination("reviews", "v1", weight=90), destination("ratings", weight=10)],
+    ],
+    ids=["alone", "in-a-split"],
+)
+def test_an_unknown_destination_host_fails_only_its_rule(dests: list[Obj]) -> None:
+    # Istio accepts the VirtualService; requests on that rule get 503.
+    broken = http_route(*dests, match=[{"uri": {"prefix": "/ratings"}}])
+    working = http_route(destination("reviews", "v2"))
+    result = run(*versioned_service(), virtual_service("vs", ["reviews"], [broken, working]))
+    assert not result.has_errors, result.diagnostics
+    field = f"spec.http[0].route[{len(dests) - 1}].destination.host"
+    assert has(result.diagnostics, "VirtualService/vs", field, Severity.WARNING, "answers 503")
+    first, second = vhost(result.model.mesh_hosts, f"{REVIEWS}:80").routes
+    assert first.destinations == ()  # no destination: Envoy answers 503
+    assert second.destinations == (WeightedCluster(V2, 100),)
 
 
 def test_all_zero_weights_are_an_error_on_the_route() -> None:
@@ -904,6 +955,39 @@ def test_direct_response_errors(rule: Obj, field: str, fragment: str) -> None:
     vs = virtual_service("reviews", ["reviews"], [rule])
     result = run(*versioned_service(), vs)
     assert has(result.diagnostics, "VirtualService/reviews", field, Severity.ERROR, fragment)
+
+
+@pytest.mark.parametrize(
+    ("rule", "field", "fragment"),
+    [
+        ({"redirect": {"redirectCode": 302}}, "spec.http[0].redirect", "redirects to itself"),
+        ({"redirect": {}}, "spec.http[0].redirect", "redirects to itself"),
+        (
+            {
+                "route": [{"destination": {"host": "reviews"}}],
+                "rewrite": {"uri": "/v2", "uriRegexRewrite": {"match": "^/v1", "rewrite": "/v2"}},
+            },
+            "spec.http[0].rewrite",
+            "one of uri or uriRegexRewrite",
+        ),
+    ],
+    ids=["redirect-changing-nothing", "empty-redirect", "rewrite-uri-and-regex"],
+)
+def test_redirects_and_rewrites_istio_rejects_are_errors(
+    rule: Obj, field: str, fragment: str
+) -> None:
+    vs = virtual_service("reviews", ["reviews"], [rule])
+    result = run(*versioned_service(), vs)
+    assert has(result.diagnostics, "VirtualService/reviews", field, Severity.ERROR, fragment)
+
+
+@pytest.mark.parametrize(
+    "redirect", [{"scheme": "https"}, {"port": 8443}], ids=["scheme-only", "port-only"]
+)
+def test_a_redirect_changing_only_scheme_or_port_is_accepted(redirect: Obj) -> None:
+    vs = virtual_service("reviews", ["reviews"], [{"redirect": redirect}])
+    result = run(*versioned_service(), vs)
+    assert not result.has_errors, result.diagnostics
 
 
 def test_a_retry_backoff_envoy_would_reject_is_an_error() -> None:

@@ -703,7 +703,6 @@ def test_unknown_fields_are_errors_with_the_full_path_and_a_suggestion(
             http_with(cors_policy={"allow_origin": ["https://a"]}),
             "spec.http[0].cors_policy.allow_origin",
         ),
-        (VirtualService, http_with(delegate={"name": "d"}), "spec.http[0].delegate"),
         (
             VirtualService,
             http_with(match=[{"statPrefix": "x"}]),

@@ -294,7 +294,8 @@ def _late_duplicate() -> Obj:
         ),
         (
             virtual_service("reviews", [], [http_route(destination("reviews"))]),
-            ("VirtualService", "reviews", "spec.hosts", Severity.ERROR, "at least one host"),
+            # A delegate (as in Istio), of no use unless a root delegates to it.
+            ("VirtualService", "reviews", "spec.hosts", Severity.WARNING, "delegate"),
         ),
         (
             service("web", ports=[service_port(80, "http", "www")]),

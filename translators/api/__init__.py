@@ -18,7 +18,6 @@ UNSUPPORTED_ISTIO_FIELDS: Final[Mapping[str, frozenset[str]]] = {
     f"{PACKAGE}.{message}": frozenset(fields)
     for message, fields in {
         "VirtualService": {"tls"},
-        "HTTPRoute": {"delegate"},
         "CorsPolicy": {"allowOrigin"},
         "HTTPMatchRequest": {"statPrefix"},
         "HTTPRedirect": {"derivePort"},

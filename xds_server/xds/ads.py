@@ -254,6 +254,7 @@ class _Subscription:
     wildcard: bool = False
     nonce: str = ""
     sent_version: str | None = None
+    answered: bool = False  # the client has ACKed or NACKed the response ``nonce`` names
 
 
 def sotw_response(type_url: str, version: str, entries: bytes, nonce: str) -> bytes:
@@ -297,7 +298,15 @@ class SotwStream(XdsStream[DiscoveryRequest]):
         elif nonce and nonce != sub.nonce:
             log.debug("stale %s request (nonce %s, latest %s) ignored", type_url, nonce, sub.nonce)
             return first
-        if nonce:
+        again = False
+        if nonce and sub.answered:
+            # The response was answered already: the client asks for the resources again.
+            # Envoy does when it re-warms a changed cluster (or listener), with the very same
+            # names and nonce, and waits for an answer (15 s) even if nothing else changed.
+            again = sub.sent_version is not None
+            sub.sent_version = None
+        elif nonce:
+            sub.answered = True
             if request.HasField("error_detail"):
                 error = str(request.error_detail.message)
                 log.warning(
@@ -316,7 +325,7 @@ class SotwStream(XdsStream[DiscoveryRequest]):
             sub.legacy_wildcard = False
         wildcard = sub.legacy_wildcard or "*" in names
         names.discard("*")
-        changed = first or wildcard != sub.wildcard
+        changed = first or again or wildcard != sub.wildcard
         sub.wildcard = wildcard
         if names != sub.names:  # an ACK usually repeats the names: keep the shared set
             self.hold(type_url, names - sub.names, sub.names - names)
@@ -333,7 +342,7 @@ class SotwStream(XdsStream[DiscoveryRequest]):
             if sub.sent_version is None and not selection.resources and not sub.wildcard:
                 continue
             nonce = self.next_nonce()
-            sub.sent_version, sub.nonce = selection.version, nonce
+            sub.sent_version, sub.nonce, sub.answered = selection.version, nonce, False
             entries = selection.sotw_entries
             self.record.sent(type_url, selection.version, nonce, selection.resources, len(entries))
             await self._write(sotw_response(type_url, selection.version, entries, nonce))

@@ -16,7 +16,14 @@ import grpc
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
 
 from xds_server.xds.ads import Write, XdsStream, identity, run_admitted, shared_names
-from xds_server.xds.cache import Snapshot, SnapshotCache, length_delimited
+from xds_server.xds.cache import (
+    CLUSTER,
+    ENDPOINT,
+    Resource,
+    Snapshot,
+    SnapshotCache,
+    length_delimited,
+)
 from xds_server.xds.client_status import ClientRegistry
 from xds_server.xds.identity import AccessControl
 from xds_server.xds.limits import StreamLimits, for_log
@@ -132,6 +139,8 @@ class DeltaStream(XdsStream[DeltaDiscoveryRequest]):
                 continue
             for resource in changed:
                 held[resource.name] = resource.version
+            if type_url == CLUSTER:
+                self._rewarm(changed)
             for name in removed:
                 del held[name]
             nonce = self.next_nonce()
@@ -140,6 +149,18 @@ class DeltaStream(XdsStream[DeltaDiscoveryRequest]):
             # What the client holds now is exactly the selection.
             self.record.sent(type_url, selection.version, nonce, selection.resources, len(entries))
             await self._write(delta_response(type_url, selection.version, entries, removed, nonce))
+
+    def _rewarm(self, clusters: list[Resource]) -> None:
+        """Send the endpoints of ``clusters`` again after them, changed or not.
+
+        Envoy re-warms a changed cluster: it waits for the cluster's endpoints (15 s at most)
+        before using it, and in delta xDS does not ask for them, as it already holds them. An
+        EDS cluster's endpoints are named after the cluster.
+        """
+        endpoints = self._subscriptions.get(ENDPOINT)
+        if endpoints is not None:
+            for cluster in clusters:
+                endpoints.held.pop(cluster.name, None)
 
 
 def delta_method_handler(
