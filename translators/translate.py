@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from translators.api.networking_pb2 import VirtualService
-from translators.diagnostics import Diagnostic, Severity
+from translators.diagnostics import STILL_SERVING, Diagnostic, Severity
 from translators.memo import Memo, MemoEntries
 from translators.model import Cluster, ClusterEndpoints, MeshModel, Service, VirtualHost
 from translators.names import CLUSTER_DOMAIN
@@ -62,7 +62,6 @@ from translators.visibility import EXPORT_TO_ANNOTATION, ExportTo, service_expor
 T = TypeVar("T")
 KubeObject = Mapping[str, Any]
 
-STILL_SERVING = "invalid; still serving the last accepted version"
 DEGRADED = (
     "invalid, with no accepted version to fall back to: only its host and subsets are used"
     " (no traffic policy), so that routes to its subsets keep working"
@@ -90,8 +89,9 @@ class Options:
 class Translation:
     """One translation: the model, every diagnostic (sorted) and what was accepted.
 
-    ``accepted`` holds the version of each VirtualService, DestinationRule and Service that this
-    translation used: the next translation falls back to it when that object turns invalid.
+    ``accepted`` holds the version of each VirtualService, DestinationRule, Service and Ingress
+    and EndpointSlice that this translation used: the next translation falls back to it when that
+    object turns invalid.
     """
 
     model: MeshModel
@@ -277,7 +277,9 @@ def translate(
     resolved_from = (tuple(specs), objects_by_kind.slices, objects_by_kind.pods)
     resolved = _resolved_before(previous, resolved_from, memo)
     if resolved is None:
-        resolved = resolve_services(specs, objects_by_kind.slices, objects_by_kind.pods, memo)
+        resolved = resolve_services(
+            specs, objects_by_kind.slices, objects_by_kind.pods, memo, _accepted_slices(previous)
+        )
     services = services_by_hostname(resolved.services)
 
     def compiled_rule(
@@ -406,7 +408,7 @@ def translate(
     return Translation(
         model=model,
         diagnostics=tuple(sorted((*static, *resolved.diagnostics))),
-        accepted=acceptor.accepted,
+        accepted={**acceptor.accepted, **resolved.accepted},
         options=options,
         service_specs=tuple(specs),
         static_diagnostics=tuple(sorted(static)),
@@ -502,6 +504,11 @@ def _resolved_before(
     return previous.resolved
 
 
+def _accepted_slices(previous: Translation | None) -> Mapping[ObjectKey, KubeObject]:
+    """The EndpointSlices ``previous`` used: an invalid one now is read as it was then."""
+    return previous.accepted if previous is not None else {}
+
+
 def _endpoints(
     previous: Translation | None,
     clusters: tuple[Cluster, ...],
@@ -562,7 +569,9 @@ def translate_endpoints(previous: Translation, objects: Iterable[KubeObject]) ->
     """
     memo = Memo(previous.memo)
     found = _sort_objects(objects, frozenset({"EndpointSlice", "Pod"}), memo)
-    resolved = resolve_services(previous.service_specs, found.slices, found.pods, memo)
+    resolved = resolve_services(
+        previous.service_specs, found.slices, found.pods, memo, _accepted_slices(previous)
+    )
     services = services_by_hostname(resolved.services)
     model = replace(
         previous.model,
@@ -574,6 +583,10 @@ def translate_endpoints(previous: Translation, objects: Iterable[KubeObject]) ->
         previous,
         model=model,
         diagnostics=tuple(sorted((*previous.static_diagnostics, *resolved.diagnostics))),
+        accepted={
+            **{k: v for k, v in previous.accepted.items() if k[0] != "EndpointSlice"},
+            **resolved.accepted,
+        },
         memo={**previous.memo, **memo.entries},
         resolved_from=(previous.service_specs, found.slices, found.pods),
         resolved=resolved,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from xds_server.sources.base import KubeObject, ObjectKey, SourceProblem, object_key
+from xds_server.sources.base import STILL_SERVING, KubeObject, ObjectKey, SourceProblem, object_key
 from xds_server.sources.directory import DirectorySource, _read_at_most, load_directory
 from xds_server.store import LoopTimer, ObjectStore, StoreChange
 
@@ -85,7 +85,16 @@ class Sink:
         return ("delete", key) in self.calls
 
     def problem_files(self) -> list[str]:
-        return [os.path.basename(problem.file) for problem in self.problems]
+        """The file of each error (warnings say what is still served, or what is skipped)."""
+        return [os.path.basename(p.file) for p in self.problems if not p.warning]
+
+    def still_served(self) -> list[ObjectKey]:
+        """The objects a warning says are kept at their last accepted version."""
+        return [
+            (p.kind, p.namespace, p.name)
+            for p in self.problems
+            if p.message.endswith(STILL_SERVING)
+        ]
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -208,25 +217,25 @@ def test_timestamps_stay_strings_as_in_kubernetes(mesh: Path) -> None:
         ("just text\n", "document 2 (line 9) is a str, not a mapping", "", False),
         ("metadata: {name: x}\n", "document 2 (line 9) has no kind", "kind", False),
         (
-            "kind: Service\nmetadata: {namespace: a}\n",
+            "apiVersion: v1\nkind: Service\nmetadata: {namespace: a}\n",
             "document 2 (line 9): Service has no metadata.name",
             "metadata.name",
             False,
         ),
         (
-            "kind: Service\nmetadata: {name: 7}\n",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: 7}\n",
             "document 2 (line 9): Service has no metadata.name",
             "metadata.name",
             False,
         ),
         (
-            "kind: Service\nmetadata: {name: x, namespace: [a]}\n",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: x, namespace: [a]}\n",
             "document 2 (line 9): metadata.namespace must be a string",
             "metadata.namespace",
             False,
         ),
         (
-            "kind: Gateway\nmetadata: {name: x}\n",
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: x}\n",
             "document 2 (line 9): kind 'Gateway' is not one splitplane reads; skipped",
             "kind",
             True,
@@ -532,6 +541,7 @@ async def test_a_half_written_file_is_a_problem_and_its_previous_objects_stay(
     await eventually(lambda: sink.problem_files() == ["reviews.yaml"])
     assert "line " in sink.problems[0].message
     assert "column " in sink.problems[0].message
+    assert sink.still_served() == [REVIEWS, ("Service", "default", "reviews")]
     assert weight_of(sink.objects.get(REVIEWS)) == 90
     assert ("Service", "default", "reviews") in sink.objects
 
