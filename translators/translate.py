@@ -198,6 +198,7 @@ class _Acceptor:
     def __init__(self, previous: Translation | None) -> None:
         self.previous = previous.accepted if previous is not None else {}
         self.accepted: dict[ObjectKey, KubeObject] = {}
+        self.refused: list[ObjectKey] = []
         self.diagnostics: list[Diagnostic] = []
 
     def accept(
@@ -235,11 +236,15 @@ class _Acceptor:
             if value is not None:
                 self.accepted[key] = obj
                 values.append(value)
-            elif degraded is not None and (value := degraded(meta, obj)) is not None:
-                self.diagnostics.append(
-                    Diagnostic(key.kind, key.namespace, key.name, "", DEGRADED, Severity.WARNING)
-                )
-                values.append(value)
+            else:
+                self.refused.append(key)
+                if degraded is not None and (value := degraded(meta, obj)) is not None:
+                    self.diagnostics.append(
+                        Diagnostic(
+                            key.kind, key.namespace, key.name, "", DEGRADED, Severity.WARNING
+                        )
+                    )
+                    values.append(value)
         return values
 
 
@@ -256,7 +261,152 @@ def translate(
 
     ``previous`` is the last translation: its accepted versions stand in for objects that are
     invalid now. Objects of other kinds are ignored; the result does not depend on input order.
+
+    A Service or DestinationRule that changed or went away so that a VirtualService accepted last
+    time is refused now (a subset it routes to is gone, its port, the service itself) is kept at
+    its last accepted version too, with an error naming the VirtualService it would break.
     """
+    objects = list(objects)
+    translation, current = _translate(objects, previous, options)
+    if previous is None:
+        return translation
+    kept = _dependencies_to_keep(previous, translation, current)
+    if not kept:
+        return translation
+    held_back = {key for key in kept if key in current}
+    again = [
+        obj
+        for obj in objects
+        if obj.get("kind") not in _DEPENDENCY_KINDS or _key_of(obj) not in held_back
+    ]
+    again += [previous.accepted[key] for key in sorted(kept)]
+    translation, _ = _translate(again, previous, options)
+    notes = tuple(
+        Diagnostic(
+            key.kind,
+            key.namespace,
+            key.name,
+            "spec" if key in current else "metadata.name",
+            f"{'changing' if key in current else 'removing'} it breaks {broken};"
+            " still serving the last accepted version",
+        )
+        for key, broken in sorted(kept.items())
+    )
+    return replace(
+        translation,
+        diagnostics=tuple(sorted((*translation.diagnostics, *notes))),
+        static_diagnostics=tuple(sorted((*translation.static_diagnostics, *notes))),
+    )
+
+
+_DEPENDENCY_KINDS = ("Service", "DestinationRule")
+
+
+def _key_of(obj: KubeObject) -> ObjectKey | None:
+    meta = object_meta(obj)
+    return meta.key if meta is not None else None
+
+
+def _dependencies_to_keep(
+    previous: Translation, translation: Translation, current: _Given
+) -> dict[ObjectKey, str]:
+    """The Services and DestinationRules to keep at their last accepted version, each with what
+    its new version (or its removal) breaks: the VirtualServices accepted last time and refused
+    now, though they are still there, and the services they name whose Service or
+    DestinationRule changed or went away since."""
+    broken = [
+        key for key in current.refused if key.kind == "VirtualService" and key in previous.accepted
+    ]
+    if not broken:
+        return {}
+    changed = [
+        key
+        for key, last in previous.accepted.items()
+        if key.kind in _DEPENDENCY_KINDS and (now := current.get(key)) is not last and now != last
+    ]
+    if not changed:
+        return {}
+    kept: dict[ObjectKey, str] = {}
+    for vs_key in broken:
+        named = _services_named(previous.accepted[vs_key], vs_key.namespace)
+        errors = [
+            d
+            for d in translation.diagnostics
+            if d.is_error and (d.kind, d.namespace, d.name) == vs_key
+        ]
+        what = f"VirtualService {vs_key.namespace}/{vs_key.name}"
+        if errors:
+            what += f" ({errors[0].field}: {errors[0].message})"
+        for key in changed:
+            versions = (previous.accepted[key], current.get(key))
+            if key in kept:
+                continue
+            if key.kind == "Service":
+                hit = (key.namespace, key.name) in named
+            else:
+                hit = any(
+                    _service_of(_rule_host(obj), key.namespace) in named
+                    for obj in versions
+                    if obj is not None
+                )
+            if hit:
+                kept[key] = what
+    return kept
+
+
+def _services_named(virtual_service: KubeObject, namespace: str) -> set[tuple[str, str]]:
+    """The (namespace, name) of every service a VirtualService's hosts and destinations may
+    name (every string under a ``host`` key, and ``spec.hosts``)."""
+    hosts: list[object] = []
+    spec = virtual_service.get("spec")
+    if is_mapping(spec) and isinstance(spec.get("hosts"), list):
+        hosts.extend(spec["hosts"])
+    stack: list[object] = [spec]
+    while stack:
+        node = stack.pop()
+        if is_mapping(node):
+            hosts.append(node.get("host"))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return {found for host in hosts if (found := _service_of(host, namespace)) is not None}
+
+
+def _rule_host(rule: KubeObject) -> object:
+    spec = rule.get("spec")
+    return spec.get("host") if is_mapping(spec) else None
+
+
+def _service_of(host: object, namespace: str) -> tuple[str, str] | None:
+    """The (namespace, name) of the service a host may name: ``name``, ``name.namespace``..."""
+    if not isinstance(host, str) or not host:
+        return None
+    parts = host.split(".")
+    return (namespace, parts[0]) if len(parts) == 1 else (parts[1], parts[0])
+
+
+@dataclass(frozen=True, slots=True)
+class _Given:
+    """What one translation was given, by key, and the keys it refused (invalid, and without a
+    last accepted version that is valid)."""
+
+    keyed: Mapping[str, Mapping[ObjectKey, tuple[ObjectMeta, KubeObject]]]
+    refused: tuple[ObjectKey, ...]
+
+    def __contains__(self, key: ObjectKey) -> bool:
+        return key in self.keyed.get(key.kind, {})
+
+    def get(self, key: ObjectKey) -> KubeObject | None:
+        found = self.keyed.get(key.kind, {}).get(key)
+        return found[1] if found is not None else None
+
+
+def _translate(
+    objects: Iterable[KubeObject],
+    previous: Translation | None,
+    options: Options,
+) -> tuple[Translation, _Given]:
+    """One translation of ``objects``, and what it was given."""
     domain = options.domain
     memo = Memo(previous.memo if previous is not None else None)
     objects_by_kind = _sort_objects(objects, frozenset(_KINDS), memo)
@@ -405,7 +555,7 @@ def translate(
         *edge.diagnostics,
         *balancers.diagnostics,
     )
-    return Translation(
+    translation = Translation(
         model=model,
         diagnostics=tuple(sorted((*static, *resolved.diagnostics))),
         accepted={**acceptor.accepted, **resolved.accepted},
@@ -416,6 +566,7 @@ def translate(
         resolved_from=resolved_from,
         resolved=resolved,
     )
+    return translation, _Given(objects_by_kind.keyed, tuple(acceptor.refused))
 
 
 def _subsets_only(obj: KubeObject) -> KubeObject | None:

@@ -7,6 +7,7 @@ Sources know nothing of translation or xDS.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -97,6 +98,8 @@ READ_VERSIONS: Mapping[str, tuple[str, ...]] = {
     "Ingress": ("networking.k8s.io/v1", "networking.k8s.io/v1beta1"),
     "IngressClass": ("networking.k8s.io/v1", "networking.k8s.io/v1beta1"),
 }
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_API_VERSION = re.compile(rf"({_LABEL}(\.{_LABEL})*/)?{_LABEL}")
 _KNOWN_GROUPS = frozenset(version.rpartition("/")[0] for version in API_KINDS)
 
 
@@ -119,6 +122,10 @@ def kind_verdict(api_version: object, kind: str) -> KindVerdict | None:
     """
     if not isinstance(api_version, str) or not api_version:
         return KindVerdict("apiVersion", "has no apiVersion", True)
+    if not _API_VERSION.fullmatch(api_version):
+        return KindVerdict(
+            "apiVersion", f"apiVersion {api_version[:64]!r} is not a lowercase group/version", True
+        )
     if api_version in READ_VERSIONS.get(kind, ()):
         return None
     kinds = API_KINDS.get(api_version)
