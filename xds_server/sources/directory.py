@@ -11,8 +11,13 @@ Rules shared by both:
 - a file that cannot be read or parsed (bad YAML, over the size limit, aliases that expand too far)
   is one problem for that file, with the line and column when YAML gives them; in a watched folder
   its previous objects stay in effect until it parses again;
-- a document that is not a mapping, has no ``kind`` or no ``metadata.name``, or has a kind not in
-  ``KINDS`` is a problem naming the file and the document, and is skipped;
+- a document Kubernetes would refuse (not a mapping; no ``kind`` or ``apiVersion``; a kind that
+  does not exist in a known API version, see ``kind_verdict``; no ``metadata.name``, or a name or
+  namespace that is not a DNS name) is an error naming the file and the document; ``validate``
+  checks the file's other documents, but a watched folder does not apply the file: every object
+  it held keeps its last accepted version, with a warning saying so (a new file serves nothing);
+- a kind of another API, or of a known API that splitplane does not read, is a warning and the
+  document is skipped;
 - an object without a namespace is put in ``default``;
 - when two documents define the same kind/namespace/name, the first by path order wins and the
   other is a problem (``file_merge`` holds this rule; a watched folder keeps its merge up to date
