@@ -2,7 +2,9 @@
 
 `translate` runs every resolver over the full set of objects. It applies the bad-input rule: an
 object that is invalid now but was accepted before is translated from its last accepted version
-(with a warning), a new invalid object is left out, and the rest of the mesh always updates.
+(with a warning), a new invalid object is left out, and the rest of the mesh always updates. A
+Service or DestinationRule whose change or removal would make a VirtualService that was accepted
+invalid keeps its last accepted version too (with an error naming the VirtualService).
 `translate_endpoints` is the cheap path for a change that touched only EndpointSlices or Pods.
 """
 
