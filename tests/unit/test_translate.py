@@ -24,11 +24,10 @@ from tests.unit.objects import (
     versioned_service,
     virtual_service,
 )
-from translators.diagnostics import Severity
+from translators.diagnostics import STILL_SERVING, Severity
 from translators.model import TcpListener, WeightedCluster
 from translators.resolve_services import ObjectKey
 from translators.translate import (
-    STILL_SERVING,
     Options,
     Translation,
     translate,
