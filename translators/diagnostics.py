@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+# The warning for an object that is invalid now and translated from its last accepted version.
+STILL_SERVING = "invalid; still serving the last accepted version"
+
 
 class Severity(StrEnum):
     ERROR = "error"

@@ -44,6 +44,7 @@ from translators.api.networking_pb2 import StringMatch as StringMatchSpec
 from translators.api.networking_pb2 import TrafficPolicy as TrafficPolicySpec
 from translators.diagnostics import Diagnostic, Severity
 from translators.envoy_rules import header_value_problem, is_prime
+from translators.hostnames import hostname_problem
 from translators.memo import Memo
 from translators.model import (
     Cluster,
@@ -160,6 +161,8 @@ def compile_destination_rule(
     host = _normal_host(spec.host)
     if not host:
         problems.add("spec.host", "is required")
+    elif bad_host := hostname_problem(spec.host):
+        problems.add("spec.host", bad_host)
     elif "*" in host:
         problems.add("spec.host", "wildcard hosts are not supported; name one service")
     names: set[str] = set()
@@ -738,6 +741,8 @@ def compile_virtual_service(
     for k, host in enumerate(hosts):
         if not host:
             compiler.problems.add(f"spec.hosts[{k}]", "must not be empty")
+        elif bad_host := hostname_problem(spec.hosts[k], ip_address=True):
+            compiler.problems.add(f"spec.hosts[{k}]", bad_host)
         elif host == "*" and mesh:
             compiler.problems.add(
                 f"spec.hosts[{k}]", "'*' is not allowed for the mesh; name the hosts"
@@ -963,6 +968,9 @@ class _Compiler:
         host = _normal_host(destination.host)
         if not host:
             self.problems.add(f"{at}.host", "is required")
+            return None
+        if bad_host := hostname_problem(destination.host):
+            self.problems.add(f"{at}.host", bad_host)
             return None
         hostname = self.mesh.hostname(host)
         if hostname is None:

@@ -16,11 +16,11 @@ import operator
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from translators.diagnostics import Diagnostic, Severity
+from translators.diagnostics import STILL_SERVING, Diagnostic, Severity
 from translators.memo import Memo
 from translators.model import (
     Endpoint,
@@ -410,10 +410,12 @@ def _named_ports(spec: object) -> Mapping[str, int]:
 
 @dataclass(frozen=True, slots=True)
 class Services:
-    """The resolved services and the diagnostics that depend on endpoints."""
+    """The resolved services, the diagnostics that depend on endpoints, and the version of each
+    EndpointSlice that was used."""
 
     services: tuple[Service, ...]
     diagnostics: tuple[Diagnostic, ...]
+    accepted: Mapping[ObjectKey, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def resolve_services(
@@ -421,8 +423,12 @@ def resolve_services(
     slices: Iterable[Mapping[str, Any]],
     pods: Iterable[Mapping[str, Any]],
     memo: Memo | None = None,
+    last_accepted: Mapping[ObjectKey, Mapping[str, Any]] | None = None,
 ) -> Services:
     """The given services with the ready endpoints of each port, sorted by hostname.
+
+    An EndpointSlice that is invalid is read as its version in ``last_accepted`` (the previous
+    result's ``accepted``), with a warning, when there is one; otherwise it is left out.
 
     With a ``memo``, an EndpointSlice that is the same object as last time is not parsed again,
     and a service whose spec, slices (or selected pods) and endpoint pod labels are the same as
@@ -432,9 +438,16 @@ def resolve_services(
     diagnostics: list[Diagnostic] = []
     pod_index = _Pods(pods, memo)
     slices_by_service: dict[tuple[str, str], list[_Slice]] = defaultdict(list)
+    accepted: dict[ObjectKey, Mapping[str, Any]] = {}
     for obj in slices:
         parsed, problems = memo.get(SLICE_STEP, obj, _parse_slice, obj)
         diagnostics.extend(problems)
+        if parsed is None and problems and last_accepted:
+            parsed = _last_slice(
+                obj, problems, last_accepted, memo, accepted=accepted, diagnostics=diagnostics
+            )
+        elif parsed is not None:
+            accepted[ObjectKey("EndpointSlice", parsed.namespace, parsed.name)] = obj
         if parsed is not None:
             slices_by_service[parsed.namespace, parsed.service].append(parsed)
     services: list[Service] = []
@@ -454,7 +467,32 @@ def resolve_services(
         services.append(resolved.service)
         diagnostics.extend(resolved.diagnostics)
     services.sort(key=lambda s: s.hostname)
-    return Services(tuple(services), tuple(sorted(diagnostics)))
+    return Services(tuple(services), tuple(sorted(diagnostics)), accepted)
+
+
+def _last_slice(
+    obj: object,
+    problems: Sequence[Diagnostic],
+    last_accepted: Mapping[ObjectKey, Mapping[str, Any]],
+    memo: Memo,
+    *,
+    accepted: dict[ObjectKey, Mapping[str, Any]],
+    diagnostics: list[Diagnostic],
+) -> _Slice | None:
+    """The last accepted version of the invalid EndpointSlice ``obj``, if it has one."""
+    first = problems[0]
+    key = ObjectKey("EndpointSlice", first.namespace, first.name)
+    last = last_accepted.get(key)
+    if not first.name or last is None or last is obj or not any(p.is_error for p in problems):
+        return None
+    parsed, _ = memo.get(SLICE_STEP, last, _parse_slice, last)
+    if parsed is None:
+        return None
+    accepted[key] = last
+    diagnostics.append(
+        Diagnostic(key.kind, key.namespace, key.name, "", STILL_SERVING, Severity.WARNING)
+    )
+    return parsed
 
 
 @dataclass(frozen=True, slots=True)
@@ -631,6 +669,7 @@ class _SliceEndpoint(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class _Slice:
     namespace: str
+    name: str
     service: str
     ports: Mapping[str, int]  # port name → endpoint port
     endpoints: tuple[_SliceEndpoint, ...]  # ready ones only
@@ -701,7 +740,7 @@ def _parse_slice(obj: object) -> tuple[_Slice | None, list[Diagnostic]]:
             endpoints.append(parsed)
     if problems.has_error:
         return None, problems.found
-    return _Slice(meta.namespace, service, ports, tuple(endpoints)), problems.found
+    return _Slice(meta.namespace, meta.name, service, ports, tuple(endpoints)), problems.found
 
 
 def _slice_endpoint(

@@ -2,7 +2,9 @@
 
 `translate` runs every resolver over the full set of objects. It applies the bad-input rule: an
 object that is invalid now but was accepted before is translated from its last accepted version
-(with a warning), a new invalid object is left out, and the rest of the mesh always updates.
+(with a warning), a new invalid object is left out, and the rest of the mesh always updates. A
+Service or DestinationRule whose change or removal would make a VirtualService that was accepted
+invalid keeps its last accepted version too (with an error naming the VirtualService).
 `translate_endpoints` is the cheap path for a change that touched only EndpointSlices or Pods.
 """
 
@@ -16,7 +18,7 @@ from typing import Any, TypeVar
 
 from translators.api.networking_pb2 import VirtualService
 from translators.delegation import expand_delegation
-from translators.diagnostics import Diagnostic, Severity
+from translators.diagnostics import STILL_SERVING, Diagnostic, Severity
 from translators.memo import Memo, MemoEntries
 from translators.model import Cluster, ClusterEndpoints, MeshModel, Service, VirtualHost
 from translators.names import CLUSTER_DOMAIN
@@ -63,7 +65,6 @@ from translators.visibility import EXPORT_TO_ANNOTATION, ExportTo, service_expor
 T = TypeVar("T")
 KubeObject = Mapping[str, Any]
 
-STILL_SERVING = "invalid; still serving the last accepted version"
 DEGRADED = (
     "invalid, with no accepted version to fall back to: only its host and subsets are used"
     " (no traffic policy), so that routes to its subsets keep working"
@@ -91,8 +92,9 @@ class Options:
 class Translation:
     """One translation: the model, every diagnostic (sorted) and what was accepted.
 
-    ``accepted`` holds the version of each VirtualService, DestinationRule and Service that this
-    translation used: the next translation falls back to it when that object turns invalid.
+    ``accepted`` holds the version of each VirtualService, DestinationRule, Service and Ingress
+    and EndpointSlice that this translation used: the next translation falls back to it when that
+    object turns invalid.
     """
 
     model: MeshModel
@@ -199,6 +201,7 @@ class _Acceptor:
     def __init__(self, previous: Translation | None) -> None:
         self.previous = previous.accepted if previous is not None else {}
         self.accepted: dict[ObjectKey, KubeObject] = {}
+        self.refused: list[ObjectKey] = []
         self.diagnostics: list[Diagnostic] = []
 
     def accept(
@@ -236,11 +239,15 @@ class _Acceptor:
             if value is not None:
                 self.accepted[key] = obj
                 values.append(value)
-            elif degraded is not None and (value := degraded(meta, obj)) is not None:
-                self.diagnostics.append(
-                    Diagnostic(key.kind, key.namespace, key.name, "", DEGRADED, Severity.WARNING)
-                )
-                values.append(value)
+            else:
+                self.refused.append(key)
+                if degraded is not None and (value := degraded(meta, obj)) is not None:
+                    self.diagnostics.append(
+                        Diagnostic(
+                            key.kind, key.namespace, key.name, "", DEGRADED, Severity.WARNING
+                        )
+                    )
+                    values.append(value)
         return values
 
 
@@ -257,7 +264,152 @@ def translate(
 
     ``previous`` is the last translation: its accepted versions stand in for objects that are
     invalid now. Objects of other kinds are ignored; the result does not depend on input order.
+
+    A Service or DestinationRule that changed or went away so that a VirtualService accepted last
+    time is refused now (a subset it routes to is gone, its port, the service itself) is kept at
+    its last accepted version too, with an error naming the VirtualService it would break.
     """
+    objects = list(objects)
+    translation, current = _translate(objects, previous, options)
+    if previous is None:
+        return translation
+    kept = _dependencies_to_keep(previous, translation, current)
+    if not kept:
+        return translation
+    held_back = {key for key in kept if key in current}
+    again = [
+        obj
+        for obj in objects
+        if obj.get("kind") not in _DEPENDENCY_KINDS or _key_of(obj) not in held_back
+    ]
+    again += [previous.accepted[key] for key in sorted(kept)]
+    translation, _ = _translate(again, previous, options)
+    notes = tuple(
+        Diagnostic(
+            key.kind,
+            key.namespace,
+            key.name,
+            "spec" if key in current else "metadata.name",
+            f"{'changing' if key in current else 'removing'} it breaks {broken};"
+            " still serving the last accepted version",
+        )
+        for key, broken in sorted(kept.items())
+    )
+    return replace(
+        translation,
+        diagnostics=tuple(sorted((*translation.diagnostics, *notes))),
+        static_diagnostics=tuple(sorted((*translation.static_diagnostics, *notes))),
+    )
+
+
+_DEPENDENCY_KINDS = ("Service", "DestinationRule")
+
+
+def _key_of(obj: KubeObject) -> ObjectKey | None:
+    meta = object_meta(obj)
+    return meta.key if meta is not None else None
+
+
+def _dependencies_to_keep(
+    previous: Translation, translation: Translation, current: _Given
+) -> dict[ObjectKey, str]:
+    """The Services and DestinationRules to keep at their last accepted version, each with what
+    its new version (or its removal) breaks: the VirtualServices accepted last time and refused
+    now, though they are still there, and the services they name whose Service or
+    DestinationRule changed or went away since."""
+    broken = [
+        key for key in current.refused if key.kind == "VirtualService" and key in previous.accepted
+    ]
+    if not broken:
+        return {}
+    changed = [
+        key
+        for key, last in previous.accepted.items()
+        if key.kind in _DEPENDENCY_KINDS and (now := current.get(key)) is not last and now != last
+    ]
+    if not changed:
+        return {}
+    kept: dict[ObjectKey, str] = {}
+    for vs_key in broken:
+        named = _services_named(previous.accepted[vs_key], vs_key.namespace)
+        errors = [
+            d
+            for d in translation.diagnostics
+            if d.is_error and (d.kind, d.namespace, d.name) == vs_key
+        ]
+        what = f"VirtualService {vs_key.namespace}/{vs_key.name}"
+        if errors:
+            what += f" ({errors[0].field}: {errors[0].message})"
+        for key in changed:
+            versions = (previous.accepted[key], current.get(key))
+            if key in kept:
+                continue
+            if key.kind == "Service":
+                hit = (key.namespace, key.name) in named
+            else:
+                hit = any(
+                    _service_of(_rule_host(obj), key.namespace) in named
+                    for obj in versions
+                    if obj is not None
+                )
+            if hit:
+                kept[key] = what
+    return kept
+
+
+def _services_named(virtual_service: KubeObject, namespace: str) -> set[tuple[str, str]]:
+    """The (namespace, name) of every service a VirtualService's hosts and destinations may
+    name (every string under a ``host`` key, and ``spec.hosts``)."""
+    hosts: list[object] = []
+    spec = virtual_service.get("spec")
+    if is_mapping(spec) and isinstance(spec.get("hosts"), list):
+        hosts.extend(spec["hosts"])
+    stack: list[object] = [spec]
+    while stack:
+        node = stack.pop()
+        if is_mapping(node):
+            hosts.append(node.get("host"))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return {found for host in hosts if (found := _service_of(host, namespace)) is not None}
+
+
+def _rule_host(rule: KubeObject) -> object:
+    spec = rule.get("spec")
+    return spec.get("host") if is_mapping(spec) else None
+
+
+def _service_of(host: object, namespace: str) -> tuple[str, str] | None:
+    """The (namespace, name) of the service a host may name: ``name``, ``name.namespace``..."""
+    if not isinstance(host, str) or not host:
+        return None
+    parts = host.split(".")
+    return (namespace, parts[0]) if len(parts) == 1 else (parts[1], parts[0])
+
+
+@dataclass(frozen=True, slots=True)
+class _Given:
+    """What one translation was given, by key, and the keys it refused (invalid, and without a
+    last accepted version that is valid)."""
+
+    keyed: Mapping[str, Mapping[ObjectKey, tuple[ObjectMeta, KubeObject]]]
+    refused: tuple[ObjectKey, ...]
+
+    def __contains__(self, key: ObjectKey) -> bool:
+        return key in self.keyed.get(key.kind, {})
+
+    def get(self, key: ObjectKey) -> KubeObject | None:
+        found = self.keyed.get(key.kind, {}).get(key)
+        return found[1] if found is not None else None
+
+
+def _translate(
+    objects: Iterable[KubeObject],
+    previous: Translation | None,
+    options: Options,
+) -> tuple[Translation, _Given]:
+    """One translation of ``objects``, and what it was given."""
     domain = options.domain
     memo = Memo(previous.memo if previous is not None else None)
     objects_by_kind = _sort_objects(objects, frozenset(_KINDS), memo)
@@ -278,7 +430,9 @@ def translate(
     resolved_from = (tuple(specs), objects_by_kind.slices, objects_by_kind.pods)
     resolved = _resolved_before(previous, resolved_from, memo)
     if resolved is None:
-        resolved = resolve_services(specs, objects_by_kind.slices, objects_by_kind.pods, memo)
+        resolved = resolve_services(
+            specs, objects_by_kind.slices, objects_by_kind.pods, memo, _accepted_slices(previous)
+        )
     services = services_by_hostname(resolved.services)
 
     def compiled_rule(
@@ -409,10 +563,10 @@ def translate(
         *edge.diagnostics,
         *balancers.diagnostics,
     )
-    return Translation(
+    translation = Translation(
         model=model,
         diagnostics=tuple(sorted((*static, *resolved.diagnostics))),
-        accepted=acceptor.accepted,
+        accepted={**acceptor.accepted, **resolved.accepted},
         options=options,
         service_specs=tuple(specs),
         static_diagnostics=tuple(sorted(static)),
@@ -420,6 +574,7 @@ def translate(
         resolved_from=resolved_from,
         resolved=resolved,
     )
+    return translation, _Given(objects_by_kind.keyed, tuple(acceptor.refused))
 
 
 def _subsets_only(obj: KubeObject) -> KubeObject | None:
@@ -508,6 +663,11 @@ def _resolved_before(
     return previous.resolved
 
 
+def _accepted_slices(previous: Translation | None) -> Mapping[ObjectKey, KubeObject]:
+    """The EndpointSlices ``previous`` used: an invalid one now is read as it was then."""
+    return previous.accepted if previous is not None else {}
+
+
 def _endpoints(
     previous: Translation | None,
     clusters: tuple[Cluster, ...],
@@ -568,7 +728,9 @@ def translate_endpoints(previous: Translation, objects: Iterable[KubeObject]) ->
     """
     memo = Memo(previous.memo)
     found = _sort_objects(objects, frozenset({"EndpointSlice", "Pod"}), memo)
-    resolved = resolve_services(previous.service_specs, found.slices, found.pods, memo)
+    resolved = resolve_services(
+        previous.service_specs, found.slices, found.pods, memo, _accepted_slices(previous)
+    )
     services = services_by_hostname(resolved.services)
     model = replace(
         previous.model,
@@ -580,6 +742,10 @@ def translate_endpoints(previous: Translation, objects: Iterable[KubeObject]) ->
         previous,
         model=model,
         diagnostics=tuple(sorted((*previous.static_diagnostics, *resolved.diagnostics))),
+        accepted={
+            **{k: v for k, v in previous.accepted.items() if k[0] != "EndpointSlice"},
+            **resolved.accepted,
+        },
         memo={**previous.memo, **memo.entries},
         resolved_from=(previous.service_specs, found.slices, found.pods),
         resolved=resolved,

@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from xds_server.sources.base import KubeObject, ObjectKey, SourceProblem, object_key
+from xds_server.sources.base import (
+    STILL_SERVING,
+    KindVerdict,
+    KubeObject,
+    ObjectKey,
+    SourceProblem,
+    kind_verdict,
+    object_key,
+)
 from xds_server.sources.directory import DirectorySource, _read_at_most, load_directory
 from xds_server.store import LoopTimer, ObjectStore, StoreChange
 
@@ -85,7 +93,16 @@ class Sink:
         return ("delete", key) in self.calls
 
     def problem_files(self) -> list[str]:
-        return [os.path.basename(problem.file) for problem in self.problems]
+        """The file of each error (warnings say what is still served, or what is skipped)."""
+        return [os.path.basename(p.file) for p in self.problems if not p.warning]
+
+    def still_served(self) -> list[ObjectKey]:
+        """The objects a warning says are kept at their last accepted version."""
+        return [
+            (p.kind, p.namespace, p.name)
+            for p in self.problems
+            if p.message.endswith(STILL_SERVING)
+        ]
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -208,25 +225,25 @@ def test_timestamps_stay_strings_as_in_kubernetes(mesh: Path) -> None:
         ("just text\n", "document 2 (line 9) is a str, not a mapping", "", False),
         ("metadata: {name: x}\n", "document 2 (line 9) has no kind", "kind", False),
         (
-            "kind: Service\nmetadata: {namespace: a}\n",
+            "apiVersion: v1\nkind: Service\nmetadata: {namespace: a}\n",
             "document 2 (line 9): Service has no metadata.name",
             "metadata.name",
             False,
         ),
         (
-            "kind: Service\nmetadata: {name: 7}\n",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: 7}\n",
             "document 2 (line 9): Service has no metadata.name",
             "metadata.name",
             False,
         ),
         (
-            "kind: Service\nmetadata: {name: x, namespace: [a]}\n",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: x, namespace: [a]}\n",
             "document 2 (line 9): metadata.namespace must be a string",
             "metadata.namespace",
             False,
         ),
         (
-            "kind: Gateway\nmetadata: {name: x}\n",
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: x}\n",
             "document 2 (line 9): kind 'Gateway' is not one splitplane reads; skipped",
             "kind",
             True,
@@ -532,6 +549,7 @@ async def test_a_half_written_file_is_a_problem_and_its_previous_objects_stay(
     await eventually(lambda: sink.problem_files() == ["reviews.yaml"])
     assert "line " in sink.problems[0].message
     assert "column " in sink.problems[0].message
+    assert sink.still_served() == [REVIEWS, ("Service", "default", "reviews")]
     assert weight_of(sink.objects.get(REVIEWS)) == 90
     assert ("Service", "default", "reviews") in sink.objects
 
@@ -539,6 +557,93 @@ async def test_a_half_written_file_is_a_problem_and_its_previous_objects_stay(
     await weight_becomes(sink, 10)
     await eventually(lambda: sink.problems == [])
     assert ("Service", "default", "reviews") not in sink.objects
+
+
+# Edits that leave a document something no Kubernetes API server would take: the document could
+# be the broken version of any object the file held.
+UNIDENTIFIABLE_EDITS = [
+    pytest.param(
+        lambda text: text.replace("kind: VirtualService", "kind: VirtualServce"), id="kind typo"
+    ),
+    pytest.param(lambda text: text.replace("kind: VirtualService\n", ""), id="kind line deleted"),
+    pytest.param(lambda text: text.replace("  name: reviews\n", ""), id="no metadata.name"),
+    pytest.param(
+        lambda text: text.replace("  name: reviews\n", "  name: Reviews\n"), id="name not DNS"
+    ),
+    pytest.param(
+        lambda text: text.replace("  name: reviews\n", "  name: reviews\n  namespace: 7\n"),
+        id="namespace a number",
+    ),
+    pytest.param(
+        lambda text: text.replace("  name: reviews\n", "  name: reviews\n  namespace: A_B\n"),
+        id="namespace not DNS",
+    ),
+    pytest.param(
+        lambda text: text.replace("apiVersion: networking.istio.io/v1\n", ""), id="no apiVersion"
+    ),
+    pytest.param(
+        lambda text: text.replace("networking.istio.io/v1", "networking.istio.io/v1beta"),
+        id="version that does not exist",
+    ),
+    pytest.param(
+        lambda text: text.replace("networking.istio.io/v1", "v1"), id="kind not in the version"
+    ),
+    pytest.param(
+        lambda text: text.replace("networking.istio.io", "Networking.istio.io"),
+        id="group upper case",
+    ),
+    pytest.param(lambda text: "- " + text.replace("\n", "\n  "), id="document a list"),
+    pytest.param(lambda text: "reviews\n", id="document a scalar"),
+]
+
+
+@pytest.mark.parametrize("edit", UNIDENTIFIABLE_EDITS)
+async def test_while_a_file_has_a_document_kubernetes_would_refuse_its_objects_stay(
+    mesh: Path, start: Start, edit: Callable[[str], str]
+) -> None:
+    (mesh / "reviews.yaml").write_text(virtual_service(weight=90) + "---\n" + service())
+    _, sink = await start()
+    # The other document changes in the same save: nothing of the file is applied.
+    broken = edit(virtual_service(weight=10)) + "---\n" + service().replace("9080", "9090")
+    (mesh / "reviews.yaml").write_text(broken)
+    await eventually(lambda: sink.problem_files() == ["reviews.yaml"])
+    assert sink.still_served() == [REVIEWS, ("Service", "default", "reviews")]
+    assert weight_of(sink.objects.get(REVIEWS)) == 90
+    assert sink.objects[("Service", "default", "reviews")]["spec"]["ports"] == [{"port": 9080}]
+    assert not any(call[0] == "delete" for call in sink.calls)
+
+    (mesh / "reviews.yaml").write_text(virtual_service(weight=10))
+    await weight_becomes(sink, 10)
+    await eventually(lambda: sink.problems == [])
+    assert ("Service", "default", "reviews") not in sink.objects
+
+
+async def test_a_new_file_with_a_refused_document_serves_nothing(mesh: Path, start: Start) -> None:
+    _, sink = await start()
+    (mesh / "reviews.yaml").write_text(service() + "---\napiVersion: v1\nkind: Servce\n")
+    await eventually(lambda: sink.problem_files() == ["reviews.yaml"])
+    assert sink.objects == {}
+    assert sink.still_served() == []
+    assert "v1 has no kind 'Servce'" in sink.problems[0].message
+
+
+async def test_a_folder_read_at_start_skips_a_file_with_a_refused_document(
+    mesh: Path, start: Start
+) -> None:
+    (mesh / "a.yaml").write_text(service("ratings"))
+    (mesh / "b.yaml").write_text(service() + "---\nkind: Service\n")
+    _, sink = await start()
+    assert list(sink.objects) == [("Service", "default", "ratings")]
+    assert sink.problem_files() == ["b.yaml"]
+
+
+async def test_a_kind_splitplane_does_not_read_holds_nothing_back(mesh: Path, start: Start) -> None:
+    (mesh / "reviews.yaml").write_text(virtual_service(weight=90))
+    _, sink = await start()
+    other = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"
+    (mesh / "reviews.yaml").write_text(virtual_service(weight=10) + "---\n" + other)
+    await weight_becomes(sink, 10)
+    assert [p.warning for p in sink.problems] == [True]
 
 
 async def test_a_broken_file_leaves_other_files_unaffected(mesh: Path, start: Start) -> None:
@@ -749,3 +854,60 @@ async def test_the_first_change_after_quiet_reaches_the_store_consumer_at_once(m
     finally:
         await source.stop()
         store.close()
+
+
+def skipped(kind: str, of: str = "") -> KindVerdict:
+    return KindVerdict("kind", f"kind {kind!r}{of} is not one splitplane reads; skipped", False)
+
+
+def refused(field: str, message: str) -> KindVerdict:
+    return KindVerdict(field, message, True)
+
+
+@pytest.mark.parametrize(
+    ("api_version", "kind", "verdict"),
+    [
+        ("v1", "Service", None),
+        ("networking.istio.io/v1alpha3", "VirtualService", None),
+        ("networking.k8s.io/v1", "Ingress", None),
+        ("v1", "ConfigMap", skipped("ConfigMap")),
+        ("v1", "List", skipped("List")),
+        ("v1", "ServiceList", skipped("ServiceList")),
+        ("serving.knative.dev/v1", "Service", skipped("Service", " of serving.knative.dev/v1")),
+        ("v1", "Servce", refused("kind", "v1 has no kind 'Servce'")),
+        (
+            "networking.istio.io/v1",
+            "Gatway",
+            refused("kind", "networking.istio.io/v1 has no kind 'Gatway'"),
+        ),
+        ("v1", "VirtualService", refused("kind", "v1 has no kind 'VirtualService'")),
+        (
+            "discovery.k8s.io/v1beta1",
+            "EndpointSlice",
+            refused(
+                "apiVersion",
+                "EndpointSlice is read as discovery.k8s.io/v1, not discovery.k8s.io/v1beta1",
+            ),
+        ),
+        (
+            "networking.istio.io/v2",
+            "VirtualService",
+            refused(
+                "apiVersion",
+                "apiVersion 'networking.istio.io/v2' does not exist (known: networking.istio.io/v1,"
+                " networking.istio.io/v1alpha3, networking.istio.io/v1beta1)",
+            ),
+        ),
+        (None, "Service", refused("apiVersion", "has no apiVersion")),
+        (7, "Gateway", refused("apiVersion", "has no apiVersion")),
+        (
+            "V1",
+            "Service",
+            refused("apiVersion", "apiVersion 'V1' is not a lowercase group/version"),
+        ),
+    ],
+)
+def test_which_kinds_are_read_skipped_or_refused(
+    api_version: object, kind: str, verdict: KindVerdict | None
+) -> None:
+    assert kind_verdict(api_version, kind) == verdict

@@ -24,13 +24,13 @@ from tests.unit.objects import (
     virtual_service,
 )
 from translators.build import build_group
-from translators.diagnostics import Severity
+from translators.diagnostics import STILL_SERVING, Severity
 from translators.envoy_rules import header_value_problem, is_prime
 from translators.model import MatchKind, NodeGroup, Role
 from translators.preflight import ingress_problems, violations
 from translators.resolve_ingress import IngressBackend, IngressPath, IngressRules
 from translators.resolve_routing import Source
-from translators.translate import STILL_SERVING, translate
+from translators.translate import translate
 
 
 def paths(message: Any) -> list[str]:

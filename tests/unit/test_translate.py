@@ -24,11 +24,10 @@ from tests.unit.objects import (
     versioned_service,
     virtual_service,
 )
-from translators.diagnostics import Severity
+from translators.diagnostics import STILL_SERVING, Severity
 from translators.model import TcpListener, WeightedCluster
 from translators.resolve_services import ObjectKey
 from translators.translate import (
-    STILL_SERVING,
     Options,
     Translation,
     translate,
@@ -190,6 +189,113 @@ def test_last_good_applies_to_services_and_destination_rules(
     second = translate(objects, previous=first)
     assert second.model == first.model
     assert any(d.message == STILL_SERVING for d in second.diagnostics)
+
+
+def reviews_endpoints(translation: Translation) -> set[tuple[str, int]]:
+    found = next(e for e in translation.model.endpoints if e.cluster == f"outbound|80||{REVIEWS}")
+    return {(e.address, e.port) for e in found.endpoints}
+
+
+def reviews_slice(port: object) -> Obj:
+    endpoints = [slice_endpoint("10.0.0.1", pod="reviews-v1")]
+    return endpoint_slice("reviews-abc", "reviews", endpoints, ports={"http": port})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize("path", ["translate", "translate_endpoints"])
+def test_an_invalid_endpoint_slice_keeps_its_last_accepted_version(path: str) -> None:
+    first = translate(mesh(reviews_slice(8080)))
+    objects = mesh(reviews_slice(70000))  # a port out of range
+    if path == "translate":
+        second = translate(objects, previous=first)
+    else:
+        second = translate_endpoints(first, objects)
+    assert reviews_endpoints(second) == {("10.0.0.1", 8080)}
+    assert second.model == first.model
+    key = ObjectKey("EndpointSlice", "default", "reviews-abc")
+    assert [(d.severity, d.field) for d in second.diagnostics if (d.kind, d.name) == key[::2]] == [
+        (Severity.WARNING, ""),
+        (Severity.ERROR, "ports[0].port"),
+    ]
+    assert any(d.message == STILL_SERVING and d.name == "reviews-abc" for d in second.diagnostics)
+    assert second.accepted[key] == reviews_slice(8080)
+
+    fixed = translate(mesh(reviews_slice(9090)), previous=second)
+    assert reviews_endpoints(fixed) == {("10.0.0.1", 9090)}
+
+
+def test_a_new_invalid_endpoint_slice_is_left_out() -> None:
+    result = translate(mesh(reviews_slice(70000)), previous=translate(mesh()))
+    assert reviews_endpoints(result) == reviews_endpoints(translate(mesh()))
+    assert not any(d.message == STILL_SERVING for d in result.diagnostics)
+
+
+def without(objects: list[Obj], kind: str, name: str) -> list[Obj]:
+    return [o for o in objects if (o["kind"], o["metadata"]["name"]) != (kind, name)]
+
+
+@pytest.mark.parametrize(
+    ("edit", "kind", "message"),
+    [
+        (
+            lambda objects: [
+                *without(objects, "DestinationRule", "reviews"),
+                destination_rule("reviews", "reviews", {"v1": {"version": "v1"}}),
+            ],
+            "DestinationRule",
+            "changing it breaks VirtualService default/reviews (spec.http[0].route[1].destination"
+            ".subset: subset 'v2' is not defined in a DestinationRule for"
+            f" {REVIEWS}); still serving the last accepted version",
+        ),
+        (
+            lambda objects: without(objects, "DestinationRule", "reviews"),
+            "DestinationRule",
+            "removing it breaks VirtualService default/reviews (spec.http[0].route[0].destination"
+            ".subset: subset 'v1' is not defined in a DestinationRule for"
+            f" {REVIEWS}); still serving the last accepted version",
+        ),
+        (
+            lambda objects: [
+                *without(objects, "Service", "reviews"),
+                service("reviews", ports=[]),
+            ],
+            "Service",
+            "changing it breaks VirtualService default/reviews (spec.http[0].route[0].destination"
+            f".port: {REVIEWS} has 0 ports; name one with port.number); still serving the last"
+            " accepted version",
+        ),
+        (
+            lambda objects: [*without(objects, "Service", "reviews"), service("reviewz")],
+            "Service",
+            "removing it breaks VirtualService default/reviews (spec.http[0].route[0].destination"
+            ".host: 'reviews' is not a known service); still serving the last accepted version",
+        ),
+    ],
+    ids=["subset-removed", "rule-removed", "ports-removed", "service-renamed"],
+)
+def test_a_change_that_breaks_a_serving_virtual_service_keeps_the_last_accepted_version(
+    edit: Any, kind: str, message: str
+) -> None:
+    first = translate(mesh())
+    second = translate(edit(mesh()), previous=first)
+    assert reviews_split(second) == ((V1, 90), (V2, 10))
+    errors = [d for d in second.diagnostics if d.is_error]
+    assert [(d.kind, d.name, d.message) for d in errors] == [(kind, "reviews", message)]
+    # Once the VirtualService no longer needs it, the change goes through.
+    third = translate(without(edit(mesh()), "VirtualService", "reviews"), previous=second)
+    assert not third.has_errors
+
+
+def test_a_rule_change_is_held_back_while_the_last_accepted_virtual_service_needs_it() -> None:
+    first = translate(mesh())
+    objects = [
+        *without(mesh(), "VirtualService", "reviews"),
+        virtual_service("reviews", ["reviews"], [http_route(destination("reviews", "v9"))]),
+    ]
+    objects = [*without(objects, "DestinationRule", "reviews")]
+    objects.append(destination_rule("reviews", "reviews", {"v1": {"version": "v1"}}))
+    second = translate(objects, previous=first)
+    # The VirtualService keeps its last version (which needs subset v2): the rule is held back.
+    assert reviews_split(second) == ((V1, 90), (V2, 10))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -11,8 +11,13 @@ Rules shared by both:
 - a file that cannot be read or parsed (bad YAML, over the size limit, aliases that expand too far)
   is one problem for that file, with the line and column when YAML gives them; in a watched folder
   its previous objects stay in effect until it parses again;
-- a document that is not a mapping, has no ``kind`` or no ``metadata.name``, or has a kind not in
-  ``KINDS`` is a problem naming the file and the document, and is skipped;
+- a document Kubernetes would refuse (not a mapping; no ``kind`` or ``apiVersion``; a kind that
+  does not exist in a known API version, see ``kind_verdict``; no ``metadata.name``, or a name or
+  namespace that is not a DNS name) is an error naming the file and the document; ``validate``
+  checks the file's other documents, but a watched folder does not apply the file: every object
+  it held keeps its last accepted version, with a warning saying so (a new file serves nothing);
+- a kind of another API, or of a known API that splitplane does not read, is a warning and the
+  document is skipped;
 - an object without a namespace is put in ``default``;
 - when two documents define the same kind/namespace/name, the first by path order wins and the
   other is a problem (``file_merge`` holds this rule; a watched folder keeps its merge up to date
@@ -25,6 +30,7 @@ import asyncio
 import errno
 import logging
 import os
+import re
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -32,7 +38,14 @@ from typing import Any
 
 import yaml
 
-from xds_server.sources.base import KINDS, KubeObject, ObjectSink, SourceProblem
+from xds_server.sources.base import (
+    STILL_SERVING,
+    KubeObject,
+    ObjectSink,
+    SourceProblem,
+    kind_verdict,
+    object_key,
+)
 from xds_server.sources.file_merge import FileMerge, ParsedFile, merge_files
 from xds_server.sources.inotify import (
     FOLDER_EVENTS,
@@ -207,10 +220,35 @@ def _yaml_error_message(exc: yaml.YAMLError) -> str:
     return f"invalid YAML: {exc}"
 
 
+# Kubernetes' rules for names: a namespace is a DNS-1123 label, other names DNS-1123 subdomains.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_NAME_MAX, _NAMESPACE_MAX = 253, 63
+
+
+def _name_problem(name: str) -> str:
+    """Why ``name`` is not a Kubernetes object name ("" when it is one)."""
+    if len(name) > _NAME_MAX:
+        return f"must be at most {_NAME_MAX} characters"
+    if not all(_DNS_LABEL.fullmatch(part) for part in name.split(".")):
+        return f"{name[:64]!r} is not a DNS-1123 subdomain (lowercase letters, digits, '-', '.')"
+    return ""
+
+
+def _namespace_problem(namespace: str) -> str:
+    """Why ``namespace`` is not a Kubernetes namespace name ("" when it is one)."""
+    if len(namespace) > _NAMESPACE_MAX or not _DNS_LABEL.fullmatch(namespace):
+        return f"{namespace[:64]!r} is not a DNS-1123 label (lowercase letters, digits, '-')"
+    return ""
+
+
 def _document_object(
     path: str, index: int, line: int, document: Any
 ) -> KubeObject | SourceProblem | None:
-    """The object a document defines, the problem that keeps it out, or None for an empty one."""
+    """The object a document defines, the problem that keeps it out, or None for an empty one.
+
+    The problem is an error when the document cannot be an object Kubernetes would take (see
+    ``kind_verdict`` for kinds), a warning when it is a kind splitplane does not read.
+    """
     where = f"document {index} (line {line})"
     if document is None:
         return None
@@ -223,15 +261,18 @@ def _document_object(
     meta = document.get("metadata")
     name = meta.get("name") if isinstance(meta, Mapping) else None
     namespace = meta.get("namespace") if isinstance(meta, Mapping) else None
-    if kind not in KINDS:
+    shown_namespace = namespace if isinstance(namespace, str) and namespace else "default"
+    shown_name = name if isinstance(name, str) else ""
+    verdict = kind_verdict(document.get("apiVersion"), kind)
+    if verdict is not None:
         return SourceProblem(
-            f"{where}: kind {kind!r} is not one splitplane reads; skipped",
+            f"{where}: {verdict.message}",
             file=path,
             kind=kind,
-            namespace=namespace if isinstance(namespace, str) and namespace else "default",
-            name=name if isinstance(name, str) else "",
-            field="kind",
-            warning=True,
+            namespace=shown_namespace,
+            name=shown_name,
+            field=verdict.field,
+            warning=not verdict.error,
         )
     if not isinstance(meta, Mapping) or not isinstance(name, str) or not name:
         return SourceProblem(
@@ -240,6 +281,20 @@ def _document_object(
     if namespace is not None and not isinstance(namespace, str):
         return SourceProblem(
             f"{where}: metadata.namespace must be a string",
+            file=path,
+            kind=kind,
+            name=name,
+            field="metadata.namespace",
+        )
+    bad_name = _name_problem(name)
+    if bad_name:
+        return SourceProblem(
+            f"{where}: metadata.name {bad_name}", file=path, kind=kind, field="metadata.name"
+        )
+    bad_namespace = _namespace_problem(namespace) if namespace else ""
+    if bad_namespace:
+        return SourceProblem(
+            f"{where}: metadata.namespace {bad_namespace}",
             file=path,
             kind=kind,
             name=name,
@@ -273,7 +328,10 @@ def parse_yaml(path: str, data: bytes, *, budget: int = DEFAULT_MAX_FILE_BYTES) 
             problems.append(result)
         elif result is not None:
             objects.append(result)
-    return ParsedFile(path, tuple(objects), tuple(problems))
+    # A document that is not an object Kubernetes would take may be the broken version of any
+    # object the file held: the file as a whole is not applied (see ``ParsedFile.complete``).
+    complete = all(problem.warning for problem in problems)
+    return ParsedFile(path, tuple(objects), tuple(problems), complete)
 
 
 def _read_at_most(fd: int, limit: int, size: int) -> bytes:
@@ -428,7 +486,9 @@ class DirectorySource:
         self._inotify = Inotify()
         try:
             self._inotify.add_watch(self.root, FOLDER_EVENTS)
-            self._files = FileMerge(self._parse(path) for path in self._watch_tree(self.root))
+            self._files = FileMerge(
+                self._keep_previous(self._parse(path)) for path in self._watch_tree(self.root)
+            )
             self._file_problems = self._files.problems()
             self._watch_problem_list = self._sorted_watch_problems()
             self._problems = self._file_problems + self._watch_problem_list
@@ -526,10 +586,24 @@ class DirectorySource:
         self._publish()
 
     def _keep_previous(self, parsed: ParsedFile) -> ParsedFile:
-        previous = self._files.file(parsed.path)
-        if parsed.complete or previous is None:
+        """``parsed``, or for a file with an error, ``parsed`` holding instead the objects its
+        path held when it was last complete (none for a new file), each with a warning."""
+        if parsed.complete:
             return parsed
-        return ParsedFile(parsed.path, previous.objects, parsed.problems, complete=False)
+        previous = self._files.file(parsed.path)
+        kept = previous.objects if previous is not None else ()
+        notes = tuple(
+            SourceProblem(
+                f"not updated while {parsed.path} has errors; {STILL_SERVING}",
+                file=parsed.path,
+                kind=kind,
+                namespace=namespace,
+                name=name,
+                warning=True,
+            )
+            for kind, namespace, name in map(object_key, kept)
+        )
+        return ParsedFile(parsed.path, kept, parsed.problems + notes, complete=False)
 
     def _rescan(self) -> None:
         """Read the whole folder again (after an event queue overflow or a ConfigMap swap)."""

@@ -24,8 +24,10 @@ from xds_server.sources.base import KubeObject, ObjectKey, SourceProblem, object
 class ParsedFile:
     """What one file holds.
 
-    ``complete`` is False when the file as a whole could not be read or parsed; ``objects`` is
-    then empty (or, in a watched folder, what the file held when it last parsed).
+    ``complete`` is False when the file could not be read or parsed (``objects`` is then empty),
+    or when some document in it is not an object Kubernetes would take (``objects`` then holds
+    the documents that are). A watched folder does not apply such a file: its path keeps the
+    objects it held when it was last complete, none for a new file.
     """
 
     path: str
