@@ -1025,7 +1025,7 @@ class _Compiler:
         unknown = False
         for j, (destination, weight, headers) in enumerate(entries):
             host = _normal_host(destination.host)
-            if host and self.mesh.hostname(host) is None:
+            if host and not hostname_problem(destination.host) and self.mesh.hostname(host) is None:
                 # As in Istio: the VirtualService stands, this rule's requests get 503.
                 self.problems.add(
                     f"{at}[{j}].destination.host",
