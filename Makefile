@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install demo serve test lint generate bench wheel smoke
+.PHONY: install demo serve test lint generate bench wheel smoke image
 
 $(BIN)/splitplane: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,10 @@ wheel: install
 
 smoke: wheel
 	.ci/smoke-wheel
+
+# The container image deploy/control-plane.yaml runs, as an OCI archive (needs root, mmdebstrap
+# and umoci). Load it into kind or push it: see the README.
+IMAGE := splitplane:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+
+image: wheel
+	deploy/image/build dist/splitplane-*.whl dist/splitplane-image.tar $(IMAGE)
