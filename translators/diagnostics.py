@@ -14,6 +14,7 @@ from enum import StrEnum
 class Severity(StrEnum):
     ERROR = "error"
     WARNING = "warning"
+    INFO = "info"  # a fact worth knowing, nothing to fix (e.g. an object left to another owner)
 
 
 @dataclass(frozen=True, order=True, slots=True)

@@ -32,8 +32,9 @@ import grpc
 from google.protobuf.message import Message
 
 from translators.build import ResourceBuilder
-from translators.diagnostics import Diagnostic
+from translators.diagnostics import Diagnostic, Severity
 from translators.model import MeshModel, NodeGroup, Role
+from translators.resolve_routing import DEFAULT_GATEWAY
 from translators.translate import (
     KubeObject,
     Options,
@@ -348,7 +349,7 @@ class ControlPlane:
         before = set(self._diagnostics)
         _log_diagnostics([diagnostic for diagnostic in diagnostics if diagnostic not in before])
         self._diagnostics = diagnostics
-        counts = {"error": 0, "warning": 0}
+        counts = {severity.value: 0 for severity in Severity}
         for diagnostic in diagnostics:
             counts[diagnostic.severity.value] += 1
         for severity, count in counts.items():
@@ -384,9 +385,16 @@ class ControlPlane:
         self._hand_over_new(built)
 
 
+_LOG_LEVELS = {
+    Severity.ERROR: logging.ERROR,
+    Severity.WARNING: logging.WARNING,
+    Severity.INFO: logging.INFO,
+}
+
+
 def _log_diagnostics(diagnostics: Sequence[Diagnostic]) -> None:
     for diagnostic in diagnostics:
-        level = logging.ERROR if diagnostic.is_error else logging.WARNING
+        level = _LOG_LEVELS[diagnostic.severity]
         log.log(level, diagnostic.render(), extra={"diagnostic": diagnostic.as_dict()})
 
 
@@ -428,6 +436,8 @@ class ServeOptions:
     # The debug endpoint over HTTPS with the xDS server's files; a status reader's client
     # certificate then authenticates as well as a bearer token.
     debug_tls: bool = False
+    # The gateways (namespace/name) whose bound VirtualServices the fleet serves.
+    gateway_names: tuple[str, ...] = (DEFAULT_GATEWAY,)
 
 
 def xds_transport(
@@ -477,7 +487,11 @@ async def serve(
     ``ready`` is set once the servers are bound and the sources started (embedders such as the
     demo pass their own ``plane`` and ``stop``).
     """
-    plane = plane or ControlPlane(translate_options=Options(only_lb_class=options.only_lb_class))
+    plane = plane or ControlPlane(
+        translate_options=Options(
+            only_lb_class=options.only_lb_class, gateway_names=frozenset(options.gateway_names)
+        )
+    )
     loop = asyncio.get_running_loop()
     signals = stop is None
     stop = stop or asyncio.Event()
@@ -738,6 +752,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve only LoadBalancer Services with loadBalancerClass splitplane.io/envoy",
     )
     parser.add_argument(
+        "--gateway-name",
+        action="append",
+        metavar="NAMESPACE/NAME",
+        help="a gateway whose VirtualServices the load-balancer fleet serves (repeatable; default"
+        f" {DEFAULT_GATEWAY}); one bound to any other gateway is left to its owner",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=("debug", "info", "warning", "error"),
@@ -752,6 +773,11 @@ def run(args: argparse.Namespace) -> int:
         parse_fleet_service(args.fleet_service)
     except ValueError as err:
         log.error("--fleet-service: %s", err)
+        return 2
+    gateway_names = tuple(args.gateway_name or (DEFAULT_GATEWAY,))
+    malformed = [name for name in gateway_names if name.count("/") != 1 or "" in name.split("/")]
+    if malformed:
+        log.error("--gateway-name %s: write NAMESPACE/NAME", malformed[0])
         return 2
     if args.config_dir is not None and not args.config_dir.is_dir():
         log.error("--config-dir %s is not a folder", args.config_dir)
@@ -803,6 +829,7 @@ def run(args: argparse.Namespace) -> int:
         insecure_xds=args.insecure_xds,
         access=access,
         debug_tls=args.debug_tls,
+        gateway_names=gateway_names,
     )
     try:
         xds_transport(options)  # refuse a bad transport before anything starts

@@ -253,20 +253,40 @@ def test_custom_resources_are_checked_against_the_generated_crds() -> None:
 # Kustomization
 
 
-def test_kustomization_installs_every_manifest_outside_the_examples() -> None:
-    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
-    listed = kustomization["resources"]
+def kustomization(folder: Path) -> dict[str, Any]:
+    found: dict[str, Any] = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    return found
+
+
+def test_kustomization_installs_every_manifest_outside_the_examples_and_the_crds() -> None:
+    listed = kustomization(DEPLOY)["resources"]
     expected = {
         str(path.relative_to(DEPLOY))
         for path in manifest_files()
-        if not path.is_relative_to(EXAMPLES)
+        if not path.is_relative_to(EXAMPLES) and not path.is_relative_to(CRDS)
     }
 
-    assert kustomization["namespace"] == NAMESPACE
+    assert kustomization(DEPLOY)["namespace"] == NAMESPACE
     assert len(listed) == len(set(listed)), "a resource is listed twice"
     assert set(listed) == expected
-    assert {path for path in expected if path.startswith("crds/")}, "no CRDs listed"
     assert listed[0] == "namespace.yaml", "the namespace comes first"
+
+
+def test_the_crds_are_a_kustomization_of_their_own_that_deleting_splitplane_leaves_alone() -> None:
+    crds = kustomization(CRDS)
+
+    assert set(crds["resources"]) == {path.name for path in manifest_files(CRDS)}
+    assert "namespace" not in crds  # cluster-scoped
+    assert not any("crd" in entry for entry in kustomization(DEPLOY)["resources"])
+
+
+def test_the_readme_creates_the_crds_and_never_applies_or_deletes_them() -> None:
+    readme = (REPO / "README.md").read_text()
+
+    assert "kubectl create -k deploy/crds/" in readme
+    assert readme.index("kubectl create -k deploy/crds/") < readme.index("kubectl apply -k deploy/")
+    for verb in ("apply", "delete", "replace"):
+        assert f"kubectl {verb} -k deploy/crds" not in readme
 
 
 def test_installed_namespaced_objects_declare_the_control_plane_namespace() -> None:
@@ -279,6 +299,7 @@ def test_installed_namespaced_objects_declare_the_control_plane_namespace() -> N
         "ClusterIssuer",
     }
     installed = [d for d in documents() if not d.path.is_relative_to(EXAMPLES)]
+    assert {d.kind for d in installed} >= {"CustomResourceDefinition", "Deployment"}
     for document in installed:
         namespace = document.body["metadata"].get("namespace")
         if document.kind in cluster_scoped:

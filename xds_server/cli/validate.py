@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from translators.diagnostics import Diagnostic
+from translators.diagnostics import Diagnostic, Severity
 from translators.translate import translate
 from xds_server.problems import diagnostics_from_problems
 from xds_server.sources.directory import load_directory
@@ -48,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         for diagnostic in diagnostics:
             print(diagnostic.render())
-        warnings = len(diagnostics) - errors
+        warnings = sum(d.severity is Severity.WARNING for d in diagnostics)
         print(f"{errors} error(s), {warnings} warning(s)")
     return 1 if errors else 0
