@@ -665,8 +665,9 @@ def test_local_example_is_a_90_10_canary_on_loopback_backends() -> None:
 def test_local_canary_matches_the_cluster_canary() -> None:
     def routing(path: Path) -> list[dict[str, Any]]:
         return [
-            find(path, "VirtualService", "reviews")["spec"],
-            find(path, "DestinationRule", "reviews")["spec"],
+            find(path, "Service", "reviews"),
+            find(path, "VirtualService", "reviews"),
+            find(path, "DestinationRule", "reviews"),
         ]
 
     assert routing(LOCAL / "canary.yaml") == routing(EXAMPLES / "canary.yaml")

@@ -86,7 +86,7 @@ async def test_serve_hands_the_fleet_the_gateway_names_it_was_given(tmp_path: Pa
     diagnostics, model = await served_diagnostics(tmp_path, ("edge/public", "edge/internal"))
 
     assert [(d["severity"], d["name"], d["field"]) for d in diagnostics] == [
-        ("warning", "shop", ""),  # no endpoints
+        ("info", "shop", ""),  # no endpoints
         ("info", "istio-ingress", "spec.gateways[0]"),
     ]
     assert [h for v in model["gateway_hosts"] for h in v["hosts"]] == ["shop.example.com"]

@@ -31,6 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="text",
         help="text: one line per diagnostic (default); json: a list of objects",
     )
+    parser.add_argument(
+        "--output-threshold",
+        choices=("info", "warning", "error"),
+        default="warning",
+        help="the least severe diagnostics shown (default warning; info also shows what is"
+        " skipped as expected, like istioctl analyze)",
+    )
+
+
+_RANK = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
 
 
 def validate_paths(paths: list[Path]) -> list[Diagnostic]:
@@ -41,7 +51,8 @@ def validate_paths(paths: list[Path]) -> list[Diagnostic]:
 
 
 def run(args: argparse.Namespace) -> int:
-    diagnostics = validate_paths(list(args.paths))
+    threshold = _RANK[Severity(args.output_threshold)]
+    diagnostics = [d for d in validate_paths(list(args.paths)) if _RANK[d.severity] <= threshold]
     errors = sum(d.is_error for d in diagnostics)
     if args.output == "json":
         print(json.dumps([d.as_dict() for d in diagnostics], indent=2))

@@ -22,6 +22,7 @@ Rules shared by both:
 from __future__ import annotations
 
 import asyncio
+import difflib
 import errno
 import logging
 import os
@@ -224,14 +225,19 @@ def _document_object(
     name = meta.get("name") if isinstance(meta, Mapping) else None
     namespace = meta.get("namespace") if isinstance(meta, Mapping) else None
     if kind not in KINDS:
+        # A near miss of a kind splitplane reads is likely a typo: a warning that says so. Any
+        # other kind (the Deployments beside the routes) is expected in a folder of manifests.
+        close = difflib.get_close_matches(kind, KINDS, n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else ""
         return SourceProblem(
-            f"{where}: kind {kind!r} is not one splitplane reads; skipped",
+            f"{where}: kind {kind!r} is not one splitplane reads; skipped{hint}",
             file=path,
             kind=kind,
             namespace=namespace if isinstance(namespace, str) and namespace else "default",
             name=name if isinstance(name, str) else "",
             field="kind",
-            warning=True,
+            warning=bool(close),
+            info=not close,
         )
     if not isinstance(meta, Mapping) or not isinstance(name, str) or not name:
         return SourceProblem(
