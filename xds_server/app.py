@@ -606,10 +606,16 @@ async def _start_sources(
             ),
             fleet=parse_fleet_service(options.fleet_service),
             only_lb_class=options.only_lb_class,
+            gateway_names=frozenset(options.gateway_names),
         ),
         services=lambda: plane.store.objects_of("Service"),
         ingresses=lambda: plane.store.objects_of("Ingress"),
         ingress_classes=lambda: plane.store.objects_of("IngressClass"),
+        config=lambda: [
+            *plane.store.objects_of("VirtualService"),
+            *plane.store.objects_of("DestinationRule"),
+        ],
+        diagnostics=plane.diagnostics,
     )
     await status.start()
 

@@ -65,6 +65,9 @@ CLUSTER_WIDE_GRANTS: frozenset[tuple[str, str, str]] = frozenset(
         # The debug endpoint (off loopback) checks bearer tokens and what their users may read.
         ("authentication.k8s.io", "tokenreviews", "create"),
         ("authorization.k8s.io", "subjectaccessreviews", "create"),
+        # ... and the status of VirtualServices and DestinationRules (merge patches only).
+        ("networking.istio.io", "virtualservices/status", "patch"),
+        ("networking.istio.io", "destinationrules/status", "patch"),
     ]
 )
 # Leader election (coordination.k8s.io/v1 Lease) in the control plane's own namespace.
