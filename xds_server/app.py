@@ -438,6 +438,10 @@ class ServeOptions:
     debug_tls: bool = False
     # The gateways (namespace/name) whose bound VirtualServices the fleet serves.
     gateway_names: tuple[str, ...] = (DEFAULT_GATEWAY,)
+    # The validating admission webhook (HTTPS): off unless an address is given.
+    admission_address: str = ""
+    admission_cert: str = ""
+    admission_key: str = ""
 
 
 def xds_transport(
@@ -524,6 +528,18 @@ async def serve(
         extra={"xds_port": xds_port, "debug_address": f"{debug_host}:{plane.debug_port}"},
     )
 
+    admission = None
+    if options.admission_address:
+        from xds_server.kube.admission import start_admission_server, tls_context
+
+        host, port = split_address(options.admission_address)
+        admission = await start_admission_server(
+            host,
+            port,
+            tls_context(options.admission_cert, options.admission_key),
+            plane.store.objects,
+            plane.translate_options,
+        )
     stop_sources = await _start_sources(options, plane, loop)
     if ready is not None:
         ready.set()
@@ -535,6 +551,8 @@ async def serve(
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
         await stop_sources()
+        if admission is not None:
+            await admission.cleanup()
         plane.store.close()
         await asyncio.gather(server.stop(options.drain_seconds), asyncio.to_thread(debug.stop))
         log.info("stopped")
@@ -765,6 +783,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f" {DEFAULT_GATEWAY}); one bound to any other gateway is left to its owner",
     )
     parser.add_argument(
+        "--admission-address",
+        default="",
+        metavar="HOST:PORT",
+        help="serve the validating admission webhook (POST /validate, HTTPS) here; needs"
+        " --admission-cert and --admission-key (default: off)",
+    )
+    parser.add_argument(
+        "--admission-cert", default="", metavar="PATH", help="the webhook's TLS certificate (PEM)"
+    )
+    parser.add_argument(
+        "--admission-key", default="", metavar="PATH", help="the webhook's TLS private key (PEM)"
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=("debug", "info", "warning", "error"),
@@ -784,6 +815,9 @@ def run(args: argparse.Namespace) -> int:
     malformed = [name for name in gateway_names if name.count("/") != 1 or "" in name.split("/")]
     if malformed:
         log.error("--gateway-name %s: write NAMESPACE/NAME", malformed[0])
+        return 2
+    if args.admission_address and not (args.admission_cert and args.admission_key):
+        log.error("--admission-address needs --admission-cert and --admission-key")
         return 2
     if args.config_dir is not None and not args.config_dir.is_dir():
         log.error("--config-dir %s is not a folder", args.config_dir)
@@ -836,6 +870,9 @@ def run(args: argparse.Namespace) -> int:
         access=access,
         debug_tls=args.debug_tls,
         gateway_names=gateway_names,
+        admission_address=args.admission_address,
+        admission_cert=args.admission_cert,
+        admission_key=args.admission_key,
     )
     try:
         xds_transport(options)  # refuse a bad transport before anything starts

@@ -8,8 +8,8 @@ order: a file's own problems, then its ignored definitions in document order.
 
 ``FileMerge`` keeps, for every key, where its winning definition is and, for a key defined more
 than once, where the others are, in that order. Putting or removing one file costs what the file
-holds plus the definitions of the keys it touches (the other files' definitions of a key only when
-its winner moves to another file), however many other files there are.
+holds plus the other definitions of the keys it touches (a key defined once has none), however
+many other files there are.
 """
 
 from __future__ import annotations
