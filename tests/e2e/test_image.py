@@ -3,7 +3,7 @@ a root filesystem on which `splitplane serve` runs as UID 65532 with the root fi
 read-only (only /tmp writable, as deploy/control-plane.yaml mounts it) until /readyz answers 200.
 
 Needs root, mmdebstrap, umoci and a Debian mirror (.ci/run installs the tools); it takes a couple
-of minutes, so it runs in its own xdist group."""
+of minutes; it shares an xdist group with the other wheel build (test_install)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ from tests.support.backends import free_port
 REPO = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 
-pytestmark = [pytest.mark.image, pytest.mark.xdist_group("image")]
+# Builds the wheel in the source tree: one worker with test_install, which builds one too.
+pytestmark = [pytest.mark.image, pytest.mark.xdist_group("wheel")]
 
 
 def deployed_image() -> str:

@@ -19,6 +19,8 @@ from xds_server.cli import demo
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)  # the Python behind .venv
+# Builds the wheel in the source tree: one worker with the image test, which builds one too.
+pytestmark = pytest.mark.xdist_group("wheel")
 
 
 @pytest.fixture(scope="module")
