@@ -530,16 +530,18 @@ async def serve(
 
     admission = None
     if options.admission_address:
-        from xds_server.kube.admission import start_admission_server, tls_context
+        from xds_server.kube.admission import AdmissionServer, mesh_from_loop
 
         host, port = split_address(options.admission_address)
-        admission = await start_admission_server(
+        admission = AdmissionServer(
             host,
             port,
-            tls_context(options.admission_cert, options.admission_key),
-            plane.store.objects,
-            plane.translate_options,
+            options.admission_cert,
+            options.admission_key,
+            mesh_from_loop(plane.store.objects, loop),
+            options=plane.translate_options,
         )
+        await admission.start()
     stop_sources = await _start_sources(options, plane, loop)
     if ready is not None:
         ready.set()
@@ -552,7 +554,7 @@ async def serve(
                 loop.remove_signal_handler(signum)
         await stop_sources()
         if admission is not None:
-            await admission.cleanup()
+            await admission.stop()
         plane.store.close()
         await asyncio.gather(server.stop(options.drain_seconds), asyncio.to_thread(debug.stop))
         log.info("stopped")
@@ -786,8 +788,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--admission-address",
         default="",
         metavar="HOST:PORT",
-        help="serve the validating admission webhook (POST /validate, HTTPS) here; needs"
-        " --admission-cert and --admission-key (default: off)",
+        help="serve the validating admission webhook (POST /validate, HTTPS) here, once the files"
+        " of --admission-cert and --admission-key exist (default: off)",
     )
     parser.add_argument(
         "--admission-cert", default="", metavar="PATH", help="the webhook's TLS certificate (PEM)"

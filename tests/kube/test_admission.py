@@ -27,6 +27,7 @@ from tests.kube import objects
 from tests.support.backends import free_port
 from xds_server.app import ServeOptions, serve
 from xds_server.cli.validate import validate_paths
+from xds_server.kube.admission import AdmissionServer
 
 LOCAL = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "local"
 
@@ -181,3 +182,31 @@ async def test_a_deletion_is_always_allowed(webhook: tuple[str, ssl.SSLContext, 
     answer = await post(url, context, admission_review(bad, operation="DELETE"))
 
     assert answer["response"]["allowed"] is True
+
+
+async def test_the_webhook_starts_once_its_certificate_is_issued(tmp_path: Path) -> None:
+    issued = tmp_path / "issued"
+    port = free_port()
+    server = AdmissionServer(
+        "127.0.0.1",
+        port,
+        str(tmp_path / "secret" / "tls.crt"),
+        str(tmp_path / "secret" / "tls.key"),
+        list,
+        poll_seconds=0.05,
+    )
+    await server.start()
+    try:
+        assert not server.serving  # nothing to serve with yet
+        issued.mkdir()
+        ca, _, _ = mint(issued)
+        issued.rename(tmp_path / "secret")  # the Secret volume fills at once, as kubelet does
+        context = ssl.create_default_context(cafile=tmp_path / "secret" / ca.name)
+        url = f"https://127.0.0.1:{port}/validate"
+        async with asyncio.timeout(10):
+            while not server.serving:
+                await asyncio.sleep(0.02)
+        review = admission_review(objects.destination_rule("reviews"))
+        assert (await post(url, context, review))["response"]["allowed"] is True
+    finally:
+        await server.stop()

@@ -5,8 +5,9 @@ instead of answering "configured".
 
 The object is checked together with the mesh the server holds (so a route to a subset the
 DestinationRule lacks is refused, as ``validate`` of both files would refuse it). Deletions, and
-kinds splitplane does not read, are always allowed. The check runs in a thread: a large mesh never
-holds up the event loop's xDS work.
+kinds splitplane does not read, are always allowed. The webhook is served like the debug endpoint,
+on an HTTP server with a thread and loop of its own, and the check runs in a worker thread: the
+xDS loop only hands over the objects it holds.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import json
 import logging
 import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from translators.diagnostics import Diagnostic
 from translators.translate import Options, translate
+from xds_server.debug.server import HttpServer
 from xds_server.sources.base import KubeObject, object_key
 
 log = logging.getLogger("splitplane.admission")
@@ -78,18 +81,15 @@ def tls_context(certfile: str, keyfile: str) -> ssl.SSLContext:
     return context
 
 
-async def start_admission_server(
-    host: str, port: int, context: ssl.SSLContext, mesh: Mesh, options: Options = _DEFAULT_OPTIONS
-) -> web.AppRunner:
-    """Serve ``POST /validate`` over TLS on ``host:port``, checking objects against ``mesh()``
-    (the objects the server holds, taken on the event loop); ``cleanup()`` stops it."""
+def admission_app(mesh: Mesh, options: Options = _DEFAULT_OPTIONS) -> web.Application:
+    """``POST /validate``: an AdmissionReview in, its answer out. The check runs in a worker
+    thread, against ``mesh()`` (which may block that thread briefly)."""
 
     async def validate(request: web.Request) -> web.Response:
-        held = mesh()
         try:
             review = json.loads(await request.read())
             answer = await asyncio.to_thread(
-                review_response, review, lambda obj: object_errors(obj, held, options)
+                review_response, review, lambda obj: object_errors(obj, mesh(), options)
             )
         except (ValueError, TypeError) as err:
             return web.json_response({"error": str(err)}, status=400)
@@ -97,8 +97,85 @@ async def start_admission_server(
 
     app = web.Application(client_max_size=MAX_BODY)
     app.router.add_post(PATH, validate)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port, ssl_context=context).start()
-    log.info("admission webhook serving", extra={"address": f"{host}:{port}{PATH}"})
-    return runner
+    return app
+
+
+def mesh_from_loop(
+    objects: Callable[[], list[KubeObject]], loop: asyncio.AbstractEventLoop
+) -> Mesh:
+    """``objects`` (the store's, owned by the xDS loop), read on that loop from another thread."""
+
+    async def read() -> list[KubeObject]:
+        return objects()
+
+    def mesh() -> list[KubeObject]:
+        return asyncio.run_coroutine_threadsafe(read(), loop).result(timeout=10)
+
+    return mesh
+
+
+class AdmissionServer:
+    """The webhook of ``serve``, on an HTTP server with its own thread and loop (the xDS loop
+    never runs a request), started once its certificate and key exist: cert-manager may issue
+    them after the pod starts (the Secret volume then fills); checked every ``poll_seconds``
+    until then."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        certfile: str,
+        keyfile: str,
+        mesh: Mesh,
+        *,
+        options: Options = _DEFAULT_OPTIONS,
+        poll_seconds: float = 5.0,
+    ) -> None:
+        self.address = (host, port)
+        self.files = (certfile, keyfile)
+        self.mesh, self.options, self.poll_seconds = mesh, options, poll_seconds
+        self.http: HttpServer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def serving(self) -> bool:
+        return self.http is not None
+
+    async def start(self) -> None:
+        """Start now if the files are there, else keep looking in the background."""
+        if not await self._try_start():
+            log.warning(
+                "admission webhook waits for its certificate", extra={"files": list(self.files)}
+            )
+            self._task = asyncio.create_task(self._wait(), name="admission-webhook")
+
+    async def _try_start(self) -> bool:
+        if not all(Path(name).is_file() for name in self.files):
+            return False
+        context = tls_context(*self.files)
+        http = HttpServer(admission_app(self.mesh, self.options), name="admission-https")
+        await asyncio.to_thread(http.start)
+        try:
+            await asyncio.to_thread(http.listen, *self.address, context)
+        except OSError:
+            await asyncio.to_thread(http.stop)
+            raise
+        self.http = http
+        log.info("admission webhook serving", extra={"address": f"{self.address}{PATH}"})
+        return True
+
+    async def _wait(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            try:
+                if await self._try_start():
+                    return
+            except (OSError, ssl.SSLError):
+                log.warning("admission webhook could not start yet", exc_info=True)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.http is not None:
+            await asyncio.to_thread(self.http.stop)
