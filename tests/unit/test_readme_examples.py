@@ -31,7 +31,7 @@ from xds_server.xds.cache import PUSH_ORDER
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 LOCAL = REPO / "deploy" / "examples" / "local"
-GROUP = "sidecar:15001"
+GROUP = "sidecar:15001/default"  # role, port and namespace
 STATUS_ROW = re.compile(r"^(sidecar~127\.0\.0\.1~productpage-v1\S*\s.*)$", re.MULTILINE)
 
 
