@@ -80,6 +80,8 @@ from translators.regex import regex_problem
 from translators.visibility import EVERYWHERE, ExportTo, config_export_to
 
 MESH_GATEWAY = "mesh"
+# The gateway the load-balancer fleet serves unless told otherwise (`serve --gateway-name`).
+DEFAULT_GATEWAY = "splitplane-system/splitplane"
 PRESENT_REGEX = "*"  # Istio's spelling of "the header is present" in a header regex
 # Shared immutable defaults: a large mesh would otherwise allocate one of each per route/cluster.
 _NO_HEADERS = Headers()
@@ -663,6 +665,20 @@ class RoutingContext:
     services: Mapping[str, Service]  # by hostname
     rules: DestinationRuleIndex
     domain: str = CLUSTER_DOMAIN
+    # The gateways (namespace/name) whose VirtualServices the load-balancer fleet serves.
+    gateway_names: frozenset[str] = frozenset({DEFAULT_GATEWAY})
+
+
+def gateway_reference(name: str, namespace: str) -> str:
+    """A VirtualService's ``gateways`` entry as ``namespace/name``, read as Istio reads it: a
+    bare name is in the VirtualService's namespace; ``name.namespace.svc.<domain>`` is the
+    older long form."""
+    if "/" in name:
+        return name
+    if "." in name:
+        gateway, gateway_namespace = name.split(".")[:2]
+        return f"{gateway_namespace}/{gateway}"
+    return f"{namespace}/{name}"
 
 
 class _Lookups:
@@ -735,6 +751,24 @@ def compile_virtual_service(
     compiler = _Compiler(source, lookups)
     gateways = tuple(spec.gateways)
     mesh = not gateways or MESH_GATEWAY in gateways
+    served = foreign = False
+    for g, name in enumerate(gateways):
+        if name == MESH_GATEWAY or not name.strip():
+            continue
+        reference = gateway_reference(name.strip(), source.namespace)
+        if reference in context.gateway_names:
+            served = True
+        else:
+            foreign = True
+            compiler.problems.add(
+                f"spec.gateways[{g}]",
+                f"gateway {reference} is not splitplane's "
+                f"({', '.join(sorted(context.gateway_names))}); its routes are left to its owner",
+                Severity.INFO,
+            )
+    if not mesh and not served and foreign:
+        # Bound only to other owners' gateways (Istio's ingress, say): not splitplane's to check.
+        return None, compiler.problems.found, lookups.answers()
     hosts = tuple(_normal_host(h) for h in spec.hosts)
     if not hosts:
         compiler.problems.add("spec.hosts", "needs at least one host")
@@ -776,16 +810,7 @@ def compile_virtual_service(
     if compiler.problems.has_error:
         return None, compiler.problems.found, lookups.answers()
     hostnames = tuple(lookups.hostname(h) for h in hosts)
-    rules = VirtualServiceRules(
-        source,
-        hosts,
-        hostnames,
-        mesh,
-        any(g != MESH_GATEWAY for g in gateways),
-        http,
-        tuple(tcp),
-        export_to,
-    )
+    rules = VirtualServiceRules(source, hosts, hostnames, mesh, served, http, tuple(tcp), export_to)
     return rules, compiler.problems.found, lookups.answers()
 
 

@@ -540,7 +540,7 @@ def _resolve_service(spec: ServiceSpec, inputs: _Inputs) -> _Resolved:
                 spec.name,
                 "",
                 "no ready endpoints; its clusters have empty load assignments",
-                Severity.WARNING,
+                Severity.INFO,  # a state (scaled to zero, starting), not a mistake in the YAML
             )
         )
     service = Service(

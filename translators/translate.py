@@ -36,6 +36,7 @@ from translators.resolve_ingress import (
 )
 from translators.resolve_loadbalancers import resolve_load_balancers
 from translators.resolve_routing import (
+    DEFAULT_GATEWAY,
     DestinationRuleSpec,
     MeshAnswers,
     RoutingContext,
@@ -86,6 +87,8 @@ _KINDS: Mapping[str, str] = {
 class Options:
     domain: str = CLUSTER_DOMAIN  # the cluster's DNS domain
     only_lb_class: bool = False  # serve only LoadBalancer Services of class splitplane.io/envoy
+    # The gateways (namespace/name) whose bound VirtualServices the load-balancer fleet serves.
+    gateway_names: frozenset[str] = frozenset({DEFAULT_GATEWAY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,7 +468,7 @@ def _translate(
         subsets_only,
     )
     index, rule_diagnostics = index_destination_rules(rules, services, domain)
-    context = RoutingContext(services, index, domain)
+    context = RoutingContext(services, index, domain, options.gateway_names)
     exports, export_diagnostics = _service_exports(specs, acceptor.accepted, memo)
 
     def check_virtual_service(
@@ -475,7 +478,7 @@ def _translate(
         if spec is None:
             return None, found
         compiled, more, _ = memo.get_checked(
-            "virtual-service-rules",
+            f"virtual-service-rules/{','.join(sorted(options.gateway_names))}",
             obj,
             lambda held: held[2].still_hold(context),
             _checked_virtual_service,

@@ -32,8 +32,9 @@ import grpc
 from google.protobuf.message import Message
 
 from translators.build import ResourceBuilder
-from translators.diagnostics import Diagnostic
+from translators.diagnostics import Diagnostic, Severity
 from translators.model import MeshModel, NodeGroup, Role
+from translators.resolve_routing import DEFAULT_GATEWAY
 from translators.translate import (
     KubeObject,
     Options,
@@ -382,7 +383,7 @@ class ControlPlane:
         before = set(self._diagnostics)
         _log_diagnostics([diagnostic for diagnostic in diagnostics if diagnostic not in before])
         self._diagnostics = diagnostics
-        counts = {"error": 0, "warning": 0}
+        counts = {severity.value: 0 for severity in Severity}
         for diagnostic in diagnostics:
             counts[diagnostic.severity.value] += 1
         for severity, count in counts.items():
@@ -447,9 +448,16 @@ class ControlPlane:
         self._hand_over_new(built)
 
 
+_LOG_LEVELS = {
+    Severity.ERROR: logging.ERROR,
+    Severity.WARNING: logging.WARNING,
+    Severity.INFO: logging.INFO,
+}
+
+
 def _log_diagnostics(diagnostics: Sequence[Diagnostic]) -> None:
     for diagnostic in diagnostics:
-        level = logging.ERROR if diagnostic.is_error else logging.WARNING
+        level = _LOG_LEVELS[diagnostic.severity]
         log.log(level, diagnostic.render(), extra={"diagnostic": diagnostic.as_dict()})
 
 
@@ -498,6 +506,12 @@ class ServeOptions:
     # The debug endpoint over HTTPS with the xDS server's files; a status reader's client
     # certificate then authenticates as well as a bearer token.
     debug_tls: bool = False
+    # The gateways (namespace/name) whose bound VirtualServices the fleet serves.
+    gateway_names: tuple[str, ...] = (DEFAULT_GATEWAY,)
+    # The validating admission webhook (HTTPS): off unless an address is given.
+    admission_address: str = ""
+    admission_cert: str = ""
+    admission_key: str = ""
 
 
 def xds_transport(
@@ -568,7 +582,9 @@ async def serve(
     folder cannot be read.
     """
     plane = plane or ControlPlane(
-        translate_options=Options(only_lb_class=options.only_lb_class),
+        translate_options=Options(
+            only_lb_class=options.only_lb_class, gateway_names=frozenset(options.gateway_names)
+        ),
         max_groups=options.max_groups,
         group_grace=options.group_grace,
     )
@@ -618,6 +634,8 @@ async def serve(
         started.append(stop_debug)
         plane.xds_port = xds_port
         plane.debug_port = debug.port
+        if options.admission_address:
+            started.append(await _start_admission(options, plane, loop))
         started.append(await _start_sources(options, plane, loop, kube))
     except (OSError, StartupError) as err:
         await stop_started()
@@ -650,6 +668,25 @@ async def serve(
         if signals:
             await _streams_finished()
         log.info("stopped")
+
+
+async def _start_admission(
+    options: ServeOptions, plane: ControlPlane, loop: asyncio.AbstractEventLoop
+) -> Stopper:
+    """Start the validating admission webhook; returns what stops it."""
+    from xds_server.kube.admission import AdmissionServer, mesh_from_loop
+
+    host, port = split_address(options.admission_address)
+    admission = AdmissionServer(
+        host,
+        port,
+        options.admission_cert,
+        options.admission_key,
+        mesh_from_loop(plane.store.objects, loop),
+        options=plane.translate_options,
+    )
+    await admission.start()
+    return admission.stop
 
 
 async def _streams_finished(timeout_s: float = 5.0) -> None:
@@ -790,10 +827,16 @@ async def _start_sources(
             ),
             fleet=parse_fleet_service(options.fleet_service),
             only_lb_class=options.only_lb_class,
+            gateway_names=frozenset(options.gateway_names),
         ),
         services=lambda: plane.store.objects_of("Service"),
         ingresses=lambda: plane.store.objects_of("Ingress"),
         ingress_classes=lambda: plane.store.objects_of("IngressClass"),
+        config=lambda: [
+            *plane.store.objects_of("VirtualService"),
+            *plane.store.objects_of("DestinationRule"),
+        ],
+        diagnostics=plane.diagnostics,
     )
     await status.start()
 
@@ -991,6 +1034,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve only LoadBalancer Services with loadBalancerClass splitplane.io/envoy",
     )
     parser.add_argument(
+        "--gateway-name",
+        action="append",
+        metavar="NAMESPACE/NAME",
+        help="a gateway whose VirtualServices the load-balancer fleet serves (repeatable; default"
+        f" {DEFAULT_GATEWAY}); one bound to any other gateway is left to its owner",
+    )
+    parser.add_argument(
+        "--admission-address",
+        default="",
+        metavar="HOST:PORT",
+        help="serve the validating admission webhook (POST /validate, HTTPS) here, once the files"
+        " of --admission-cert and --admission-key exist (default: off)",
+    )
+    parser.add_argument(
+        "--admission-cert", default="", metavar="PATH", help="the webhook's TLS certificate (PEM)"
+    )
+    parser.add_argument(
+        "--admission-key", default="", metavar="PATH", help="the webhook's TLS private key (PEM)"
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=("debug", "info", "warning", "error"),
@@ -1030,11 +1093,20 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         log.error("--fleet-service: %s", err)
         return 2
+    gateway_names = tuple(args.gateway_name or (DEFAULT_GATEWAY,))
+    malformed = [name for name in gateway_names if name.count("/") != 1 or "" in name.split("/")]
+    if malformed:
+        log.error("--gateway-name %s: write NAMESPACE/NAME", malformed[0])
+        return 2
+    if args.admission_address and not (args.admission_cert and args.admission_key):
+        log.error("--admission-address needs --admission-cert and --admission-key")
+        return 2
     for flag, address in (
         ("--xds-address", args.xds_address),
         ("--debug-address", args.debug_address),
+        ("--admission-address", args.admission_address),
     ):
-        if address is not None and (problem := _address_problem(flag, address)) is not None:
+        if address and (problem := _address_problem(flag, address)) is not None:
             log.error(problem)
             return 2
     if args.config_dir is not None and not args.config_dir.is_dir():
@@ -1098,6 +1170,10 @@ def run(args: argparse.Namespace) -> int:
         insecure_xds=args.insecure_xds,
         access=access,
         debug_tls=args.debug_tls,
+        gateway_names=gateway_names,
+        admission_address=args.admission_address,
+        admission_cert=args.admission_cert,
+        admission_key=args.admission_key,
     )
     try:
         xds_transport(options)  # refuse a bad transport before anything starts

@@ -15,7 +15,13 @@ def diagnostic_from_problem(problem: SourceProblem) -> Diagnostic:
         name=problem.name,
         field=problem.field,
         message=problem.message,
-        severity=Severity.WARNING if problem.warning else Severity.ERROR,
+        severity=(
+            Severity.INFO
+            if problem.info
+            else Severity.WARNING
+            if problem.warning
+            else Severity.ERROR
+        ),
         file=problem.file,
     )
 

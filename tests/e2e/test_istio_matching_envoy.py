@@ -33,7 +33,9 @@ def versions() -> Iterator[dict[str, Backend]]:
 
 def edge_routes(*rules: Obj) -> Obj:
     """A VirtualService for ``HOST`` on the load-balancer fleet, with ``rules``."""
-    return virtual_service("reviews-edge", [HOST], list(rules), gateways=["edge"])
+    return virtual_service(
+        "reviews-edge", [HOST], list(rules), gateways=["splitplane-system/splitplane"]
+    )
 
 
 async def landed(port: int, headers: dict[str, str], path: str = "/") -> Counter[str]:

@@ -49,7 +49,10 @@ def versions() -> Iterator[dict[str, Backend]]:
 
 def edge(name: str, host: str, subset: str, **rule: Any) -> dict[str, Any]:
     return virtual_service(
-        name, [host], [http_route(destination("reviews", subset), **rule)], gateways=["edge"]
+        name,
+        [host],
+        [http_route(destination("reviews", subset), **rule)],
+        gateways=["splitplane-system/splitplane"],
     )
 
 

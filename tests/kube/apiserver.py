@@ -56,8 +56,21 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("networking.k8s.io", "Ingress", "ingresses", status_subresource=True),
     Resource("networking.k8s.io", "IngressClass", "ingressclasses", namespaced=False),
     Resource("coordination.k8s.io", "Lease", "leases"),
-    Resource(ISTIO_GROUP, "VirtualService", "virtualservices", delete_returns_object=True),
-    Resource(ISTIO_GROUP, "DestinationRule", "destinationrules", delete_returns_object=True),
+    # As deploy/crds/ (and Istio's CRDs) declare them: with a status subresource.
+    Resource(
+        ISTIO_GROUP,
+        "VirtualService",
+        "virtualservices",
+        status_subresource=True,
+        delete_returns_object=True,
+    ),
+    Resource(
+        ISTIO_GROUP,
+        "DestinationRule",
+        "destinationrules",
+        status_subresource=True,
+        delete_returns_object=True,
+    ),
 )
 _BY_KIND = {r.kind: r for r in RESOURCES}
 _BY_PLURAL = {(r.group, r.plural): r for r in RESOURCES}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -323,31 +323,19 @@ def test_grpc_bootstrap_escapes_the_node_id() -> None:
 # Template lookup
 
 
-def test_templates_come_from_the_source_tree_first() -> None:
-    assert bootstrap.template_dirs()[0] == REPO / "envoy"
-    for role in ("sidecar", "gateway", "proxyless"):
-        assert bootstrap.template_path(role).parent == REPO / "envoy"
+def test_templates_are_package_data_beside_the_bootstrap_module() -> None:
+    package = REPO / "xds_server" / "cli" / "templates"
+    for role, name in bootstrap.TEMPLATE_FILES.items():
+        assert Path(str(bootstrap.template_path(role))) == package / name
+        assert bootstrap.template_text(role) == (package / name).read_text()
 
 
-def test_installed_templates_are_used_when_the_source_tree_has_none(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    installed = tmp_path / "share" / "splitplane" / "envoy"
-    installed.mkdir(parents=True)
-    (installed / "sidecar.yaml").write_text((REPO / "envoy" / "sidecar.yaml").read_text())
-    dirs = (tmp_path / "missing", installed)
-    monkeypatch.setattr(bootstrap, "template_dirs", lambda: dirs)
+def test_the_wheel_declares_the_templates_as_package_data() -> None:
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    setuptools = pyproject["tool"]["setuptools"]
 
-    assert bootstrap.template_path("sidecar") == installed / "sidecar.yaml"
-    with pytest.raises(FileNotFoundError, match=r"gateway\.yaml not found"):
-        bootstrap.template_path("gateway")
-
-
-def test_installed_location_is_under_the_interpreter_prefix(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setattr(sys, "prefix", str(tmp_path))
-    assert bootstrap.template_dirs()[1] == tmp_path / "share" / "splitplane" / "envoy"
+    assert setuptools["package-data"]["xds_server.cli"] == ["templates/*"]
+    assert "data-files" not in setuptools
 
 
 # ---------------------------------------------------------------------------------------------

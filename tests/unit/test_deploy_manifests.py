@@ -65,6 +65,9 @@ CLUSTER_WIDE_GRANTS: frozenset[tuple[str, str, str]] = frozenset(
         # The debug endpoint (off loopback) checks bearer tokens and what their users may read.
         ("authentication.k8s.io", "tokenreviews", "create"),
         ("authorization.k8s.io", "subjectaccessreviews", "create"),
+        # ... and the status of VirtualServices and DestinationRules (merge patches only).
+        ("networking.istio.io", "virtualservices/status", "patch"),
+        ("networking.istio.io", "destinationrules/status", "patch"),
     ]
 )
 # Leader election (coordination.k8s.io/v1 Lease) in the control plane's own namespace.
@@ -253,20 +256,40 @@ def test_custom_resources_are_checked_against_the_generated_crds() -> None:
 # Kustomization
 
 
-def test_kustomization_installs_every_manifest_outside_the_examples() -> None:
-    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
-    listed = kustomization["resources"]
+def kustomization(folder: Path) -> dict[str, Any]:
+    found: dict[str, Any] = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    return found
+
+
+def test_kustomization_installs_every_manifest_outside_the_examples_and_the_crds() -> None:
+    listed = kustomization(DEPLOY)["resources"]
     expected = {
         str(path.relative_to(DEPLOY))
         for path in manifest_files()
-        if not path.is_relative_to(EXAMPLES)
+        if not path.is_relative_to(EXAMPLES) and not path.is_relative_to(CRDS)
     }
 
-    assert kustomization["namespace"] == NAMESPACE
+    assert kustomization(DEPLOY)["namespace"] == NAMESPACE
     assert len(listed) == len(set(listed)), "a resource is listed twice"
     assert set(listed) == expected
-    assert {path for path in expected if path.startswith("crds/")}, "no CRDs listed"
     assert listed[0] == "namespace.yaml", "the namespace comes first"
+
+
+def test_the_crds_are_a_kustomization_of_their_own_that_deleting_splitplane_leaves_alone() -> None:
+    crds = kustomization(CRDS)
+
+    assert set(crds["resources"]) == {path.name for path in manifest_files(CRDS)}
+    assert "namespace" not in crds  # cluster-scoped
+    assert not any("crd" in entry for entry in kustomization(DEPLOY)["resources"])
+
+
+def test_the_readme_creates_the_crds_and_never_applies_or_deletes_them() -> None:
+    readme = (REPO / "README.md").read_text()
+
+    assert "kubectl create -k deploy/crds/" in readme
+    assert readme.index("kubectl create -k deploy/crds/") < readme.index("kubectl apply -k deploy/")
+    for verb in ("apply", "delete", "replace"):
+        assert f"kubectl {verb} -k deploy/crds" not in readme
 
 
 def test_installed_namespaced_objects_declare_the_control_plane_namespace() -> None:
@@ -279,6 +302,7 @@ def test_installed_namespaced_objects_declare_the_control_plane_namespace() -> N
         "ClusterIssuer",
     }
     installed = [d for d in documents() if not d.path.is_relative_to(EXAMPLES)]
+    assert {d.kind for d in installed} >= {"CustomResourceDefinition", "Deployment"}
     for document in installed:
         namespace = document.body["metadata"].get("namespace")
         if document.kind in cluster_scoped:
@@ -644,8 +668,9 @@ def test_local_example_is_a_90_10_canary_on_loopback_backends() -> None:
 def test_local_canary_matches_the_cluster_canary() -> None:
     def routing(path: Path) -> list[dict[str, Any]]:
         return [
-            find(path, "VirtualService", "reviews")["spec"],
-            find(path, "DestinationRule", "reviews")["spec"],
+            find(path, "Service", "reviews"),
+            find(path, "VirtualService", "reviews"),
+            find(path, "DestinationRule", "reviews"),
         ]
 
     assert routing(LOCAL / "canary.yaml") == routing(EXAMPLES / "canary.yaml")

@@ -246,6 +246,13 @@ def test_timestamps_stay_strings_as_in_kubernetes(mesh: Path) -> None:
             "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: x}\n",
             "document 2 (line 9): kind 'Gateway' is not one splitplane reads; skipped",
             "kind",
+            False,  # but info: expected in a folder of manifests
+        ),
+        (
+            "kind: VirtualServce\nmetadata: {name: x}\n",
+            "document 2 (line 9): kind 'VirtualServce' is not one splitplane reads; skipped; "
+            "did you mean VirtualService?",
+            "kind",
             True,
         ),
     ],
@@ -261,6 +268,7 @@ def test_a_bad_document_is_a_problem_naming_file_and_document_and_is_skipped(
     assert problems[0].file == str(mesh / "a.yaml")
     assert problems[0].field == field
     assert problems[0].warning is warning
+    assert problems[0].info is ("is not one splitplane reads" in message and not warning)
 
 
 @pytest.mark.parametrize(

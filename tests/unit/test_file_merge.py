@@ -28,7 +28,8 @@ def reference_merge(
     files: Iterable[ParsedFile],
 ) -> tuple[dict[ObjectKey, KubeObject], list[SourceProblem]]:
     """The rule as written down: walk the files in path order and their objects in document
-    order; the first definition of a key wins, every later one is a problem naming the first."""
+    order; the first definition of a key wins, every later one that differs from it is a problem
+    naming the first."""
     merged: dict[ObjectKey, KubeObject] = {}
     origin: dict[ObjectKey, str] = {}
     problems: list[SourceProblem] = []
@@ -41,6 +42,8 @@ def reference_merge(
                 merged[key] = obj
                 origin[key] = parsed.path
                 continue
+            if obj == merged[key]:
+                continue  # the same object again
             kind, namespace, name = key
             where = "earlier in this file" if first == parsed.path else f"in {first}"
             message = f"{kind} {namespace}/{name} is already defined {where}; this one is ignored"
@@ -48,19 +51,26 @@ def reference_merge(
     return merged, problems
 
 
-def kube_object(key: ObjectKey) -> dict[str, Any]:
-    """A new object under ``key``: equal to the others under it, but a new identity, as a file
-    parsed again gives. Only the identity says which object wins."""
+def kube_object(key: ObjectKey, content: int = 0) -> dict[str, Any]:
+    """A new object under ``key``: a new identity, as a file parsed again gives, equal to the
+    others under it with the same ``content``. Only the identity says which object wins."""
     kind, namespace, name = key
-    return {"kind": kind, "metadata": {"name": name, "namespace": namespace}}
+    return {"kind": kind, "metadata": {"name": name, "namespace": namespace}, "spec": content}
 
 
-def parsed_file(path: str, keys: Sequence[ObjectKey], bad_documents: int) -> ParsedFile:
+def parsed_file(
+    path: str, keys: Sequence[ObjectKey], bad_documents: int, contents: Sequence[int] = ()
+) -> ParsedFile:
+    """A file of objects under ``keys`` (with ``contents``, by default 0 and 1 in turn, so a key
+    written twice is two different objects)."""
     problems = tuple(
         SourceProblem(f"document {n} has no kind", file=path, field="kind")
         for n in range(bad_documents)
     )
-    return ParsedFile(path, tuple(kube_object(key) for key in keys), problems)
+    contents = contents or [n % 2 for n in range(len(keys))]
+    return ParsedFile(
+        path, tuple(kube_object(key, c) for key, c in zip(keys, contents, strict=True)), problems
+    )
 
 
 def identities(objects: dict[ObjectKey, KubeObject]) -> list[tuple[ObjectKey, int]]:
@@ -77,6 +87,7 @@ writes = st.tuples(
     st.sampled_from(PATHS),
     st.lists(st.sampled_from(KEYS), max_size=5),  # a key may repeat: duplicates within the file
     st.integers(min_value=0, max_value=2),  # documents that are problems of their own
+    st.lists(st.integers(min_value=0, max_value=1), min_size=5, max_size=5),  # their contents
 )
 breaks = st.tuples(st.just("break"), st.sampled_from(PATHS))  # unparsable, previous objects kept
 removals = st.tuples(st.just("remove"), st.sampled_from(PATHS))
@@ -88,8 +99,8 @@ steps = st.lists(st.one_of(writes, writes, breaks, removals, renames), min_size=
 def apply(operation: Operation, files: dict[str, ParsedFile], merge: FileMerge) -> None:
     """Apply ``operation`` to both the plain map of current files and the incremental merge."""
     match operation:
-        case ("write", path, keys, bad_documents):
-            changed = [parsed_file(path, keys, bad_documents)]
+        case ("write", path, keys, bad_documents, contents):
+            changed = [parsed_file(path, keys, bad_documents, contents[: len(keys)])]
         case ("break", path):
             previous = files.get(path)
             kept = previous.objects if previous is not None else ()
@@ -160,7 +171,7 @@ REVIEWS = KEYS[0]
 
 def test_a_later_duplicate_takes_over_when_the_winner_is_removed() -> None:
     merge = FileMerge()
-    first, second = parsed_file("a.yaml", [REVIEWS], 0), parsed_file("b.yaml", [REVIEWS], 0)
+    first, second = parsed_file("a.yaml", [REVIEWS], 0), parsed_file("b.yaml", [REVIEWS], 0, [1])
     merge.put(second)
     merge.put(first)
     assert merge.take_changes().upserted == [first.objects[0]]
@@ -192,6 +203,21 @@ def test_a_file_put_again_with_the_same_objects_changes_nothing() -> None:
         "VirtualService default/reviews is already defined earlier in this file; "
         "this one is ignored"
     ]
+
+
+def test_the_same_object_in_two_files_is_one_object_until_one_of_them_changes() -> None:
+    merge = FileMerge()
+    merge.put(parsed_file("a.yaml", [REVIEWS], 0, [0]))
+    merge.put(parsed_file("b.yaml", [REVIEWS], 0, [0]))
+    assert merge.problems() == ()
+
+    merge.put(parsed_file("a.yaml", [REVIEWS], 0, [1]))  # the winner changes
+    assert [problem.message for problem in merge.problems()] == [
+        "VirtualService default/reviews is already defined in a.yaml; this one is ignored"
+    ]
+
+    merge.put(parsed_file("b.yaml", [REVIEWS], 0, [1]))  # and the other follows
+    assert merge.problems() == ()
 
 
 def test_a_removed_key_is_reported_deleted_once() -> None:

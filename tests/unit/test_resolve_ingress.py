@@ -508,7 +508,7 @@ def test_a_host_a_gateway_virtual_service_routes_is_not_taken_by_an_ingress() ->
             "bound",
             ["r.example"],
             [http_route(destination("reviews", "v2"))],
-            gateways=["splitplane-system/splitplane-lb"],
+            gateways=["splitplane-system/splitplane"],
         ),
         ingress("r", rule("r.example", path("/", to=backend("reviews")))),
     ]

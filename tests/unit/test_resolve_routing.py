@@ -44,7 +44,7 @@ from translators.model import (
     VirtualHost,
     WeightedCluster,
 )
-from translators.translate import Translation, translate
+from translators.translate import Options, Translation, translate
 
 REVIEWS = "reviews.default.svc.cluster.local"
 V1 = f"outbound|80|v1|{REVIEWS}"
@@ -707,16 +707,22 @@ def test_virtual_services_of_the_same_age_are_ordered_by_namespace_then_name() -
     [
         (None, True, False),
         (["mesh"], True, False),
-        (["edge"], False, True),
-        (["infra/edge"], False, True),
-        (["mesh", "infra/edge"], True, True),
+        (["splitplane-system/splitplane"], False, True),
+        (["splitplane.splitplane-system.svc.cluster.local"], False, True),
+        (["mesh", "splitplane-system/splitplane"], True, True),
+        (["istio-system/ingressgateway"], False, False),
+        (["splitplane"], False, False),  # a bare name is in the VirtualService's namespace
+        (["mesh", "istio-system/ingressgateway"], True, False),
     ],
     ids=[
         "no-gateways-means-the-mesh",
         "mesh-means-the-mesh",
-        "a-gateway-name-means-the-load-balancer-fleet-only",
-        "a-namespaced-gateway-name-means-the-load-balancer-fleet",
-        "mesh-and-a-gateway-means-both",
+        "splitplanes-gateway-means-the-load-balancer-fleet-only",
+        "the-long-form-names-the-same-gateway",
+        "mesh-and-splitplanes-gateway-means-both",
+        "another-owners-gateway-is-left-alone",
+        "a-bare-name-is-in-the-virtual-services-namespace",
+        "mesh-and-another-owners-gateway-means-the-mesh",
     ],
 )
 def test_gateways(gateways: list[str] | None, in_mesh: bool, on_gateway: bool) -> None:
@@ -733,6 +739,41 @@ def test_gateways(gateways: list[str] | None, in_mesh: bool, on_gateway: bool) -
     assert any(v.name == "shop.example.com:80" for v in model.mesh_hosts) is in_mesh
     gateway_hosts = sorted(h for v in model.gateway_hosts for h in v.hosts)
     assert gateway_hosts == (["reviews", "shop.example.com"] if on_gateway else [])
+
+
+def test_a_virtual_service_bound_to_another_gateway_gets_one_info_and_no_check() -> None:
+    # Istio's ingress routes, with what splitplane would call an error (weights summing to 0).
+    istio_ingress = virtual_service(
+        "shop",
+        ["shop.example.com"],
+        [http_route(destination("nowhere", "v1", weight=0))],
+        gateways=["istio-system/ingressgateway"],
+    )
+    translation = run(*versioned_service(), istio_ingress)
+
+    assert [(d.severity, d.field, d.message) for d in translation.diagnostics] == [
+        (
+            Severity.INFO,
+            "spec.gateways[0]",
+            "gateway istio-system/ingressgateway is not splitplane's "
+            "(splitplane-system/splitplane); its routes are left to its owner",
+        )
+    ]
+    assert translation.model.gateway_hosts == ()
+
+
+def test_the_fleet_serves_the_gateway_names_it_is_given() -> None:
+    vs = virtual_service(
+        "shop",
+        ["shop.example.com"],
+        [http_route(destination("reviews", "v2"))],
+        gateways=["edge/public"],
+    )
+    options = Options(gateway_names=frozenset({"edge/public", "edge/internal"}))
+    translation = translate([*versioned_service(), vs], options=options)
+
+    assert translation.diagnostics == ()
+    assert [h for v in translation.model.gateway_hosts for h in v.hosts] == ["shop.example.com"]
 
 
 def test_tcp_rules_are_resolved_per_service_port() -> None:
@@ -756,7 +797,7 @@ def test_tcp_rules_are_resolved_per_service_port() -> None:
                 ],
             }
         ],
-        gateways=["mesh", "edge"],
+        gateways=["mesh", "splitplane-system/splitplane"],
     )
     host = "db.default.svc.cluster.local"
     expected = (

@@ -484,14 +484,14 @@ def test_udp_ports_are_left_out_of_the_model() -> None:
     assert [p.port for p in only_service(svc_obj).ports] == [80]
 
 
-def test_a_service_without_ready_endpoints_is_kept_with_a_warning() -> None:
+def test_a_service_without_ready_endpoints_is_kept_with_an_info() -> None:
     resolved, _ = resolve(service("reviews"))
     assert [s.name for s in resolved.services] == ["reviews"]
     (warning,) = resolved.diagnostics
     assert (warning.kind, warning.name, warning.severity) == (
         "Service",
         "reviews",
-        Severity.WARNING,
+        Severity.INFO,  # scaled to zero or starting: a state, not a mistake
     )
     assert "no ready endpoints" in warning.message
 

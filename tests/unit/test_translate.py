@@ -399,7 +399,7 @@ def _late_duplicate() -> Obj:
         ),
         (
             service("web", ports=[service_port(80, "http", "www")]),
-            ("Service", "web", "", Severity.WARNING, "no ready endpoints"),
+            ("Service", "web", "", Severity.INFO, "no ready endpoints"),
         ),
         (
             [canary(created="2024-01-01T00:00:00Z"), _late_duplicate()],

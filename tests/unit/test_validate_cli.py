@@ -63,13 +63,28 @@ def test_a_valid_folder_exits_zero(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_warnings_alone_still_exit_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "svc.yaml").write_text(SERVICE)  # no pods: no ready endpoints
+    (tmp_path / "svc.yaml").write_text(SERVICE + "---\nkind: VirtualServce\nmetadata: {name: x}\n")
 
     code, lines = validate(capsys, tmp_path / "svc.yaml")
 
     assert code == 0
-    assert lines[0].startswith("warning: Service/default/reviews")
+    assert "warning: VirtualServce/default/x" in lines[0]
+    assert "did you mean VirtualService?" in lines[0]
+    assert lines[-1] == "0 error(s), 1 warning(s)"
+
+
+def test_infos_show_only_at_the_info_threshold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "svc.yaml").write_text(SERVICE)  # no pods: no ready endpoints, an info
+
+    assert validate(capsys, tmp_path / "svc.yaml") == (0, ["0 error(s), 0 warning(s)"])
+    code, lines = validate(capsys, "--output-threshold", "info", tmp_path / "svc.yaml")
+
+    assert code == 0
+    assert lines[0].startswith("info: Service/default/reviews")
     assert "no ready endpoints" in lines[0]
+    assert lines[-1] == "0 error(s), 0 warning(s)"
 
 
 def test_malformed_yaml_names_the_file_and_line(

@@ -1,8 +1,8 @@
 """Bootstraps that point Envoy (or a proxyless gRPC client) at splitplane, and the
 ``splitplane bootstrap`` command that prints them.
 
-The templates live in ``envoy/`` (``sidecar.yaml``, ``gateway.yaml``, ``grpc-bootstrap.json``);
-an installed (non-editable) copy is looked up under ``<sys.prefix>/share/splitplane/envoy``.
+The templates are package data, ``xds_server/cli/templates/`` (``sidecar.yaml``, ``gateway.yaml``,
+``grpc-bootstrap.json``), read with ``importlib.resources`` wherever the package is installed.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import json
 import posixpath
 import sys
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from string import Template
 
@@ -255,23 +257,16 @@ def _with_xds_tls(text: str, tls: BootstrapTls, address: XdsAddress) -> str:
     return text.replace(anchor, anchor + block)
 
 
-def template_dirs() -> tuple[Path, ...]:
-    """Where templates are looked up, in order: the source tree, then the installed data files."""
-    return (
-        Path(__file__).resolve().parents[2] / "envoy",
-        Path(sys.prefix) / "share" / "splitplane" / "envoy",
+def template_path(role: str) -> Traversable:
+    """The template file for ``role`` (sidecar, gateway or proxyless), inside the package."""
+    return resources.files(__package__ or "xds_server.cli").joinpath(
+        "templates", TEMPLATE_FILES[role]
     )
 
 
-def template_path(role: str) -> Path:
-    """The template file for ``role`` (sidecar, gateway or proxyless)."""
-    name = TEMPLATE_FILES[role]
-    for directory in template_dirs():
-        candidate = directory / name
-        if candidate.is_file():
-            return candidate
-    searched = ", ".join(str(d) for d in template_dirs())
-    raise FileNotFoundError(f"bootstrap template {name} not found in {searched}")
+def template_text(role: str) -> str:
+    """The text of ``role``'s template."""
+    return template_path(role).read_text(encoding="utf-8")
 
 
 def _quoted(value: str) -> str:
@@ -329,11 +324,8 @@ def render_bootstrap(
         "XDS_HOST": _quoted(address.host),
         "XDS_PORT": str(address.port),
     }
-    template = template_path(role)
-    text = _without_leading_comments(
-        Template(template.read_text(encoding="utf-8")).substitute(fields)
-    )
-    text = f"# splitplane {role} bootstrap, rendered from envoy/{template.name}.\n{text}"
+    text = _without_leading_comments(Template(template_text(role)).substitute(fields))
+    text = f"# splitplane {role} bootstrap, rendered from template {TEMPLATE_FILES[role]}.\n{text}"
     if tls is not None:
         text = _with_xds_tls(text, tls, address)
     if health_port is not None:
@@ -364,7 +356,7 @@ def render_grpc_bootstrap(
         "NAMESPACE": _quoted(_text(namespace, "namespace")),
         "XDS_ADDRESS": _quoted(address.uri),
     }
-    text = Template(template_path(PROXYLESS).read_text(encoding="utf-8")).substitute(fields)
+    text = Template(template_text(PROXYLESS)).substitute(fields)
     bootstrap = json.loads(text)
     if tls is None:
         return text

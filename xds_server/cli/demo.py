@@ -15,6 +15,7 @@ import contextlib
 import http.client
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -26,7 +27,7 @@ import yaml
 
 from xds_server.app import ControlPlane, ServeOptions, serve
 from xds_server.cli.bootstrap import render_bootstrap
-from xds_server.cli.local_envoy import RunningEnvoy, running_envoy
+from xds_server.cli.local_envoy import RunningEnvoy, envoy_binary, running_envoy
 from xds_server.logs import configure_logging
 from xds_server.xds.cache import ROUTE
 
@@ -306,6 +307,11 @@ def run(args: argparse.Namespace) -> int:
     configure_logging("warning")
     if not args.requests:
         args.requests = 300 if args.short else 1000
+    try:
+        envoy_binary()
+    except FileNotFoundError as err:
+        print(f"splitplane demo: {err}", file=sys.stderr)
+        return 1
     try:
         good = asyncio.run(walk(args))
     except KeyboardInterrupt:

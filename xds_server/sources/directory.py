@@ -27,6 +27,7 @@ Rules shared by both:
 from __future__ import annotations
 
 import asyncio
+import difflib
 import errno
 import logging
 import os
@@ -39,6 +40,7 @@ from typing import Any
 import yaml
 
 from xds_server.sources.base import (
+    KINDS,
     STILL_SERVING,
     KubeObject,
     ObjectSink,
@@ -265,14 +267,20 @@ def _document_object(
     shown_name = name if isinstance(name, str) else ""
     verdict = kind_verdict(document.get("apiVersion"), kind)
     if verdict is not None:
+        # A kind skipped without error: a near miss of a kind splitplane reads is likely a typo,
+        # a warning that says so; any other (the Deployments beside the routes) is expected in a
+        # folder of manifests.
+        close = [] if verdict.error else difflib.get_close_matches(kind, KINDS, n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else ""
         return SourceProblem(
-            f"{where}: {verdict.message}",
+            f"{where}: {verdict.message}{hint}",
             file=path,
             kind=kind,
             namespace=shown_namespace,
             name=shown_name,
             field=verdict.field,
-            warning=not verdict.error,
+            warning=not verdict.error and bool(close),
+            info=not verdict.error and not close,
         )
     if not isinstance(meta, Mapping) or not isinstance(name, str) or not name:
         return SourceProblem(
@@ -330,7 +338,7 @@ def parse_yaml(path: str, data: bytes, *, budget: int = DEFAULT_MAX_FILE_BYTES) 
             objects.append(result)
     # A document that is not an object Kubernetes would take may be the broken version of any
     # object the file held: the file as a whole is not applied (see ``ParsedFile.complete``).
-    complete = all(problem.warning for problem in problems)
+    complete = all(problem.warning or problem.info for problem in problems)
     return ParsedFile(path, tuple(objects), tuple(problems), complete)
 
 

@@ -2,13 +2,14 @@
 
 The rule, for ``merge_files`` (read once) and the watched folder alike: when several documents
 define the same kind/namespace/name, the first by path, then by document order, wins; every other
-definition is a problem naming its file. The problems come in path order: a file's own problems,
-then its ignored definitions in document order.
+definition that differs from it is a problem naming its file (the same object written out twice,
+identically, is one object, as `kubectl apply` of both would leave it). The problems come in path
+order: a file's own problems, then its ignored definitions in document order.
 
 ``FileMerge`` keeps, for every key, where its winning definition is and, for a key defined more
 than once, where the others are, in that order. Putting or removing one file costs what the file
-holds plus the definitions of the keys it touches (the other files' definitions of a key only when
-its winner moves to another file), however many other files there are.
+holds plus the other definitions of the keys it touches (a key defined once has none), however
+many other files there are.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class FileMerge:
         for path in sorted(self._files):
             held = self._files[path]
             for index, (key, obj) in enumerate(zip(held.keys, held.parsed.objects, strict=True)):
-                if index not in held.duplicates:
+                if self._winners[key] == (path, index):
                     merged[key] = obj
         return merged
 
@@ -175,26 +176,39 @@ class FileMerge:
                 winner = self._add(key, (path, position))
                 # Later definitions in this file come after this one: what wins now stays.
                 if winner != (path, position):
-                    held.duplicates[position] = _duplicate_problem(key, path, winner[0])
+                    problem = self._loser_problem(key, (path, position), winner)
+                    if problem is not None:
+                        held.duplicates[position] = problem
         self._refresh_problems(path)
-        # Where a key's winner moved to another file, the other files' definitions name it anew.
-        # (Where it stayed in the same file, only this file's definitions can have changed.)
+        # The other files' definitions of a key this change touched are checked against its winner
+        # anew: it may have moved to another file, or changed (identical ones are no problem).
         others: set[str] = set()
-        for key, winner_before in winners_before.items():
+        for key in winners_before:
             first = self._winners.get(key)
-            if first is None or (winner_before is not None and first[0] == winner_before[0]):
+            if first is None:
                 continue
             for other, position in [first, *self._losers.get(key, ())]:
                 if other == path:
                     continue
                 duplicates = self._files[other].duplicates
-                if (other, position) == first:
-                    duplicates.pop(position, None)
-                else:
-                    duplicates[position] = _duplicate_problem(key, other, first[0])
-                others.add(other)
+                problem = None
+                if (other, position) != first:
+                    problem = self._loser_problem(key, (other, position), first)
+                if problem is None:
+                    if duplicates.pop(position, None) is not None:
+                        others.add(other)
+                elif duplicates.get(position) != problem:
+                    duplicates[position] = problem
+                    others.add(other)
         for other in others:
             self._refresh_problems(other)
+
+    def _loser_problem(self, key: ObjectKey, place: _Place, winner: _Place) -> SourceProblem | None:
+        """The problem of the definition at ``place``, which loses to ``winner``: none when it
+        is the very same object."""
+        if self._object_at(place) == self._object_at(winner):
+            return None
+        return _duplicate_problem(key, place[0], winner[0])
 
     def _note_winner(self, key: ObjectKey, winners_before: dict[ObjectKey, _Place | None]) -> None:
         """Note where the winner of ``key`` is before it changes, and for ``take_changes``, which
