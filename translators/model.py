@@ -344,6 +344,7 @@ class VirtualHost:
     port: int
     hosts: tuple[str, ...]
     routes: tuple[HttpRoute, ...]
+    source: str = ""  # namespace/name of the VirtualService whose rules these are, if any
 
 
 @dataclass(frozen=True, slots=True)

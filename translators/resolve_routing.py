@@ -1504,18 +1504,22 @@ def _service_hosts(
             continue
         routes = _routes_for_port(vs, port.port) if vs is not None else ()
         hosts = tuple(dict.fromkeys(aliases + written))
+        source = str(vs.source) if vs is not None and routes else ""
         if not routes:
             default = cluster_name(port.port, "", service.hostname)
             routes = (HttpRoute(destinations=(WeightedCluster(default, 100),)),)
             hosts = aliases
-        found.append(VirtualHost(f"{service.hostname}:{port.port}", port.port, hosts, routes))
+        found.append(
+            VirtualHost(f"{service.hostname}:{port.port}", port.port, hosts, routes, source)
+        )
     return found
 
 
 def _named_host(host: str, vs: VirtualServiceRules) -> VirtualHost:
     """The virtual host of a host that is not a service, or of a gateway host."""
     port = vs.host_port
-    return VirtualHost(f"{host}:{port}", port, (host,), tuple(rule.route for rule in vs.http))
+    routes = tuple(rule.route for rule in vs.http)
+    return VirtualHost(f"{host}:{port}", port, (host,), routes, str(vs.source))
 
 
 def _clusters(service: Service, rule: DestinationRuleSpec | None) -> list[Cluster]:

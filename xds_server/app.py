@@ -52,6 +52,7 @@ from xds_server.debug.auth import (
 )
 from xds_server.debug.http import is_loopback, start_debug_server
 from xds_server.debug.metrics import Metrics, short_type
+from xds_server.debug.traffic import observed_clusters
 from xds_server.kube.loadbalancer_status import (
     DEFAULT_FLEET_SERVICE,
     DEFAULT_LEASE_NAMESPACE,
@@ -102,6 +103,12 @@ from xds_server.xds.tls import (
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
+from xds_server.xds.load_reports import (
+    DEFAULT_REPORT_INTERVAL,
+    Load,
+    LoadReportingService,
+    LoadWindows,
+)
 
 log = logging.getLogger("splitplane")
 
@@ -217,6 +224,10 @@ class ControlPlane:
         # Unchanged parts of the model are not built again, nor their messages serialized again.
         self.builder = ResourceBuilder()
         self.serializer = Serializer()
+        # What proxies report of the traffic each cluster got (LRS), over a recent window.
+        self.load_windows = LoadWindows()
+        self.load_reporting = LoadReportingService(self.load_windows)
+        self._reported_model: MeshModel | None = None
         self.xds_port = 0  # bound ports, known once serving
         self.debug_port = 0
 
@@ -236,6 +247,13 @@ class ControlPlane:
 
     def is_ready(self) -> bool:
         return self._published
+
+    def traffic(self) -> Mapping[str, Load]:
+        return self.load_windows.totals()
+
+    @property
+    def traffic_window(self) -> float:
+        return self.load_windows.window
 
     # -- the pipeline -------------------------------------------------------------------------
 
@@ -389,6 +407,10 @@ class ControlPlane:
         for severity, count in counts.items():
             self.metrics.diagnostics.set(severity, value=count)
         _log_all_published(published)
+        model = self.model()
+        if model is not self._reported_model:  # proxies report the load of the split clusters
+            self._reported_model = model
+            self.load_reporting.want(observed_clusters(model))
 
     def _on_group_requested(self, key: str) -> None:
         self._groups.add(key)
@@ -512,6 +534,8 @@ class ServeOptions:
     admission_address: str = ""
     admission_cert: str = ""
     admission_key: str = ""
+    # Seconds between the load reports every proxy is asked for (LRS).
+    load_report_interval: float = DEFAULT_REPORT_INTERVAL
 
 
 def xds_transport(
@@ -597,6 +621,7 @@ async def serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
 
+    plane.load_reporting.interval = options.load_report_interval
     started: list[Stopper] = []  # what to stop, last started first
 
     async def stop_started() -> None:
@@ -611,6 +636,7 @@ async def serve(
             _server_options(options),
             credentials=credentials,
             access=AccessControl(policy, on_refused=plane.metrics.stream_refused),
+            load_reporting=plane.load_reporting,
         )
         started.append(lambda: server.stop(options.drain_seconds))
         debug_host, debug_port = split_address(options.debug_address)
@@ -1014,6 +1040,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f" (default {DEFAULT_MAX_CONNECTION_AGE_GRACE_S:g})",
     )
     parser.add_argument(
+        "--load-report-interval",
+        type=float,
+        default=DEFAULT_REPORT_INTERVAL,
+        metavar="SECONDS",
+        help="how often each proxy reports the traffic its clusters got (Envoy's load reporting"
+        f" service; default {DEFAULT_REPORT_INTERVAL:g})",
+    )
+    parser.add_argument(
         "--fleet-service",
         default=DEFAULT_FLEET_SERVICE,
         metavar="NAMESPACE/NAME",
@@ -1109,6 +1143,9 @@ def run(args: argparse.Namespace) -> int:
         if address and (problem := _address_problem(flag, address)) is not None:
             log.error(problem)
             return 2
+    if not 0.1 <= args.load_report_interval <= 3600:
+        log.error("--load-report-interval: give from 0.1 to 3600 seconds")
+        return 2
     if args.config_dir is not None and not args.config_dir.is_dir():
         log.error("--config-dir %s is not a folder", args.config_dir)
         return 2
@@ -1161,6 +1198,7 @@ def run(args: argparse.Namespace) -> int:
         max_names_per_stream=args.max_names_per_stream,
         max_connection_age=args.max_connection_age,
         max_connection_age_grace=args.max_connection_age_grace,
+        load_report_interval=args.load_report_interval,
         fleet_service=args.fleet_service,
         lease_namespace=args.lease_namespace,
         only_lb_class=args.only_lb_class,

@@ -125,6 +125,17 @@ def test_every_resource_type_comes_over_one_ads_stream_that_names_the_node_once(
 
 
 @pytest.mark.parametrize("role", ["sidecar", "gateway"])
+def test_envoy_reports_the_load_of_its_clusters_to_the_xds_server(role: str) -> None:
+    load_stats = rendered(role=role)["cluster_manager"]["load_stats_config"]
+
+    assert load_stats == {
+        "api_type": "GRPC",
+        "transport_api_version": "V3",
+        "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}],
+    }
+
+
+@pytest.mark.parametrize("role", ["sidecar", "gateway"])
 def test_xds_cluster_speaks_http2_or_envoy_would_never_connect(role: str) -> None:
     cluster = xds_cluster(rendered(role=role))
 

@@ -20,6 +20,7 @@ from xds_server.debug.metrics import Metrics
 from xds_server.debug.views import SnapshotRenderer, resource_json, snapshot_json
 from xds_server.xds.cache import CLUSTER, ENDPOINT, Resource, Snapshot, snapshot_from_messages
 from xds_server.xds.client_status import ClientRegistry, ClientView
+from xds_server.xds.load_reports import Load
 
 CLUSTER_NAME = "outbound|80||reviews.default.svc.cluster.local"
 
@@ -41,6 +42,8 @@ class State:
     mesh: MeshModel | None = None
     found: tuple[Diagnostic, ...] = ()
     ready: bool = True
+    loads: dict[str, Load] = field(default_factory=dict)
+    traffic_window: float = 60.0
 
     def snapshots(self) -> Mapping[str, Snapshot]:
         return self.groups
@@ -56,6 +59,9 @@ class State:
 
     def is_ready(self) -> bool:
         return self.ready
+
+    def traffic(self) -> Mapping[str, Load]:
+        return self.loads
 
 
 def body(response: Response) -> Any:

@@ -3,11 +3,15 @@
 =================================  ==========================================================
 path                               shows
 =================================  ==========================================================
+/                                  the web dashboard (``dashboard``), live over server-sent
+                                   events from /dashboard/events, paged from /dashboard/*
 /debug/snapshot?group=&type=       every node group, type, version and resource
 /debug/config_dump?node=ID         what that node was sent, shaped like Envoy's /config_dump
 /debug/clients                     per connected node: per type sent/acked version, state
 /debug/model                       the resolved mesh model
 /debug/diagnostics                 every current diagnostic
+/debug/traffic                     per VirtualService route: configured weight, observed share
+                                   and error rate of each destination (Envoy's load reports)
 /metrics                           Prometheus text
 /healthz                           200 while the process serves
 /readyz                            200 once every source has synced and a snapshot is out
@@ -39,12 +43,15 @@ from aiohttp.web_response import ContentCoding
 
 from translators.diagnostics import Diagnostic
 from translators.model import MeshModel
+from xds_server.debug import dashboard
 from xds_server.debug import views as debug_views
 from xds_server.debug.auth import DebugAuth
 from xds_server.debug.metrics import Metrics
 from xds_server.debug.server import HttpServer, Limits
+from xds_server.debug.traffic import traffic_json
 from xds_server.xds.cache import Snapshot
 from xds_server.xds.client_status import ClientView
+from xds_server.xds.load_reports import Load
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +70,11 @@ class DebugState(Protocol):
     def diagnostics(self) -> Sequence[Diagnostic]: ...
 
     def is_ready(self) -> bool: ...
+
+    def traffic(self) -> Mapping[str, Load]: ...
+
+    @property
+    def traffic_window(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -123,17 +135,35 @@ def handle(
         return json_response(debug_views.model_json(state.model()))
     if path == "/debug/diagnostics":
         return json_response(debug_views.diagnostics_json(state.diagnostics()))
+    if path == "/":
+        return Response(200, dashboard.page_html(), "text/html; charset=utf-8")
+    if path == "/dashboard/services":
+        page = dashboard.page_query(query)
+        model, loads = state.model(), state.traffic()
+        return json_response(dashboard.services_page(model, loads, state.traffic_window, page))
+    if path == "/dashboard/proxies":
+        return json_response(dashboard.proxies_page(state.clients(), dashboard.page_query(query)))
+    if path == "/dashboard/diagnostics":
+        page = dashboard.page_query(query)
+        return json_response(dashboard.diagnostics_page(state.diagnostics(), page))
+    if path == "/debug/traffic":
+        return json_response(traffic_json(state.model(), state.traffic(), state.traffic_window))
     return not_found(f"no such path {url.path!r}")
 
 
 # -- the aiohttp application ------------------------------------------------------------------
 
 PATHS = (
+    "/",
+    "/dashboard/services",
+    "/dashboard/proxies",
+    "/dashboard/diagnostics",
     "/debug/snapshot",
     "/debug/config_dump",
     "/debug/clients",
     "/debug/model",
     "/debug/diagnostics",
+    "/debug/traffic",
     "/metrics",
     "/healthz",
     "/readyz",
@@ -147,6 +177,7 @@ GZIP_MIN_BYTES = 1024
 
 STATE: web.AppKey[DebugState] = web.AppKey("state")
 RENDER_POOL: web.AppKey[ThreadPoolExecutor] = web.AppKey("render_pool")
+CHANGES: web.AppKey[dashboard.Changes] = web.AppKey("changes")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -232,11 +263,20 @@ def debug_app(state: DebugState, auth: DebugAuth | None = None) -> web.Applicati
     app[RENDER_POOL] = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="debug-render")
 
     async def stop_pool(app: web.Application) -> None:
+        await app[CHANGES].close()
         app[RENDER_POOL].shutdown(wait=False, cancel_futures=True)
 
-    app.on_cleanup.append(stop_pool)
+    async def start_changes(app: web.Application) -> None:
+        app[CHANGES] = dashboard.Changes(state, app[RENDER_POOL])
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        return await dashboard.event_stream(request, request.app[CHANGES])
+
+    app.on_startup.append(start_changes)
+    app.on_shutdown.append(stop_pool)
     for path in PATHS:
         app.router.add_get(path, render)
+    app.router.add_get("/dashboard/events", events)
     return app
 
 

@@ -1,5 +1,5 @@
-"""The gRPC server that carries ADS (state of the world and delta) and CSDS, in plaintext or
-over (mutual) TLS."""
+"""The gRPC server that carries ADS (state of the world and delta), CSDS and load reports (LRS),
+in plaintext or over (mutual) TLS."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass, field
 
 import grpc
+from envoy.service.load_stats.v3 import lrs_pb2_grpc
 from envoy.service.status.v3 import csds_pb2_grpc
 
 from xds_server.xds.ads import ADS_SERVICE, sotw_method_handler
@@ -16,6 +17,7 @@ from xds_server.xds.csds import ClientStatusService
 from xds_server.xds.delta import delta_method_handler
 from xds_server.xds.identity import AccessControl
 from xds_server.xds.limits import StreamLimits
+from xds_server.xds.load_reports import LoadReportingService
 
 DEFAULT_MAX_RECEIVE_BYTES = 4 * 1024 * 1024  # gRPC's default, and Istio's
 DEFAULT_MAX_CONNECTION_AGE_S = 30 * 60.0  # Istio's
@@ -65,8 +67,10 @@ def xds_server(
     registry: ClientRegistry,
     options: ServerOptions = ServerOptions(),
     access: AccessControl | None = None,
+    load_reporting: LoadReportingService | None = None,
 ) -> grpc.aio.Server:
-    """A ``grpc.aio.Server`` with ADS, delta ADS and CSDS registered, not yet bound or started.
+    """A ``grpc.aio.Server`` with ADS, delta ADS and CSDS registered (and LRS, when
+    ``load_reporting`` is given), not yet bound or started.
 
     ``max_concurrent_streams`` caps concurrent RPCs; the server refuses more with
     RESOURCE_EXHAUSTED. ``access`` decides who may open a stream and read client status.
@@ -91,6 +95,8 @@ def xds_server(
     csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(
         ClientStatusService(registry, access), server
     )
+    if load_reporting is not None:
+        lrs_pb2_grpc.add_LoadReportingServiceServicer_to_server(load_reporting, server)
     return server
 
 
@@ -131,6 +137,7 @@ async def start_xds_server(
     *,
     credentials: grpc.ServerCredentials | None = None,
     access: AccessControl | None = None,
+    load_reporting: LoadReportingService | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Build, bind and start the xDS server; returns it and the bound port.
 
@@ -138,7 +145,7 @@ async def start_xds_server(
     plaintext. Raises ``OSError`` when the address cannot be bound (in use, or not local).
     """
     ensure_bindable(address)
-    server = xds_server(cache, registry, options, access)
+    server = xds_server(cache, registry, options, access, load_reporting)
     try:
         if credentials is None:
             port = server.add_insecure_port(address)
