@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import queue
-import socket
 import subprocess
 import sys
 import textwrap
@@ -34,6 +33,7 @@ from envoy.service.discovery.v3.discovery_pb2 import (
     DiscoveryResponse,
 )
 
+from tests.support.backends import free_port
 from tests.support.pki import CertificateAuthority, spiffe_id
 from xds_server.cli.bootstrap import (
     BootstrapTls,
@@ -59,13 +59,6 @@ def envoy_validate(path: Path) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.client
+import itertools
+import os
 import socket
 import threading
 from collections import Counter
@@ -133,11 +135,29 @@ def tcp_echo_backend(name: str = "echo") -> Iterator[Backend]:
         yield backend
 
 
+# Ports handed out by ``free_port``: below the kernel's ephemeral range (which starts at 32768),
+# so no port bound to 0 elsewhere can take one, and a separate block per pytest-xdist worker, so
+# two workers never pick the same port for listeners they bind later. Envoy binds its listeners
+# with SO_REUSEPORT: two Envoys given one port would both bind it and share its traffic.
+_PORT_BLOCK = 4000
+_PORT_BASE = 16000
+_next_port = itertools.count()
+
+
 def free_port() -> int:
-    """A loopback port that was free a moment ago (for a listener another process binds)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A loopback port no other test of this run is given, and free when it was handed out
+    (for a listener another process binds)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    block = _PORT_BASE + (int(worker) if worker.isdigit() else 0) % 4 * _PORT_BLOCK
+    for _ in range(_PORT_BLOCK):
+        port = block + next(_next_port) % _PORT_BLOCK
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise OSError("no free loopback port left in this worker's block")
 
 
 def count_backends(
