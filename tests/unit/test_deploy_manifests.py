@@ -19,6 +19,7 @@ from kubernetes_validate.utils import SchemaNotFoundError
 from translators.diagnostics import Severity
 from translators.translate import translate
 from xds_server.cli.bootstrap import BootstrapTls, render_bootstrap, render_sds_files
+from xds_server.kube import admission
 from xds_server.sources.base import KINDS
 from xds_server.xds.identity import (
     DEFAULT_GATEWAY_ACCOUNTS,
@@ -300,6 +301,7 @@ def test_installed_namespaced_objects_declare_the_control_plane_namespace() -> N
         "ClusterRoleBinding",
         "IngressClass",
         "ClusterIssuer",
+        "ValidatingWebhookConfiguration",
     }
     installed = [d for d in documents() if not d.path.is_relative_to(EXAMPLES)]
     assert {d.kind for d in installed} >= {"CustomResourceDefinition", "Deployment"}
@@ -396,9 +398,12 @@ def test_control_plane_serves_xds_over_mutual_tls_and_debug_with_probes() -> Non
         "--tls-key-file", "/etc/splitplane/tls/tls.key",
         "--client-ca-file", "/etc/splitplane/tls/ca.crt",
         "--debug-address", "0.0.0.0:15014",
+        "--admission-address", "0.0.0.0:15017",
+        "--admission-cert", "/etc/splitplane/webhook/tls.crt",
+        "--admission-key", "/etc/splitplane/webhook/tls.key",
     ]  # fmt: skip
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-    assert ports == {"grpc-xds-tls": 15012, "http-debug": 15014}
+    assert ports == {"grpc-xds-tls": 15012, "http-debug": 15014, "https-webhook": 15017}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-debug"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-debug"}
 
@@ -407,6 +412,7 @@ def test_control_plane_serves_xds_over_mutual_tls_and_debug_with_probes() -> Non
     assert {(p["name"], p["port"]) for p in service["spec"]["ports"]} == {
         ("grpc-xds-tls", 15012),
         ("http-debug", 15014),
+        ("https-webhook", 443),
     }
 
 
@@ -526,9 +532,10 @@ def test_the_server_certificate_is_mounted_where_serve_reads_it_and_names_the_se
     (container,) = pod["containers"]
     server = find(DEPLOY / "cert-manager.yaml", "Certificate", "splitplane-xds")["spec"]
 
-    (volume,) = (v for v in pod["volumes"] if "secret" in v)
-    assert volume["secret"]["secretName"] == server["secretName"]
-    (mount,) = (m for m in container["volumeMounts"] if m["name"] == volume["name"])
+    directory = flag(container["args"], "--tls-cert-file").rpartition("/")[0]
+    (mount,) = (m for m in container["volumeMounts"] if m["mountPath"] == directory)
+    (volume,) = (v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"] == {"secretName": server["secretName"]}  # the pod waits for it
     for option, key in (
         ("--tls-cert-file", "tls.crt"),
         ("--tls-key-file", "tls.key"),
@@ -589,17 +596,20 @@ def test_only_the_fleets_service_account_may_take_the_gateway_role() -> None:
     assert {account} == DEFAULT_GATEWAY_ACCOUNTS
 
 
-def test_network_policy_opens_the_tls_and_debug_ports_only() -> None:
+def test_network_policy_opens_the_tls_debug_and_webhook_ports_only() -> None:
     policy = find(DEPLOY / "network-policy.yaml", "NetworkPolicy", "splitplane")["spec"]
     deployment = find(DEPLOY / "control-plane.yaml", "Deployment", "splitplane")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
 
     assert policy["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     assert policy["policyTypes"] == ["Ingress"]
-    opened = {port["port"]: rule["from"] for rule in policy["ingress"] for port in rule["ports"]}
-    assert set(opened) == {15012, 15014}  # plaintext 15010 reaches nobody
+    opened = {
+        port["port"]: rule.get("from") for rule in policy["ingress"] for port in rule["ports"]
+    }
+    assert set(opened) == {15012, 15014, 15017}  # plaintext 15010 reaches nobody
     assert opened[15012] == [{"namespaceSelector": {}}]  # every proxy, in any namespace
     assert opened[15014] == [{"podSelector": {}}]  # the control plane's own namespace
+    assert opened[15017] is None  # anyone: the API server's address is not known in advance
     assert {p["containerPort"] for p in container["ports"]} == set(opened)
 
 
@@ -674,3 +684,83 @@ def test_local_canary_matches_the_cluster_canary() -> None:
         ]
 
     assert routing(LOCAL / "canary.yaml") == routing(EXAMPLES / "canary.yaml")
+
+
+# ---------------------------------------------------------------------------------------------
+# The admission webhook
+
+
+def test_the_webhook_certificate_is_mounted_optionally_where_serve_reads_it() -> None:
+    pod = find(DEPLOY / "control-plane.yaml", "Deployment", "splitplane")["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    args = container["args"]
+    certificate = find(DEPLOY / "cert-manager.yaml", "Certificate", "splitplane-webhook")["spec"]
+    directory = flag(args, "--admission-cert").rpartition("/")[0]
+    (mount,) = (m for m in container["volumeMounts"] if m["mountPath"] == directory)
+    (volume,) = (v for v in pod["spec"]["volumes"] if v["name"] == mount["name"])
+
+    assert flag(args, "--admission-address") == "0.0.0.0:15017"
+    assert flag(args, "--admission-cert") == f"{directory}/tls.crt"
+    assert flag(args, "--admission-key") == f"{directory}/tls.key"
+    assert mount["readOnly"] is True
+    # Optional: the pod starts before cert-manager issues it; serve waits for the files.
+    assert volume["secret"] == {"secretName": certificate["secretName"], "optional": True}
+    assert certificate["usages"] == ["server auth"]
+
+
+def test_the_webhook_service_port_reaches_the_webhook_under_the_certificates_name() -> None:
+    path = DEPLOY / "control-plane.yaml"
+    (container,) = find(path, "Deployment", "splitplane")["spec"]["template"]["spec"]["containers"]
+    service = find(path, "Service", "splitplane")
+    certificate = find(DEPLOY / "cert-manager.yaml", "Certificate", "splitplane-webhook")["spec"]
+    config = find(DEPLOY / "admission-webhook.yaml", "ValidatingWebhookConfiguration", "splitplane")
+    (webhook,) = config["webhooks"]
+    target = webhook["clientConfig"]["service"]
+
+    (port,) = (p for p in service["spec"]["ports"] if p["port"] == target["port"])
+    (container_port,) = (p for p in container["ports"] if p["name"] == port["targetPort"])
+    address = flag(container["args"], "--admission-address")
+    assert container_port["containerPort"] == int(address.rpartition(":")[2])
+    assert (target["name"], target["namespace"]) == (service["metadata"]["name"], NAMESPACE)
+    assert target["path"] == admission.PATH
+    # The API server dials <service>.<namespace>.svc and checks the name against the certificate.
+    assert f"{target['name']}.{target['namespace']}.svc" in certificate["dnsNames"]
+
+
+def test_the_webhook_certificate_reuses_the_mesh_root_and_it_is_injected_as_the_ca() -> None:
+    config = find(DEPLOY / "admission-webhook.yaml", "ValidatingWebhookConfiguration", "splitplane")
+    certificate = find(DEPLOY / "cert-manager.yaml", "Certificate", "splitplane-webhook")
+    root = find(DEPLOY / "cert-manager.yaml", "Certificate", "splitplane-ca")["spec"]
+    issuers = [d for d in documents() if d.kind in ("Issuer", "ClusterIssuer")]
+
+    assert config["metadata"]["annotations"] == {
+        "cert-manager.io/inject-ca-from": f"{NAMESPACE}/{certificate['metadata']['name']}"
+    }
+    assert ca_secret_of(certificate["spec"]["issuerRef"]["name"]) == root["secretName"]
+    # No issuer of its own: the three of cert-manager.yaml serve xDS and the webhook alike.
+    assert {(d.kind, d.name) for d in issuers} == {
+        ("Issuer", "splitplane-selfsigned"),
+        ("Issuer", "splitplane-ca"),
+        ("ClusterIssuer", "splitplane-mesh"),
+    }
+
+
+def test_the_webhook_checks_virtual_services_and_destination_rules_and_fails_open() -> None:
+    config = find(DEPLOY / "admission-webhook.yaml", "ValidatingWebhookConfiguration", "splitplane")
+    (webhook,) = config["webhooks"]
+    (rule,) = webhook["rules"]
+    served = {
+        version["name"]
+        for document in documents(manifest_files(CRDS))
+        for version in document.body["spec"]["versions"]
+        if version.get("served")
+    }
+
+    assert webhook["failurePolicy"] == "Ignore"  # an outage never blocks an apply
+    assert webhook["sideEffects"] == "None"
+    assert webhook["admissionReviewVersions"] == ["v1"]
+    assert rule["apiGroups"] == ["networking.istio.io"]
+    assert set(rule["apiVersions"]) == served == {"v1alpha3", "v1beta1", "v1"}
+    assert set(rule["operations"]) == {"CREATE", "UPDATE"}
+    assert set(rule["resources"]) == {"virtualservices", "destinationrules"}
+    assert {kind for kind in admission.CHECKED_KINDS} == {"VirtualService", "DestinationRule"}
