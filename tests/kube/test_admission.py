@@ -210,3 +210,38 @@ async def test_the_webhook_starts_once_its_certificate_is_issued(tmp_path: Path)
         assert (await post(url, context, review))["response"]["allowed"] is True
     finally:
         await server.stop()
+
+
+def issue(secret: Path, version: str) -> Path:
+    """A new certificate from a new CA into ``secret``, swapped in at once as kubelet updates a
+    mounted Secret (``..data`` points at the new version); returns the CA's file."""
+    folder = secret / version
+    folder.mkdir()
+    ca, _, _ = mint(folder)
+    (secret / "..data_tmp").symlink_to(version)
+    (secret / "..data_tmp").replace(secret / "..data")
+    return ca
+
+
+async def test_the_webhook_serves_a_renewed_certificate_without_a_restart(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    first_ca = issue(secret, "first")
+    for name in ("tls.crt", "tls.key"):
+        (secret / name).symlink_to(f"..data/{name}")
+    port = free_port()
+    server = AdmissionServer(
+        "127.0.0.1", port, str(secret / "tls.crt"), str(secret / "tls.key"), list
+    )
+    await server.start()
+    url = f"https://127.0.0.1:{port}/validate"
+    review = admission_review(objects.destination_rule("reviews"))
+    try:
+        first = await post(url, ssl.create_default_context(cafile=first_ca), review)
+        renewed_ca = issue(secret, "renewed")  # cert-manager renews; the Secret volume follows
+        renewed = await post(url, ssl.create_default_context(cafile=renewed_ca), review)
+    finally:
+        await server.stop()
+
+    assert first["response"]["allowed"] is True
+    assert renewed["response"]["allowed"] is True

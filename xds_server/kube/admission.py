@@ -26,6 +26,7 @@ from translators.diagnostics import Diagnostic
 from translators.translate import Options, translate
 from xds_server.debug.server import HttpServer
 from xds_server.sources.base import KubeObject, object_key
+from xds_server.xds.tls import ReloadingSslContext, TlsFiles, TlsFilesError
 
 log = logging.getLogger("splitplane.admission")
 
@@ -74,13 +75,6 @@ def review_response(review: Mapping[str, Any], check: Check) -> dict[str, Any]:
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
 
 
-def tls_context(certfile: str, keyfile: str) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(certfile, keyfile)
-    return context
-
-
 def admission_app(mesh: Mesh, options: Options = _DEFAULT_OPTIONS) -> web.Application:
     """``POST /validate``: an AdmissionReview in, its answer out. The check runs in a worker
     thread, against ``mesh()`` (which may block that thread briefly)."""
@@ -118,7 +112,8 @@ class AdmissionServer:
     """The webhook of ``serve``, on an HTTP server with its own thread and loop (the xDS loop
     never runs a request), started once its certificate and key exist: cert-manager may issue
     them after the pod starts (the Secret volume then fills); checked every ``poll_seconds``
-    until then."""
+    until then. When cert-manager renews them, new connections get the new certificate, as on
+    the xDS port."""
 
     def __init__(
         self,
@@ -152,7 +147,8 @@ class AdmissionServer:
     async def _try_start(self) -> bool:
         if not all(Path(name).is_file() for name in self.files):
             return False
-        context = tls_context(*self.files)
+        certfile, keyfile = self.files
+        context = ReloadingSslContext(TlsFiles(Path(certfile), Path(keyfile))).context
         http = HttpServer(admission_app(self.mesh, self.options), name="admission-https")
         await asyncio.to_thread(http.start)
         try:
@@ -170,7 +166,7 @@ class AdmissionServer:
             try:
                 if await self._try_start():
                     return
-            except (OSError, ssl.SSLError):
+            except (OSError, ssl.SSLError, TlsFilesError):
                 log.warning("admission webhook could not start yet", exc_info=True)
 
     async def stop(self) -> None:

@@ -186,7 +186,7 @@ class ReloadingSslContext:
                     self._current = self._context()
                     self._stamp, self._failed = stamp, None
                     self.reloads += 1
-                    log.info("TLS files changed: new debug connections get the new certificate")
+                    log.info("TLS files changed: new HTTPS connections get the new certificate")
             except (OSError, TlsFilesError) as err:
                 self._failed = stamp if isinstance(err, TlsFilesError) else self._failed
                 log.error("TLS files not taken, keeping the last good certificate: %s", err)
