@@ -77,7 +77,9 @@ def reviews(backends: list[Backend], policy: Obj | None) -> list[Obj]:
         rule["spec"]["trafficPolicy"] = policy
     objects.append(rule)
     route = http_route(destination("reviews"))
-    objects.append(virtual_service("reviews-edge", [HOST], [route], gateways=["edge"]))
+    objects.append(
+        virtual_service("reviews-edge", [HOST], [route], gateways=["splitplane-system/splitplane"])
+    )
     return objects
 
 

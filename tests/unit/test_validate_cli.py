@@ -63,7 +63,9 @@ def test_a_valid_folder_exits_zero(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_warnings_alone_still_exit_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "svc.yaml").write_text(SERVICE + "---\nkind: VirtualServce\nmetadata: {name: x}\n")
+    (tmp_path / "svc.yaml").write_text(
+        SERVICE + "---\napiVersion: example.com/v1\nkind: VirtualServce\nmetadata: {name: x}\n"
+    )
 
     code, lines = validate(capsys, tmp_path / "svc.yaml")
 

@@ -267,10 +267,11 @@ def _document_object(
     shown_name = name if isinstance(name, str) else ""
     verdict = kind_verdict(document.get("apiVersion"), kind)
     if verdict is not None:
-        # A kind skipped without error: a near miss of a kind splitplane reads is likely a typo,
-        # a warning that says so; any other (the Deployments beside the routes) is expected in a
-        # folder of manifests.
-        close = [] if verdict.error else difflib.get_close_matches(kind, KINDS, n=1, cutoff=0.75)
+        # A near miss of a kind splitplane reads is likely a typo: say so (an error in a known
+        # API, a warning in another); any other kind skipped (the Deployments beside the routes)
+        # is expected in a folder of manifests.
+        near_miss = verdict.field == "kind" and kind not in KINDS
+        close = difflib.get_close_matches(kind, KINDS, n=1, cutoff=0.75) if near_miss else []
         hint = f"; did you mean {close[0]}?" if close else ""
         return SourceProblem(
             f"{where}: {verdict.message}{hint}",
