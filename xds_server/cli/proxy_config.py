@@ -1,7 +1,8 @@
 """`splitplane proxy-config routes|clusters|endpoints|listeners NODE`: what one connected proxy
 was sent, as a short table (like `istioctl proxy-config`).
 
-Read from the debug endpoint's ``/debug/config_dump?node=NODE``; ``-o json|yaml`` prints that
+Read from the debug endpoint's ``/debug/config_dump?node=NODE`` (with cluster flags, from the
+replica the node is connected to); ``-o json|yaml`` prints that
 whole document, ``-o wide`` adds columns.
 """
 
@@ -10,23 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from urllib.parse import urlencode
 
 import yaml
 
-from xds_server.cli import config_tables
-from xds_server.cli.debug_client import (
-    DebugEndpointError,
-    add_debug_address,
-    fetch_json,
-    token_from_args,
-)
+from xds_server.cli import config_tables, replicas
+from xds_server.cli.debug_client import DebugEndpointError, add_debug_address
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", choices=config_tables.KINDS, help="what to show")
     parser.add_argument("node", metavar="NODE", help="the node id of a connected proxy")
     add_debug_address(parser)
+    replicas.add_arguments(parser)
     parser.add_argument(
         "-o",
         "--output",
@@ -37,9 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = "/debug/config_dump?" + urlencode({"node": args.node})
     try:
-        data = fetch_json(args.debug_address, path, token=token_from_args(args))
+        found = replicas.replicas(args)
+        _, data = replicas.first_answer(found, "/debug/config_dump", {"node": args.node})
     except DebugEndpointError as error:
         print(f"splitplane proxy-config: {error}", file=sys.stderr)
         return 1
