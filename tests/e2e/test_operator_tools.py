@@ -381,8 +381,9 @@ def test_translate_prints_offline_what_the_server_sends_a_proxy(
         sent = server.get("/debug/config_dump?node=one")
 
     result = splitplane(
-        "translate", "-f", str(mesh), "--role", "sidecar", "--port", str(port), "-o", "json"
-    )
+        "translate", "-f", str(mesh), "--role", "sidecar", "--port", str(port),
+        "--namespace", "default", "-o", "json",
+    )  # fmt: skip
 
     assert result.returncode == 0, result.stderr
     offline = _resources(json.loads(result.stdout))

@@ -161,3 +161,21 @@ def test_a_coloured_table_keeps_its_columns_lined_up() -> None:
     assert "\x1b[31mNACKED (2)\x1b[0m" in coloured
     strip = coloured.replace("\x1b[1m", "").replace("\x1b[0m", "")
     assert strip.replace("\x1b[32m", "").replace("\x1b[31m", "") == plain
+
+
+def test_a_proxy_sees_what_is_exported_to_its_namespace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "mesh.yaml").write_text(
+        MESH.replace("hosts: [reviews]", 'hosts: [reviews]\n  exportTo: ["."]')
+    )
+
+    _, in_default, _ = translate(
+        capsys, str(tmp_path), "--namespace", "default", "-o", "table", "--type", "routes"
+    )
+    _, in_shop, _ = translate(
+        capsys, str(tmp_path), "--namespace", "shop", "-o", "table", "--type", "routes"
+    )
+
+    assert "75%" in in_default
+    assert "75%" not in in_shop

@@ -44,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f" port (default {DEFAULT_GATEWAY_PORT})",
     )
     parser.add_argument(
+        "--namespace",
+        default="",
+        metavar="NS",
+        help="the namespace the proxy runs in: it sees what is exported to it (default none:"
+        " only what is exported to every namespace)",
+    )
+    parser.add_argument(
         "--type",
         choices=config_tables.KINDS,
         action="append",
@@ -58,18 +65,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def group_for(role: str, port: int | None) -> NodeGroup:
+def group_for(role: str, port: int | None, namespace: str = "") -> NodeGroup:
+    """The node group of a proxy of ``role`` on ``port`` (its default when None) in
+    ``namespace``."""
     group = ROLES[role]
-    if port is not None and group.port:
-        return NodeGroup(group.role, port)
-    return group
+    chosen = port if port is not None and group.port else group.port
+    return NodeGroup(group.role, chosen, namespace)
 
 
 def run(args: argparse.Namespace) -> int:
     checked = check(input_paths(args))
     for diagnostic in at_least(checked.diagnostics, "warning"):
         print(diagnostic.render(coded=True), file=sys.stderr)
-    resources = build_group(checked.translation.model, group_for(args.role, args.port))
+    group = group_for(args.role, args.port, args.namespace)
+    resources = build_group(checked.translation.model, group)
     dump = config_tables.config_dump(resources)
     kinds = args.type or list(config_tables.KINDS)
     if args.output in {"table", "wide"}:
