@@ -146,14 +146,14 @@ def test_a_missing_path_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_stdin_is_read_with_dash_f(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = CANARY.replace("weight: 10", "weight: -10")
+    text = SERVICE + "---\n" + CANARY.replace("weight: 10", "weight: -10")
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
 
     code, lines = validate(capsys, "-f", "-")
 
     assert code == 1
     assert (
-        "<stdin>:8: error [SP-VirtualService-spec.http.route.weight]:"
+        "<stdin>:15: error [SP-VirtualService-spec.http.route.weight]:"
         " VirtualService/default/reviews spec.http[0].route[1].weight:"
         " must not be negative (got -10)"
     ) in lines
@@ -163,7 +163,8 @@ def test_a_problem_in_a_file_names_the_line_of_its_document(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "mesh.yaml").write_text(
-        SERVICE + "---\nkind: VirtualService\nmetadata: {namespace: x}\n"
+        SERVICE + "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {namespace: x}\n"
     )
 
     code, lines = validate(capsys, tmp_path)

@@ -676,9 +676,7 @@ class DirectorySource:
             for kind, namespace, name in map(object_key, kept)
         )
         lines = previous.lines if previous is not None else ()
-        return ParsedFile(
-            parsed.path, kept, parsed.problems + notes, complete=False, lines=lines
-        )
+        return ParsedFile(parsed.path, kept, parsed.problems + notes, complete=False, lines=lines)
 
     def _rescan(self) -> None:
         """Read the whole folder again (after an event queue overflow or a ConfigMap swap)."""
