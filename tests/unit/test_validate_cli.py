@@ -59,7 +59,7 @@ status:
 
 
 def validate(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, list[str]]:
-    code = main(["validate", *map(str, args)])
+    code = main(["validate", "--output-threshold", "info", *map(str, args)])
     return code, capsys.readouterr().out.splitlines()
 
 
@@ -180,7 +180,9 @@ def test_a_duplicate_names_the_line_of_the_definition_that_loses(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "a.yaml").write_text(SERVICE)
-    (tmp_path / "b.yaml").write_text("# the same Service again\n" + SERVICE)
+    (tmp_path / "b.yaml").write_text(
+        "# another Service of that name\n" + SERVICE.replace("80", "81")
+    )
 
     validate(capsys, tmp_path)
     _, lines = validate(capsys, tmp_path)
@@ -297,9 +299,13 @@ def test_an_ingress_without_a_class_is_served_when_splitplanes_class_is_default(
 def test_failure_threshold_sets_what_fails_like_istioctl(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], threshold: str, expected: int
 ) -> None:
-    (tmp_path / "svc.yaml").write_text(SERVICE + "---\n" + OTHER_SLICE)  # one warning
+    (tmp_path / "dr.yaml").write_text(
+        CANARY.split("---", maxsplit=1)[0]
+    )  # one warning: an unknown host
 
-    code, _ = validate(capsys, "--failure-threshold", threshold, tmp_path)
+    code, lines = validate(capsys, "--failure-threshold", threshold, tmp_path)
+
+    assert lines[-1] == "0 error(s), 1 warning(s), 0 info(s)"
 
     assert code == expected
 

@@ -65,8 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output-threshold",
         choices=SEVERITIES,
-        default="info",
-        help="the least severe diagnostics shown (default info, as istioctl analyze)",
+        default="warning",
+        help="the least severe diagnostics shown (default warning; info also shows what is"
+        " skipped as expected, like istioctl analyze; infos are counted either way)",
     )
     parser.add_argument(
         "--failure-threshold",
@@ -112,7 +113,7 @@ def _unread_kinds_line(problems: Sequence[SourceProblem]) -> Diagnostic | None:
 def _is_unread_kind(problem: SourceProblem) -> bool:
     """A document skipped because splitplane does not read its kind (not a misspelt one)."""
     known = problem.kind in KINDS
-    return problem.warning and problem.field == "kind" and bool(problem.kind) and not known
+    return problem.info and problem.field == "kind" and bool(problem.kind) and not known
 
 
 def _holds_endpoints(objects: Iterable[KubeObject]) -> bool:
