@@ -18,7 +18,8 @@ matches) at the edge, each combined with the Ingress path.
 An Ingress is splitplane's when its ``ingressClassName`` (or the legacy annotation
 ``kubernetes.io/ingress.class``) is ``splitplane`` or names an IngressClass whose controller is
 ``splitplane.io/ingress-controller``; an Ingress without a class is splitplane's when such an
-IngressClass is marked default. Ingresses of other classes are ignored without a word.
+IngressClass is marked default. Any other Ingress is left alone, with an info diagnostic saying
+why.
 """
 
 from __future__ import annotations
@@ -74,16 +75,36 @@ class IngressClasses:
 
     def serves(self, obj: Mapping[str, Any]) -> bool:
         """Whether the Ingress ``obj`` is splitplane's."""
+        return self.refusal(obj) is None
+
+    def refusal(self, obj: Mapping[str, Any]) -> tuple[str, str] | None:
+        """Why the Ingress ``obj`` is not splitplane's (the field, the reason); None if it is."""
         spec = obj.get("spec")
         name = spec.get("ingressClassName") if is_mapping(spec) else None
+        field = "spec.ingressClassName"
         if not name:
             metadata = obj.get("metadata")
             annotations = metadata.get("annotations") if is_mapping(metadata) else None
             if is_mapping(annotations):
                 name = annotations.get(LEGACY_CLASS_ANNOTATION)
+                field = f"metadata.annotations[{LEGACY_CLASS_ANNOTATION}]"
+        ours = ", ".join(sorted(self.names))
         if not name:
-            return self.serves_default
-        return isinstance(name, str) and name in self.names
+            if self.serves_default:
+                return None
+            return (
+                "spec.ingressClassName",
+                "not served by splitplane: it names no class and no IngressClass of"
+                f" splitplane's (controller {INGRESS_CONTROLLER}) is marked default"
+                f' ({DEFAULT_CLASS_ANNOTATION}: "true"); set ingressClassName to one of: {ours}',
+            )
+        if isinstance(name, str) and name in self.names:
+            return None
+        return (
+            field,
+            f"not served by splitplane: class {name!r} is another controller's (splitplane"
+            f" serves {ours})",
+        )
 
 
 def ingress_classes(objects: Iterable[Mapping[str, Any]]) -> IngressClasses:
@@ -166,10 +187,12 @@ def _trimmed(path: str) -> str:
 def parse_ingress(
     obj: Mapping[str, Any], source: Source, classes: IngressClasses
 ) -> tuple[IngressRules | None, list[Diagnostic]]:
-    """Check one Ingress; None (without a word) when it belongs to another class."""
-    if not classes.serves(obj):
-        return None, []
+    """Check one Ingress; None, with an info saying why, when splitplane does not serve it."""
     problems = _Problems(source)
+    refusal = classes.refusal(obj)
+    if refusal is not None:
+        problems.add(*refusal, Severity.INFO)
+        return None, problems.found
     spec = obj.get("spec")
     if not is_mapping(spec):
         problems.add("spec", "must be a mapping")

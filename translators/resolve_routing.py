@@ -133,6 +133,22 @@ class _Problems:
         return any(d.is_error for d in self.found)
 
 
+def _percent(weight: int, total: int) -> str:
+    share = 100 * weight / total
+    return f"{share:.0f} %" if share == int(share) else f"{share:.1f} %"
+
+
+def effective_split(entries: Sequence[tuple[Destination, int]], total: int) -> str:
+    """What a route whose weights do not sum to 100 sends where (weights are relative)."""
+    shares = []
+    for destination, weight in entries:
+        name = destination.host + (f" {destination.subset}" if destination.subset else "")
+        if destination.HasField("port"):
+            name += f":{destination.port.number}"
+        shares.append(f"{name} {_percent(weight, total)}")
+    return f"weights sum to {total}, not 100; they are relative: " + ", ".join(shares)
+
+
 def _ms(duration: Duration) -> int:
     return duration.seconds * 1000 + duration.nanos // 1_000_000
 
@@ -1076,8 +1092,13 @@ class _Compiler:
                         cluster, share, _headers(headers) if headers is not None else _NO_HEADERS
                     )
                 )
-        if len(entries) > 1 and total == 0 and not any(w < 0 for _, w, _ in entries):
+        negative = any(w < 0 for _, w, _ in entries)
+        if len(entries) > 1 and total == 0 and not negative:
             self.problems.add(at, "weights sum to 0; give at least one destination a weight")
+        elif len(entries) > 1 and total != 100 and not negative:
+            self.problems.add(
+                at, effective_split([(d, w) for d, w, _ in entries], total), Severity.INFO
+            )
         if unknown:  # no share of the split goes elsewhere: the whole rule answers 503
             return (), ports
         return tuple(found), ports

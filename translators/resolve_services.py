@@ -526,6 +526,9 @@ class _Resolved:
     diagnostics: tuple[Diagnostic, ...]
 
 
+NO_READY_ENDPOINTS = "no ready endpoints; its clusters have empty load assignments"
+
+
 def _resolve_service(spec: ServiceSpec, inputs: _Inputs) -> _Resolved:
     diagnostics: list[Diagnostic] = []
     if inputs.slices is not None:
@@ -539,7 +542,7 @@ def _resolve_service(spec: ServiceSpec, inputs: _Inputs) -> _Resolved:
                 spec.namespace,
                 spec.name,
                 "",
-                "no ready endpoints; its clusters have empty load assignments",
+                NO_READY_ENDPOINTS,
                 Severity.INFO,  # a state (scaled to zero, starting), not a mistake in the YAML
             )
         )

@@ -23,6 +23,7 @@ def diagnostic_from_problem(problem: SourceProblem) -> Diagnostic:
             else Severity.ERROR
         ),
         file=problem.file,
+        line=problem.line,
     )
 
 

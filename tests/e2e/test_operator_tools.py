@@ -292,3 +292,100 @@ def test_debug_snapshot_model_and_readiness(
     assert server.get("/debug/diagnostics") == {"diagnostics": []}
     with urllib.request.urlopen(f"http://{server.debug_address}/readyz", timeout=5) as ready:
         assert ready.status == 200
+
+
+def test_proxy_config_prints_short_tables_of_what_a_proxy_was_sent(
+    proxies: tuple[ServerThread, RunningEnvoy, RunningEnvoy], backend: Backend
+) -> None:
+    server, _, _ = proxies
+    address = ("--debug-address", server.debug_address)
+
+    routes = splitplane("proxy-config", "routes", "good-sidecar", *address)
+    clusters = splitplane("proxy-config", "clusters", "good-sidecar", *address)
+    endpoints = splitplane("proxy-config", "endpoints", "good-sidecar", *address)
+    listeners = splitplane("proxy-config", "listeners", "good-sidecar", *address)
+
+    assert routes.returncode == 0, routes.stderr
+    assert routes.stdout.splitlines()[0].split() == [
+        "NAME", "VHOST", "NAME", "DOMAINS", "MATCH", "DESTINATION",
+    ]  # fmt: skip
+    [route] = routes.stdout.splitlines()[1:]
+    assert route.split()[1:] == [
+        "reviews.default.svc.cluster.local:80", "reviews", "+7", "more", "/*",
+        "outbound|80||reviews.default.svc.cluster.local",
+    ]  # fmt: skip
+    assert clusters.stdout.splitlines()[1].split() == [
+        "reviews.default.svc.cluster.local", "80", "-", "outbound", "EDS",
+    ]  # fmt: skip
+    assert endpoints.stdout.splitlines()[1].split() == [
+        f"127.0.0.1:{backend.port}", "HEALTHY", "outbound|80||reviews.default.svc.cluster.local",
+    ]  # fmt: skip
+    [listener] = listeners.stdout.splitlines()[1:]
+    assert listener.split()[0] == "127.0.0.1" and listener.endswith(f"Route: {route.split()[0]}")
+    assert "\x1b[" not in routes.stdout  # piped: no colour
+
+
+def test_proxy_config_json_is_the_whole_config_dump(
+    proxies: tuple[ServerThread, RunningEnvoy, RunningEnvoy],
+) -> None:
+    server, _, _ = proxies
+
+    result = splitplane(
+        "proxy-config", "clusters", "good-sidecar", "--debug-address", server.debug_address,
+        "-o", "json",
+    )  # fmt: skip
+
+    assert json.loads(result.stdout) == server.get("/debug/config_dump?node=good-sidecar")
+
+
+def test_proxy_config_of_an_unknown_node_fails_naming_the_reason(
+    proxies: tuple[ServerThread, RunningEnvoy, RunningEnvoy],
+) -> None:
+    server, _, _ = proxies
+
+    result = splitplane("proxy-config", "routes", "ghost", "--debug-address", server.debug_address)
+
+    assert result.returncode == 1
+    assert "HTTP 404" in result.stderr
+
+
+def _resources(dump: dict[str, Any]) -> dict[str, list[Any]]:
+    """Each section's resources, without the versions and times only a server has."""
+    keys = {
+        "ClustersConfigDump": ("dynamic_active_clusters", "cluster"),
+        "EndpointsConfigDump": ("dynamic_endpoint_configs", "endpoint_config"),
+        "ListenersConfigDump": ("dynamic_listeners", "active_state"),
+        "RoutesConfigDump": ("dynamic_route_configs", "route_config"),
+    }
+    out = {}
+    for section in dump["configs"]:
+        name = section["@type"].rsplit(".", 1)[1]
+        entries, field = keys[name]
+        found = [entry[field] for entry in section.get(entries, [])]
+        if name == "ListenersConfigDump":
+            found = [state["listener"] for state in found]
+        out[name] = found
+    return out
+
+
+def test_translate_prints_offline_what_the_server_sends_a_proxy(
+    tmp_path: Path, backend: Backend
+) -> None:
+    mesh = tmp_path / "mesh"
+    mesh.mkdir()
+    (mesh / "reviews.yaml").write_text(MESH.format(port=backend.port))
+    port = free_port()
+    with ServerThread(mesh) as server, sidecar(server, "one", port, tmp_path / "e"):
+        wait_until(lambda: set(client_states(server, "one").values()) == {"SYNCED"}, "sync")
+        wait_until(lambda: len(client_states(server, "one")) == 4, "four types")
+        sent = server.get("/debug/config_dump?node=one")
+
+    result = splitplane(
+        "translate", "-f", str(mesh), "--role", "sidecar", "--port", str(port),
+        "--namespace", "default", "-o", "json",
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    offline = _resources(json.loads(result.stdout))
+    assert offline == _resources(sent)
+    assert all(offline.values())

@@ -3,8 +3,12 @@
 It serves API discovery, TokenReview and SubjectAccessReview (against users and RBAC-like grants
 the test declares), list (``limit``/``continue`` over a consistent snapshot), watch (chunked
 transfer encoding, one JSON event per line, ``resourceVersion``, ``timeoutSeconds``,
-``allowWatchBookmarks``, 410 Gone once history is compacted), create/replace/patch/delete, the
-``status`` subresource, and faults on demand (error statuses, dropped connections, compaction).
+``allowWatchBookmarks``, 410 Gone once history is compacted; lists take an equality-based
+``labelSelector``), create/replace/patch/delete, the
+``status`` subresource, the pods ``proxy`` subresource (``GET
+/api/v1/namespaces/NS/pods/NAME:PORT/proxy/PATH``, forwarded over HTTP to the pod's ``podIP`` and
+without the caller's ``Authorization`` header, as the real API server does), and faults on demand
+(error statuses, dropped connections, compaction).
 Tests drive it through the real ``kubernetes`` client or through its direct methods, which stand
 in for the cluster's own controllers (they write objects as given, status included).
 """
@@ -19,8 +23,10 @@ import json
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -678,6 +684,26 @@ class FakeApiServer:
         except _ApiError as err:
             return _Reply(err.code, status_body(err.code, err.reason, err.message))
 
+    def pod_proxy_target(self, path: str) -> tuple[_Reply | None, str] | None:
+        """For ``/api/v1/namespaces/NS/pods/NAME[:PORT]/proxy[/PATH]``: the URL on the pod to
+        forward to (or the failure to answer with); None for any other path."""
+        parts = path.split("/")
+        if len(parts) < 8 or parts[1:4] != ["api", "v1", "namespaces"] or parts[5] != "pods":
+            return None
+        if parts[7] != "proxy":
+            return None
+        namespace, name_port = parts[4], parts[6]
+        name, _, port = name_port.partition(":")
+        with self._cond:
+            pod = self._objects.get(("", "pods", namespace, name))
+        if pod is None:
+            return _Reply(404, status_body(404, "NotFound", f'pods "{name}" not found')), ""
+        ip = (pod.get("status") or {}).get("podIP")
+        if not ip:
+            return _Reply(503, status_body(503, "ServiceUnavailable", "pod has no IP")), ""
+        rest = "/".join(parts[8:])
+        return None, f"http://{ip}:{port or 80}/{rest}"
+
     def _parse_path(
         self, parts: list[str]
     ) -> tuple[Resource, str, str | None, str | None, str | None] | None:
@@ -822,9 +848,14 @@ class FakeApiServer:
                 ) from err
         else:
             snapshot_id = uuid.uuid4().hex
+            selected = _label_selector(query.get("labelSelector", ""))
             snapshot = _Snapshot(
                 self._rv,
-                [self._out(o, resource, version) for o in self._matching(resource, namespace)],
+                [
+                    self._out(o, resource, version)
+                    for o in self._matching(resource, namespace)
+                    if selected(o)
+                ],
             )
             self._snapshots[snapshot_id] = snapshot
             state = {"id": snapshot_id}
@@ -943,6 +974,24 @@ class _ApiError(Exception):
         self.message = message
 
 
+def _label_selector(text: str) -> Callable[[Obj], bool]:
+    """Whether an object's labels match an equality-based selector (``a=b,c==d,e!=f``)."""
+    wanted: list[tuple[str, str, bool]] = []
+    for term in filter(None, (t.strip() for t in text.split(","))):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            wanted.append((key, value, False))
+        else:
+            key, value = term.replace("==", "=").split("=", 1)
+            wanted.append((key, value, True))
+
+    def matches(obj: Obj) -> bool:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        return all((labels.get(key) == value) is equal for key, value, equal in wanted)
+
+    return matches
+
+
 def _not_found(message: str) -> _Reply:
     return _Reply(404, status_body(404, "NotFound", message))
 
@@ -1008,6 +1057,9 @@ class _Handler(BaseHTTPRequestHandler):
         if refused is not None:
             self._reply(refused)
             return
+        if method == "GET" and (proxied := self.api.pod_proxy_target(url.path)) is not None:
+            self._proxy(*proxied, url.query)
+            return
         answer = self.api.handle(
             method, url.path, query, body, self.headers.get("Content-Type") or ""
         )
@@ -1015,6 +1067,32 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(answer)
         else:
             self._stream(answer)
+
+    def _proxy(self, reply: _Reply | None, target: str, query: str) -> None:
+        """Forward a GET to a pod (the caller's headers, Authorization included, stay here)."""
+        if reply is None:
+            url = target + (f"?{query}" if query else "")
+            try:
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    status, data = response.status, response.read()
+                    content_type = response.headers.get("Content-Type") or "text/plain"
+            except urllib.error.HTTPError as error:
+                status, data = error.code, error.read()
+                content_type = error.headers.get("Content-Type") or "text/plain"
+            except OSError as error:
+                reply = _Reply(
+                    503,
+                    status_body(503, "ServiceUnavailable", f"error trying to reach pod: {error}"),
+                )
+        if reply is not None:
+            self._reply(reply)
+            return
+        head = (
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+            f"Content-Type: {content_type}\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n"
+        ).encode()
+        self.wfile.write(head + data)
 
     def _reply(self, reply: _Reply) -> None:
         data = json.dumps(reply.body).encode()

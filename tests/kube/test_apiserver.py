@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
 from kubernetes import client
 
 from tests.kube import objects
@@ -151,3 +154,44 @@ def test_injected_faults_answer_matching_requests_then_expire(
 
     assert statuses == [503, 503, 200]
     assert fault.hits == 2
+
+
+def test_the_pods_proxy_forwards_to_the_pod_without_the_callers_credentials(
+    apiserver: FakeApiServer, api: client.ApiClient
+) -> None:
+    seen: list[dict[str, str]] = []
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append({"path": self.path, **dict(self.headers)})
+            data = json.dumps({"path": self.path}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Echo) as pod_server:
+        threading.Thread(target=pod_server.serve_forever, daemon=True).start()
+        port = pod_server.server_address[1]
+        apiserver.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "web", "namespace": "default"},
+                "status": {"phase": "Running", "podIP": "127.0.0.1"},
+            }
+        )
+        path = f"/api/v1/namespaces/default/pods/web:{port}/proxy/debug/clients"
+
+        answer = request_json(api, "GET", path, query={"node": "a b"})
+        with pytest.raises(ApiStatusError) as missing:
+            request_json(api, "GET", "/api/v1/namespaces/default/pods/gone:1/proxy/x")
+        pod_server.shutdown()
+
+    assert answer == {"path": "/debug/clients?node=a%20b"}
+    assert "Authorization" not in seen[0]
+    assert missing.value.status == 404

@@ -109,7 +109,7 @@ def test_validate_of_the_examples_is_clean(capsys: pytest.CaptureFixture[str]) -
 
     assert [d for d in found if d.severity is not Severity.INFO] == []
     assert main(["validate", str(REPO / "deploy" / "examples")]) == 0
-    assert capsys.readouterr().out == "0 error(s), 0 warning(s)\n"
+    assert capsys.readouterr().out == "0 error(s), 0 warning(s), 2 info(s)\n"
 
 
 def quickstart_backends() -> list[str]:

@@ -115,7 +115,9 @@ def uri_routes(vhost: VirtualHost) -> list[tuple[str, str, str]]:
 
 def errors_and_warnings(translation: Translation) -> list[tuple[Severity, str, str]]:
     return [
-        (d.severity, d.field, d.message) for d in translation.diagnostics if d.kind == "Ingress"
+        (d.severity, d.field, d.message)
+        for d in translation.diagnostics
+        if d.kind == "Ingress" and d.severity is not Severity.INFO
     ]
 
 
@@ -188,6 +190,13 @@ def test_which_ingresses_splitplane_serves(objects: list[Obj], served: bool) -> 
     translation = edge(*objects)
     assert ("a.example" in hosts(translation)) is served
     assert errors_and_warnings(translation) == []
+    # One left alone is not silent: an info says why (validate shows it).
+    infos = [
+        d.field
+        for d in translation.diagnostics
+        if d.kind == "Ingress" and d.severity is Severity.INFO
+    ]
+    assert len(infos) == (0 if served else 1)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -23,6 +23,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "show every connected proxy's sync state (like proxy-status)",
     ),
     "snapshot": ("xds_server.cli.snapshot", "print the resources the server holds for a node"),
+    "proxy-config": (
+        "xds_server.cli.proxy_config",
+        "show what one proxy was sent as a short table (like istioctl proxy-config)",
+    ),
+    "translate": (
+        "xds_server.cli.translate",
+        "print what a proxy would receive for YAML files, offline (no server)",
+    ),
     "bootstrap": ("xds_server.cli.bootstrap", "print an Envoy (or proxyless gRPC) bootstrap"),
     "demo": (
         "xds_server.cli.demo",

@@ -6,17 +6,11 @@ import argparse
 import json
 import sys
 from typing import Any
-from urllib.parse import urlencode
 
 import yaml
 
-from xds_server.cli.debug_client import (
-    DebugEndpointError,
-    add_debug_address,
-    fetch_json,
-    tls_from_args,
-    token_from_args,
-)
+from xds_server.cli import replicas
+from xds_server.cli.debug_client import DebugEndpointError, add_debug_address
 from xds_server.debug.views import SHORT_TYPES
 
 DUMP_TYPES = {
@@ -29,6 +23,7 @@ DUMP_TYPES = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_debug_address(parser)
+    replicas.add_arguments(parser)
     parser.add_argument(
         "--node", metavar="ID", help="show what this connected node was sent (its config dump)"
     )
@@ -53,22 +48,22 @@ def narrow_config_dump(dump: dict[str, Any], type_name: str | None) -> dict[str,
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print the snapshot (the same on every replica: versions are content hashes, so the first
+    replica that answers gives it) or what a node was sent (by the replica it is connected to)."""
     try:
-        token = token_from_args(args)
-        tls = tls_from_args(args)
+        found = replicas.replicas(args)
         if args.node:
-            path = "/debug/config_dump?" + urlencode({"node": args.node})
-            data = narrow_config_dump(
-                fetch_json(args.debug_address, path, token=token, tls=tls), args.type
-            )
+            replica, dump = replicas.first_answer(found, "/debug/config_dump", {"node": args.node})
+            data = narrow_config_dump(dump, args.type)
         else:
             params = {"group": args.group, "type": args.type}
-            query = urlencode({key: value for key, value in params.items() if value})
-            path = "/debug/snapshot" + (f"?{query}" if query else "")
-            data = fetch_json(args.debug_address, path, token=token, tls=tls)
+            query = {key: value for key, value in params.items() if value}
+            replica, data = replicas.first_answer(found, "/debug/snapshot", query)
     except DebugEndpointError as error:
         print(f"splitplane snapshot: {error}", file=sys.stderr)
         return 1
+    if replicas.in_cluster_mode(args):
+        data = {"replica": replica.name, **data}
     if args.output == "json":
         print(json.dumps(data, indent=2))
     else:

@@ -1,8 +1,8 @@
 """`splitplane status`: one row per connected proxy, a column per xDS type.
 
-Like `istioctl proxy-status`; the last column is the identity the proxy's client certificate
-proved (mutual TLS), ``-`` without one. Exit 1 when any proxy has NACKed a type, or has left a
-response unacknowledged (STALE) for longer than the grace period.
+Like `istioctl proxy-status`; the IDENTITY column is the identity the proxy's client
+certificate proved (mutual TLS), ``-`` without one. Exit 1 when any proxy has NACKed a type, or
+has left a response unacknowledged (STALE) for longer than the grace period.
 
 `splitplane status --traffic` shows instead, per VirtualService route and destination, the
 configured weight beside the share of requests and the error rate the proxies reported
@@ -19,19 +19,18 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from xds_server.cli.debug_client import (
-    DebugEndpointError,
-    add_debug_address,
-    fetch_json,
-    tls_from_args,
-    token_from_args,
-)
+import yaml
+
+from xds_server.cli import replicas
+from xds_server.cli.config_tables import render, use_colour
+from xds_server.cli.debug_client import DebugEndpointError, add_debug_address
 
 TYPE_COLUMNS = (("CDS", "clusters"), ("EDS", "endpoints"), ("LDS", "listeners"), ("RDS", "routes"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_debug_address(parser)
+    replicas.add_arguments(parser)
     parser.add_argument(
         "--grace",
         type=float,
@@ -48,30 +47,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-o",
         "--output",
-        choices=("table", "json"),
+        choices=("table", "wide", "json", "yaml"),
         default="table",
-        help="table (default) or the raw JSON (/debug/clients, or /debug/traffic with --traffic)",
+        help="table (default), wide (whole versions), or the /debug/clients JSON (or YAML) of"
+        " every replica, each client naming its replica (/debug/traffic with --traffic)",
     )
 
 
-def cell(entry: Mapping[str, Any] | None, now: float, grace: float) -> tuple[str, bool]:
-    """The text of one type column and whether it is a failure."""
+def cell(
+    entry: Mapping[str, Any] | None, now: float, grace: float, *, wide: bool = False
+) -> tuple[str, bool]:
+    """The text of one type column and whether it is a failure; ``wide`` gives whole versions."""
+    cut = None if wide else 8
     if entry is None:
         return "NOT_SENT", False
     state = str(entry["state"])
     if state == "NACKED":
-        return f"NACKED ({str(entry.get('nacked_version', ''))[:8]})", True
+        return f"NACKED ({str(entry.get('nacked_version', ''))[:cut]})", True
     if state == "STALE":
         sent_at = entry.get("sent_at")
         age = now - datetime.fromisoformat(sent_at).timestamp() if sent_at else 0.0
         return f"STALE ({age:.0f}s)", age > grace
     if state == "SYNCED":
-        return f"SYNCED ({str(entry.get('acked_version', ''))[:8]})", False
+        return f"SYNCED ({str(entry.get('acked_version', ''))[:cut]})", False
     return state, False
 
 
-def table(clients: Sequence[Mapping[str, Any]], now: float, grace: float) -> tuple[str, bool]:
-    """The status table and whether any proxy is failing."""
+def table(
+    clients: Sequence[Mapping[str, Any]],
+    now: float,
+    grace: float,
+    *,
+    replica_column: bool = False,
+    wide: bool = False,
+    colour: bool = False,
+) -> tuple[str, bool]:
+    """The status table and whether any proxy is failing. ``replica_column`` names the
+    control-plane replica each proxy is connected to (like istioctl's ISTIOD column)."""
     header = [
         "NAME",
         "ROLE",
@@ -80,33 +92,31 @@ def table(clients: Sequence[Mapping[str, Any]], now: float, grace: float) -> tup
         *(column for column, _ in TYPE_COLUMNS),
         "IDENTITY",
     ]
-    rows = [header]
+    if replica_column:
+        header.append("REPLICA")
+    rows = []
     failing = False
     for client in clients:
         by_type = {entry["type"]: entry for entry in client["types"]}
         cells = []
         for _, short in TYPE_COLUMNS:
-            text, failed = cell(by_type.get(short), now, grace)
+            text, failed = cell(by_type.get(short), now, grace, wide=wide)
             failing |= failed
             cells.append(text)
         # The SPIFFE ID the proxy's certificate proved; "-" when the server did not ask for one.
         identity = client.get("identity") or "-"
-        rows.append(
-            [
-                client["node_id"],
-                client["role"],
-                client["group"],
-                client["protocol"],
-                *cells,
-                identity,
-            ]
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-    return "\n".join(lines), failing
+        row = [
+            client["node_id"],
+            client["role"],
+            client["group"],
+            client["protocol"],
+            *cells,
+            identity,
+        ]
+        if replica_column:
+            row.append(str(client.get("replica", "")))
+        rows.append(row)
+    return render((header, rows), colour=colour), failing
 
 
 def _percent(value: float | None) -> str:
@@ -144,46 +154,78 @@ def traffic_table(document: Mapping[str, Any]) -> str:
 
 
 def run_traffic(args: argparse.Namespace) -> int:
+    """``status --traffic``: each replica's ``/debug/traffic`` (a proxy reports its load to the
+    replica it is connected to, so each replica shows its own proxies' traffic)."""
     try:
-        data = fetch_json(
-            args.debug_address,
-            "/debug/traffic",
-            token=token_from_args(args),
-            tls=tls_from_args(args),
-        )
+        found = replicas.replicas(args)
     except DebugEndpointError as error:
         print(f"splitplane status: {error}", file=sys.stderr)
         return 2
-    if args.output == "json":
-        print(json.dumps(data, indent=2))
-        return 0
-    print(traffic_table(data))
-    if not data["routes"]:
-        print("(no VirtualService routes)")
-    else:
-        print(f"(observed over the last {data['window_seconds']:g} s of load reports)")
-    return 0
+    documents: list[tuple[str, Any]] = []
+    for replica in found:
+        try:
+            documents.append((replica.name, replica.get_json("/debug/traffic")))
+        except DebugEndpointError as error:
+            print(f"splitplane status: {error}", file=sys.stderr)
+    if not documents:
+        return 2
+    if args.output in ("json", "yaml"):
+        merged = {"replicas": [{"replica": name, **data} for name, data in documents]}
+        if len(documents) == 1:
+            merged = documents[0][1]
+        if args.output == "json":
+            print(json.dumps(merged, indent=2))
+        else:
+            print(yaml.safe_dump(merged, sort_keys=False, width=100), end="")
+        return 0 if len(documents) == len(found) else 2
+    for name, data in documents:
+        if len(documents) > 1:
+            print(f"replica {name}:")
+        print(traffic_table(data))
+        if not data["routes"]:
+            print("(no VirtualService routes)")
+        else:
+            print(f"(observed over the last {data['window_seconds']:g} s of load reports)")
+    return 0 if len(documents) == len(found) else 2
 
 
 def run(args: argparse.Namespace) -> int:
     if args.traffic:
         return run_traffic(args)
     try:
-        data = fetch_json(
-            args.debug_address,
-            "/debug/clients",
-            token=token_from_args(args),
-            tls=tls_from_args(args),
-        )
+        found = replicas.replicas(args)
     except DebugEndpointError as error:
         print(f"splitplane status: {error}", file=sys.stderr)
         return 2
-    clients = data["clients"]
-    text, failing = table(clients, time.time(), args.grace)
+    clients: list[dict[str, Any]] = []
+    reached = 0
+    for replica in found:
+        try:
+            data = replica.get_json("/debug/clients")
+        except DebugEndpointError as error:
+            print(f"splitplane status: {error}", file=sys.stderr)
+            continue
+        reached += 1
+        clients += [{**client, "replica": replica.name} for client in data["clients"]]
+    if not reached:
+        return 2
+    cluster = replicas.in_cluster_mode(args)
+    text, failing = table(
+        clients,
+        time.time(),
+        args.grace,
+        replica_column=cluster,
+        wide=args.output == "wide",
+        colour=use_colour(sys.stdout),
+    )
     if args.output == "json":
-        print(json.dumps(data, indent=2))
+        print(json.dumps({"clients": clients}, indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump({"clients": clients}, sort_keys=False, width=100), end="")
     else:
         print(text)
         if not clients:
             print("(no proxies connected)")
+    if reached < len(found):
+        return 2
     return 1 if failing else 0

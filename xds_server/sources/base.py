@@ -166,6 +166,7 @@ class SourceProblem:
     field: str = ""
     warning: bool = False  # True for things that are skipped and may be a mistake (a typo'd kind)
     info: bool = False  # True for things skipped as expected (a Deployment beside the routes)
+    line: int = 0  # the line in ``file`` the problem is at (its document's first line); 0: unknown
 
 
 def object_key(obj: KubeObject) -> ObjectKey:

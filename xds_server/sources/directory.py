@@ -33,9 +33,10 @@ import logging
 import os
 import re
 import stat
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -43,6 +44,7 @@ from xds_server.sources.base import (
     KINDS,
     STILL_SERVING,
     KubeObject,
+    ObjectKey,
     ObjectSink,
     SourceProblem,
     kind_verdict,
@@ -256,10 +258,10 @@ def _document_object(
         return None
     if not isinstance(document, Mapping):
         kind_of = type(document).__name__
-        return SourceProblem(f"{where} is a {kind_of}, not a mapping", file=path)
+        return SourceProblem(f"{where} is a {kind_of}, not a mapping", file=path, line=line)
     kind = document.get("kind")
     if not isinstance(kind, str) or not kind:
-        return SourceProblem(f"{where} has no kind", file=path, field="kind")
+        return SourceProblem(f"{where} has no kind", file=path, field="kind", line=line)
     meta = document.get("metadata")
     name = meta.get("name") if isinstance(meta, Mapping) else None
     namespace = meta.get("namespace") if isinstance(meta, Mapping) else None
@@ -282,10 +284,15 @@ def _document_object(
             field=verdict.field,
             warning=not verdict.error and bool(close),
             info=not verdict.error and not close,
+            line=line,
         )
     if not isinstance(meta, Mapping) or not isinstance(name, str) or not name:
         return SourceProblem(
-            f"{where}: {kind} has no metadata.name", file=path, kind=kind, field="metadata.name"
+            f"{where}: {kind} has no metadata.name",
+            file=path,
+            kind=kind,
+            field="metadata.name",
+            line=line,
         )
     if namespace is not None and not isinstance(namespace, str):
         return SourceProblem(
@@ -294,11 +301,16 @@ def _document_object(
             kind=kind,
             name=name,
             field="metadata.namespace",
+            line=line,
         )
     bad_name = _name_problem(name)
     if bad_name:
         return SourceProblem(
-            f"{where}: metadata.name {bad_name}", file=path, kind=kind, field="metadata.name"
+            f"{where}: metadata.name {bad_name}",
+            file=path,
+            kind=kind,
+            field="metadata.name",
+            line=line,
         )
     bad_namespace = _namespace_problem(namespace) if namespace else ""
     if bad_namespace:
@@ -308,6 +320,7 @@ def _document_object(
             kind=kind,
             name=name,
             field="metadata.namespace",
+            line=line,
         )
     if namespace:
         return document
@@ -322,7 +335,9 @@ def parse_yaml(path: str, data: bytes, *, budget: int = DEFAULT_MAX_FILE_BYTES) 
     try:
         documents = _documents(data, budget)
     except yaml.YAMLError as exc:
-        problem = SourceProblem(_yaml_error_message(exc), file=path)
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if isinstance(mark, yaml.Mark) else 0
+        problem = SourceProblem(_yaml_error_message(exc), file=path, line=line)
         return ParsedFile(path, (), (problem,), complete=False)
     except _UnsafeAliasesError as exc:
         return ParsedFile(path, (), (SourceProblem(f"unsafe YAML: {exc}", file=path),), False)
@@ -330,6 +345,7 @@ def parse_yaml(path: str, data: bytes, *, budget: int = DEFAULT_MAX_FILE_BYTES) 
         problem = SourceProblem(f"invalid YAML: {exc}", file=path)
         return ParsedFile(path, (), (problem,), complete=False)
     objects: list[KubeObject] = []
+    lines: list[int] = []
     problems: list[SourceProblem] = []
     for index, (line, document) in enumerate(documents, start=1):
         result = _document_object(path, index, line, document)
@@ -337,10 +353,11 @@ def parse_yaml(path: str, data: bytes, *, budget: int = DEFAULT_MAX_FILE_BYTES) 
             problems.append(result)
         elif result is not None:
             objects.append(result)
+            lines.append(line)
     # A document that is not an object Kubernetes would take may be the broken version of any
     # object the file held: the file as a whole is not applied (see ``ParsedFile.complete``).
     complete = all(problem.warning or problem.info for problem in problems)
-    return ParsedFile(path, tuple(objects), tuple(problems), complete)
+    return ParsedFile(path, tuple(objects), tuple(problems), complete, lines=tuple(lines))
 
 
 def _read_at_most(fd: int, limit: int, size: int) -> bytes:
@@ -407,6 +424,69 @@ def config_files(root: str) -> tuple[list[str], list[str]]:
     return sorted(files), folders
 
 
+STDIN = "-"  # the path that names standard input
+STDIN_NAME = "<stdin>"  # how diagnostics name it
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What ``load_files`` read: the merged objects in path and document order, every problem,
+    and where each object was written (file and the line its document starts on)."""
+
+    objects: list[KubeObject]
+    problems: list[SourceProblem]
+    positions: dict[ObjectKey, tuple[str, int]]
+
+
+def load_files(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    stdin: BinaryIO | None = None,
+) -> Loaded:
+    """Every object in ``paths`` (files, and folders read recursively), every problem, and every
+    object's position.
+
+    A file named explicitly is read whatever its name. ``-`` reads ``stdin`` (named ``<stdin>``
+    in problems and positions), at most once.
+    """
+    problems: list[SourceProblem] = []
+    files: set[str] = set()
+    read_stdin = False
+    for entry in paths:
+        path = os.fspath(entry)
+        if path == STDIN:
+            read_stdin = True
+        elif os.path.isdir(path):
+            files.update(config_files(path)[0])
+        elif os.path.exists(path):
+            files.add(path)
+        else:
+            problems.append(SourceProblem("no such file or directory", file=path))
+    parsed: list[ParsedFile] = []
+    if read_stdin:
+        stream = stdin if stdin is not None else sys.stdin.buffer
+        data = stream.read(max_file_bytes + 1)
+        if len(data) > max_file_bytes:
+            problem = SourceProblem(
+                f"input is larger than the limit of {max_file_bytes} bytes", file=STDIN_NAME
+            )
+            parsed.append(ParsedFile(STDIN_NAME, (), (problem,), complete=False))
+        else:
+            parsed.append(parse_yaml(STDIN_NAME, data, budget=max_file_bytes))
+    for path in sorted(files):
+        try:
+            parsed.append(parse_file(path, max_bytes=max_file_bytes))
+        except FileNotFoundError:
+            problems.append(SourceProblem("no such file or directory", file=path))
+    positions: dict[ObjectKey, tuple[str, int]] = {}
+    for one in sorted(parsed, key=lambda held: held.path):  # the first wins, as in the merge
+        for position, obj in enumerate(one.objects):
+            positions.setdefault(object_key(obj), (one.path, one.line_of(position)))
+    merged, merge_problems = merge_files(parsed)
+    return Loaded(list(merged.values()), problems + merge_problems, positions)
+
+
 def load_directory(
     paths: Iterable[str | os.PathLike[str]], *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
 ) -> tuple[list[KubeObject], list[SourceProblem]]:
@@ -414,24 +494,8 @@ def load_directory(
 
     A file named explicitly is read whatever its name. Objects come in path and document order.
     """
-    problems: list[SourceProblem] = []
-    files: set[str] = set()
-    for entry in paths:
-        path = os.fspath(entry)
-        if os.path.isdir(path):
-            files.update(config_files(path)[0])
-        elif os.path.exists(path):
-            files.add(path)
-        else:
-            problems.append(SourceProblem("no such file or directory", file=path))
-    parsed: list[ParsedFile] = []
-    for path in sorted(files):
-        try:
-            parsed.append(parse_file(path, max_bytes=max_file_bytes))
-        except FileNotFoundError:
-            problems.append(SourceProblem("no such file or directory", file=path))
-    merged, merge_problems = merge_files(parsed)
-    return list(merged.values()), problems + merge_problems
+    loaded = load_files(paths, max_file_bytes=max_file_bytes)
+    return loaded.objects, loaded.problems
 
 
 # -- the watched folder ---------------------------------------------------------------------------
@@ -612,7 +676,8 @@ class DirectorySource:
             )
             for kind, namespace, name in map(object_key, kept)
         )
-        return ParsedFile(parsed.path, kept, parsed.problems + notes, complete=False)
+        lines = previous.lines if previous is not None else ()
+        return ParsedFile(parsed.path, kept, parsed.problems + notes, complete=False, lines=lines)
 
     def _rescan(self) -> None:
         """Read the whole folder again (after an event queue overflow or a ConfigMap swap)."""

@@ -35,6 +35,12 @@ class ParsedFile:
     objects: tuple[KubeObject, ...]
     problems: tuple[SourceProblem, ...]
     complete: bool = True
+    # The line each of ``objects`` starts on (empty when not known, e.g. kept from a past parse).
+    lines: tuple[int, ...] = ()
+
+    def line_of(self, position: int) -> int:
+        """The line the object at ``position`` starts on; 0 when not known."""
+        return self.lines[position] if position < len(self.lines) else 0
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ class MergeChanges:
 _Place = tuple[str, int]
 
 
-def _duplicate_problem(key: ObjectKey, path: str, first: str) -> SourceProblem:
+def _duplicate_problem(key: ObjectKey, path: str, first: str, line: int) -> SourceProblem:
     """The problem for a definition of ``key`` in ``path`` that loses to one in ``first``."""
     kind, namespace, name = key
     where = "earlier in this file" if first == path else f"in {first}"
@@ -60,6 +66,7 @@ def _duplicate_problem(key: ObjectKey, path: str, first: str) -> SourceProblem:
         kind=kind,
         namespace=namespace,
         name=name,
+        line=line,
     )
 
 
@@ -208,7 +215,8 @@ class FileMerge:
         is the very same object."""
         if self._object_at(place) == self._object_at(winner):
             return None
-        return _duplicate_problem(key, place[0], winner[0])
+        line = self._files[place[0]].parsed.line_of(place[1])
+        return _duplicate_problem(key, place[0], winner[0], line)
 
     def _note_winner(self, key: ObjectKey, winners_before: dict[ObjectKey, _Place | None]) -> None:
         """Note where the winner of ``key`` is before it changes, and for ``take_changes``, which
