@@ -4,7 +4,7 @@ Clusters (one set for Envoy, one for proxyless gRPC clients, which support fewer
 policies), endpoints and the per-port route tables do not otherwise depend on the group, so they
 are built once and shared by every group. A ``ResourceBuilder`` also remembers what it built
 from the previous model: a part of the model that is the very same object as before
-(``translate_endpoints`` keeps the clusters and virtual hosts of an endpoint-only change) is not
+(an endpoint change keeps the clusters and virtual hosts, see ``translators.incremental``) is not
 built again, so an endpoint change rebuilds load assignments and nothing else, and of those it
 writes again only the ones whose endpoints changed.
 

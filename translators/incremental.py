@@ -44,6 +44,7 @@ from translators.translate import (
     Options,
     Translation,
     checked_virtual_service,
+    is_read,
     translate,
 )
 
@@ -129,8 +130,8 @@ class Translator:
             versions = [obj for obj in (before[key], now) if obj is not None]
             for obj in versions:
                 meta = object_meta(obj)
-                if meta is None or tuple(meta.key) != key:
-                    return None  # an object without a usable name: translated in full
+                if meta is None or tuple(meta.key) != key or not is_read(obj):
+                    return None  # no usable name, or not what it says: translated in full
             if key[0] == "EndpointSlice":
                 slice_keys.add(key)
                 for obj in versions:
@@ -152,7 +153,7 @@ class Translator:
                 slices.append(obj)
                 for pod in slice_pods(obj):
                     found = self.objects.get(("Pod", *pod))
-                    if found is not None:
+                    if found is not None and is_read(found):
                         pods[("Pod", *pod)] = found
         for spec in chosen:
             if spec.selector:
@@ -225,7 +226,7 @@ class Translator:
             return None  # its change may let go of what is held back for it
         if old is None or new is None or previous.accepted.get(ObjectKey(*key)) is not old:
             return None
-        if any(is_delegate(obj) or _delegates(obj) for obj in (old, new)):
+        if any(is_delegate(obj) or _delegates(obj) or not is_read(obj) for obj in (old, new)):
             return None
         old_meta, new_meta = object_meta(old), object_meta(new)
         if old_meta is None or new_meta is None or tuple(new_meta.key) != key:
@@ -541,6 +542,8 @@ class _Index:
             self._positions = (_model_key(after), held[1])
 
     def _add(self, key: Key, obj: KubeObject) -> None:
+        if not is_read(obj):
+            return
         kind = key[0]
         if kind == "EndpointSlice":
             owner = slice_owner(obj)
@@ -555,6 +558,8 @@ class _Index:
                 self.pods_by_label[namespace, label, value].add(key)
 
     def _remove(self, key: Key, obj: KubeObject) -> None:
+        if not is_read(obj):
+            return
         kind = key[0]
         if kind == "EndpointSlice":
             owner = self._owners.pop(key, None)

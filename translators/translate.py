@@ -5,7 +5,7 @@ object that is invalid now but was accepted before is translated from its last a
 (with a warning), a new invalid object is left out, and the rest of the mesh always updates. A
 Service or DestinationRule whose change or removal would make a VirtualService that was accepted
 invalid keeps its last accepted version too (with an error naming the VirtualService).
-`translate_endpoints` is the cheap path for a change that touched only EndpointSlices or Pods.
+`translators.incremental` follows one change at a time to what it touches.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from translators.resolve_routing import (
     resolve_routing,
     services_by_hostname,
 )
-from translators.resolve_scopes import mesh_views, public_rank, with_endpoints
+from translators.resolve_scopes import mesh_views, public_rank
 from translators.resolve_services import (
     RESOLVE_STEPS,
     ObjectKey,
@@ -119,8 +119,8 @@ class Translation:
     diagnostics: tuple[Diagnostic, ...]
     accepted: Mapping[ObjectKey, KubeObject]
     options: Options = field(default_factory=Options)
-    # What `translate_endpoints` reuses: the services as specified (without endpoints) and the
-    # diagnostics that do not depend on endpoints.
+    # What an endpoint change reuses (see `translators.incremental`): the services as specified
+    # (without endpoints) and the diagnostics that do not depend on endpoints.
     service_specs: tuple[ServiceSpec, ...] = field(default=(), repr=False)
     static_diagnostics: tuple[Diagnostic, ...] = field(default=(), repr=False)
     # Per-object results the next translation reuses for objects that did not change.
@@ -208,6 +208,13 @@ def _api_version_fits(api_version: object, wanted: str) -> bool:
     if not isinstance(api_version, str):
         return False
     return api_version == wanted or (wanted[-1] == "/" and api_version.startswith(wanted))
+
+
+def is_read(obj: KubeObject) -> bool:
+    """Whether translation reads ``obj``: a kind it knows, with that kind's apiVersion."""
+    kind = obj.get("kind")
+    wanted = _KINDS.get(kind) if isinstance(kind, str) else None
+    return wanted is not None and _api_version_fits(obj.get("apiVersion"), wanted)
 
 
 def _canonical(obj: KubeObject) -> str:
@@ -754,36 +761,4 @@ def _hosts(
     return tuple(
         old if (old := before.get(vhost.name)) is not None and old == vhost else vhost
         for vhost in current
-    )
-
-
-def translate_endpoints(previous: Translation, objects: Iterable[KubeObject]) -> Translation:
-    """``previous`` with service endpoints and load assignments recomputed from ``objects``.
-
-    For a change that touched only EndpointSlices or Pods: clusters, virtual hosts and the
-    diagnostics that do not depend on endpoints are reused; the result equals a full `translate`.
-    """
-    memo = Memo(previous.memo)
-    found = _sort_objects(objects, frozenset({"EndpointSlice", "Pod"}), memo)
-    resolved = resolve_services(
-        previous.service_specs, found.slices, found.pods, memo, _accepted_slices(previous)
-    )
-    services = services_by_hostname(resolved.services)
-    model = replace(
-        previous.model,
-        services=resolved.services,
-        endpoints=cluster_endpoints(previous.model.clusters, services),
-        views=with_endpoints(previous.model.views, services),
-    )
-    return replace(
-        previous,
-        model=model,
-        diagnostics=tuple(sorted((*previous.static_diagnostics, *resolved.diagnostics))),
-        accepted={
-            **{k: v for k, v in previous.accepted.items() if k[0] != "EndpointSlice"},
-            **resolved.accepted,
-        },
-        memo={**previous.memo, **memo.entries},
-        resolved_from=(previous.service_specs, found.slices, found.pods),
-        resolved=resolved,
     )
