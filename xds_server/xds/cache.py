@@ -137,6 +137,43 @@ class Selection:
     resources: tuple[Resource, ...]
     version: str
     sotw_entries: bytes
+    # What changed since another selection (by its version: equal versions, equal resources),
+    # for the last few asked (see `changed_since`).
+    _changes: dict[str, Changes] = field(default_factory=dict, compare=False, repr=False)
+
+    def changed_since(self, before: Selection) -> Changes:
+        """The resources of this selection that ``before`` does not hold as they are now (new,
+        or another version), as response entries: what a client that took ``before`` needs
+        to hold this selection, where leaving a resource out means "unchanged" (EDS and RDS in
+        the state-of-the-world protocol). Streams that took the same selection share one."""
+        held = self._changes.get(before.version)
+        if held is not None:
+            return held
+        old, new = before.resources, self.resources
+        if len(old) == len(new):  # mostly the same names: compare in place
+            at = list(compress(count(), map(operator.is_not, old, new)))
+            if all(old[i].name == new[i].name for i in at):
+                changed = tuple(new[i] for i in at if new[i].version != old[i].version)
+                return self._keep(before, changed)
+        versions = {r.name: r.version for r in old}
+        return self._keep(before, tuple(r for r in new if versions.get(r.name) != r.version))
+
+    def _keep(self, before: Selection, changed: tuple[Resource, ...]) -> Changes:
+        found = Changes(changed, b"".join(r.sotw_entry for r in changed))
+        if len(self._changes) >= _CHANGES_KEPT:
+            self._changes.clear()
+        self._changes[before.version] = found
+        return found
+
+
+class Changes(NamedTuple):
+    """Resources that changed, and their response entries."""
+
+    resources: tuple[Resource, ...]
+    sotw_entries: bytes
+
+
+_CHANGES_KEPT = 8
 
 
 _SELECTIONS_KEPT = 64
