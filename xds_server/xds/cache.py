@@ -143,9 +143,10 @@ class Selection:
 
     def changed_since(self, before: Selection) -> Changes:
         """The resources of this selection that ``before`` does not hold as they are now (new,
-        or another version), as response entries: what a client that took ``before`` needs
-        to hold this selection, where leaving a resource out means "unchanged" (EDS and RDS in
-        the state-of-the-world protocol). Streams that took the same selection share one."""
+        or another version), as response entries, and the names ``before`` has that this one
+        has not: what a client that took ``before`` needs to hold this selection, where leaving
+        a resource out means "unchanged" (delta xDS; EDS and RDS in the state-of-the-world
+        protocol). Streams that took the same selection share one."""
         held = self._changes.get(before.version)
         if held is not None:
             return held
@@ -154,12 +155,16 @@ class Selection:
             at = list(compress(count(), map(operator.is_not, old, new)))
             if all(old[i].name == new[i].name for i in at):
                 changed = tuple(new[i] for i in at if new[i].version != old[i].version)
-                return self._keep(before, changed)
+                return self._keep(before, changed, ())
         versions = {r.name: r.version for r in old}
-        return self._keep(before, tuple(r for r in new if versions.get(r.name) != r.version))
+        changed = tuple(r for r in new if versions.get(r.name) != r.version)
+        names = {r.name for r in new}
+        return self._keep(before, changed, tuple(sorted(n for n in versions if n not in names)))
 
-    def _keep(self, before: Selection, changed: tuple[Resource, ...]) -> Changes:
-        found = Changes(changed, b"".join(r.sotw_entry for r in changed))
+    def _keep(
+        self, before: Selection, changed: tuple[Resource, ...], removed: tuple[str, ...]
+    ) -> Changes:
+        found = Changes(changed, b"".join(r.sotw_entry for r in changed), removed)
         if len(self._changes) >= _CHANGES_KEPT:
             self._changes.clear()
         self._changes[before.version] = found
@@ -167,10 +172,11 @@ class Selection:
 
 
 class Changes(NamedTuple):
-    """Resources that changed, and their response entries."""
+    """Resources that changed (with their response entries), and the names that are gone."""
 
     resources: tuple[Resource, ...]
     sotw_entries: bytes
+    removed: tuple[str, ...]
 
 
 _CHANGES_KEPT = 8
