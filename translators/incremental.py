@@ -102,6 +102,17 @@ class Translator:
         self.translation = found
         return found
 
+    @property
+    def prepared(self) -> bool:
+        """Whether the objects are indexed for the next change (see `prepare`)."""
+        return self._index is not None and self._index.positioned
+
+    def prepare(self) -> None:
+        """Index the objects and the last translation now, rather than on the first change
+        that needs them (a cold start leaves that to later, to publish sooner)."""
+        if self.translation is not None:
+            self._index_of().positions(self.translation.model)
+
     def _full(self) -> Translation:
         self.paths["full"] += 1
         self.translation = translate(self.objects.values(), self.translation, self.options)
@@ -534,6 +545,10 @@ class _Index:
         if held is None or held[0] != _model_key(model):
             held = self._positions = (_model_key(model), _positions(model))
         return held[1]
+
+    @property
+    def positioned(self) -> bool:
+        return self._positions is not None
 
     def carry_positions(self, before: MeshModel, after: MeshModel) -> None:
         """``after`` holds what ``before`` held, in the same places."""

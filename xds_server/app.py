@@ -353,6 +353,8 @@ class ControlPlane:
     def _next(self) -> None:
         """After a run in the worker: a change that came in meanwhile, else groups first asked
         for (or asked for new listeners) meanwhile."""
+        if self._running:
+            return  # the run under way calls this again when it is done
         pending, self._pending = self._pending, None
         if pending is not None:
             self._on_change(pending)
@@ -366,6 +368,7 @@ class ControlPlane:
 
     def _take(self, run: _Run, started: float) -> None:
         """Make ``run``'s translation current and hand its snapshots to the cache."""
+        first = self._translation is None
         translation = self._translation = run.translation
         published = self._hand_over(run.built)
         if run.model_changed:
@@ -373,6 +376,11 @@ class ControlPlane:
         self.metrics.push_time.observe(time.perf_counter() - started)
         problems = self.store.problems()
         after_pushes(lambda: self._report(problems, translation.diagnostics, published))
+        if first:  # what the first change needs, made once the first snapshots are out
+            if self._large:
+                self._in_background("indexing", self.translator.prepare, False, lambda _: None)
+            else:
+                self.translator.prepare()
 
     def _hand_over(self, built: Sequence[tuple[str, Snapshot]]) -> list[tuple[str, Snapshot]]:
         """Give the cache each built snapshot; the ones it took (it keeps an unchanged one)."""

@@ -385,6 +385,24 @@ async def snapshot_of(plane: ControlPlane, group: str) -> None:
             await asyncio.sleep(0.01)
 
 
+@pytest.mark.parametrize("offload_objects", [5_000, 1], ids=["on the loop", "in the worker"])
+async def test_the_first_change_finds_the_objects_indexed(offload_objects: int) -> None:
+    # Indexing waits for the first snapshots (a cold start publishes sooner), then is done
+    # before any change needs it, so the first change costs what the next ones do.
+    plane = ControlPlane(quiet=0.01, max_delay=0.05, offload_objects=offload_objects)
+    plane.cache.watch("sidecar:15001", lambda: None)
+    plane.store.replace_all(SOURCE, [*versioned_service(), canary(90, 10)])
+    plane.store.mark_synced(SOURCE)
+    await snapshot_of(plane, "sidecar:15001")
+    await wait_until(lambda: plane.translator.prepared)
+
+    plane.store.upsert(SOURCE, canary(50, 50))
+    async with asyncio.timeout(10):
+        while reviews_weights(plane) != [("v1", 50), ("v2", 50)]:
+            await asyncio.sleep(0.01)
+    assert plane.translator.paths == {"full": 1, "routes": 1}
+
+
 async def test_a_large_mesh_is_built_in_the_worker_too_and_so_is_a_group_asked_for_later(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
