@@ -4,7 +4,7 @@ Clusters (one set for Envoy, one for proxyless gRPC clients, which support fewer
 policies), endpoints and the per-port route tables do not otherwise depend on the group, so they
 are built once and shared by every group. A ``ResourceBuilder`` also remembers what it built
 from the previous model: a part of the model that is the very same object as before
-(``translate_endpoints`` keeps the clusters and virtual hosts of an endpoint-only change) is not
+(an endpoint change keeps the clusters and virtual hosts, see ``translators.incremental``) is not
 built again, so an endpoint change rebuilds load assignments and nothing else, and of those it
 writes again only the ones whose endpoints changed.
 
@@ -15,7 +15,9 @@ is built for it. Groups that see the same get the very same resources.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Collection, Sequence
+from itertools import compress, count
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -37,13 +39,22 @@ from translators.build_routes import (
     sidecar_layout_changed,
     sidecar_route_tables,
 )
-from translators.model import Cluster, ClusterEndpoints, MeshModel, MeshView, NodeGroup, Role
+from translators.model import (
+    Cluster,
+    ClusterEndpoints,
+    MeshModel,
+    MeshView,
+    NodeGroup,
+    Role,
+    VirtualHost,
+)
 from translators.resolve_scopes import scoped_model
 from translators.resources import Built
 
 Resources = dict[str, tuple[Message, ...]]
 T = TypeVar("T")
 
+LAYOUT_KEYS_KEPT = 16
 DEFAULT_SIDECAR_PORT = 15001
 DEFAULT_GATEWAY_PORT = 8080
 
@@ -63,6 +74,8 @@ class ResourceBuilder:
         self._views: tuple[MeshView, ...] = ()
         # per kind of resource: the last base set, and its bytes and message by name
         self._indexes: dict[str, tuple[Built[Any], dict[str, tuple[bytes, Any]]]] = {}
+        # layout keys by id of the tuple of virtual hosts (holding the tuple keeps the id)
+        self._layout_keys: dict[int, tuple[tuple[VirtualHost, ...], object]] = {}
 
     def _part(self, key: str, inputs: tuple[object, ...], build: Callable[[], T]) -> T:
         held = self._parts.get(key)
@@ -73,6 +86,15 @@ class ResourceBuilder:
         self._parts[key] = (inputs, result)
         self.builds[key] = self.builds.get(key, 0) + 1
         return result
+
+    def _layout_key(self, hosts: tuple[VirtualHost, ...]) -> object:
+        """`layout_key` of ``hosts``, made once per tuple of virtual hosts."""
+        held = self._layout_keys.get(id(hosts))
+        if held is None or held[0] is not hosts:
+            if len(self._layout_keys) >= LAYOUT_KEYS_KEPT:
+                self._layout_keys.clear()
+            held = self._layout_keys[id(hosts)] = (hosts, layout_key(hosts))
+        return held[1]
 
     def forget_group(self, key: str) -> None:
         """Forget what was built for the group with ``key`` only (its listeners and route
@@ -158,7 +180,7 @@ class ResourceBuilder:
         of a table)."""
         role_key = NodeGroup(group.role, group.port).key
         base = model.mesh_hosts
-        base_key = layout_key(base)
+        base_key = self._layout_key(base)
         base_layout = self._part(f"{role_key}/layout", (base_key,), lambda: sidecar_layout(base))
         claimants = self._part("sidecar-claimants", (base_key,), lambda: sidecar_claimants(base))
         keys = frozenset(view.hosts)
@@ -167,7 +189,7 @@ class ResourceBuilder:
             found = sidecar_layout_changed(base, base_layout, claimants, scoped.mesh_hosts, keys)
             return found if found is not None else sidecar_layout(scoped.mesh_hosts)
 
-        self._part(f"{scope}{role_key}/layout", (layout_key(scoped.mesh_hosts),), layout)
+        self._part(f"{scope}{role_key}/layout", (self._layout_key(scoped.mesh_hosts),), layout)
 
     def _with_view(
         self,
@@ -214,8 +236,18 @@ class ResourceBuilder:
         return built
 
     def _endpoints(self, model: MeshModel, scope: str = "") -> Built[Any]:
+        key = f"{scope}endpoints"
+        held = self._parts.get(key)
+        if held is not None and held[0][0] is model.clusters and isinstance(held[0][1], tuple):
+            # the same clusters: rewrite only the assignments that are not the very same
+            changed = _changed_at(held[0][1], model.endpoints)
+            if changed is not None:
+                spliced = self._assignments.spliced(held[1], changed) if changed else held[1]
+                if spliced is not None:
+                    self._parts[key] = ((model.clusters, model.endpoints), spliced)
+                    return spliced
         built: Built[Any] = self._part(
-            f"{scope}endpoints",
+            key,
             (model.clusters, model.endpoints),
             lambda: _load_assignments(model, self._assignments),
         )
@@ -251,7 +283,7 @@ class ResourceBuilder:
             listeners = self._part(f"{role_key}/listeners", (), lambda: sidecar_listeners(port))
             layout = self._part(
                 f"{role_key}/layout",
-                (layout_key(model.mesh_hosts),),
+                (self._layout_key(model.mesh_hosts),),
                 lambda: sidecar_layout(model.mesh_hosts),
             )
             tables = self._part(
@@ -268,7 +300,7 @@ class ResourceBuilder:
             )
             layout = self._part(
                 f"{role_key}/layout",
-                (layout_key(model.gateway_hosts),),
+                (self._layout_key(model.gateway_hosts),),
                 lambda: gateway_layout(model.gateway_hosts, port),
             )
             tables = self._part(
@@ -292,7 +324,7 @@ class ResourceBuilder:
                 )
             layout = self._part(
                 f"{scope}port-layout",
-                (layout_key(model.mesh_hosts),),
+                (self._layout_key(model.mesh_hosts),),
                 lambda: port_layout(model.mesh_hosts),
             )
             tables = self._part(
@@ -315,6 +347,26 @@ def _assignments(
     none for it)."""
     given = {e.cluster: e for e in endpoints}
     return [given.get(c.name) or ClusterEndpoints(c.name) for c in clusters if c.uses_eds]
+
+
+SPLICE_AT_MOST = 0.25  # of the assignments: past that, building them all is as quick
+
+
+def _changed_at(
+    before: Sequence[ClusterEndpoints], after: Sequence[ClusterEndpoints]
+) -> dict[int, ClusterEndpoints] | None:
+    """The assignments of ``after`` that are not the very ones of ``before``, by index; None
+    when the two do not name the same clusters in the same order or too many changed."""
+    if before is after:
+        return {}
+    if len(before) != len(after):
+        return None
+    changed = {at: after[at] for at in compress(count(), map(operator.is_not, before, after))}
+    if len(changed) > SPLICE_AT_MOST * len(after):
+        return None
+    if any(before[at].cluster != assignment.cluster for at, assignment in changed.items()):
+        return None
+    return changed
 
 
 def _by_name(built: Built[Any]) -> dict[str, tuple[bytes, Any]]:

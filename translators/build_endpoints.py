@@ -11,7 +11,7 @@ There is one load assignment per cluster, so they are written as bytes (see ``re
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from operator import attrgetter
 
 from envoy.config.endpoint.v3 import endpoint_pb2
@@ -21,6 +21,7 @@ from translators.resources import (
     Built,
     LengthPrefixes,
     length_delimited,
+    parse_all,
     string_field,
     varint_field,
 )
@@ -144,6 +145,34 @@ class LoadAssignments:
         self._endpoints = {a.cluster: a.endpoints for a in ordered}
         self._built = built
         return built
+
+    def spliced(
+        self,
+        built: Built[endpoint_pb2.ClusterLoadAssignment],
+        changed: Mapping[int, ClusterEndpoints],
+    ) -> Built[endpoint_pb2.ClusterLoadAssignment] | None:
+        """``built`` (the last build) with the assignment at each index of ``changed`` written
+        again: the names, and every other assignment's bytes and message, are the very same.
+        None when ``built`` is not the last build or an index holds another cluster."""
+        if built is not self._built:
+            return None
+        names = built.names
+        if any(names[at] != assignment.cluster for at, assignment in changed.items()):
+            return None
+        encode = LoadAssignmentWriter().encode
+        bodies = list(built.bodies)
+        messages = list(built)
+        fresh = {at: encode(assignment) for at, assignment in changed.items()}
+        for at, message in zip(
+            fresh, parse_all(built.message_type, list(fresh.values())), strict=True
+        ):
+            bodies[at] = fresh[at]
+            messages[at] = message
+        for assignment in changed.values():
+            self._endpoints[assignment.cluster] = assignment.endpoints
+        out = Built.assembled(built.message_type, names, bodies, messages, built.references)
+        self._built = out
+        return out
 
     def _bodies(self, ordered: list[ClusterEndpoints], earlier: dict[str, bytes]) -> list[bytes]:
         writer = LoadAssignmentWriter()

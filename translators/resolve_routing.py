@@ -1356,6 +1356,9 @@ class Routing:
     gateway_hosts: tuple[VirtualHost, ...]
     tcp_routes: tuple[TcpRoute, ...]
     diagnostics: tuple[Diagnostic, ...]
+    # Which VirtualService routes each mesh host (by service hostname) and each gateway host.
+    mesh_claims: Mapping[str, VirtualServiceRules] = field(default_factory=dict)
+    gateway_claims: Mapping[str, VirtualServiceRules] = field(default_factory=dict)
 
 
 def services_by_hostname(services: Iterable[Service]) -> dict[str, Service]:
@@ -1468,7 +1471,41 @@ def resolve_routing(
         gateway_hosts=tuple(sorted(gateway_hosts, key=lambda v: (v.port, v.name))),
         tcp_routes=tuple(sorted(tcp_routes, key=lambda t: (t.gateway, t.service, t.port))),
         diagnostics=tuple(sorted(diagnostics)),
+        mesh_claims=mesh_claims,
+        gateway_claims=gateway_claims,
     )
+
+
+def claimed_hosts(
+    vs: VirtualServiceRules,
+    services: Mapping[str, Service],
+    domain: str,
+    memo: Memo,
+) -> tuple[list[VirtualHost], list[VirtualHost]]:
+    """The mesh and gateway virtual hosts of a VirtualService that routes every host it names
+    (see `resolve_routing`: a service's host per HTTP port, else one virtual host per name)."""
+    mesh_hosts: list[VirtualHost] = []
+    if vs.mesh:
+        keys = dict.fromkeys(
+            name or host for host, name in zip(vs.hosts, vs.hostnames, strict=True)
+        )
+        for key in keys:
+            service = services.get(key)
+            if service is not None:
+                routed = memo.get_checked(
+                    "service-routes",
+                    service,
+                    _made_from(vs, domain),
+                    _service_routes,
+                    service,
+                    vs,
+                    domain,
+                )
+                mesh_hosts.extend(routed.hosts)
+            elif vs.http:
+                mesh_hosts.append(_named_host(key, vs))
+    gateway_hosts = [_named_host(host, vs) for host in vs.hosts] if vs.gateway and vs.http else []
+    return mesh_hosts, gateway_hosts
 
 
 def _claim_hosts(

@@ -746,6 +746,46 @@ def _parse_slice(obj: object) -> tuple[_Slice | None, list[Diagnostic]]:
     return _Slice(meta.namespace, meta.name, service, ports, tuple(endpoints)), problems.found
 
 
+def slice_owner(obj: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The (namespace, name) of the service an EndpointSlice is labelled for, if any."""
+    metadata = obj.get("metadata")
+    labels = metadata.get("labels") if is_mapping(metadata) else None
+    service = labels.get(SERVICE_NAME_LABEL) if is_mapping(labels) else None
+    return (_namespace_of(obj), service) if isinstance(service, str) and service else None
+
+
+def slice_pods(obj: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """The (namespace, name) of every pod an EndpointSlice's endpoints name."""
+    namespace = _namespace_of(obj)
+    endpoints = obj.get("endpoints")
+    found: set[tuple[str, str]] = set()
+    for raw in endpoints if isinstance(endpoints, list) else ():
+        ref = raw.get("targetRef") if is_mapping(raw) else None
+        if is_mapping(ref) and ref.get("kind") == "Pod" and isinstance(ref.get("name"), str):
+            ref_namespace = ref.get("namespace")
+            found.add(
+                (
+                    ref_namespace
+                    if isinstance(ref_namespace, str) and ref_namespace
+                    else namespace,
+                    ref["name"],
+                )
+            )
+    return found
+
+
+def pod_labels(obj: Mapping[str, Any]) -> Labels:
+    """A pod's labels, as services' selectors read them."""
+    metadata = obj.get("metadata")
+    labels = metadata.get("labels") if is_mapping(metadata) else None
+    return _string_labels(labels) if labels else ()
+
+
+def namespace_of(obj: Mapping[str, Any]) -> str:
+    """An object's namespace (``default`` when it names none)."""
+    return _namespace_of(obj)
+
+
 def _slice_endpoint(
     raw: object, namespace: str, index: int, problems: _Problems
 ) -> _SliceEndpoint | None:

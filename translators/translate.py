@@ -5,7 +5,7 @@ object that is invalid now but was accepted before is translated from its last a
 (with a warning), a new invalid object is left out, and the rest of the mesh always updates. A
 Service or DestinationRule whose change or removal would make a VirtualService that was accepted
 invalid keeps its last accepted version too (with an error naming the VirtualService).
-`translate_endpoints` is the cheap path for a change that touched only EndpointSlices or Pods.
+`translators.incremental` follows one change at a time to what it touches.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from translators.preflight import (
     virtual_service_problems,
 )
 from translators.resolve_ingress import (
+    IngressRouting,
     IngressRules,
     ingress_classes,
     parse_ingress,
@@ -49,7 +50,7 @@ from translators.resolve_routing import (
     resolve_routing,
     services_by_hostname,
 )
-from translators.resolve_scopes import mesh_views, public_rank, with_endpoints
+from translators.resolve_scopes import mesh_views, public_rank
 from translators.resolve_services import (
     RESOLVE_STEPS,
     ObjectKey,
@@ -92,6 +93,20 @@ class Options:
 
 
 @dataclass(frozen=True, slots=True)
+class RoutingState:
+    """What routing was resolved with, kept so that a change to one VirtualService can be
+    routed again on its own (see `translators.incremental`)."""
+
+    context: RoutingContext
+    mesh_claims: Mapping[str, VirtualServiceRules]
+    gateway_claims: Mapping[str, VirtualServiceRules]
+    exports: Mapping[str, ExportTo]
+    # The Ingresses accepted and what they made: their hosts take the routes of mesh hosts.
+    ingresses: tuple[IngressRules, ...]
+    edge: IngressRouting
+
+
+@dataclass(frozen=True, slots=True)
 class Translation:
     """One translation: the model, every diagnostic (sorted) and what was accepted.
 
@@ -104,8 +119,8 @@ class Translation:
     diagnostics: tuple[Diagnostic, ...]
     accepted: Mapping[ObjectKey, KubeObject]
     options: Options = field(default_factory=Options)
-    # What `translate_endpoints` reuses: the services as specified (without endpoints) and the
-    # diagnostics that do not depend on endpoints.
+    # What an endpoint change reuses (see `translators.incremental`): the services as specified
+    # (without endpoints) and the diagnostics that do not depend on endpoints.
     service_specs: tuple[ServiceSpec, ...] = field(default=(), repr=False)
     static_diagnostics: tuple[Diagnostic, ...] = field(default=(), repr=False)
     # Per-object results the next translation reuses for objects that did not change.
@@ -114,6 +129,11 @@ class Translation:
     # result: the next translation reuses it while the same objects come back.
     resolved_from: tuple[tuple[object, ...], ...] = field(default=(), repr=False, compare=False)
     resolved: Services | None = field(default=None, repr=False, compare=False)
+    routing: RoutingState | None = field(default=None, repr=False, compare=False)
+    # The Services and DestinationRules kept at their last accepted version (see `translate`).
+    held_back: frozenset[ObjectKey] = field(default=frozenset(), repr=False, compare=False)
+    # The VirtualServices those would break.
+    holders: frozenset[ObjectKey] = field(default=frozenset(), repr=False, compare=False)
 
     @property
     def has_errors(self) -> bool:
@@ -188,6 +208,13 @@ def _api_version_fits(api_version: object, wanted: str) -> bool:
     if not isinstance(api_version, str):
         return False
     return api_version == wanted or (wanted[-1] == "/" and api_version.startswith(wanted))
+
+
+def is_read(obj: KubeObject) -> bool:
+    """Whether translation reads ``obj``: a kind it knows, with that kind's apiVersion."""
+    kind = obj.get("kind")
+    wanted = _KINDS.get(kind) if isinstance(kind, str) else None
+    return wanted is not None and _api_version_fits(obj.get("apiVersion"), wanted)
 
 
 def _canonical(obj: KubeObject) -> str:
@@ -276,7 +303,7 @@ def translate(
     translation, current = _translate(objects, previous, options)
     if previous is None:
         return translation
-    kept = _dependencies_to_keep(previous, translation, current)
+    kept, holders = _dependencies_to_keep(previous, translation, current)
     if not kept:
         return translation
     held_back = {key for key in kept if key in current}
@@ -302,6 +329,8 @@ def translate(
         translation,
         diagnostics=tuple(sorted((*translation.diagnostics, *notes))),
         static_diagnostics=tuple(sorted((*translation.static_diagnostics, *notes))),
+        held_back=frozenset(kept),
+        holders=holders,
     )
 
 
@@ -315,24 +344,25 @@ def _key_of(obj: KubeObject) -> ObjectKey | None:
 
 def _dependencies_to_keep(
     previous: Translation, translation: Translation, current: _Given
-) -> dict[ObjectKey, str]:
+) -> tuple[dict[ObjectKey, str], frozenset[ObjectKey]]:
     """The Services and DestinationRules to keep at their last accepted version, each with what
     its new version (or its removal) breaks: the VirtualServices accepted last time and refused
     now, though they are still there, and the services they name whose Service or
-    DestinationRule changed or went away since."""
+    DestinationRule changed or went away since. Also the keys of those VirtualServices."""
     broken = [
         key for key in current.refused if key.kind == "VirtualService" and key in previous.accepted
     ]
     if not broken:
-        return {}
+        return {}, frozenset()
     changed = [
         key
         for key, last in previous.accepted.items()
         if key.kind in _DEPENDENCY_KINDS and (now := current.get(key)) is not last and now != last
     ]
     if not changed:
-        return {}
+        return {}, frozenset()
     kept: dict[ObjectKey, str] = {}
+    holders: set[ObjectKey] = set()
     for vs_key in broken:
         named = _services_named(previous.accepted[vs_key], vs_key.namespace)
         errors = [
@@ -357,7 +387,8 @@ def _dependencies_to_keep(
                 )
             if hit:
                 kept[key] = what
-    return kept
+                holders.add(vs_key)
+    return kept, frozenset(holders)
 
 
 def _services_named(virtual_service: KubeObject, namespace: str) -> set[tuple[str, str]]:
@@ -474,19 +505,7 @@ def _translate(
     def check_virtual_service(
         meta: ObjectMeta | None, obj: KubeObject
     ) -> tuple[VirtualServiceRules | None, list[Diagnostic]]:
-        spec, found = memo.get("virtual-service", obj, parse_virtual_service, obj)
-        if spec is None:
-            return None, found
-        compiled, more, _ = memo.get_checked(
-            f"virtual-service-rules/{','.join(sorted(options.gateway_names))}",
-            obj,
-            lambda held: held[2].still_hold(context),
-            _checked_virtual_service,
-            _source(meta),
-            spec,
-            context,
-        )
-        return compiled, found + more
+        return checked_virtual_service(memo, options, context, meta, obj)
 
     # Roots take their delegates' rules; delegates (no hosts) count only through a root.
     roots, delegation_diagnostics = expand_delegation(
@@ -576,8 +595,30 @@ def _translate(
         memo=memo.entries,
         resolved_from=resolved_from,
         resolved=resolved,
+        routing=RoutingState(
+            context, routing.mesh_claims, routing.gateway_claims, exports, tuple(ingresses), edge
+        ),
     )
     return translation, _Given(objects_by_kind.keyed, tuple(acceptor.refused))
+
+
+def checked_virtual_service(
+    memo: Memo, options: Options, context: RoutingContext, meta: ObjectMeta | None, obj: KubeObject
+) -> tuple[VirtualServiceRules | None, list[Diagnostic]]:
+    """A VirtualService object's rules (None when it is invalid) and what is wrong with it."""
+    spec, found = memo.get("virtual-service", obj, parse_virtual_service, obj)
+    if spec is None:
+        return None, found
+    compiled, more, _ = memo.get_checked(
+        f"virtual-service-rules/{','.join(sorted(options.gateway_names))}",
+        obj,
+        lambda held: held[2].still_hold(context),
+        _checked_virtual_service,
+        _source(meta),
+        spec,
+        context,
+    )
+    return compiled, found + more
 
 
 def _subsets_only(obj: KubeObject) -> KubeObject | None:
@@ -720,36 +761,4 @@ def _hosts(
     return tuple(
         old if (old := before.get(vhost.name)) is not None and old == vhost else vhost
         for vhost in current
-    )
-
-
-def translate_endpoints(previous: Translation, objects: Iterable[KubeObject]) -> Translation:
-    """``previous`` with service endpoints and load assignments recomputed from ``objects``.
-
-    For a change that touched only EndpointSlices or Pods: clusters, virtual hosts and the
-    diagnostics that do not depend on endpoints are reused; the result equals a full `translate`.
-    """
-    memo = Memo(previous.memo)
-    found = _sort_objects(objects, frozenset({"EndpointSlice", "Pod"}), memo)
-    resolved = resolve_services(
-        previous.service_specs, found.slices, found.pods, memo, _accepted_slices(previous)
-    )
-    services = services_by_hostname(resolved.services)
-    model = replace(
-        previous.model,
-        services=resolved.services,
-        endpoints=cluster_endpoints(previous.model.clusters, services),
-        views=with_endpoints(previous.model.views, services),
-    )
-    return replace(
-        previous,
-        model=model,
-        diagnostics=tuple(sorted((*previous.static_diagnostics, *resolved.diagnostics))),
-        accepted={
-            **{k: v for k, v in previous.accepted.items() if k[0] != "EndpointSlice"},
-            **resolved.accepted,
-        },
-        memo={**previous.memo, **memo.entries},
-        resolved_from=(previous.service_specs, found.slices, found.pods),
-        resolved=resolved,
     )

@@ -33,15 +33,10 @@ from google.protobuf.message import Message
 
 from translators.build import ResourceBuilder
 from translators.diagnostics import Diagnostic, Severity
+from translators.incremental import Translator
 from translators.model import MeshModel, NodeGroup, Role
 from translators.resolve_routing import DEFAULT_GATEWAY
-from translators.translate import (
-    KubeObject,
-    Options,
-    Translation,
-    translate,
-    translate_endpoints,
-)
+from translators.translate import KubeObject, Options, Translation
 from translators.visibility import is_namespace_name
 from xds_server import collector
 from xds_server.debug.auth import (
@@ -64,7 +59,7 @@ from xds_server.kube.loadbalancer_status import (
 from xds_server.kube.writes import LeaseClaim
 from xds_server.logs import configure_logging
 from xds_server.problems import diagnostics_from_problems
-from xds_server.sources.base import SourceProblem
+from xds_server.sources.base import ObjectKey, SourceProblem
 from xds_server.store import DEFAULT_MAX_DELAY, DEFAULT_QUIET, ObjectStore, StoreChange
 from xds_server.xds.cache import (
     DEFAULT_GROUP_GRACE_S,
@@ -208,6 +203,8 @@ class ControlPlane:
             on_group_dropped=self._on_group_dropped,
         )
         self.store = ObjectStore(self._on_change, quiet=self.quiet, max_delay=self.max_delay)
+        # Each change translated from the last, at a cost that follows what it touches.
+        self.translator = Translator(self.translate_options)
         self._translation: Translation | None = None
         self._diagnostics: tuple[Diagnostic, ...] = ()
         # Groups some node has asked for; a group is built when its first node connects.
@@ -262,17 +259,17 @@ class ControlPlane:
             self._pending = change if self._pending is None else _merged(self._pending, change)
             return
         started = time.perf_counter()
-        objects = self.store.objects()
-        previous = self._translation
+        # What changed, read now (the store moves on while a run is under way): every object
+        # for the first translation, else the changed keys' objects (None: gone).
+        everything = self.store.by_key() if self._translation is None else None
+        changes = {} if everything is not None else {k: self.store.get(k) for k in change.keys}
         groups, fresh = sorted(self._groups), sorted(self._waiting)
         self._waiting = set()
         names = self._listener_names(groups)
-        work = partial(
-            self._run, previous, objects, change.endpoints_only, groups, fresh, listener_names=names
-        )
-        self._large = len(objects) >= self.offload_objects
+        work = partial(self._run, changes, everything, groups, fresh, listener_names=names)
+        self._large = self.store.size() >= self.offload_objects
         # The first translation is a cold build: everything it makes lives on.
-        cold = previous is None
+        cold = self._translation is None
         if not self._large:
             with collector.long_lived(cold):
                 self._take(work(), started)
@@ -281,21 +278,24 @@ class ControlPlane:
 
     def _run(
         self,
-        previous: Translation | None,
-        objects: list[KubeObject],
-        endpoints_only: bool,
+        changes: Mapping[ObjectKey, KubeObject | None],
+        everything: Mapping[ObjectKey, KubeObject] | None,
         groups: Sequence[str],
         fresh: Sequence[str],
         *,
         listener_names: Mapping[str, frozenset[str]],
     ) -> _Run:
-        """Translate ``objects`` and build snapshots: every one of ``groups`` if the model
-        changed, else only the ``fresh`` groups' (first asked for, or asked for new listeners,
-        while the last run ran)."""
-        if previous is not None and endpoints_only:
-            translation = translate_endpoints(previous, objects)
-        else:
-            translation = translate(objects, previous=previous, options=self.translate_options)
+        """Translate the change (``everything`` at first) and build snapshots: every one of
+        ``groups`` if the model changed, else only the ``fresh`` groups' (first asked for, or
+        asked for new listeners, while the last run ran)."""
+        previous = self.translator.translation
+        if everything is not None:
+            translation = self.translator.reset(everything)
+        elif changes:
+            translation = self.translator.apply(changes)
+        else:  # only the sources' problems changed: the objects are what they were
+            assert previous is not None
+            translation = previous
         model = translation.model
         changed = previous is None or previous.model != model or not self._published
         built = self._build(groups if changed else fresh, model, listener_names)
@@ -353,6 +353,8 @@ class ControlPlane:
     def _next(self) -> None:
         """After a run in the worker: a change that came in meanwhile, else groups first asked
         for (or asked for new listeners) meanwhile."""
+        if self._running:
+            return  # the run under way calls this again when it is done
         pending, self._pending = self._pending, None
         if pending is not None:
             self._on_change(pending)
@@ -366,6 +368,7 @@ class ControlPlane:
 
     def _take(self, run: _Run, started: float) -> None:
         """Make ``run``'s translation current and hand its snapshots to the cache."""
+        first = self._translation is None
         translation = self._translation = run.translation
         published = self._hand_over(run.built)
         if run.model_changed:
@@ -373,6 +376,11 @@ class ControlPlane:
         self.metrics.push_time.observe(time.perf_counter() - started)
         problems = self.store.problems()
         after_pushes(lambda: self._report(problems, translation.diagnostics, published))
+        if first:  # what the first change needs, made once the first snapshots are out
+            if self._large:
+                self._in_background("indexing", self.translator.prepare, False, lambda _: None)
+            else:
+                self.translator.prepare()
 
     def _hand_over(self, built: Sequence[tuple[str, Snapshot]]) -> list[tuple[str, Snapshot]]:
         """Give the cache each built snapshot; the ones it took (it keeps an unchanged one)."""

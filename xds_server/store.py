@@ -276,6 +276,14 @@ class ObjectStore:
         effective = self._effective
         return [effective[key] for key in self._ordered_keys]
 
+    def by_key(self) -> dict[ObjectKey, KubeObject]:
+        """Every current object by key (a copy)."""
+        return dict(self._effective)
+
+    def size(self) -> int:
+        """How many objects there are."""
+        return len(self._effective)
+
     def objects_of(self, kind: str) -> list[KubeObject]:
         """The current objects of one kind, ordered by key."""
         of_kind = self._by_kind.get(kind, {})

@@ -6,7 +6,7 @@ import pytest
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryResponse
 
 from tests.protocol.conftest import XdsHarness
-from tests.protocol.test_sotw import GROUP, mesh
+from tests.protocol.test_sotw import GROUP, mesh, with_endpoint
 from tests.protocol.xds_client import DeltaClient, node
 from tests.support.envoy_resources import eds_cluster, http_listener, split_mesh
 from xds_server.xds.cache import CLUSTER, ENDPOINT, ROUTE, Snapshot, snapshot_from_messages
@@ -72,6 +72,20 @@ async def test_a_reconnecting_client_gets_only_what_changed(xds: XdsHarness) -> 
     response = await client.response()
     assert list(versions(response)) == ["c"]
     assert list(response.removed_resources) == ["b"]
+    await client.close()
+
+
+async def test_pushes_after_the_first_send_only_what_changed(xds: XdsHarness) -> None:
+    snapshot = mesh("a", "b", "c")
+    xds.cache.set_snapshot(GROUP, snapshot)
+    client = xds.delta(node("d"))
+    client.request(ENDPOINT, ["a", "b", "c"])
+    client.ack(await client.response())
+    for n, address in enumerate((("127.0.0.2", 9001), ("127.0.0.3", 9001))):
+        xds.cache.set_snapshot(GROUP, with_endpoint(snapshot, "b", address))
+        response = await client.response()
+        assert (list(versions(response)), list(response.removed_resources)) == (["b"], []), n
+        client.ack(response)
     await client.close()
 
 

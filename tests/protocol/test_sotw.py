@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import grpc
 import pytest
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
@@ -10,7 +12,7 @@ from envoy.service.discovery.v3.discovery_pb2 import DiscoveryResponse
 
 from tests.protocol.conftest import XdsHarness, wait_until
 from tests.protocol.xds_client import SotwClient, node
-from tests.support.envoy_resources import http_listener, split_mesh
+from tests.support.envoy_resources import http_listener, load_assignment, split_mesh
 from xds_server.xds.ads import SotwStream
 from xds_server.xds.cache import (
     CLUSTER,
@@ -18,6 +20,8 @@ from xds_server.xds.cache import (
     LISTENER,
     ROUTE,
     Snapshot,
+    TypeResources,
+    set_version,
     snapshot_from_messages,
 )
 from xds_server.xds.client_status import SyncState
@@ -37,6 +41,22 @@ def mesh(*clusters: str, first_port: int = 9000, route_name: str = "80") -> Snap
             dict.fromkeys(clusters, 1),
         )
     )
+
+
+def with_endpoint(snapshot: Snapshot, cluster: str, address: tuple[str, int]) -> Snapshot:
+    """``snapshot`` with the load assignment of ``cluster`` moved to ``address``; every other
+    resource the very same."""
+    types = dict(snapshot.types)
+    endpoints = dict(types[ENDPOINT].by_name)
+    endpoints[cluster] = (
+        snapshot_from_messages({ENDPOINT: [load_assignment(cluster, [address])]})
+        .types[ENDPOINT]
+        .by_name[cluster]
+    )
+    types[ENDPOINT] = TypeResources(
+        ENDPOINT, MappingProxyType(endpoints), set_version(endpoints.values())
+    )
+    return Snapshot(MappingProxyType(types), snapshot.eds_references, snapshot.rds_references)
 
 
 def names(response: DiscoveryResponse) -> list[str]:
@@ -126,7 +146,7 @@ async def test_a_name_missing_from_the_snapshot_is_sent_once_it_exists(xds: XdsH
     client.ack(first)
     xds.cache.set_snapshot(GROUP, mesh("a", "later"))
     second = await client.response()
-    assert names(second) == ["a", "later"]
+    assert names(second) == ["later"]  # "a" has not changed since the client took it
     await client.close()
 
 
@@ -137,10 +157,36 @@ async def test_a_client_may_change_its_name_set_between_acks(xds: XdsHarness) ->
     first = await client.response()
     client.ack(first, ["a", "b"])
     grown = await client.response()
-    assert names(grown) == ["a", "b"]
+    assert names(grown) == ["b"]  # what it did not hold yet
     client.ack(grown, ["c"])
     changed = await client.response()
     assert names(changed) == ["c"]
+    await client.close()
+
+
+async def test_eds_and_rds_responses_carry_only_what_changed_since_the_client_took_them(
+    xds: XdsHarness,
+) -> None:
+    # For EDS and RDS a client takes a resource left out of a response as unchanged (unlike
+    # CDS and LDS): one endpoint change re-sends one load assignment, not every cluster's.
+    xds.cache.set_snapshot(GROUP, mesh("a", "b", "c"))
+    client = xds.sotw(node("a"))
+    client.request(ENDPOINT, ["a", "b", "c"])
+    first = await client.response()
+    assert names(first) == ["a", "b", "c"]
+    client.ack(first)
+    moved = mesh("a", "b", "c")
+    xds.cache.set_snapshot(GROUP, with_endpoint(moved, "b", ("127.0.0.2", 9001)))
+    second = await client.response()
+    assert names(second) == ["b"]
+    assert second.version_info != first.version_info
+    status = xds.registry.views()[0].type_status(ENDPOINT)
+    assert sorted(r.name for r in status.sent_resources) == ["a", "b", "c"]  # all it holds
+    # A rejected response leaves what the client holds unknown: the next one carries it all.
+    client.nack(second, "b: bad address")
+    await barrier(client)
+    xds.cache.set_snapshot(GROUP, with_endpoint(moved, "b", ("127.0.0.3", 9001)))
+    assert names(await client.response()) == ["a", "b", "c"]
     await client.close()
 
 
@@ -156,7 +202,7 @@ async def test_a_request_with_a_stale_nonce_is_ignored(xds: XdsHarness) -> None:
     client.request(ENDPOINT, ["a", "b"], nonce=old.nonce)
     await barrier(client)
     client.ack(latest, ["a", "b"])
-    assert names(await client.response()) == ["a", "b"]
+    assert names(await client.response()) == ["b"]
     await client.close()
 
 

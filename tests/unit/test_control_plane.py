@@ -7,13 +7,12 @@ import copy
 import gc
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
-import translators.translate
-import xds_server.app as app_module
 from tests.protocol.conftest import wait_until
 from tests.unit.objects import (
     destination,
@@ -24,6 +23,7 @@ from tests.unit.objects import (
     virtual_service,
 )
 from translators.build import ResourceBuilder
+from translators.incremental import Translator
 from translators.model import NodeGroup, Role
 from xds_server.app import ControlPlane, parse_group
 from xds_server.xds.cache import ENDPOINT, ROUTE
@@ -204,17 +204,23 @@ async def test_a_cold_build_runs_without_collections_and_later_changes_run_as_us
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     collecting: list[bool] = []  # whether the collector ran while translating or building
-    real_translate, real_build = translators.translate.translate, ResourceBuilder.build_group
+    real_reset, real_apply = Translator.reset, Translator.apply
+    real_build = ResourceBuilder.build_group
 
-    def translate(*args: Any, **kwargs: Any) -> Any:
+    def reset(self: Translator, *args: Any) -> Any:
         collecting.append(gc.isenabled())
-        return real_translate(*args, **kwargs)
+        return real_reset(self, *args)
+
+    def apply(self: Translator, *args: Any) -> Any:
+        collecting.append(gc.isenabled())
+        return real_apply(self, *args)
 
     def build_group(self: ResourceBuilder, *args: Any) -> Any:
         collecting.append(gc.isenabled())
         return real_build(self, *args)
 
-    monkeypatch.setattr(app_module, "translate", translate)
+    monkeypatch.setattr(Translator, "reset", reset)
+    monkeypatch.setattr(Translator, "apply", apply)
     monkeypatch.setattr(ResourceBuilder, "build_group", build_group)
     frozen_before = gc.get_freeze_count()
     try:
@@ -290,15 +296,14 @@ async def test_a_large_translation_runs_beside_the_loop_and_changes_meanwhile_fo
 ) -> None:
     release = threading.Event()
     calls: list[str] = []  # the thread each translation ran on
-    real_translate = translators.translate.translate
 
-    def translate(*args: Any, **kwargs: Any) -> Any:
+    def translate(then: Callable[[], Any]) -> Any:
         calls.append(threading.current_thread().name)
         if len(calls) == 1:
             release.wait(timeout=10)  # the first one runs until the test lets it finish
-        return real_translate(*args, **kwargs)
+        return then()
 
-    monkeypatch.setattr(app_module, "translate", translate)
+    around_translation(monkeypatch, translate)
     plane = syncing_with_a_worker()
     await settle(plane)  # the loop keeps running while the first translation is held
 
@@ -324,15 +329,14 @@ async def test_a_translation_that_fails_in_the_worker_leaves_the_plane_ready_for
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     calls: list[int] = []
-    real_translate = translators.translate.translate
 
-    def translate(*args: Any, **kwargs: Any) -> Any:
+    def translate(then: Callable[[], Any]) -> Any:
         calls.append(len(calls))
         if len(calls) == 1:
             raise RuntimeError("a bug in translation")
-        return real_translate(*args, **kwargs)
+        return then()
 
-    monkeypatch.setattr(app_module, "translate", translate)
+    around_translation(monkeypatch, translate)
     plane = syncing_with_a_worker()
     await settle(plane)
     assert plane.cache.snapshot("sidecar:15001") is None
@@ -343,6 +347,23 @@ async def test_a_translation_that_fails_in_the_worker_leaves_the_plane_ready_for
         while plane.cache.snapshot("sidecar:15001") is None:
             await asyncio.sleep(0.01)
     assert reviews_weights(plane) == [("v2", 100)]
+
+
+def around_translation(
+    monkeypatch: pytest.MonkeyPatch, around: Callable[[Callable[[], Any]], Any]
+) -> None:
+    """Run every translation the plane makes (the first, and each change's) through
+    ``around``, which calls what it is given to translate."""
+    real_reset, real_apply = Translator.reset, Translator.apply
+
+    def reset(self: Translator, *args: Any) -> Any:
+        return around(lambda: real_reset(self, *args))
+
+    def apply(self: Translator, *args: Any) -> Any:
+        return around(lambda: real_apply(self, *args))
+
+    monkeypatch.setattr(Translator, "reset", reset)
+    monkeypatch.setattr(Translator, "apply", apply)
 
 
 def building_threads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
@@ -362,6 +383,24 @@ async def snapshot_of(plane: ControlPlane, group: str) -> None:
     async with asyncio.timeout(10):
         while plane.cache.snapshot(group) is None:
             await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("offload_objects", [5_000, 1], ids=["on the loop", "in the worker"])
+async def test_the_first_change_finds_the_objects_indexed(offload_objects: int) -> None:
+    # Indexing waits for the first snapshots (a cold start publishes sooner), then is done
+    # before any change needs it, so the first change costs what the next ones do.
+    plane = ControlPlane(quiet=0.01, max_delay=0.05, offload_objects=offload_objects)
+    plane.cache.watch("sidecar:15001", lambda: None)
+    plane.store.replace_all(SOURCE, [*versioned_service(), canary(90, 10)])
+    plane.store.mark_synced(SOURCE)
+    await snapshot_of(plane, "sidecar:15001")
+    await wait_until(lambda: plane.translator.prepared)
+
+    plane.store.upsert(SOURCE, canary(50, 50))
+    async with asyncio.timeout(10):
+        while reviews_weights(plane) != [("v1", 50), ("v2", 50)]:
+            await asyncio.sleep(0.01)
+    assert plane.translator.paths == {"full": 1, "routes": 1}
 
 
 async def test_a_large_mesh_is_built_in_the_worker_too_and_so_is_a_group_asked_for_later(
@@ -384,13 +423,12 @@ async def test_a_group_asked_for_during_a_run_is_built_once_the_run_is_done(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     release = threading.Event()
-    real_translate = translators.translate.translate
 
-    def translate(*args: Any, **kwargs: Any) -> Any:
+    def translate(then: Callable[[], Any]) -> Any:
         release.wait(timeout=10)
-        return real_translate(*args, **kwargs)
+        return then()
 
-    monkeypatch.setattr(app_module, "translate", translate)
+    around_translation(monkeypatch, translate)
     plane = syncing_with_a_worker()
     await settle(plane)  # the first run is held in translate
 
@@ -411,19 +449,18 @@ async def test_a_group_asked_for_during_a_run_is_built_by_the_next_even_if_the_m
     published = dict(plane.metrics.snapshots.values)
     release = threading.Event()
     calls: list[int] = []
-    real_translate = translators.translate.translate
 
-    def translate(*args: Any, **kwargs: Any) -> Any:
+    def translate(then: Callable[[], Any]) -> Any:
         calls.append(len(calls))
         release.wait(timeout=10)
-        return real_translate(*args, **kwargs)
+        return then()
 
     def relabelled(team: str) -> dict[str, object]:
         changed = copy.deepcopy(canary(90, 10))
         changed["metadata"]["labels"] = {"team": team}  # type: ignore[index]
         return changed  # the same model
 
-    monkeypatch.setattr(app_module, "translate", translate)
+    around_translation(monkeypatch, translate)
     plane.store.upsert(SOURCE, relabelled("a"))
     await settle(plane)  # that run is held
     plane.cache.watch("gateway:8080", lambda: None)

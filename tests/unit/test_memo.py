@@ -19,10 +19,11 @@ from tests.unit.objects import (
     virtual_service,
 )
 from tests.unit.test_translate import canary, without_reuse
+from translators.incremental import Translator
 from translators.memo import Memo
 from translators.resolve_routing import compile_virtual_service
 from translators.spec import parse_virtual_service
-from translators.translate import translate, translate_endpoints
+from translators.translate import translate
 
 
 def test_a_result_is_reused_for_the_same_object_only() -> None:
@@ -167,11 +168,18 @@ def test_endpoint_slices_are_parsed_once_across_changes_that_reuse_the_services(
         endpoint_slice("reviews-b", "reviews", [slice_endpoint("10.0.0.2", pod="reviews-v2")]),
     ]
     objects = [*versioned_service("reviews"), *slices]
-    first = translate([*objects, canary()])
-    second = translate([*objects, canary(50, 50)], previous=first)  # routes only: reused
+    translator = Translator()
+    translator.reset({key_of(obj): obj for obj in [*objects, canary()]})
+    routes_only = canary(50, 50)
+    translator.apply({key_of(routes_only): routes_only})  # routes only: reused
     moved = endpoint_slice("reviews-b", "reviews", [slice_endpoint("10.0.0.3", pod="reviews-v2")])
 
-    third = translate_endpoints(second, [*objects[:-1], moved, canary(50, 50)])
+    third = translator.apply({key_of(moved): moved})
 
     assert parsed == ["reviews-a", "reviews-b", "reviews-b"]
     assert third.model == translate([*objects[:-1], moved, canary(50, 50)]).model
+
+
+def key_of(obj: Any) -> tuple[str, str, str]:
+    meta = obj["metadata"]
+    return (obj["kind"], meta.get("namespace") or "default", meta["name"])

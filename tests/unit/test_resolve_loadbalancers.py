@@ -7,16 +7,19 @@ import pytest
 from tests.unit.objects import (
     Obj,
     destination,
+    endpoint_slice,
     metadata,
     service,
     service_port,
+    slice_endpoint,
     versioned_service,
     virtual_service,
 )
 from translators.diagnostics import Severity
+from translators.incremental import Translator
 from translators.model import Service, ServicePort, TcpListener, TcpRoute, WeightedCluster
 from translators.resolve_loadbalancers import resolve_load_balancers, serves_load_balancer
-from translators.translate import Options, translate, translate_endpoints
+from translators.translate import Options, translate
 
 HOST = "edge.default.svc.cluster.local"
 
@@ -124,7 +127,10 @@ def test_a_rule_for_another_port_leaves_a_port_on_its_own_cluster() -> None:
 
 
 def test_listeners_do_not_depend_on_endpoints() -> None:
-    objects = [lb("edge")]
-    first = translate(objects)
+    translator = Translator()
+    first = translator.reset({("Service", "default", "edge"): lb("edge")})
     assert first.model.gateway_tcp
-    assert translate_endpoints(first, objects).model.gateway_tcp == first.model.gateway_tcp
+    moved = endpoint_slice("edge-a", "edge", [slice_endpoint("10.0.0.9")])
+    changed = translator.apply({("EndpointSlice", "default", "edge-a"): moved})
+    assert translator.paths["endpoints"] == 1
+    assert changed.model.gateway_tcp == first.model.gateway_tcp

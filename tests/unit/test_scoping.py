@@ -19,10 +19,11 @@ from tests.unit.objects import (
 )
 from translators.build import ResourceBuilder
 from translators.diagnostics import Severity
+from translators.incremental import Translator
 from translators.model import MeshModel, NodeGroup, Role
 from translators.resolve_scopes import scoped_model
 from translators.resources import serialize
-from translators.translate import Translation, translate, translate_endpoints
+from translators.translate import Translation, translate
 from translators.visibility import EVERYWHERE, ExportTo, config_export_to, service_export_to
 
 REVIEWS = "reviews.default.svc.cluster.local"
@@ -344,8 +345,13 @@ def test_an_endpoint_change_reaches_the_views_as_a_full_translation_would() -> N
         hidden,
         endpoint_slice("ledger-a", "ledger", [slice_endpoint("10.0.0.2")], namespace="shop"),
     ]
-    first = translate(before)
-    assert translate_endpoints(first, after).model == translate(after).model
+    translator = Translator()
+    translator.reset(
+        {("Service", "shop", "ledger"): hidden, ("EndpointSlice", "shop", "ledger-a"): before[1]}
+    )
+    changed = translator.apply({("EndpointSlice", "shop", "ledger-a"): after[1]})
+    assert translator.paths["endpoints"] == 1
+    assert changed.model == translate(after).model
     (view,) = translate(after).model.views
     assert [e.address for a in view.endpoints for e in a.endpoints] == ["10.0.0.2"]
 

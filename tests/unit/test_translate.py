@@ -25,13 +25,13 @@ from tests.unit.objects import (
     virtual_service,
 )
 from translators.diagnostics import STILL_SERVING, Severity
+from translators.incremental import Translator
 from translators.model import TcpListener, WeightedCluster
 from translators.resolve_services import ObjectKey
 from translators.translate import (
     Options,
     Translation,
     translate,
-    translate_endpoints,
 )
 
 REVIEWS = "reviews.default.svc.cluster.local"
@@ -201,14 +201,17 @@ def reviews_slice(port: object) -> Obj:
     return endpoint_slice("reviews-abc", "reviews", endpoints, ports={"http": port})  # type: ignore[dict-item]
 
 
-@pytest.mark.parametrize("path", ["translate", "translate_endpoints"])
+@pytest.mark.parametrize("path", ["translate", "one change"])
 def test_an_invalid_endpoint_slice_keeps_its_last_accepted_version(path: str) -> None:
     first = translate(mesh(reviews_slice(8080)))
     objects = mesh(reviews_slice(70000))  # a port out of range
     if path == "translate":
         second = translate(objects, previous=first)
     else:
-        second = translate_endpoints(first, objects)
+        translator = Translator()
+        first = translator.reset(keyed(mesh(reviews_slice(8080))))
+        second = translator.apply({("EndpointSlice", "default", "reviews-abc"): objects[-1]})
+        assert translator.paths["endpoints"] == 1
     assert reviews_endpoints(second) == {("10.0.0.1", 8080)}
     assert second.model == first.model
     key = ObjectKey("EndpointSlice", "default", "reviews-abc")
@@ -296,7 +299,7 @@ def test_a_rule_change_is_held_back_while_the_last_accepted_virtual_service_need
 # The endpoint fast path
 
 
-def test_translate_endpoints_equals_a_full_translate() -> None:
+def test_an_endpoint_change_translated_on_its_own_equals_a_full_translate() -> None:
     before = mesh(
         endpoint_slice("reviews-1", "reviews", [slice_endpoint("10.0.0.1", pod="reviews-v1")])
     )
@@ -313,16 +316,21 @@ def test_translate_endpoints_equals_a_full_translate() -> None:
         ),
         pod("ratings-v3", "10.0.1.3", {"app": "ratings", "version": "v3"}),
     ]
-    fast = translate_endpoints(first, after)
+    translator = Translator()
+    first = translator.reset(keyed(before))
+    fast = translator.apply(changes_between(before, after))
+    assert translator.paths["endpoints"] == 1
     assert fast == translate(after, previous=first)
     assert fast.model.clusters is first.model.clusters
     assert fast.model.endpoints != first.model.endpoints
 
 
-def test_translate_endpoints_updates_endpoint_warnings() -> None:
-    first = translate([service("lonely")])
+def test_an_endpoint_change_updates_endpoint_warnings() -> None:
+    translator = Translator()
+    first = translator.reset(keyed([service("lonely")]))
     assert any("no ready endpoints" in d.message for d in first.diagnostics)
-    fed = translate_endpoints(first, [service("lonely"), pod("l-1", "10.9.0.1", {"app": "lonely"})])
+    fed = translator.apply({("Pod", "default", "l-1"): pod("l-1", "10.9.0.1", {"app": "lonely"})})
+    assert translator.paths["endpoints"] == 1
     assert not any("no ready endpoints" in d.message for d in fed.diagnostics)
     assert fed == translate([service("lonely"), pod("l-1", "10.9.0.1", {"app": "lonely"})])
 
@@ -556,8 +564,7 @@ def test_arbitrary_objects_never_make_translate_raise(objects: list[Obj]) -> Non
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_mesh())
 def test_mutated_objects_never_make_translate_raise(objects: list[Obj]) -> None:
-    result = _check(objects, previous=translate(mesh()))
-    assert translate_endpoints(result, objects) == result
+    _check(objects, previous=translate(mesh()))
 
 
 def test_unchanged_parts_of_the_model_are_the_previous_objects() -> None:
@@ -622,22 +629,37 @@ def without_reuse(translation: Translation) -> Translation:
     )
 
 
-def only_endpoints_changed(before: list[Obj], after: list[Obj]) -> bool:
-    """Whether every object added or removed between the two is an EndpointSlice or a Pod."""
-    kept = {id(obj) for obj in before} & {id(obj) for obj in after}
-    changed = [obj for obj in before + after if id(obj) not in kept]
-    return all(obj.get("kind") in ("EndpointSlice", "Pod") for obj in changed)
+def store_key(obj: Obj) -> tuple[str, str, str]:
+    """The key the store holds an object under (see `xds_server.sources.base.object_key`)."""
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    return (
+        str(obj.get("kind", "")),
+        str(meta.get("namespace") or "default"),
+        str(meta.get("name", "")),
+    )
+
+
+def keyed(objects: list[Obj]) -> dict[tuple[str, str, str], Obj]:
+    """The objects by key; of two with one key, the last, as a source's listing gives them."""
+    return {store_key(obj): obj for obj in objects}
+
+
+def changes_between(before: list[Obj], after: list[Obj]) -> dict[tuple[str, str, str], Obj | None]:
+    """Each key whose object changed, with its new object (None: gone); as the store hands
+    them on, an object that did not change is not handed on again."""
+    old, new = keyed(before), keyed(after)
+    return {key: new.get(key) for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mesh_histories())
 def test_results_reused_from_the_last_translation_change_nothing(history: list[list[Obj]]) -> None:
-    previous = translate(history[0])
-    for before, objects in itertools.pairwise(history):
-        if only_endpoints_changed(before, objects):  # what the control plane does then
-            reusing = translate_endpoints(previous, objects)
-        else:
-            reusing = translate(objects, previous=previous)
+    translator = Translator()  # what the control plane does: one change at a time
+    previous = translator.reset(keyed(history[0]))
+    for before, after in itertools.pairwise(history):
+        objects = list(keyed(after).values())  # one object per key, as the store holds them
+        reusing = translator.apply(changes_between(before, after))
         from_scratch = translate(objects, previous=without_reuse(previous))
 
         assert reusing.model == from_scratch.model

@@ -27,8 +27,11 @@ from envoy.config.core.v3.base_pb2 import Node
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 
 from xds_server.xds.cache import (
+    ENDPOINT,
     PUSH_ORDER,
+    ROUTE,
     GroupLimitError,
+    Selection,
     Snapshot,
     SnapshotCache,
     length_delimited,
@@ -255,6 +258,15 @@ class _Subscription:
     nonce: str = ""
     sent_version: str | None = None
     answered: bool = False  # the client has ACKed or NACKed the response ``nonce`` names
+    # What the client holds of a type it names resources of (EDS, RDS): the last selection
+    # sent, unless it was rejected or asked for again. The next response carries only what
+    # changed since (leaving a resource out of such a response means "unchanged").
+    held: Selection | None = None
+
+
+# The types whose state-of-the-world responses may leave out what did not change: a client
+# takes the resources of the other types (Listener, Cluster) in a response as all there are.
+PARTIAL_TYPES = frozenset({ENDPOINT, ROUTE})
 
 
 def sotw_response(type_url: str, version: str, entries: bytes, nonce: str) -> bytes:
@@ -304,7 +316,7 @@ class SotwStream(XdsStream[DiscoveryRequest]):
             # Envoy does when it re-warms a changed cluster (or listener), with the very same
             # names and nonce, and waits for an answer (15 s) even if nothing else changed.
             again = sub.sent_version is not None
-            sub.sent_version = None
+            sub.sent_version = sub.held = None
         elif nonce:
             sub.answered = True
             if request.HasField("error_detail"):
@@ -316,6 +328,7 @@ class SotwStream(XdsStream[DiscoveryRequest]):
                     for_log(error, 2000),
                 )
                 self.record.nacked(type_url, nonce, error)
+                sub.held = None  # what it holds is unknown: send everything next time
             else:
                 self.record.acked(type_url, nonce)
         names = set(request.resource_names)
@@ -343,7 +356,12 @@ class SotwStream(XdsStream[DiscoveryRequest]):
                 continue
             nonce = self.next_nonce()
             sub.sent_version, sub.nonce, sub.answered = selection.version, nonce, False
-            entries = selection.sotw_entries
+            if sub.held is None:
+                entries = selection.sotw_entries
+            else:
+                entries = selection.changed_since(sub.held).sotw_entries
+            partial = type_url in PARTIAL_TYPES and not sub.wildcard
+            sub.held = selection if partial else None
             self.record.sent(type_url, selection.version, nonce, selection.resources, len(entries))
             await self._write(sotw_response(type_url, selection.version, entries, nonce))
 

@@ -20,7 +20,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import islice, repeat
+from itertools import compress, count, islice, repeat
 from types import MappingProxyType
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -101,15 +101,33 @@ class Resource:
         )
         return length_delimited(2, inner)
 
+    @cached_property
+    def digest(self) -> int:
+        """A number from the name and version (see `set_digest`)."""
+        data = hashlib.sha256(f"{self.name}\0{self.version}".encode()).digest()
+        return int.from_bytes(data[:8], "big")
+
     def as_any(self) -> Any:
         """The resource as a parsed ``Any`` (for debug output, never on the hot path)."""
         return Any(type_url=self.type_url, value=self.body)
 
 
+DIGEST_MODULUS = 1 << 64
+
+
+def set_digest(resources: Iterable[Resource]) -> int:
+    """An order-free digest of a set of resources: the sum of their digests (so a set that
+    differs from another in a few resources has its digest from the other's in as many steps)."""
+    return sum(r.digest for r in resources) % DIGEST_MODULUS
+
+
+def digest_version(digest: int) -> str:
+    return f"{digest:016x}"
+
+
 def set_version(resources: Iterable[Resource]) -> str:
-    """The version of a set of resources: a hash of their names and versions, order-free."""
-    pairs = sorted(f"{r.name}\0{r.version}" for r in resources)
-    return short_hash("\n".join(pairs).encode())
+    """The version of a set of resources, from their names and versions, order-free."""
+    return digest_version(set_digest(resources))
 
 
 @dataclass(frozen=True)
@@ -119,6 +137,49 @@ class Selection:
     resources: tuple[Resource, ...]
     version: str
     sotw_entries: bytes
+    # What changed since another selection (by its version: equal versions, equal resources),
+    # for the last few asked (see `changed_since`).
+    _changes: dict[str, Changes] = field(default_factory=dict, compare=False, repr=False)
+
+    def changed_since(self, before: Selection) -> Changes:
+        """The resources of this selection that ``before`` does not hold as they are now (new,
+        or another version), as response entries, and the names ``before`` has that this one
+        has not: what a client that took ``before`` needs to hold this selection, where leaving
+        a resource out means "unchanged" (delta xDS; EDS and RDS in the state-of-the-world
+        protocol). Streams that took the same selection share one."""
+        held = self._changes.get(before.version)
+        if held is not None:
+            return held
+        old, new = before.resources, self.resources
+        if len(old) == len(new):  # mostly the same names: compare in place
+            at = list(compress(count(), map(operator.is_not, old, new)))
+            if all(old[i].name == new[i].name for i in at):
+                changed = tuple(new[i] for i in at if new[i].version != old[i].version)
+                return self._keep(before, changed, ())
+        versions = {r.name: r.version for r in old}
+        changed = tuple(r for r in new if versions.get(r.name) != r.version)
+        names = {r.name for r in new}
+        return self._keep(before, changed, tuple(sorted(n for n in versions if n not in names)))
+
+    def _keep(
+        self, before: Selection, changed: tuple[Resource, ...], removed: tuple[str, ...]
+    ) -> Changes:
+        found = Changes(changed, b"".join(r.sotw_entry for r in changed), removed)
+        if len(self._changes) >= _CHANGES_KEPT:
+            self._changes.clear()
+        self._changes[before.version] = found
+        return found
+
+
+class Changes(NamedTuple):
+    """Resources that changed (with their response entries), and the names that are gone."""
+
+    resources: tuple[Resource, ...]
+    sotw_entries: bytes
+    removed: tuple[str, ...]
+
+
+_CHANGES_KEPT = 8
 
 
 _SELECTIONS_KEPT = 64
@@ -131,6 +192,7 @@ class TypeResources:
     type_url: str
     by_name: Mapping[str, Resource]
     version: str
+    digest: int = field(default=-1, compare=False, repr=False)  # see `set_digest`; -1: unknown
     # Selections already computed, so streams subscribing to the same names share one.
     _selections: dict[frozenset[str], Selection] = field(
         default_factory=dict, compare=False, repr=False
@@ -292,12 +354,26 @@ def _sorted_set(
     by_name: dict[str, Resource],
     references: frozenset[str],
     prepared: Mapping[int, _Prepared],
+    *,
+    digest: int | None = None,
 ) -> _TypeSet:
-    names = list(by_name)
-    if not all(map(operator.lt, names, islice(names, 1, None))):  # builders hand them sorted
-        by_name = dict(sorted(by_name.items()))
-    resources = TypeResources(type_url, MappingProxyType(by_name), set_version(by_name.values()))
+    """A set of resources ordered by name (``digest``: theirs, when known)."""
+    if digest is None:  # else they come in the order of a set that was sorted
+        names = list(by_name)
+        if not all(map(operator.lt, names, islice(names, 1, None))):  # builders sort them
+            by_name = dict(sorted(by_name.items()))
+        digest = set_digest(by_name.values())
+    version = digest_version(digest)
+    resources = TypeResources(type_url, MappingProxyType(by_name), version, digest)
     return _TypeSet(messages, resources, references, prepared)
+
+
+def _copied(by_name: Mapping[str, Resource]) -> dict[str, Resource]:
+    """A dict of ``by_name`` (a read-only view of a dict is copied as a dict is: at once)."""
+    if isinstance(by_name, MappingProxyType):
+        copied: dict[str, Resource] = by_name.copy()
+        return copied
+    return dict(by_name)
 
 
 class Serializer:
@@ -316,10 +392,10 @@ class Serializer:
         self._used: dict[int, _Prepared] = {}
         self._sets_held: dict[tuple[str, int], _TypeSet] = {}
         self._sets_used: dict[tuple[str, int], _TypeSet] = {}
-        # The resources of those sets by id of their bytes, per type URL: the builder hands
-        # over the very same bytes for a resource it did not build again.
-        self._bodies_held: dict[str, dict[int, Resource]] = {}
-        self._bodies_used: dict[str, dict[int, Resource]] = {}
+        # The resources of the sets held and used, by id of their bytes, per type URL (made when
+        # first needed): the builder hands over the very same bytes for a resource it did not
+        # build again.
+        self._bodies: dict[str, dict[int, Resource]] = {}
         self.serialized = 0  # resources serialized or hashed so far (for tests and benchmarks)
 
     def prepare(self, type_url: str, message: Message) -> _Prepared:
@@ -346,9 +422,6 @@ class Serializer:
             self._used.update(found.prepared)
         if key not in self._sets_used:
             self._sets_used[key] = found
-            bodies = self._bodies_used.setdefault(type_url, {})
-            for resource in found.resources.by_name.values():
-                bodies[id(resource.body)] = resource
         return found
 
     def _type_set(self, type_url: str, messages: Sequence[Message]) -> _TypeSet:
@@ -368,13 +441,15 @@ class Serializer:
     def _encoded_set(self, type_url: str, messages: EncodedMessages) -> _TypeSet:
         if messages.type_url != type_url:
             raise ValueError(f"{messages.type_url} resources listed under {type_url}")
+        spliced = self._spliced_set(type_url, messages)
+        if spliced is not None:
+            return spliced
         names, bodies = messages.names, messages.bodies
-        used = self._bodies_used.get(type_url, {})
-        held = self._bodies_held.get(type_url, {})
-        if used or held:  # keep the resources whose very bytes are handed over again
+        known = self._known_bodies(type_url)
+        if known:  # keep the resources whose very bytes are handed over again
             made = []
             for name, body in zip(names, bodies, strict=True):
-                found = used.get(id(body)) or held.get(id(body))
+                found = known.get(id(body))
                 if found is None or found.body is not body or found.name != name:
                     found = Resource(type_url, name, short_hash(body), body)
                     self.serialized += 1
@@ -386,33 +461,82 @@ class Serializer:
         if len(by_name) != len(names):
             twice = next(name for name, count in Counter(names).items() if count > 1)
             raise ValueError(f"two {type_url} resources named {twice!r}")
-        return _sorted_set(type_url, messages, by_name, messages.references, {})
+        found_set = _sorted_set(type_url, messages, by_name, messages.references, {})
+        self._remember_bodies(type_url, found_set.resources.by_name.values())
+        return found_set
+
+    def _spliced_set(self, type_url: str, messages: EncodedMessages) -> _TypeSet | None:
+        """The resources of ``messages`` from those of a set held or used that has the very
+        same names (a builder that rewrote a few resources hands them over so): only the bytes
+        that are not the very same are hashed, and the set's digest follows them."""
+        names = messages.names
+        before = next(
+            (
+                held
+                for sets in (self._sets_used, self._sets_held)
+                for (url, _), held in sets.items()
+                if url == type_url and getattr(held.messages, "names", None) is names
+            ),
+            None,
+        )
+        if before is None or before.resources.digest < 0:
+            return None
+        previous: EncodedMessages = before.messages  # type: ignore[assignment]
+        by_name = _copied(before.resources.by_name)
+        digest = before.resources.digest
+        made = []
+        bodies = messages.bodies
+        for at in compress(count(), map(operator.is_not, previous.bodies, bodies)):
+            name, body = names[at], bodies[at]
+            old = by_name[name]
+            new = Resource(type_url, name, short_hash(body), body)
+            self.serialized += 1
+            by_name[name] = new
+            digest += new.digest - old.digest
+            made.append(new)
+        self._remember_bodies(type_url, made)
+        return _sorted_set(
+            type_url, messages, by_name, messages.references, {}, digest=digest % DIGEST_MODULUS
+        )
+
+    def _known_bodies(self, type_url: str) -> dict[int, Resource]:
+        """The resources of this type's sets held and used, by id of their bytes."""
+        known = self._bodies.get(type_url)
+        if known is None:
+            known = self._bodies[type_url] = {
+                id(resource.body): resource
+                for sets in (self._sets_held, self._sets_used)
+                for (url, _), held in sets.items()
+                if url == type_url
+                for resource in held.resources.by_name.values()
+            }
+        return known
+
+    def _remember_bodies(self, type_url: str, resources: Iterable[Resource]) -> None:
+        known = self._bodies.get(type_url)
+        if known is not None:
+            known.update((id(resource.body), resource) for resource in resources)
 
     def retain(self, snapshots: Iterable[Snapshot | None]) -> None:
         """Forget every resource set (and message, and body) that none of ``snapshots`` holds:
         what was made for a group that is gone."""
         live = {id(t) for s in snapshots if s is not None for t in s.types.values()}
         kept: set[int] = set()
-        bodies: set[int] = set()
         for sets in (self._sets_held, self._sets_used):
             for key, found in list(sets.items()):
                 if id(found.resources) in live:
                     kept.update(found.prepared)
-                    bodies.update(id(r.body) for r in found.resources.by_name.values())
                 else:
                     del sets[key]
         for messages in (self._held, self._used):
             for message_id in [i for i in messages if i not in kept]:
                 del messages[message_id]
-        for by_type in (self._bodies_held, self._bodies_used):
-            for by_id in by_type.values():
-                for body_id in [i for i in by_id if i not in bodies]:
-                    del by_id[body_id]
+        self._bodies = {}
 
     def end_round(self) -> None:
         self._held, self._used = self._used, {}
         self._sets_held, self._sets_used = self._sets_used, {}
-        self._bodies_held, self._bodies_used = self._bodies_used, {}
+        self._bodies = {}  # made again when needed, from the sets still held
 
 
 def snapshot_from_messages(

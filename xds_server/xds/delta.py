@@ -20,6 +20,7 @@ from xds_server.xds.cache import (
     CLUSTER,
     ENDPOINT,
     Resource,
+    Selection,
     Snapshot,
     SnapshotCache,
     length_delimited,
@@ -39,6 +40,9 @@ class _DeltaSubscription:
     shared: frozenset[str] | None = None  # ``names``, shared across streams; None after a change
     wildcard: bool = False
     held: dict[str, str] = field(default_factory=dict)  # name -> version the client holds
+    # The selection the client holds exactly (``held`` is its names and versions), while
+    # nothing else changed what it holds: the next push sends what changed since.
+    taken: Selection | None = None
     nonce: str = ""
     responded: bool = False
 
@@ -80,6 +84,8 @@ class DeltaStream(XdsStream[DeltaDiscoveryRequest]):
             self.subscribe(type_url)
             sub.held = {str(k): str(v) for k, v in request.initial_resource_versions.items()}
             sub.wildcard = not request.resource_names_subscribe
+        if request.resource_names_subscribe or request.resource_names_unsubscribe:
+            sub.taken = None
         nonce = str(request.response_nonce)
         if nonce and nonce == sub.nonce:
             if request.HasField("error_detail"):
@@ -131,10 +137,15 @@ class DeltaStream(XdsStream[DeltaDiscoveryRequest]):
                 # Streams subscribed to the same names share one selection and its version.
                 selection = resources.select(sub.shared)
             held, by_name = sub.held, resources.by_name
-            changed = [r for r in selection.resources if held.get(r.name) != r.version]
-            removed = sorted(
-                n for n in held if n not in by_name or not (sub.wildcard or n in sub.names)
-            )
+            if sub.taken is not None:
+                since = selection.changed_since(sub.taken)
+                changed, removed = list(since.resources), list(since.removed)
+            else:
+                changed = [r for r in selection.resources if held.get(r.name) != r.version]
+                removed = sorted(
+                    n for n in held if n not in by_name or not (sub.wildcard or n in sub.names)
+                )
+            sub.taken = selection
             if not changed and not removed and (sub.responded or not sub.wildcard):
                 continue
             for resource in changed:
@@ -161,6 +172,8 @@ class DeltaStream(XdsStream[DeltaDiscoveryRequest]):
         if endpoints is not None:
             for cluster in clusters:
                 endpoints.held.pop(cluster.name, None)
+            if clusters:
+                endpoints.taken = None
 
 
 def delta_method_handler(
