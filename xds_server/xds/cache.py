@@ -136,10 +136,15 @@ class Selection:
 
     resources: tuple[Resource, ...]
     version: str
-    sotw_entries: bytes
     # What changed since another selection (by its version: equal versions, equal resources),
     # for the last few asked (see `changed_since`).
     _changes: dict[str, Changes] = field(default_factory=dict, compare=False, repr=False)
+
+    @cached_property
+    def sotw_entries(self) -> bytes:
+        """Every resource as ``DiscoveryResponse.resources`` fields (joined once, when first
+        needed: a stream that sends only what changed never needs them)."""
+        return b"".join(r.sotw_entry for r in self.resources)
 
     def changed_since(self, before: Selection) -> Changes:
         """The resources of this selection that ``before`` does not hold as they are now (new,
@@ -183,6 +188,19 @@ _CHANGES_KEPT = 8
 
 
 _SELECTIONS_KEPT = 64
+_SORTED_KEPT = 64
+_sorted_names: dict[int, tuple[frozenset[str], tuple[str, ...]]] = {}
+
+
+def _sorted(names: frozenset[str]) -> tuple[str, ...]:
+    """``names`` in order, sorted once per set (streams share their name sets, and a new
+    snapshot selects the same names again)."""
+    held = _sorted_names.get(id(names))
+    if held is None or held[0] is not names:
+        if len(_sorted_names) >= _SORTED_KEPT:
+            _sorted_names.clear()
+        held = _sorted_names[id(names)] = (names, tuple(sorted(names)))
+    return held[1]
 
 
 @dataclass(frozen=True)
@@ -201,11 +219,12 @@ class TypeResources:
     def select(self, names: frozenset[str] | None) -> Selection:
         """The resources named in ``names`` (every resource for None), ordered by name."""
         if names is None:
-            return Selection(self.resources, self.version, self.sotw_entries)
+            return self.everything
         found = self._selections.get(names)
         if found is None:
-            chosen = tuple(self.by_name[n] for n in sorted(names) if n in self.by_name)
-            found = Selection(chosen, set_version(chosen), b"".join(r.sotw_entry for r in chosen))
+            by_name = self.by_name
+            chosen = tuple(by_name[n] for n in _sorted(names) if n in by_name)
+            found = Selection(chosen, set_version(chosen))
             if len(self._selections) >= _SELECTIONS_KEPT:
                 self._selections.clear()
             self._selections[names] = found
@@ -217,9 +236,14 @@ class TypeResources:
         return tuple(self.by_name.values())
 
     @cached_property
+    def everything(self) -> Selection:
+        """Every resource, as a selection."""
+        return Selection(self.resources, self.version)
+
+    @property
     def sotw_entries(self) -> bytes:
         """Every resource as ``DiscoveryResponse.resources`` fields, joined once per snapshot."""
-        return b"".join(r.sotw_entry for r in self.resources)
+        return self.everything.sotw_entries
 
 
 @dataclass(frozen=True)
