@@ -68,6 +68,9 @@ class Translator:
         self.translation: Translation | None = None
         self.paths: Counter[str] = Counter()
         self._index: _Index | None = None
+        # Whether the objects hold a change the last translation does not have (one whose
+        # translation failed): the next change is then translated in full.
+        self._behind = False
 
     def reset(self, objects: Mapping[Key, KubeObject]) -> Translation:
         """Translate ``objects`` (every object, by key) in full, after the last translation."""
@@ -86,8 +89,9 @@ class Translator:
         if self._index is not None:
             self._index.update(before, changes)
         previous = self.translation
-        if previous is None or not changes:
+        if previous is None or not changes or self._behind:
             return self._full()
+        self._behind = True  # until this change is translated: a failure leaves it out
         kinds = {key[0] for key in changes}
         found: Translation | None = None
         path = ""
@@ -100,6 +104,7 @@ class Translator:
             return self._full()
         self.paths[path] += 1
         self.translation = found
+        self._behind = False
         return found
 
     @property
@@ -114,8 +119,10 @@ class Translator:
             self._index_of().positions(self.translation.model)
 
     def _full(self) -> Translation:
+        self._behind = True
         self.paths["full"] += 1
         self.translation = translate(self.objects.values(), self.translation, self.options)
+        self._behind = False
         return self.translation
 
     def _index_of(self) -> _Index:

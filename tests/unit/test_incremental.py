@@ -439,3 +439,29 @@ def test_snapshots_built_change_by_change_equal_snapshots_built_afresh() -> None
     assert translator.paths["endpoints"] > 10
     assignments = len(translator.objects) // 2  # far more load assignments than one changes
     assert hashed and max(hashed) <= 6 < assignments
+
+
+def test_after_a_change_that_failed_the_next_one_is_translated_in_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    objects = {key_of(obj): obj for obj in mesh()}
+    translator = Translator()
+    translator.reset(objects)
+    lost = copy.deepcopy(objects["EndpointSlice", "default", "svc-0-abc"])
+    lost["endpoints"][0]["addresses"] = ["10.99.0.1"]
+
+    def failing(*args: Any) -> None:
+        raise RuntimeError("a bug")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Translator, "_endpoints_changed", failing)
+        with pytest.raises(RuntimeError):
+            translator.apply({key_of(lost): lost})
+    other = copy.deepcopy(objects["EndpointSlice", "shop", "svc-1-abc"])
+    other["endpoints"][0]["addresses"] = ["10.99.0.2"]
+
+    after = translator.apply({key_of(other): other})
+
+    objects[key_of(lost)], objects[key_of(other)] = lost, other
+    assert after.model == translate(list(objects.values())).model  # the lost change is in
+    assert translator.paths["full"] == 2
