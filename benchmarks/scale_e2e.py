@@ -540,6 +540,20 @@ def wait_warmed(envoy: RunningEnvoy, traffic_port: int, expect_backend: str) -> 
     return last, settled
 
 
+def check_diagnostics(serve: Serve) -> None:
+    """Fail when the server finds errors in the folder; print how many diagnostics it has."""
+    metrics = serve.metrics()
+    counts = {
+        label(text, "severity"): int(value)
+        for (name, text), value in metrics.items()
+        if name == "splitplane_diagnostics"
+    }
+    print(f"   diagnostics: {counts}", flush=True)
+    if counts.get("error", 0):
+        body = http_get(serve.debug_port, "/debug/diagnostics")[1]
+        raise RuntimeError(f"the server finds errors in the folder:\n{body[:3000]}")
+
+
 def run_size(services: int, scope: int | None, flips: int, spacing_s: float, tmp: Path) -> Run:
     from tests.support.backends import http_backend
 
@@ -563,6 +577,7 @@ def run_size(services: int, scope: int | None, flips: int, spacing_s: float, tmp
             serve_ready_s = time.perf_counter() - started
             serve_rss, serve_peak = rss_mb(serve.process.pid)
             print(f"   serve ready {serve_ready_s:.2f} s, RSS {serve_rss:.0f} MB", flush=True)
+            check_diagnostics(serve)
             outbound = free_port()
             bootstrap = sidecar_bootstrap(serve.xds_port, outbound)
             started = time.perf_counter()
@@ -828,7 +843,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--sidecar-scope must be at least 1")
     if any(size < max(1, args.sidecar_scope or 1) for size in args.sizes):
         parser.error("every size must be at least 1 and at least --sidecar-scope")
+    # Set both, also when started with SIGINT ignored (a background job of a script): every
+    # process started here is stopped by the context managers on the way out.
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="scale-e2e-") as tmp:
         for services in args.sizes:
@@ -846,4 +864,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.support
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as stopped:
+        print(f"stopped ({stopped}); every process it started has been stopped", file=sys.stderr)
+        sys.exit(130)
