@@ -791,7 +791,8 @@ sidecar`, `--concurrency 1`), on a folder of one file per service (Service, two 
 EndpointSlice, DestinationRule with subsets v1/v2, VirtualService 100/0). One service's file is
 flipped 100/0 ↔ 0/100 by an atomic rename, {flips} times, {spacing_s} s apart once traffic moved;
 a flip is timed from the `os.replace` until requests sent back to back through Envoy on one
-keep-alive connection land on the other version. RSS is `VmRSS`; "warmed" is once no cluster is
+keep-alive connection land on the other version; percentiles by nearest rank (with fewer than
+100 flips the p99 is the slowest flip). RSS is `VmRSS`; "warmed" is once no cluster is
 warming and `/clusters` lists them all. Targets at 10k services: flip p50 ≤ 50 ms, p99 ≤ 150 ms;
 folder ready ≤ 3 s; a sidecar scoped to 50 services ≤ 100 MB of Envoy RSS.
 
