@@ -25,7 +25,7 @@ v2, and a VirtualService sending 100/0. Then:
 
 With ``--sidecar-scope K`` each size is run a second time with an Istio ``Sidecar`` resource in the
 folder (namespace-wide, in ``bench``: ``egress: [{hosts: [bench/svc-0.bench.svc.cluster.local,
-... K hosts]}]``), so the sidecar should receive only K services.
+... K hosts]}]``), so the sidecar should receive only K services (``--scoped-only``: only that).
 
 Every process the benchmark starts (the server, Envoy, the backends' threads) is stopped when it
 ends, on failure and on Ctrl-C or SIGTERM too.
@@ -843,10 +843,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="K",
         help="also run each size with a namespace-wide Sidecar whose egress holds K services",
     )
+    parser.add_argument(
+        "--scoped-only",
+        action="store_true",
+        help="with --sidecar-scope: run only the scoped sidecar, not the unscoped one first",
+    )
     parser.add_argument("--record", action="store_true", help="write the tables to RESULTS.md")
     args = parser.parse_args(argv)
     if args.flips < 1:
         parser.error("--flips must be at least 1")
+    if args.scoped_only and args.sidecar_scope is None:
+        parser.error("--scoped-only needs --sidecar-scope")
     if args.sidecar_scope is not None and args.sidecar_scope < 1:
         parser.error("--sidecar-scope must be at least 1")
     if any(size < max(1, args.sidecar_scope or 1) for size in args.sizes):
@@ -858,7 +865,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="scale-e2e-") as tmp:
         for services in args.sizes:
-            for scope in (None, args.sidecar_scope) if args.sidecar_scope else (None,):
+            scopes = [args.sidecar_scope] if args.scoped_only else [None, args.sidecar_scope]
+            for scope in scopes if args.sidecar_scope else [None]:
                 runs.append(run_size(services, scope, args.flips, args.spacing, Path(tmp)))
     command = ".venv/bin/python benchmarks/scale_e2e.py " + " ".join(
         sys.argv[1:] if argv is None else argv
