@@ -814,7 +814,9 @@ Envoy's `rds.*.update_duration` (per update over all flips: mean, p50 and p99, f
 histogram's detailed bins; Envoy records whole milliseconds) and the server's response → ACK
 time for RDS (`splitplane_proxy_convergence_seconds`, which holds Envoy's apply time); "rest" is
 the flip less those two (the folder's inotify event and YAML parse, the wait for the event
-loop, gRPC scheduling, and the first request after the update).
+loop, gRPC scheduling, and the first request after the update; below zero when the two
+overlap, as the response → ACK clock starts once a response is handed to the stream, which can
+be before the push time is taken).
 
 {breakdown_table(runs)}
 
