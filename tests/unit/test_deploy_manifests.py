@@ -58,6 +58,7 @@ CLUSTER_WIDE_GRANTS: frozenset[tuple[str, str, str]] = frozenset(
         *(("networking.k8s.io", "ingressclasses", verb) for verb in VERBS_READ),
         *(("networking.istio.io", "virtualservices", verb) for verb in VERBS_READ),
         *(("networking.istio.io", "destinationrules", verb) for verb in VERBS_READ),
+        *(("networking.istio.io", "sidecars", verb) for verb in VERBS_READ),
         # The leader writes status.loadBalancer.ingress of LoadBalancer Services and Ingresses.
         ("", "services/status", "update"),
         ("", "services/status", "patch"),
