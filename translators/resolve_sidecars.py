@@ -178,9 +178,9 @@ def check_sidecar(
         if raw_listener is None and index < len(listeners):
             report(at, "an egress listener may not be null")
             continue
-        if not (is_mapping(raw_listener) and raw_listener.get("port") is not None):
-            if index != len(spec.egress) - 1:
-                report(at, "the egress listener without a port must be the last one")
+        has_port = is_mapping(raw_listener) and raw_listener.get("port") is not None
+        if not has_port and index != len(spec.egress) - 1:
+            report(at, "the egress listener without a port must be the last one")
         if not listener.hosts:
             report(f"{at}.hosts", "an egress listener must have at least one host")
             continue

@@ -52,6 +52,7 @@ def errors(obj: Obj) -> list[str]:
         "*/*.example.com",
         "./api.example.com",
         "~prod/*",
+        "~/foo.com",
         "~./secret.default.svc.cluster.local",
         "Prod-Ns/Reviews.Example.COM".lower(),
     ],
@@ -66,6 +67,8 @@ def test_egress_hosts_istio_accepts(host: str) -> None:
         ("reviews.prod.svc.cluster.local", "must be of the form namespace/dnsName"),
         ("*", "must be of the form namespace/dnsName"),
         ("/reviews.prod.svc.cluster.local", "cannot be empty"),
+        ("/", "cannot be empty"),
+        ("~Invalid_NS/*", "invalid namespace"),
         ("prod/", "cannot be empty"),
         ("Prod_NS/*", "invalid namespace"),
         ("prod/reviews", "short names are not allowed"),
@@ -324,7 +327,7 @@ def test_a_sidecar_with_a_workload_selector_is_not_applied() -> None:
     assert any(d.field == "spec.workloadSelector" for d in result.diagnostics)
 
 
-def test_what_exportTo_hides_stays_hidden() -> None:
+def test_what_export_to_hides_stays_hidden() -> None:
     private = service("db", "data")
     private["metadata"]["annotations"] = {"networking.istio.io/exportTo": "."}
     mesh = [m for m in MESH if m["metadata"]["name"] != "db"] + [private]
