@@ -290,18 +290,20 @@ def sidecar_views(
     if not chosen.by_namespace and chosen.default is None:
         return (), None
     services = {service.hostname: service for service in model.services}
+    base = _Hosts.of(model.clusters, model.mesh_hosts, services)
     wanted: dict[str, SidecarScope] = dict(chosen.by_namespace)
     if chosen.default is not None:
         # namespaces that see the mesh differently, or whose own hosts "." may take
         others = {ns for view in model.views for ns in view.namespaces}
         if any(entry.namespace == CURRENT for entry in chosen.default.hosts):
-            others.update(service.namespace for service in model.services)
-            others.update(_namespace_of_source(v) for v in model.mesh_hosts if v.source)
+            others.update(base.namespaces.values())
         for namespace in others:
             wanted.setdefault(namespace, chosen.default)
     found: dict[_Delta, list[str]] = {}
     for namespace, scope in sorted(wanted.items()):
-        delta = _sidecar_delta(model, services, model.view_for(namespace), scope, namespace)
+        delta = _sidecar_delta(
+            model, services, base, view=model.view_for(namespace), scope=scope, namespace=namespace
+        )
         found.setdefault(delta, []).append(namespace)
     views = tuple(
         sorted(
@@ -311,8 +313,10 @@ def sidecar_views(
     )
     default = None
     if chosen.default is not None:
-        delta = _sidecar_delta(model, services, None, chosen.default, "")
-        default = _view((), delta)
+        default = _view(
+            (),
+            _sidecar_delta(model, services, base, view=None, scope=chosen.default, namespace=""),
+        )
     return views, default
 
 
@@ -326,13 +330,49 @@ def _view(namespaces: tuple[str, ...], delta: _Delta) -> MeshView:
     return MeshView(namespaces, hosts, clusters, endpoints, mesh_hosts, SIDECAR_SCOPE)
 
 
-def _namespace_of_source(vhost: VirtualHost) -> str:
-    return vhost.source.partition("/")[0]
+@dataclass(frozen=True, slots=True)
+class _Hosts:
+    """The hosts of a set of clusters and virtual hosts: each host's namespace (its service's,
+    or its VirtualService's for a host that is no service) and the hosts its routes send to."""
+
+    namespaces: Mapping[str, str]
+    targets: Mapping[str, frozenset[str]]
+
+    @staticmethod
+    def of(
+        clusters: Iterable[Cluster],
+        vhosts: Iterable[VirtualHost],
+        services: Mapping[str, Service],
+    ) -> _Hosts:
+        by_name = {cluster.name: cluster for cluster in clusters}
+        namespaces: dict[str, str] = {}
+        for cluster in by_name.values():
+            service = services.get(cluster.service)
+            namespaces[cluster.service] = service.namespace if service is not None else ""
+        targets: dict[str, set[str]] = {}
+        for vhost in vhosts:
+            key = host_key(vhost)
+            if key not in namespaces:
+                service = services.get(key)
+                owner = service.namespace if service is not None else None
+                if owner is None:
+                    owner = vhost.source.partition("/")[0] if vhost.source else ""
+                namespaces[key] = owner
+            found = {
+                target_cluster.service
+                for target in _targets(vhost)
+                if (target_cluster := by_name.get(target)) is not None
+            }
+            if found:
+                targets.setdefault(key, set()).update(found)
+        return _Hosts(namespaces, {key: frozenset(found) for key, found in targets.items()})
 
 
 def _sidecar_delta(
     model: MeshModel,
     services: Mapping[str, Service],
+    base: _Hosts,
+    *,
     view: MeshView | None,
     scope: SidecarScope,
     namespace: str,
@@ -341,41 +381,29 @@ def _sidecar_delta(
     ``view`` and those ``scope`` hides), and their clusters, load assignments and virtual hosts
     for them."""
     egress = scope.egress_for(namespace)
-    changed = frozenset(view.hosts) if view is not None else frozenset()
-    clusters: list[Cluster] = [c for c in model.clusters if c.service not in changed]
-    vhosts: list[VirtualHost] = [v for v in model.mesh_hosts if host_key(v) not in changed]
-    if view is not None:
-        clusters.extend(view.clusters)
-        vhosts.extend(view.mesh_hosts)
-    by_name = {cluster.name: cluster for cluster in clusters}
-    sources: dict[str, str] = {}
-    for vhost in vhosts:
-        if vhost.source:
-            sources.setdefault(host_key(vhost), _namespace_of_source(vhost))
-
-    def sees(key: str) -> bool:
-        service = services.get(key)
-        if service is not None:
-            return egress.sees(service.namespace, key)
-        owner = sources.get(key)
-        return owner is not None and egress.sees(owner, key)
-
-    keys = {c.service for c in clusters} | {host_key(v) for v in vhosts} | changed
-    shown = {key for key in keys if sees(key)}
+    hosts = base
+    changed: frozenset[str] = frozenset()
+    if view is not None:  # what exportTo changes for the namespace (a few hosts)
+        changed = frozenset(view.hosts)
+        clusters = [c for c in model.clusters if c.service not in changed]
+        vhosts = [v for v in model.mesh_hosts if host_key(v) not in changed]
+        hosts = _Hosts.of([*clusters, *view.clusters], [*vhosts, *view.mesh_hosts], services)
+    # a host no exportTo lets the namespace see (it is in ``changed``) stays hidden
+    shown = {key for key, owner in hosts.namespaces.items() if egress.sees(owner, key)}
     # the services a received virtual host routes (or mirrors) to, as Istio infers them
-    for vhost in vhosts:
-        if host_key(vhost) in shown:
-            for target in _targets(vhost):
-                cluster = by_name.get(target)
-                if cluster is not None:
-                    shown.add(cluster.service)
-    hidden = keys - shown
-    hosts = tuple(sorted(changed | hidden))
-    kept = tuple(c for c in view.clusters if c.service in shown) if view is not None else ()
+    for key in list(shown):
+        shown.update(hosts.targets.get(key, ()))
+    hidden = (hosts.namespaces.keys() | changed) - shown
+    if view is None:
+        return (tuple(sorted(hidden)), (), (), ())
+    kept = tuple(c for c in view.clusters if c.service in shown)
     names = frozenset(c.name for c in kept)
-    endpoints = tuple(e for e in view.endpoints if e.cluster in names) if view else ()
-    mesh_hosts = tuple(v for v in view.mesh_hosts if host_key(v) in shown) if view else ()
-    return (hosts, kept, endpoints, mesh_hosts)
+    return (
+        tuple(sorted(changed | hidden)),
+        kept,
+        tuple(e for e in view.endpoints if e.cluster in names),
+        tuple(v for v in view.mesh_hosts if host_key(v) in shown),
+    )
 
 
 def _targets(vhost: VirtualHost) -> Iterable[str]:
