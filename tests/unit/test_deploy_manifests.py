@@ -763,5 +763,9 @@ def test_the_webhook_checks_virtual_services_and_destination_rules_and_fails_ope
     assert rule["apiGroups"] == ["networking.istio.io"]
     assert set(rule["apiVersions"]) == served == {"v1alpha3", "v1beta1", "v1"}
     assert set(rule["operations"]) == {"CREATE", "UPDATE"}
-    assert set(rule["resources"]) == {"virtualservices", "destinationrules"}
-    assert {kind for kind in admission.CHECKED_KINDS} == {"VirtualService", "DestinationRule"}
+    assert set(rule["resources"]) == {"virtualservices", "destinationrules", "sidecars"}
+    assert {kind for kind in admission.CHECKED_KINDS} == {
+        "VirtualService",
+        "DestinationRule",
+        "Sidecar",
+    }
