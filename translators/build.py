@@ -10,7 +10,9 @@ writes again only the ones whose endpoints changed.
 
 A group in a namespace that sees a view of the mesh of its own (``exportTo``, see `MeshView`)
 gets the resources of that view, built from the rest of the mesh's: only what the view changes
-is built for it. Groups that see the same get the very same resources.
+is built for it. Groups that see the same get the very same resources. Sidecars and proxyless
+clients of a namespace an Istio ``Sidecar`` scopes get its view instead (``exportTo`` included);
+the load-balancer fleet never does.
 """
 
 from __future__ import annotations
