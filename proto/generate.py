@@ -3,9 +3,9 @@
     python proto/generate.py           write translators/api/networking_pb2.py{,i} and deploy/crds/
     python proto/generate.py --check   exit 1, naming the stale files, if they differ
 
-The CRDs (``virtualservices``, ``destinationrules`` and ``sidecars`` in ``networking.istio.io``, versions
-v1alpha3, v1beta1 and v1) carry an OpenAPI v3 structural schema derived from the proto descriptors
-and their comments, so the API server checks the same shapes the spec parser does.
+The CRDs (``virtualservices``, ``destinationrules`` and ``sidecars`` in ``networking.istio.io``,
+versions v1alpha3, v1beta1 and v1) carry an OpenAPI v3 structural schema derived from the proto
+descriptors and their comments, so the API server checks the same shapes the spec parser does.
 """
 
 from __future__ import annotations

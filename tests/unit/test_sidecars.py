@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
+from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
 from tests.unit.objects import (
     Obj,
@@ -199,14 +202,15 @@ def received(translation: Translation, namespace: str, role: Role = Role.SIDECAR
     """The hosts whose clusters a proxy of ``role`` in ``namespace`` receives."""
     port = 15001 if role is Role.SIDECAR else 8080 if role is Role.GATEWAY else 0
     built = ResourceBuilder().build_group(translation.model, NodeGroup(role, port, namespace))
-    return {c.name.rpartition("|")[2] for c in built[CLUSTER]}
+    return {cast(Cluster, c).name.rpartition("|")[2] for c in built[CLUSTER]}
 
 
 def virtual_hosts(translation: Translation, namespace: str) -> set[str]:
     built = ResourceBuilder().build_group(
         translation.model, NodeGroup(Role.SIDECAR, 15001, namespace)
     )
-    return {v.name for table in built[ROUTE] for v in table.virtual_hosts}
+    tables = [cast(RouteConfiguration, table) for table in built[ROUTE]]
+    return {v.name for table in tables for v in table.virtual_hosts}
 
 
 EVERY = {
@@ -394,7 +398,7 @@ def test_endpoint_changes_reach_the_scoped_sidecars() -> None:
     addresses = [
         e.endpoint.address.socket_address.address
         for assignment in built[ENDPOINT]
-        for locality in assignment.endpoints
+        for locality in cast(ClusterLoadAssignment, assignment).endpoints
         for e in locality.lb_endpoints
     ]
     assert addresses == ["10.0.0.7"]
