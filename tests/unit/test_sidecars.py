@@ -21,11 +21,12 @@ from tests.unit.objects import (
 )
 from translators.build import ResourceBuilder
 from translators.diagnostics import Diagnostic, Severity
+from translators.incremental import Translator
 from translators.model import NodeGroup, Role
 from translators.resolve_routing import Source
 from translators.resolve_sidecars import EgressHost, checked_sidecar
 from translators.resources import CLUSTER, ENDPOINT, ROUTE
-from translators.translate import Translation, translate, translate_endpoints
+from translators.translate import Translation, translate
 
 
 def problems(obj: Obj) -> list[tuple[str, Severity, str]]:
@@ -385,15 +386,21 @@ def test_a_new_invalid_sidecar_is_left_out() -> None:
     assert result.has_errors
 
 
+def key_of(obj: Obj) -> tuple[str, str, str]:
+    return (obj["kind"], obj["metadata"].get("namespace", "default"), obj["metadata"]["name"])
+
+
 def test_endpoint_changes_reach_the_scoped_sidecars() -> None:
     private = service("db", "data")
     private["metadata"]["annotations"] = {"networking.istio.io/exportTo": "."}
     objects: list[Any] = [private, sidecar("scope", "data", ["./*"])]
-    before = translate(objects)
+    translator = Translator()
+    translator.reset({key_of(obj): obj for obj in objects})
     slice_ = endpoint_slice("db-1", "db", [slice_endpoint("10.0.0.7")], namespace="data")
 
-    after = translate_endpoints(before, [*objects, slice_])
+    after = translator.apply({key_of(slice_): slice_})
 
+    assert translator.paths["endpoints"] == 1
     built = ResourceBuilder().build_group(after.model, NodeGroup(Role.SIDECAR, 15001, "data"))
     addresses = [
         e.endpoint.address.socket_address.address
@@ -403,6 +410,43 @@ def test_endpoint_changes_reach_the_scoped_sidecars() -> None:
     ]
     assert addresses == ["10.0.0.7"]
     assert after.model == translate([*objects, slice_]).model
+
+
+def route_to(*hosts: str) -> Obj:
+    """shop's VirtualService for web, split evenly across ``hosts``."""
+    return virtual_service(
+        "web",
+        ["web"],
+        [http_route(*(destination(h, weight=100 // len(hosts)) for h in hosts))],
+        namespace="shop",
+    )
+
+
+def test_a_route_change_to_the_same_services_is_translated_alone() -> None:
+    both = (host("web", "shop"), host("cart", "shop"))
+    objects = [*MESH, route_to(*both), sidecar("scope", "shop", ["./*"])]
+    translator = Translator()
+    translator.reset({key_of(obj): obj for obj in objects})
+    changed = route_to(*reversed(both))
+
+    after = translator.apply({key_of(changed): changed})
+
+    assert translator.paths["routes"] == 1
+    assert after.model == translate([*objects[:-2], changed, objects[-1]]).model
+
+
+def test_a_route_to_a_service_the_egress_does_not_name_brings_it_in() -> None:
+    scope = sidecar("scope", "shop", ["./web.shop.svc.cluster.local"])
+    objects = [*MESH, route_to(host("web", "shop")), scope]
+    translator = Translator()
+    before = translator.reset({key_of(obj): obj for obj in objects})
+    changed = route_to(host("web", "shop"), host("db", "data"))
+
+    after = translator.apply({key_of(changed): changed})
+
+    assert received(before, "shop") == {host("web", "shop")}
+    assert received(after, "shop") == {host("web", "shop"), host("db", "data")}
+    assert after.model == translate([*MESH, changed, scope]).model
 
 
 def test_diagnostics_name_the_sidecar() -> None:
