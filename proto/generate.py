@@ -3,9 +3,9 @@
     python proto/generate.py           write translators/api/networking_pb2.py{,i} and deploy/crds/
     python proto/generate.py --check   exit 1, naming the stale files, if they differ
 
-The CRDs (``virtualservices`` and ``destinationrules`` in ``networking.istio.io``, versions
-v1alpha3, v1beta1 and v1) carry an OpenAPI v3 structural schema derived from the proto descriptors
-and their comments, so the API server checks the same shapes the spec parser does.
+The CRDs (``virtualservices``, ``destinationrules`` and ``sidecars`` in ``networking.istio.io``,
+versions v1alpha3, v1beta1 and v1) carry an OpenAPI v3 structural schema derived from the proto
+descriptors and their comments, so the API server checks the same shapes the spec parser does.
 """
 
 from __future__ import annotations
@@ -115,6 +115,13 @@ RESOURCES: Final = (
                 "description": "The service host the policies apply to.",
             },
         ),
+    ),
+    CustomResource(
+        kind="Sidecar",
+        plural="sidecars",
+        short_name="",  # as Istio's CRD: none
+        message=f"{PACKAGE}.Sidecar",
+        printer_columns=(),
     ),
 )
 
@@ -350,7 +357,7 @@ def crd(
                 "listKind": f"{resource.kind}List",
                 "plural": resource.plural,
                 "singular": resource.kind.lower(),
-                "shortNames": [resource.short_name],
+                **({"shortNames": [resource.short_name]} if resource.short_name else {}),
                 "categories": ["istio-io", "networking-istio-io"],
             },
             "scope": "Namespaced",

@@ -10,7 +10,9 @@ writes again only the ones whose endpoints changed.
 
 A group in a namespace that sees a view of the mesh of its own (``exportTo``, see `MeshView`)
 gets the resources of that view, built from the rest of the mesh's: only what the view changes
-is built for it. Groups that see the same get the very same resources.
+is built for it. Groups that see the same get the very same resources. Sidecars and proxyless
+clients of a namespace an Istio ``Sidecar`` scopes get its view instead (``exportTo`` included);
+the load-balancer fleet never does.
 """
 
 from __future__ import annotations
@@ -121,11 +123,11 @@ class ResourceBuilder:
         groups that see the same share every resource, and a view shares with the rest of the
         mesh the resources of every host it does not change.
         """
-        view = model.view_for(group.namespace)
+        view = model.view_for(group.namespace, sidecar=group.role is not Role.GATEWAY)
         if view is None:
             return self._build(model, group, "", listener_names)
-        scope = "view:" + ",".join(view.namespaces) + "/"
-        self._forget_views_but(model.views)
+        scope = f"view:{view.key}/"
+        self._forget_views_but(model.every_view)
         grpc = group.role is Role.PROXYLESS
         scoped = self._part(
             f"{scope}model",
@@ -218,10 +220,10 @@ class ResourceBuilder:
 
     def _forget_views_but(self, views: tuple[MeshView, ...]) -> None:
         """Drop what was built for views the model no longer has (namespaces are unbounded)."""
-        if views is self._views:
+        if views == self._views:  # the same view objects (compared by identity first)
             return
         self._views = views
-        live = {"view:" + ",".join(view.namespaces) + "/" for view in views}
+        live = {f"view:{view.key}/" for view in views}
         for key in [k for k in self._parts if k.startswith("view:")]:
             if key[: key.index("/") + 1] not in live:
                 del self._parts[key]

@@ -40,6 +40,7 @@ from translators.resolve_services import (
     slice_owner,
     slice_pods,
 )
+from translators.resolve_sidecars import routed_hosts, scoped_by_sidecars, with_sidecar_endpoints
 from translators.translate import (
     Options,
     Translation,
@@ -218,6 +219,7 @@ class Translator:
         new_model = replace(
             model, services=tuple(services), endpoints=tuple(endpoints), views=views
         )
+        new_model = with_sidecar_endpoints(new_model, {s.hostname: s for s in services})
         index.carry_positions(model, new_model)
         stale = [obj for obj in before.values() if obj is not None]
         return replace(
@@ -289,6 +291,8 @@ class Translator:
             old_rules, services, context.domain, Memo(previous.memo)
         )
         new_mesh, new_gateway = claimed_hosts(new_rules, services, context.domain, memo)
+        if scoped_by_sidecars(model) and routed_hosts(old_mesh) != routed_hosts(new_mesh):
+            return None  # a Sidecar's view takes in the services routes go to
         index = self._index_of()
         positions = index.positions(model)
         mesh_hosts = _spliced(model.mesh_hosts, positions.mesh_hosts, old_mesh, new_mesh)

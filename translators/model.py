@@ -377,6 +377,9 @@ class MeshView:
     service's namespace make the difference. For each of ``hosts`` (service hostnames, or hosts
     that are no service) these clients get ``clusters``, ``endpoints`` and ``mesh_hosts``
     instead of the model's; nothing, for a service they do not see.
+
+    A view with ``scope`` "sidecar" is what the sidecars of ``namespaces`` see under their
+    Sidecar (``exportTo`` included); the one with no namespaces is the mesh default's.
     """
 
     namespaces: tuple[str, ...]
@@ -384,6 +387,13 @@ class MeshView:
     clusters: tuple[Cluster, ...] = ()
     endpoints: tuple[ClusterEndpoints, ...] = ()
     mesh_hosts: tuple[VirtualHost, ...] = ()
+    scope: str = ""  # "" for exportTo; "sidecar" for a Sidecar's
+
+    @property
+    def key(self) -> str:
+        """A name for the view, unique in its model."""
+        names = ",".join(self.namespaces) if self.namespaces else "*"
+        return f"{self.scope}:{names}" if self.scope else names
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,6 +402,9 @@ class MeshModel:
 
     ``clusters``, ``endpoints`` and ``mesh_hosts`` are what the clients of a namespace see when
     no ``exportTo`` names their namespace; ``views`` hold what the others see instead.
+    ``sidecar_views`` hold what the sidecars (and proxyless clients) of namespaces a Sidecar
+    scopes see, and ``sidecar_default`` what those of every other namespace see under the root
+    namespace's Sidecar (None without one).
     """
 
     services: tuple[Service, ...] = ()
@@ -402,14 +415,30 @@ class MeshModel:
     gateway_tcp: tuple[TcpListener, ...] = ()  # the fleet's TCP listeners
     tcp_routes: tuple[TcpRoute, ...] = ()  # VirtualService tcp rules, for the TCP listeners
     views: tuple[MeshView, ...] = ()  # by namespaces; each namespace in one view at most
+    sidecar_views: tuple[MeshView, ...] = ()  # likewise
+    sidecar_default: MeshView | None = None
 
-    def view_for(self, namespace: str) -> MeshView | None:
-        """What the clients in ``namespace`` see differently (None: what every namespace sees)."""
+    def view_for(self, namespace: str, sidecar: bool = False) -> MeshView | None:
+        """What the clients in ``namespace`` see differently (None: what every namespace sees);
+        with ``sidecar``, what its sidecars see (a Sidecar applies)."""
+        if sidecar and (self.sidecar_views or self.sidecar_default is not None):
+            if namespace:
+                for view in self.sidecar_views:
+                    if namespace in view.namespaces:
+                        return view
+            if self.sidecar_default is not None:
+                return self.sidecar_default
         if namespace:
             for view in self.views:
                 if namespace in view.namespaces:
                     return view
         return None
+
+    @property
+    def every_view(self) -> tuple[MeshView, ...]:
+        """Every view of the model (exportTo's, the Sidecars', the mesh default's)."""
+        default = (self.sidecar_default,) if self.sidecar_default is not None else ()
+        return (*self.views, *self.sidecar_views, *default)
 
 
 class Role(StrEnum):

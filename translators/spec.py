@@ -1,4 +1,4 @@
-"""Strict parsing of VirtualService and DestinationRule objects into the API messages.
+"""Strict parsing of VirtualService, DestinationRule and Sidecar objects into the API messages.
 
 The parser walks the plain data (as YAML or the Kubernetes API gives it) against the message
 descriptors itself, so every problem becomes a diagnostic with the exact field path
@@ -29,7 +29,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 
 from translators.api import DURATION_PATTERN, DURATION_UNITS, UNSUPPORTED_ISTIO_FIELDS
-from translators.api.networking_pb2 import DestinationRule, VirtualService
+from translators.api.networking_pb2 import DestinationRule, Sidecar, VirtualService
 from translators.diagnostics import Diagnostic, Severity
 from translators.objects import is_mapping
 
@@ -742,3 +742,8 @@ def parse_virtual_service(obj: object) -> tuple[VirtualService | None, list[Diag
 def parse_destination_rule(obj: object) -> tuple[DestinationRule | None, list[Diagnostic]]:
     """The spec of a DestinationRule object (a plain dict), or ``None`` when it is invalid."""
     return _parse_object(DestinationRule, "DestinationRule", obj)
+
+
+def parse_sidecar(obj: object) -> tuple[Sidecar | None, list[Diagnostic]]:
+    """The spec of a Sidecar object (a plain dict), or ``None`` when it is invalid."""
+    return _parse_object(Sidecar, "Sidecar", obj)

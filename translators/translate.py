@@ -61,6 +61,12 @@ from translators.resolve_services import (
     parse_service,
     resolve_services,
 )
+from translators.resolve_sidecars import (
+    SidecarScope,
+    checked_sidecar,
+    choose_sidecars,
+    sidecar_views,
+)
 from translators.spec import parse_destination_rule, parse_virtual_service
 from translators.visibility import EXPORT_TO_ANNOTATION, ExportTo, service_export_to
 
@@ -79,6 +85,7 @@ _KINDS: Mapping[str, str] = {
     "EndpointSlice": "discovery.k8s.io/v1",
     "VirtualService": ISTIO_GROUP,
     "DestinationRule": ISTIO_GROUP,
+    "Sidecar": ISTIO_GROUP,
     "Ingress": "networking.k8s.io/",
     "IngressClass": "networking.k8s.io/",
 }
@@ -573,6 +580,9 @@ def _translate(
         tcp_routes=routing.tcp_routes,
         views=views,
     )
+    model, sidecar_diagnostics = _with_sidecars(
+        model, objects_by_kind.keyed.get("Sidecar", {}), objects_by_kind.unnamed, acceptor, memo
+    )
     if previous is not None:
         model = reuse_unchanged(previous.model, model)
     static = (
@@ -584,6 +594,7 @@ def _translate(
         *(d for d in view_diagnostics if d not in routing.diagnostics),
         *edge.diagnostics,
         *balancers.diagnostics,
+        *sidecar_diagnostics,
     )
     translation = Translation(
         model=model,
@@ -619,6 +630,26 @@ def checked_virtual_service(
         context,
     )
     return compiled, found + more
+
+
+def _with_sidecars(
+    model: MeshModel,
+    entries: Mapping[ObjectKey, tuple[ObjectMeta, KubeObject]],
+    unnamed: Mapping[str, tuple[KubeObject, ...]],
+    acceptor: _Acceptor,
+    memo: Memo,
+) -> tuple[MeshModel, tuple[Diagnostic, ...]]:
+    """``model`` with what the Sidecars scope (see `translators.resolve_sidecars`)."""
+
+    def check(
+        meta: ObjectMeta | None, obj: KubeObject
+    ) -> tuple[SidecarScope | None, list[Diagnostic]]:
+        return memo.get("sidecar", obj, checked_sidecar, _source(meta), obj)
+
+    scopes = acceptor.accept(entries, unnamed.get("Sidecar", ()), check)
+    chosen = choose_sidecars(scopes)
+    views, default = sidecar_views(model, chosen)
+    return replace(model, sidecar_views=views, sidecar_default=default), chosen.diagnostics
 
 
 def _subsets_only(obj: KubeObject) -> KubeObject | None:
@@ -744,6 +775,12 @@ def reuse_unchanged(previous: MeshModel, model: MeshModel) -> MeshModel:
         gateway_tcp=_same_or_new(previous.gateway_tcp, model.gateway_tcp),
         tcp_routes=_same_or_new(previous.tcp_routes, model.tcp_routes),
         views=_same_or_new(previous.views, model.views),
+        sidecar_views=_same_or_new(previous.sidecar_views, model.sidecar_views),
+        sidecar_default=(
+            previous.sidecar_default
+            if previous.sidecar_default == model.sidecar_default
+            else model.sidecar_default
+        ),
     )
 
 

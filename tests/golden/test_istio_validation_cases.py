@@ -24,7 +24,7 @@ import yaml
 from google.protobuf import json_format
 
 from tests.golden.test_envoy_validate import ENVOY, static_bootstrap
-from tests.unit.objects import destination_rule, pod, service, virtual_service
+from tests.unit.objects import destination_rule, pod, service, sidecar, virtual_service
 from translators.build import build_group
 from translators.model import NodeGroup, Role
 from translators.translate import translate
@@ -39,6 +39,11 @@ class Case:
     spec: dict[str, Any]
     valid: bool
     nack: bool = False  # Envoy would reject what a naive translation sends
+
+
+def sidecar_case(name: str, text: str, *, valid: bool) -> Case:
+    """A Sidecar in the case's namespace (its spec in YAML)."""
+    return Case(f"Sidecar {name}", "Sidecar", yaml.safe_load(text), valid)
 
 
 def rule(text: str, *, valid: bool, nack: bool = False, name: str = "") -> Case:
@@ -346,6 +351,67 @@ CASES: list[Case] = [
         valid=True,
     ),
     policy("{portLevelSettings: [{loadBalancer: {simple: RANDOM}}]}", valid=False),
+    # Sidecar (TestValidateSidecar)
+    sidecar_case("empty ingress and egress", "{}", valid=False),
+    sidecar_case("default", "{egress: [{hosts: ['*/*']}]}", valid=True),
+    sidecar_case(
+        "workload selector without labels",
+        "{egress: [{hosts: ['*/*']}], workloadSelector: {}}",
+        valid=True,
+    ),
+    sidecar_case(
+        "import local namespace with wildcard", "{egress: [{hosts: ['./*']}]}", valid=True
+    ),
+    sidecar_case(
+        "import local namespace with fqdn", "{egress: [{hosts: ['./foo.com']}]}", valid=True
+    ),
+    sidecar_case("import nothing", "{egress: [{hosts: ['~/*']}]}", valid=True),
+    sidecar_case(
+        "import all except a namespace", "{egress: [{hosts: ['*/*', '~ns1/*']}]}", valid=True
+    ),
+    sidecar_case(
+        "import all except an exact host", "{egress: [{hosts: ['*/*', '~/foo.com']}]}", valid=True
+    ),
+    sidecar_case(
+        "exclude with invalid namespace",
+        "{egress: [{hosts: ['*/*', '~Invalid_NS/*']}]}",
+        valid=False,
+    ),
+    sidecar_case("bad egress host 1", "{egress: [{hosts: ['*']}]}", valid=False),
+    sidecar_case("bad egress host 2", "{egress: [{hosts: ['/']}]}", valid=False),
+    sidecar_case("empty egress host", "{egress: [{hosts: []}]}", valid=False),
+    sidecar_case(
+        "multiple wildcard egress",
+        "{egress: [{hosts: ['*/foo.com']}, {hosts: ['ns1/bar.com']}]}",
+        valid=False,
+    ),
+    sidecar_case(
+        "wildcard egress not in end",
+        "{egress: [{hosts: ['*/foo.com']},"
+        " {port: {protocol: http, number: 8080, name: h8080}, hosts: ['ns1/bar.com']}]}",
+        valid=False,
+    ),
+    sidecar_case("short name egress host", "{egress: [{hosts: ['ns1/foo']}]}", valid=False),
+    sidecar_case(
+        "partial wildcard egress host", "{egress: [{hosts: ['ns1/*foo.com']}]}", valid=False
+    ),
+    sidecar_case(
+        "valid ingress and egress",
+        "{ingress: [{port: {protocol: http, number: 90, name: foo},"
+        " defaultEndpoint: '127.0.0.1:9999'}], egress: [{hosts: ['*/*']}]}",
+        valid=True,
+    ),
+    sidecar_case(
+        "valid ingress and empty egress",
+        "{ingress: [{port: {protocol: http, number: 90, name: foo},"
+        " defaultEndpoint: '127.0.0.1:9999'}]}",
+        valid=True,
+    ),
+    sidecar_case(
+        "sidecar with outbound traffic policy only",
+        "{outboundTrafficPolicy: {mode: REGISTRY_ONLY}}",
+        valid=True,
+    ),
 ]
 
 
@@ -365,6 +431,8 @@ def objects_for(case: Case, namespace: str = "default") -> list[dict[str, Any]]:
                 "reviews", "reviews", {"v1": {"version": "v1"}, "v2": {"version": "v2"}}, namespace
             )
         )
+    if case.kind == "Sidecar":
+        found.append({**sidecar("sidecar", namespace), "spec": case.spec})
     if case.kind == "VirtualService":
         spec = dict(case.spec)
         hosts = spec.pop("hosts")

@@ -77,6 +77,9 @@ RESOURCES: tuple[Resource, ...] = (
         status_subresource=True,
         delete_returns_object=True,
     ),
+    Resource(
+        ISTIO_GROUP, "Sidecar", "sidecars", status_subresource=True, delete_returns_object=True
+    ),
 )
 _BY_KIND = {r.kind: r for r in RESOURCES}
 _BY_PLURAL = {(r.group, r.plural): r for r in RESOURCES}

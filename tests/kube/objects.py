@@ -93,6 +93,17 @@ def destination_rule(name: str, namespace: str = "default", version: str = "v1")
     }
 
 
+def sidecar(
+    name: str, hosts: list[str], namespace: str = "default", version: str = "v1beta1"
+) -> Obj:
+    return {
+        "apiVersion": f"networking.istio.io/{version}",
+        "kind": "Sidecar",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"egress": [{"hosts": hosts}]},
+    }
+
+
 def ingress_class(name: str = "splitplane") -> Obj:
     return {
         "apiVersion": "networking.k8s.io/v1",

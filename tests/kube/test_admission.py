@@ -175,6 +175,22 @@ async def test_a_bad_virtual_service_is_refused_with_validates_message(
     assert "weights sum to 0" in response["status"]["message"]
 
 
+async def test_a_sidecar_is_checked_as_validate_checks_it(
+    webhook: tuple[str, ssl.SSLContext, Path],
+) -> None:
+    url, context, _ = webhook
+
+    good = await post(url, context, admission_review(objects.sidecar("default", ["./*"])))
+    bad = await post(url, context, admission_review(objects.sidecar("default", ["reviews"])))
+
+    assert good["response"]["allowed"] is True
+    assert bad["response"]["allowed"] is False
+    assert bad["response"]["status"]["message"] == (
+        "error: Sidecar/default/default spec.egress[0].hosts[0]:"
+        " 'reviews' must be of the form namespace/dnsName"
+    )
+
+
 async def test_a_deletion_is_always_allowed(webhook: tuple[str, ssl.SSLContext, Path]) -> None:
     url, context, _ = webhook
     bad = objects.virtual_service("reviews", {"v1": 0, "v2": 0})

@@ -28,6 +28,7 @@ ALL_KINDS = {
     "Pod",
     "VirtualService",
     "DestinationRule",
+    "Sidecar",
     "Ingress",
     "IngressClass",
 }
@@ -62,6 +63,7 @@ def test_first_list_delivers_every_kind_then_marks_synced_once(
         objects.endpoint_slice("reviews-abc", "reviews", ["10.0.0.1"]),
         objects.virtual_service("reviews", {"v1": 90, "v2": 10}),
         objects.destination_rule("reviews"),
+        objects.sidecar("default", ["./*"]),
         objects.ingress("web", "reviews"),
         objects.ingress_class(),
     ):
@@ -153,6 +155,42 @@ def test_changes_made_through_the_kubernetes_client_propagate(
         "upsert",
         "delete",
     ]
+
+
+def test_sidecars_are_listed_and_watched_through_the_kubernetes_client(
+    api: client.ApiClient,
+    apiserver: FakeApiServer,
+    sink: RecordingSink,
+    start_source: SourceFactory,
+) -> None:
+    apiserver.create(objects.sidecar("default", ["*/*"], namespace="istio-system"))
+    start_source()
+    sink.wait_for(synced)
+    assert sink.get("Sidecar", "istio-system", "default") is not None
+    wait_until(lambda: bool(watches(apiserver, "/apis/networking.istio.io/v1/sidecars")))
+    custom = client.CustomObjectsApi(api)
+
+    body = objects.sidecar("scope", ["./*"], namespace="shop", version="v1alpha3")
+    custom.create_namespaced_custom_object(
+        "networking.istio.io", "v1alpha3", "shop", "sidecars", body
+    )
+    sink.wait_for(lambda s: s.get("Sidecar", "shop", "scope") is not None)
+    custom.patch_namespaced_custom_object(
+        "networking.istio.io",
+        "v1",
+        "shop",
+        "sidecars",
+        "scope",
+        {"spec": {"egress": [{"hosts": ["./*", "books/*"]}]}},
+    )
+    sink.wait_for(
+        lambda s: (
+            (s.get("Sidecar", "shop", "scope") or {}).get("spec", {}).get("egress")
+            == [{"hosts": ["./*", "books/*"]}]
+        )
+    )
+    custom.delete_namespaced_custom_object("networking.istio.io", "v1", "shop", "sidecars", "scope")
+    sink.wait_for(lambda s: s.get("Sidecar", "shop", "scope") is None)
 
 
 def test_pods_keep_only_what_translation_needs(
@@ -375,7 +413,7 @@ def test_unserved_istio_kinds_are_a_problem_that_does_not_block_sync(
 
     start_source()
     sink.wait_for(synced)
-    assert sorted(p.kind for p in sink.problems) == ["DestinationRule", "VirtualService"]
+    assert sorted(p.kind for p in sink.problems) == ["DestinationRule", "Sidecar", "VirtualService"]
     assert "not served" in sink.problems[0].message
     assert "reviews" in sink.names("Service")
 

@@ -209,3 +209,21 @@ def versioned_service(
     subsets = {v: {"version": v} for v in versions}
     objects.append(destination_rule(name, name, subsets, namespace))
     return objects
+
+
+def sidecar(
+    name: str,
+    namespace: str | None = "default",
+    hosts: Sequence[str] | None = ("./*",),
+    created: str | None = None,
+    **spec: Any,
+) -> Obj:
+    """An Istio Sidecar with one egress listener of ``hosts`` (none when ``hosts`` is None)."""
+    body: Obj = {"egress": [{"hosts": list(hosts)}]} if hosts is not None else {}
+    body.update(spec)
+    return {
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "Sidecar",
+        "metadata": metadata(name, namespace, created=created),
+        "spec": body,
+    }

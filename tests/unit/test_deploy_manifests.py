@@ -58,6 +58,7 @@ CLUSTER_WIDE_GRANTS: frozenset[tuple[str, str, str]] = frozenset(
         *(("networking.k8s.io", "ingressclasses", verb) for verb in VERBS_READ),
         *(("networking.istio.io", "virtualservices", verb) for verb in VERBS_READ),
         *(("networking.istio.io", "destinationrules", verb) for verb in VERBS_READ),
+        *(("networking.istio.io", "sidecars", verb) for verb in VERBS_READ),
         # The leader writes status.loadBalancer.ingress of LoadBalancer Services and Ingresses.
         ("", "services/status", "update"),
         ("", "services/status", "patch"),
@@ -762,5 +763,9 @@ def test_the_webhook_checks_virtual_services_and_destination_rules_and_fails_ope
     assert rule["apiGroups"] == ["networking.istio.io"]
     assert set(rule["apiVersions"]) == served == {"v1alpha3", "v1beta1", "v1"}
     assert set(rule["operations"]) == {"CREATE", "UPDATE"}
-    assert set(rule["resources"]) == {"virtualservices", "destinationrules"}
-    assert {kind for kind in admission.CHECKED_KINDS} == {"VirtualService", "DestinationRule"}
+    assert set(rule["resources"]) == {"virtualservices", "destinationrules", "sidecars"}
+    assert {kind for kind in admission.CHECKED_KINDS} == {
+        "VirtualService",
+        "DestinationRule",
+        "Sidecar",
+    }

@@ -25,6 +25,8 @@ UNSUPPORTED_ISTIO_FIELDS: Final[Mapping[str, frozenset[str]]] = {
         "HTTPFaultInjection.Abort": {"http2Error"},
         "L4MatchAttributes": {"sourceSubnet"},
         "DestinationRule": {"workloadSelector"},
+        "Sidecar": {"ingress", "outboundTrafficPolicy", "inboundConnectionPool"},
+        "IstioEgressListener": {"port", "bind", "captureMode"},
         "TrafficPolicy": {"proxyProtocol", "retryBudget", "tls", "tunnel"},
         "TrafficPolicy.PortTrafficPolicy": {"tls"},
         "LoadBalancerSettings": {

@@ -1,7 +1,7 @@
 """A validating admission webhook (``admission.k8s.io/v1`` AdmissionReview over HTTPS): the API
-server asks before it stores a VirtualService or DestinationRule, and splitplane refuses what
-``splitplane validate`` calls an error, with the same message, so ``kubectl apply`` fails at once
-instead of answering "configured".
+server asks before it stores a VirtualService, DestinationRule or Sidecar, and splitplane refuses
+what ``splitplane validate`` calls an error, with the same message, so ``kubectl apply`` fails at
+once instead of answering "configured".
 
 The object is checked together with the mesh the server holds (so a route to a subset the
 DestinationRule lacks is refused, as ``validate`` of both files would refuse it). Deletions, and
@@ -30,7 +30,7 @@ from xds_server.xds.tls import ReloadingSslContext, TlsFiles, TlsFilesError
 
 log = logging.getLogger("splitplane.admission")
 
-CHECKED_KINDS = frozenset({"VirtualService", "DestinationRule"})
+CHECKED_KINDS = frozenset({"VirtualService", "DestinationRule", "Sidecar"})
 PATH = "/validate"
 MAX_BODY = 3 * 1024 * 1024  # the API server's own limit on an object
 

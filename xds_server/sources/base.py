@@ -28,6 +28,7 @@ KINDS: tuple[str, ...] = (
     "Pod",
     "VirtualService",
     "DestinationRule",
+    "Sidecar",
     "Ingress",
     "IngressClass",
 )
@@ -91,6 +92,11 @@ READ_VERSIONS: Mapping[str, tuple[str, ...]] = {
         "networking.istio.io/v1alpha3",
     ),
     "DestinationRule": (
+        "networking.istio.io/v1",
+        "networking.istio.io/v1beta1",
+        "networking.istio.io/v1alpha3",
+    ),
+    "Sidecar": (
         "networking.istio.io/v1",
         "networking.istio.io/v1beta1",
         "networking.istio.io/v1alpha3",

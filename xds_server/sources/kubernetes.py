@@ -54,6 +54,7 @@ KIND_SPECS: tuple[KindSpec, ...] = (
     KindSpec(
         "DestinationRule", "networking.istio.io", ("v1", "v1beta1", "v1alpha3"), "destinationrules"
     ),
+    KindSpec("Sidecar", "networking.istio.io", ("v1", "v1beta1", "v1alpha3"), "sidecars"),
     KindSpec("Ingress", "networking.k8s.io", ("v1",), "ingresses"),
     KindSpec("IngressClass", "networking.k8s.io", ("v1",), "ingressclasses", namespaced=False),
 )
