@@ -23,6 +23,7 @@ from envoy.config.core.v3.base_pb2 import Node
 
 from tests.unit.test_debug_http import State, reviews_snapshot
 from xds_server.app import ControlPlane
+from xds_server.debug import http as debug_http
 from xds_server.debug.http import DebugServer, is_loopback, start_debug_server
 from xds_server.debug.metrics import Histogram
 from xds_server.debug.server import HttpServer, Limits, bind, connection_cap
@@ -360,6 +361,20 @@ def test_gzip_when_the_client_accepts_it() -> None:
 
         sock.sendall(request("/debug/snapshot", headers="Accept-Encoding: gzip;q=0\r\n"))
         assert "content-encoding" not in read_response(sock)[1]
+
+
+def test_readers_polling_a_view_share_one_compression(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(debug_http, "COMPRESSED", debug_http.Compressed())
+    with debug_server() as server, connect(server) as sock:
+        bodies = []
+        for _ in range(3):
+            sock.sendall(request("/debug/snapshot", headers="Accept-Encoding: gzip\r\n"))
+            status, headers, body = read_response(sock)
+            assert (status, headers["content-encoding"]) == (200, "gzip")
+            bodies.append(json.loads(gzip.decompress(body)))
+
+        assert bodies[0] == bodies[1] == bodies[2]
+        assert debug_http.COMPRESSED.compressions == 1
 
 
 def test_head_gives_the_get_headers_without_a_body() -> None:
