@@ -12,6 +12,8 @@ import pytest
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.core.v3.base_pb2 import Node
 from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
+from envoy.config.route.v3.route_components_pb2 import VirtualHost
+from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
 from translators.diagnostics import Diagnostic, Severity
 from translators.model import MeshModel, Service
@@ -19,7 +21,14 @@ from xds_server.debug import views
 from xds_server.debug.http import Response, handle
 from xds_server.debug.metrics import Metrics
 from xds_server.debug.views import SnapshotRenderer, resource_json, snapshot_json
-from xds_server.xds.cache import CLUSTER, ENDPOINT, Resource, Snapshot, snapshot_from_messages
+from xds_server.xds.cache import (
+    CLUSTER,
+    ENDPOINT,
+    ROUTE,
+    Resource,
+    Snapshot,
+    snapshot_from_messages,
+)
 from xds_server.xds.client_status import ClientRegistry, ClientView
 from xds_server.xds.load_reports import Load
 
@@ -345,3 +354,47 @@ def test_polling_the_clients_renders_each_client_once_per_state() -> None:
         "envoy-1",
         "envoy-2",
     ]
+
+
+def route_table(weights: tuple[int, int], hosts: int = 3) -> RouteConfiguration:
+    table = RouteConfiguration(name="15001")
+    table.validate_clusters.value = False  # a field after the virtual hosts
+    for index in range(hosts):
+        host = table.virtual_hosts.add(name=f"svc-{index}.default:80", domains=[f"svc-{index}"])
+        route = host.routes.add()
+        route.match.prefix = "/"
+        split = route.route.weighted_clusters
+        split.clusters.add(name=f"outbound|80|v1|svc-{index}", weight={"value": weights[0]})
+        split.clusters.add(name=f"outbound|80|v2|svc-{index}", weight={"value": weights[1]})
+    return table
+
+
+def test_a_route_tables_virtual_hosts_are_rendered_once_per_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rendered: list[str] = []
+    virtual_host_text = views.virtual_host_text
+
+    def counting(body: bytes) -> str:
+        rendered.append(VirtualHost.FromString(body).name)
+        return virtual_host_text(body)
+
+    monkeypatch.setattr(views, "virtual_host_text", counting)
+    table = route_table((90, 10))
+    state = State(groups={"sidecar:15001": snapshot_from_messages({ROUTE: [table]})})
+    renderer = SnapshotRenderer()
+    first = handle(state, "/debug/snapshot", renderer).body
+    assert first == (json.dumps(snapshot_json(state.groups), indent=2) + "\n").encode()
+    assert len(rendered) == 3
+
+    flipped = RouteConfiguration()
+    flipped.CopyFrom(table)
+    split = flipped.virtual_hosts[1].routes[0].route.weighted_clusters
+    split.clusters[0].weight.value, split.clusters[1].weight.value = 10, 90
+    empty = RouteConfiguration(name="15002")
+    state.groups["sidecar:15001"] = snapshot_from_messages({ROUTE: [flipped, empty]})
+    rendered.clear()
+    text = handle(state, "/debug/snapshot", renderer).body
+
+    assert rendered == ["svc-1.default:80"]  # the flipped host alone
+    assert text == (json.dumps(snapshot_json(state.groups), indent=2) + "\n").encode()

@@ -22,7 +22,7 @@ from envoy.admin.v3 import config_dump_pb2, config_dump_shared_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
@@ -125,6 +125,10 @@ class SnapshotRenderer:
             tuple[str | None, str | None], tuple[list[tuple[str, Snapshot]], bytes]
         ] = {}
         self.renders = 0  # documents rendered (not served from what was kept)
+        # Route tables' virtual hosts (serialized) rendered: those of the last render, and
+        # those the render under way used.
+        self._hosts: dict[bytes, str] = {}
+        self._hosts_used: dict[bytes, str] = {}
 
     def render(
         self,
@@ -141,7 +145,12 @@ class SnapshotRenderer:
             found = self._kept(group, type_name, held)  # rendered while this one waited
             if found is not None:
                 return found
+            self._hosts_used = {}
             text = self._render(held, type_name).encode()
+            if self._hosts_used:  # a route table was rendered: keep what the others hold too
+                hosts, used = self._hosts, self._hosts_used
+                self._hosts = {**hosts, **used} if len(hosts) < 4 * len(used) + 10_000 else used
+            self._hosts_used = {}
             self.renders += 1
             documents = dict(self._documents)
             documents[(group, type_name)] = (held, text)
@@ -193,9 +202,8 @@ class SnapshotRenderer:
         skeleton = json.dumps({"groups": out}, indent=2)
         return _PLACEHOLDER.sub(lambda found: order[int(found.group(1))], skeleton) + "\n"
 
-    @staticmethod
     def _render_section(
-        resources: TypeResources, known: Mapping[_EntryKey, str]
+        self, resources: TypeResources, known: Mapping[_EntryKey, str]
     ) -> tuple[str, dict[_EntryKey, str]]:
         rendered: dict[_EntryKey, str] = {}
         texts: list[str] = []
@@ -203,15 +211,59 @@ class SnapshotRenderer:
             key = (resources.type_url, resource.name, resource.version)
             text = rendered.get(key) or known.get(key)
             if text is None:
-                entry = {
-                    "name": resource.name,
-                    "version": resource.version,
-                    "resource": resource_json(resource),
-                }
-                text = json.dumps(entry, indent=2).replace("\n", _ENTRY_INDENT)
+                text = self._entry_text(resource).replace("\n", _ENTRY_INDENT)
             rendered[key] = text
             texts.append(text)
         return _section_text(resources.version, texts), rendered
+
+    def _entry_text(self, resource: Resource) -> str:
+        """``{"name", "version", "resource"}`` as ``json.dumps(..., indent=2)`` writes it.
+
+        A route table's virtual hosts are rendered one by one and kept while a table holds
+        them: a weight flip changes one host of a table of thousands, and renders that one."""
+        if resource.type_url != ROUTE:
+            entry = {
+                "name": resource.name,
+                "version": resource.version,
+                "resource": resource_json(resource),
+            }
+            return json.dumps(entry, indent=2)
+        table = route_pb2.RouteConfiguration.FromString(resource.body)
+        hosts = [host.SerializeToString(deterministic=True) for host in table.virtual_hosts]
+        del table.virtual_hosts[:]
+        rest = json_format.MessageToDict(_any(table), preserving_proto_field_name=True)
+        placeholders = [f"@host:{index}" for index in range(len(hosts))]
+        shown: dict[str, Any] = {}
+        for field_name, value in rest.items():
+            if field_name not in ("@type", "name") and hosts and "virtual_hosts" not in shown:
+                shown["virtual_hosts"] = placeholders  # its place: field 2, after the name
+            shown[field_name] = value
+        if hosts and "virtual_hosts" not in shown:
+            shown["virtual_hosts"] = placeholders
+        entry = {"name": resource.name, "version": resource.version, "resource": shown}
+        known = self._hosts
+        texts = []
+        for body in hosts:
+            text = known.get(body)
+            if text is None:
+                text = virtual_host_text(body)
+            self._hosts_used[body] = text
+            texts.append(text)
+        skeleton = json.dumps(entry, indent=2)
+        return _HOST_PLACEHOLDER.sub(lambda found: texts[int(found.group(1))], skeleton)
+
+
+# Where a rendered virtual host goes in its route table's entry, and its depth there: entry,
+# resource, virtual_hosts, host.
+_HOST_PLACEHOLDER = re.compile(r'"@host:(\d+)"')
+_HOST_INDENT = "\n" + " " * 6
+
+
+def virtual_host_text(body: bytes) -> str:
+    """A virtual host (serialized) as its route table's entry holds it."""
+    host = route_components_pb2.VirtualHost.FromString(body)
+    rendered = json_format.MessageToDict(host, preserving_proto_field_name=True)
+    return json.dumps(rendered, indent=2).replace("\n", _HOST_INDENT)
 
 
 def _timestamp(when: float | None) -> Timestamp:
