@@ -426,3 +426,25 @@ def test_off_loopback_the_endpoint_refuses_to_start_without_authentication() -> 
     assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.1")
     with pytest.raises(ValueError, match="authentication"):
         start_debug_server(State(), "0.0.0.0", 0)
+
+
+def test_a_large_body_goes_out_whole_a_slice_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(debug_http, "WRITE_SLICE", 100)  # the snapshot is some 1,500 bytes
+    state = State(groups={"sidecar:15001": reviews_snapshot()})
+    with debug_server(state=state) as server, connect(server) as sock:
+        sock.sendall(request("/debug/snapshot"))
+        status, _, body = read_response(sock)
+        assert status == 200
+        assert body == debug_http.handle(state, "/debug/snapshot").body
+        assert len(body) > 10 * 100
+
+        sock.sendall(request("/debug/snapshot", method="HEAD"))
+        sock.settimeout(10)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        head, _, extra = data.partition(b"\r\n\r\n")
+        assert f"Content-Length: {len(body)}".encode() in head
+        assert extra == b""
+        sock.sendall(request("/healthz"))
+        assert read_response(sock)[2] == b"ok\n"

@@ -41,6 +41,8 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
 from aiohttp.web_response import ContentCoding
 
 from translators.diagnostics import Diagnostic
@@ -182,6 +184,8 @@ RENDER_THREADS = 2
 # Smaller bodies go out as they are.
 GZIP_MIN_BYTES = 1024
 GZIP_LEVEL = 6  # zlib's default
+# Larger bodies are written a slice at a time (``SlicedBody``).
+WRITE_SLICE = 256 * 1024
 
 STATE: web.AppKey[DebugState] = web.AppKey("state")
 RENDER_POOL: web.AppKey[ThreadPoolExecutor] = web.AppKey("render_pool")
@@ -190,11 +194,41 @@ CHANGES: web.AppKey[dashboard.Changes] = web.AppKey("changes")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class SlicedBody(Payload):
+    """A large body written a slice at a time, each handed to the socket before the next is
+    taken: the server's loop copies ``WRITE_SLICE`` bytes at once, not the whole body, and
+    answers other requests (a probe) between slices."""
+
+    _value: bytes
+
+    def __init__(self, value: bytes, content_type: str) -> None:
+        super().__init__(value, content_type=content_type)
+        self._size = len(value)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self._value.decode(encoding, errors)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        body = memoryview(self._value)
+        if content_length is not None:
+            body = body[:content_length]
+        for start in range(0, len(body), WRITE_SLICE):
+            await writer.write(body[start : start + WRITE_SLICE])  # drains past 64 KB
+
+
 def aiohttp_response(response: Response) -> web.Response:
     headers = {"Content-Type": response.content_type}
     if response.content_encoding:
         headers["Content-Encoding"] = response.content_encoding
-    return web.Response(status=response.status, body=response.body, headers=headers)
+    body: bytes | SlicedBody = response.body
+    if len(response.body) > WRITE_SLICE:
+        body = SlicedBody(response.body, response.content_type)
+    return web.Response(status=response.status, body=body, headers=headers)
 
 
 class Compressed:
@@ -296,8 +330,8 @@ async def gzip(request: web.Request, handler: Handler) -> web.StreamResponse:
         if (
             "Content-Encoding" not in response.headers  # not compressed already
             and accepts_gzip(request)
-            and response.body is not None
-            and len(response.body) >= GZIP_MIN_BYTES  # type: ignore[arg-type]
+            and isinstance(response.body, bytes)  # a large body is compressed in the pool
+            and len(response.body) >= GZIP_MIN_BYTES
         ):
             response.enable_compression(ContentCoding.gzip)
     return response
