@@ -63,6 +63,7 @@ SECTION = "## hostile"
 SPAWN = multiprocessing.get_context("spawn")
 SOTW_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 STREAMS_PER_CHANNEL = 100
+RAMP_BATCH = 50  # streams per worker connecting at once
 SERVER_FILE_LIMIT = 1024
 READY_TIMEOUT_S = 600.0
 FLIP_TIMEOUT_S = 30.0  # a flip not everywhere by then counts as this long
@@ -177,8 +178,14 @@ async def _sidecars(port: int, count: int, worker: int, conn: Connection) -> Non
     streams = [
         Sidecar(channels[i % len(channels)], f"sidecar~bench-{worker}-{i}") for i in range(count)
     ]
-    tasks = [asyncio.create_task(s.run()) for s in streams]
-    await asyncio.wait_for(_until(streams, lambda s: bool(s.route_version)), READY_TIMEOUT_S)
+    # Streams connect a batch at a time, each batch once the one before has its routes: the
+    # first responses (every cluster) of all of them at once would sit in the server's and
+    # these processes' buffers together, gigabytes at 10k services.
+    tasks = []
+    for start in range(0, len(streams), RAMP_BATCH):
+        batch = streams[start : start + RAMP_BATCH]
+        tasks += [asyncio.create_task(s.run()) for s in batch]
+        await asyncio.wait_for(_until(batch, lambda s: bool(s.route_version)), READY_TIMEOUT_S)
     conn.send("ready")
     while True:
         command = await asyncio.to_thread(conn.recv)
