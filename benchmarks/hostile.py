@@ -348,6 +348,10 @@ def serving(folder: Path, workdir: Path, group_grace: float) -> Iterator[Server]
         f"127.0.0.1:{debug_port}",
         "--group-grace",
         str(group_grace),
+        # These streams do not reconnect as Envoy does: a run longer than the default 30 minutes
+        # would lose them all to the connection age.
+        "--max-connection-age",
+        "0",
         "--log-level",
         "warning",
     ]
