@@ -61,6 +61,12 @@ DEFAULT_SIDECAR_PORT = 15001
 DEFAULT_GATEWAY_PORT = 8080
 
 
+def _unscoped(part: str) -> str:
+    """A part's key without the view it was built for (``view:a,b/sidecar:15001/routes`` →
+    ``sidecar:15001/routes``)."""
+    return part.partition("/")[2] if part.startswith("view:") else part
+
+
 class ResourceBuilder:
     """Builds node groups' resources from successive models, reusing unchanged parts.
 
@@ -98,11 +104,12 @@ class ResourceBuilder:
             held = self._layout_keys[id(hosts)] = (hosts, layout_key(hosts))
         return held[1]
 
-    def forget_group(self, key: str) -> None:
-        """Forget what was built for the group with ``key`` only (its listeners and route
-        tables); parts shared by every group stay."""
-        prefix = key + "/"
-        for part in [part for part in self._parts if part.startswith(prefix)]:
+    def forget_group(self, group: NodeGroup) -> None:
+        """Forget what was built for ``group``'s role and port only (its listeners, layouts and
+        route tables, in every view); parts shared by every group stay. Groups of one role and
+        port in several namespaces share these: forget them once none of those is left."""
+        prefix = NodeGroup(group.role, group.port).key + "/"
+        for part in [part for part in self._parts if _unscoped(part).startswith(prefix)]:
             del self._parts[part]
             self.builds.pop(part, None)
 

@@ -447,8 +447,12 @@ class ControlPlane:
             self._forget_soon = None
         if not self._dropped or self._running:
             return  # a run under way uses the builder: forgotten once it is done
+        # What was built for a role and port is shared by its groups in every namespace.
+        in_use = {(g.role, g.port) for key in self._groups if (g := parse_group(key)) is not None}
         for key in self._dropped:
-            self.builder.forget_group(key)
+            group = parse_group(key)
+            if group is not None and (group.role, group.port) not in in_use:
+                self.builder.forget_group(group)
         self._dropped.clear()
         # Keep only the serialized resources the remaining snapshots hold.
         self.serializer.retain(self.cache.snapshot(g) for g in self.cache.groups())

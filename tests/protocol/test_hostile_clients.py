@@ -51,8 +51,11 @@ class Plane:
         self.plane = plane
         self.channel = channel
 
-    def sidecar(self, node_id: str, outbound_port: int) -> SotwClient:
-        return SotwClient(self.channel, node(node_id, OUTBOUND_PORT=str(outbound_port)))
+    def sidecar(self, node_id: str, outbound_port: int, namespace: str = "") -> SotwClient:
+        metadata = {"OUTBOUND_PORT": str(outbound_port)}
+        if namespace:
+            metadata["NAMESPACE"] = namespace
+        return SotwClient(self.channel, node(node_id, **metadata))
 
     def group_series(self) -> set[str]:
         """The groups ``splitplane_snapshots_published_total`` has a series for."""
@@ -112,6 +115,32 @@ async def test_groups_no_stream_holds_are_dropped_after_the_grace_period() -> No
         await wait_until(partial(nothing_built_for, mesh_plane, "sidecar:20001"))
         assert mesh_plane.built_for("sidecar:15001") != set()
         # The group held all along still serves.
+        mesh_plane.plane.store.replace_all(SOURCE, versioned_service("ratings"))
+        response = await steady.response()
+        assert response.type_url == CLUSTER
+        await steady.close()
+
+
+async def test_what_was_built_for_a_dropped_port_goes_with_its_groups_in_every_namespace() -> None:
+    async for mesh_plane in running_plane(max_groups=100, group_grace=0.2):
+        cache = mesh_plane.plane.cache
+        steady = mesh_plane.sidecar("steady", 15001, namespace="shop")
+        await clusters_received(steady)
+        # Proxies in namespaces, as the bootstrap's NAMESPACE metadata names them: one on a port
+        # of its own, one on the steady proxy's port in another namespace.
+        for node_id, port, namespace in (("short", 20001, "shop"), ("other", 15001, "bank")):
+            client = mesh_plane.sidecar(node_id, port, namespace)
+            await clusters_received(client)
+            await client.close()
+        assert {"sidecar:20001/shop", "sidecar:15001/bank"} <= set(cache.groups())
+        assert mesh_plane.built_for("sidecar:20001") != set()
+
+        await wait_until(partial(only_group_left, cache, "sidecar:15001/shop"))
+
+        # Parts are kept per role and port, whatever the namespace: those of port 20001 are
+        # forgotten, those port 15001's remaining group uses stay.
+        await wait_until(partial(nothing_built_for, mesh_plane, "sidecar:20001"))
+        assert mesh_plane.built_for("sidecar:15001") != set()
         mesh_plane.plane.store.replace_all(SOURCE, versioned_service("ratings"))
         response = await steady.response()
         assert response.type_url == CLUSTER

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,8 @@ import pytest
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.core.v3.base_pb2 import Node
 from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
+from envoy.config.route.v3.route_components_pb2 import VirtualHost
+from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
 from translators.diagnostics import Diagnostic, Severity
 from translators.model import MeshModel, Service
@@ -18,7 +21,14 @@ from xds_server.debug import views
 from xds_server.debug.http import Response, handle
 from xds_server.debug.metrics import Metrics
 from xds_server.debug.views import SnapshotRenderer, resource_json, snapshot_json
-from xds_server.xds.cache import CLUSTER, ENDPOINT, Resource, Snapshot, snapshot_from_messages
+from xds_server.xds.cache import (
+    CLUSTER,
+    ENDPOINT,
+    ROUTE,
+    Resource,
+    Snapshot,
+    snapshot_from_messages,
+)
 from xds_server.xds.client_status import ClientRegistry, ClientView
 from xds_server.xds.load_reports import Load
 
@@ -220,3 +230,171 @@ def test_polling_the_snapshot_renders_each_resource_once_per_version(
         ]
         == "3s"
     )
+
+
+def test_a_type_whose_version_did_not_change_keeps_its_rendered_text(
+    state: State, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sections: list[str] = []
+    section_text = views._section_text
+
+    def counting(version: str, entries: Sequence[str]) -> str:
+        sections.append(version)
+        return section_text(version, entries)
+
+    monkeypatch.setattr(views, "_section_text", counting)
+    renderer = SnapshotRenderer()
+    handle(state, "/debug/snapshot", renderer)
+    assert len(sections) == 4  # clusters, endpoints, listeners, routes
+
+    snapshot = state.groups["sidecar:15001"]
+    cluster = Cluster(name=CLUSTER_NAME, type=Cluster.EDS)
+    cluster.eds_cluster_config.service_name = CLUSTER_NAME
+    cluster.eds_cluster_config.eds_config.ads.SetInParent()
+    cluster.connect_timeout.seconds = 3
+    state.groups["sidecar:15001"] = changed = snapshot_from_messages(
+        {CLUSTER: [cluster], ENDPOINT: [ClusterLoadAssignment(cluster_name=CLUSTER_NAME)]}
+    )
+    sections.clear()
+    text = handle(state, "/debug/snapshot", renderer).body
+
+    assert sections == [changed.of_type(CLUSTER).version]  # the clusters only
+    assert text == (json.dumps(snapshot_json(state.groups), indent=2) + "\n").encode()
+    assert snapshot.of_type(ENDPOINT).version == changed.of_type(ENDPOINT).version
+
+
+def test_readers_asking_at_once_share_one_render(
+    state: State, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered: list[str] = []
+    release = threading.Event()
+
+    def slow(resource: Resource) -> dict[str, Any]:
+        rendered.append(resource.name)
+        release.wait(10)
+        return resource_json(resource)
+
+    monkeypatch.setattr(views, "resource_json", slow)
+    renderer = SnapshotRenderer()
+    looked = threading.Semaphore(0)
+    kept = renderer._kept
+
+    def looking(*args: Any) -> bytes | None:
+        found = kept(*args)
+        looked.release()
+        return found
+
+    monkeypatch.setattr(renderer, "_kept", looking)
+    results: list[bytes] = []
+    readers = [
+        threading.Thread(target=lambda: results.append(renderer.render(state.groups)))
+        for _ in range(3)
+    ]
+    readers[0].start()
+    looked.acquire(timeout=10)
+    while not rendered:  # the first reader is rendering
+        release.wait(0.01)
+    for reader in readers[1:]:
+        reader.start()
+    for _ in range(2):  # both found nothing rendered yet
+        looked.acquire(timeout=10)
+    release.set()
+    for reader in readers:
+        reader.join(10)
+
+    assert len(results) == 3 and results[0] is results[1] is results[2]
+    assert renderer.renders == 1
+    assert sorted(rendered) == [CLUSTER_NAME, CLUSTER_NAME]  # the cluster and its endpoints
+
+
+def clients_state() -> State:
+    state = State()
+    synced = state.registry.connect(Node(id="envoy-1"), "sidecar", "sidecar:15001", "sotw")
+    synced.sent(CLUSTER, "abc", "1", ())
+    synced.acked(CLUSTER, "1")
+    rejected = state.registry.connect(Node(id="envoy-2"), "gateway", "gateway:8080", "delta")
+    rejected.sent(CLUSTER, "abc", "7", ())
+    rejected.nacked(CLUSTER, "7", "bad cluster")
+    state.registry.connect(Node(id="envoy-3"), "sidecar", "sidecar:15001", "sotw")
+    return state
+
+
+def test_clients_text_is_the_json_of_every_client() -> None:
+    state = clients_state()
+    renderer = views.ClientsRenderer()
+
+    text = handle(state, "/debug/clients", clients_renderer=renderer).body
+
+    expected = views.clients_json(state.clients())
+    assert text == (json.dumps(expected, indent=2) + "\n").encode()
+    assert renderer.render([]) == b'{\n  "clients": []\n}\n'
+    assert json.loads(renderer.render([])) == {"clients": []}
+
+
+def test_polling_the_clients_renders_each_client_once_per_state() -> None:
+    state = clients_state()
+    renderer = views.ClientsRenderer()
+    first = renderer.render(state.clients())
+    assert renderer.rendered == 3
+
+    assert renderer.render(state.clients()) is first  # nothing changed: the same document
+    assert renderer.rendered == 3
+
+    [record] = [r for r in state.registry if r.node.id == "envoy-3"]
+    record.sent(CLUSTER, "def", "2", ())
+    changed = json.loads(renderer.render(state.clients()))
+
+    assert renderer.rendered == 4  # envoy-3 alone
+    states = {
+        c["node_id"]: c["types"][0]["state"] if c["types"] else None for c in changed["clients"]
+    }
+    assert states == {"envoy-1": "SYNCED", "envoy-2": "NACKED", "envoy-3": "STALE"}
+    state.registry.disconnect(record)
+    assert [c["node_id"] for c in json.loads(renderer.render(state.clients()))["clients"]] == [
+        "envoy-1",
+        "envoy-2",
+    ]
+
+
+def route_table(weights: tuple[int, int], hosts: int = 3) -> RouteConfiguration:
+    table = RouteConfiguration(name="15001")
+    table.validate_clusters.value = False  # a field after the virtual hosts
+    for index in range(hosts):
+        host = table.virtual_hosts.add(name=f"svc-{index}.default:80", domains=[f"svc-{index}"])
+        route = host.routes.add()
+        route.match.prefix = "/"
+        split = route.route.weighted_clusters
+        split.clusters.add(name=f"outbound|80|v1|svc-{index}", weight={"value": weights[0]})
+        split.clusters.add(name=f"outbound|80|v2|svc-{index}", weight={"value": weights[1]})
+    return table
+
+
+def test_a_route_tables_virtual_hosts_are_rendered_once_per_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rendered: list[str] = []
+    virtual_host_text = views.virtual_host_text
+
+    def counting(body: bytes) -> str:
+        rendered.append(VirtualHost.FromString(body).name)
+        return virtual_host_text(body)
+
+    monkeypatch.setattr(views, "virtual_host_text", counting)
+    table = route_table((90, 10))
+    state = State(groups={"sidecar:15001": snapshot_from_messages({ROUTE: [table]})})
+    renderer = SnapshotRenderer()
+    first = handle(state, "/debug/snapshot", renderer).body
+    assert first == (json.dumps(snapshot_json(state.groups), indent=2) + "\n").encode()
+    assert len(rendered) == 3
+
+    flipped = RouteConfiguration()
+    flipped.CopyFrom(table)
+    split = flipped.virtual_hosts[1].routes[0].route.weighted_clusters
+    split.clusters[0].weight.value, split.clusters[1].weight.value = 10, 90
+    empty = RouteConfiguration(name="15002")
+    state.groups["sidecar:15001"] = snapshot_from_messages({ROUTE: [flipped, empty]})
+    rendered.clear()
+    text = handle(state, "/debug/snapshot", renderer).body
+
+    assert rendered == ["svc-1.default:80"]  # the flipped host alone
+    assert text == (json.dumps(snapshot_json(state.groups), indent=2) + "\n").encode()

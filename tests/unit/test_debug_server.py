@@ -23,6 +23,7 @@ from envoy.config.core.v3.base_pb2 import Node
 
 from tests.unit.test_debug_http import State, reviews_snapshot
 from xds_server.app import ControlPlane
+from xds_server.debug import http as debug_http
 from xds_server.debug.http import DebugServer, is_loopback, start_debug_server
 from xds_server.debug.metrics import Histogram
 from xds_server.debug.server import HttpServer, Limits, bind, connection_cap
@@ -362,6 +363,20 @@ def test_gzip_when_the_client_accepts_it() -> None:
         assert "content-encoding" not in read_response(sock)[1]
 
 
+def test_readers_polling_a_view_share_one_compression(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(debug_http, "COMPRESSED", debug_http.Compressed())
+    with debug_server() as server, connect(server) as sock:
+        bodies = []
+        for _ in range(3):
+            sock.sendall(request("/debug/snapshot", headers="Accept-Encoding: gzip\r\n"))
+            status, headers, body = read_response(sock)
+            assert (status, headers["content-encoding"]) == (200, "gzip")
+            bodies.append(json.loads(gzip.decompress(body)))
+
+        assert bodies[0] == bodies[1] == bodies[2]
+        assert debug_http.COMPRESSED.compressions == 1
+
+
 def test_head_gives_the_get_headers_without_a_body() -> None:
     with debug_server() as server, connect(server) as sock:
         sock.sendall(request("/debug/snapshot"))
@@ -411,3 +426,25 @@ def test_off_loopback_the_endpoint_refuses_to_start_without_authentication() -> 
     assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.1")
     with pytest.raises(ValueError, match="authentication"):
         start_debug_server(State(), "0.0.0.0", 0)
+
+
+def test_a_large_body_goes_out_whole_a_slice_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(debug_http, "WRITE_SLICE", 100)  # the snapshot is some 1,500 bytes
+    state = State(groups={"sidecar:15001": reviews_snapshot()})
+    with debug_server(state=state) as server, connect(server) as sock:
+        sock.sendall(request("/debug/snapshot"))
+        status, _, body = read_response(sock)
+        assert status == 200
+        assert body == debug_http.handle(state, "/debug/snapshot").body
+        assert len(body) > 10 * 100
+
+        sock.sendall(request("/debug/snapshot", method="HEAD"))
+        sock.settimeout(10)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        head, _, extra = data.partition(b"\r\n\r\n")
+        assert f"Content-Length: {len(body)}".encode() in head
+        assert extra == b""
+        sock.sendall(request("/healthz"))
+        assert read_response(sock)[2] == b"ok\n"

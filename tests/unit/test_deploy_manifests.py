@@ -688,6 +688,15 @@ def test_local_canary_matches_the_cluster_canary() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+def test_the_control_plane_hands_memory_back_after_node_groups_are_dropped() -> None:
+    # Python's own allocator keeps a 1 MB arena while one object in it lives; the C allocator
+    # hands freed pages back (the server trims the heap once dropped groups are forgotten).
+    pod = find(DEPLOY / "control-plane.yaml", "Deployment", "splitplane")["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+
+    assert {"name": "PYTHONMALLOC", "value": "malloc"} in container["env"]
+
+
 # The admission webhook
 
 

@@ -28,10 +28,12 @@ and gzip when the client accepts it. Bound to a non-loopback address, every path
 from __future__ import annotations
 
 import asyncio
+import gzip as gzip_module
 import ipaddress
 import json
 import logging
 import ssl
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,6 +41,8 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
 from aiohttp.web_response import ContentCoding
 
 from translators.diagnostics import Diagnostic
@@ -82,6 +86,7 @@ class Response:
     status: int
     body: bytes
     content_type: str = "application/json"
+    content_encoding: str = ""  # "gzip": ``body`` is compressed
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -93,10 +98,14 @@ def not_found(message: str) -> Response:
 
 
 SNAPSHOTS = debug_views.SnapshotRenderer()
+CLIENTS = debug_views.ClientsRenderer()
 
 
 def handle(
-    state: DebugState, target: str, snapshots_renderer: debug_views.SnapshotRenderer = SNAPSHOTS
+    state: DebugState,
+    target: str,
+    snapshots_renderer: debug_views.SnapshotRenderer = SNAPSHOTS,
+    clients_renderer: debug_views.ClientsRenderer = CLIENTS,
 ) -> Response:
     """The response for one GET of ``target`` (path and query)."""
     url = urlsplit(target)
@@ -130,7 +139,7 @@ def handle(
             return not_found(f"node {node!r} is not connected")
         return json_response(debug_views.config_dump(client))
     if path == "/debug/clients":
-        return json_response(debug_views.clients_json(state.clients()))
+        return Response(200, clients_renderer.render(state.clients()))
     if path == "/debug/model":
         return json_response(debug_views.model_json(state.model()))
     if path == "/debug/diagnostics":
@@ -174,6 +183,9 @@ INLINE = frozenset(("/healthz", "/readyz"))
 RENDER_THREADS = 2
 # Smaller bodies go out as they are.
 GZIP_MIN_BYTES = 1024
+GZIP_LEVEL = 6  # zlib's default
+# Larger bodies are written a slice at a time (``SlicedBody``).
+WRITE_SLICE = 256 * 1024
 
 STATE: web.AppKey[DebugState] = web.AppKey("state")
 RENDER_POOL: web.AppKey[ThreadPoolExecutor] = web.AppKey("render_pool")
@@ -182,30 +194,102 @@ CHANGES: web.AppKey[dashboard.Changes] = web.AppKey("changes")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class SlicedBody(Payload):
+    """A large body written a slice at a time, each handed to the socket before the next is
+    taken: the server's loop copies ``WRITE_SLICE`` bytes at once, not the whole body, and
+    answers other requests (a probe) between slices."""
+
+    _value: bytes
+
+    def __init__(self, value: bytes, content_type: str) -> None:
+        super().__init__(value, content_type=content_type)
+        self._size = len(value)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self._value.decode(encoding, errors)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        body = memoryview(self._value)
+        if content_length is not None:
+            body = body[:content_length]
+        for start in range(0, len(body), WRITE_SLICE):
+            await writer.write(body[start : start + WRITE_SLICE])  # drains past 64 KB
+
+
 def aiohttp_response(response: Response) -> web.Response:
-    return web.Response(
-        status=response.status,
-        body=response.body,
-        headers={"Content-Type": response.content_type},
-    )
+    headers = {"Content-Type": response.content_type}
+    if response.content_encoding:
+        headers["Content-Encoding"] = response.content_encoding
+    body: bytes | SlicedBody = response.body
+    if len(response.body) > WRITE_SLICE:
+        body = SlicedBody(response.body, response.content_type)
+    return web.Response(status=response.status, body=body, headers=headers)
 
 
-def _rendered(state: DebugState, target: str) -> Response:
+class Compressed:
+    """Bodies gzipped once: a view's body is the same object until what it shows changes
+    (``SnapshotRenderer``, ``ClientsRenderer``), so readers polling it share one compression.
+
+    Safe to share between threads; one compression runs at a time, so readers asking for the
+    same body at once wait for it instead of compressing it again."""
+
+    KEPT = 8  # bodies kept with their compressed form (each holds its body alive)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: dict[int, tuple[bytes, bytes]] = {}
+        self.compressions = 0
+
+    def gzip(self, body: bytes) -> bytes:
+        found = self._kept.get(id(body))
+        if found is not None and found[0] is body:
+            return found[1]
+        with self._lock:
+            found = self._kept.get(id(body))
+            if found is not None and found[0] is body:
+                return found[1]
+            zipped = gzip_module.compress(body, compresslevel=GZIP_LEVEL)
+            self.compressions += 1
+            kept = dict(self._kept)
+            kept[id(body)] = (body, zipped)
+            while len(kept) > self.KEPT:
+                del kept[next(iter(kept))]
+            self._kept = kept
+            return zipped
+
+
+COMPRESSED = Compressed()
+
+
+def _rendered(state: DebugState, target: str, gzip: bool = False) -> Response:
+    """The response for ``target``; gzipped (``Content-Encoding``) when ``gzip`` and large."""
     try:
-        return handle(state, target)
+        response = handle(state, target)
     except Exception:
         log.exception("debug endpoint failed on %s", target)
         return json_response({"error": "internal error; see the server log"}, 500)
+    if gzip and len(response.body) >= GZIP_MIN_BYTES:
+        zipped = COMPRESSED.gzip(response.body)
+        return Response(response.status, zipped, response.content_type, "gzip")
+    return response
 
 
 async def render(request: web.Request) -> web.Response:
-    """The view of the request's path and query, rendered in the pool (the probes: here)."""
+    """The view of the request's path and query, rendered (and gzipped when the client takes
+    it) in the pool; the probes here."""
     state = request.app[STATE]
     target = request.raw_path
     if request.path in INLINE:
         return aiohttp_response(_rendered(state, target))
     loop = asyncio.get_running_loop()
-    response = await loop.run_in_executor(request.app[RENDER_POOL], _rendered, state, target)
+    pool = request.app[RENDER_POOL]
+    zipped = accepts_gzip(request)
+    response = await loop.run_in_executor(pool, _rendered, state, target, zipped)
     return aiohttp_response(response)
 
 
@@ -244,9 +328,10 @@ async def gzip(request: web.Request, handler: Handler) -> web.StreamResponse:
     if isinstance(response, web.Response):
         response.headers["Vary"] = "Accept-Encoding"
         if (
-            accepts_gzip(request)
-            and response.body is not None
-            and len(response.body) >= GZIP_MIN_BYTES  # type: ignore[arg-type]
+            "Content-Encoding" not in response.headers  # not compressed already
+            and accepts_gzip(request)
+            and isinstance(response.body, bytes)  # a large body is compressed in the pool
+            and len(response.body) >= GZIP_MIN_BYTES
         ):
             response.enable_compression(ContentCoding.gzip)
     return response

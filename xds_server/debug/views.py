@@ -11,6 +11,7 @@ import dataclasses
 import enum
 import json
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +22,7 @@ from envoy.admin.v3 import config_dump_pb2, config_dump_shared_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
@@ -34,7 +35,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from translators.diagnostics import Diagnostic
 from translators.model import MeshModel
 from translators.preflight import violations
-from xds_server.xds.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resource, Snapshot
+from xds_server.xds.cache import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    Resource,
+    Snapshot,
+    TypeResources,
+)
 from xds_server.xds.client_status import ClientView, TypeStatus
 
 SHORT_TYPES: Mapping[str, str] = {
@@ -78,27 +87,48 @@ def snapshot_json(
     return {"groups": out}
 
 
-# Where a rendered resource goes in the document (a JSON string json.dumps writes as it is).
-_PLACEHOLDER = re.compile(r'"@resource:(\d+)"')
+# Where a rendered section goes in the document (a JSON string json.dumps writes as it is).
+_PLACEHOLDER = re.compile(r'"@section:(\d+)"')
 # Resource entries sit at this depth of the document: groups, group, type, resources, entry.
 _ENTRY_INDENT = "\n" + " " * 10
+
+_EntryKey = tuple[str, str, str]  # type URL, name, version
+_SectionKey = tuple[str, str]  # type URL, version of the type's resources
+
+
+def _section_text(version: str, entries: Sequence[str]) -> str:
+    """One type of one group (``{"version": ..., "resources": [...]}``) as ``json.dumps(...,
+    indent=2)`` writes it at its depth in the document."""
+    head = '{\n        "version": ' + json.dumps(version) + ',\n        "resources": '
+    if not entries:
+        return head + "[]\n      }"
+    return head + "[" + _ENTRY_INDENT + ("," + _ENTRY_INDENT).join(entries) + "\n        ]\n      }"
 
 
 class SnapshotRenderer:
     """``/debug/snapshot`` as JSON (the text ``json.dumps(snapshot_json(...), indent=2)`` gives,
-    UTF-8), each resource rendered once per version and kept while a snapshot holds it.
+    UTF-8), rendered once per set of snapshots: a type whose version did not change keeps its
+    text, and a resource is rendered once per version while a snapshot holds it.
 
-    Safe to share between threads: each render reads the cache as it was and publishes a new one.
+    Safe to share between threads. One render runs at a time: a reader asking for what another
+    is rendering waits for that result instead of rendering it again (renders take the
+    interpreter from the xDS loop; two at once would only double that).
     """
 
     # Whole documents kept, for the last snapshots of each narrowing (group, type).
     DOCUMENTS = 16
 
     def __init__(self) -> None:
-        self._entries: dict[tuple[str, str, str], str] = {}
+        self._lock = threading.Lock()
+        self._sections: dict[_SectionKey, tuple[str, dict[_EntryKey, str]]] = {}
         self._documents: dict[
             tuple[str | None, str | None], tuple[list[tuple[str, Snapshot]], bytes]
         ] = {}
+        self.renders = 0  # documents rendered (not served from what was kept)
+        # Route tables' virtual hosts (serialized) rendered: those of the last render, and
+        # those the render under way used.
+        self._hosts: dict[bytes, str] = {}
+        self._hosts_used: dict[bytes, str] = {}
 
     def render(
         self,
@@ -108,6 +138,30 @@ class SnapshotRenderer:
     ) -> bytes:
         """The document for ``snapshots``, narrowed to ``group`` and ``type_name`` (UTF-8)."""
         held = [(key, snapshots[key]) for key in sorted(snapshots) if not group or key == group]
+        found = self._kept(group, type_name, held)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._kept(group, type_name, held)  # rendered while this one waited
+            if found is not None:
+                return found
+            self._hosts_used = {}
+            text = self._render(held, type_name).encode()
+            if self._hosts_used:  # a route table was rendered: keep what the others hold too
+                hosts, used = self._hosts, self._hosts_used
+                self._hosts = {**hosts, **used} if len(hosts) < 4 * len(used) + 10_000 else used
+            self._hosts_used = {}
+            self.renders += 1
+            documents = dict(self._documents)
+            documents[(group, type_name)] = (held, text)
+            while len(documents) > self.DOCUMENTS:
+                del documents[next(iter(documents))]
+            self._documents = documents
+            return text
+
+    def _kept(
+        self, group: str | None, type_name: str | None, held: list[tuple[str, Snapshot]]
+    ) -> bytes | None:
         last = self._documents.get((group, type_name))
         if (
             last is not None
@@ -115,50 +169,101 @@ class SnapshotRenderer:
             and all(a == b and x is y for (a, x), (b, y) in zip(last[0], held, strict=True))
         ):
             return last[1]
-        text = self._render(snapshots, group, type_name).encode()
-        documents = dict(self._documents)
-        documents[(group, type_name)] = (held, text)
-        while len(documents) > self.DOCUMENTS:
-            del documents[next(iter(documents))]
-        self._documents = documents
-        return text
+        return None
 
-    def _render(
-        self, snapshots: Mapping[str, Snapshot], group: str | None, type_name: str | None
-    ) -> str:
-        known = self._entries
-        used: dict[tuple[str, str, str], str] = {}
+    def _render(self, held: list[tuple[str, Snapshot]], type_name: str | None) -> str:
+        known = self._sections
+        used: dict[_SectionKey, tuple[str, dict[_EntryKey, str]]] = {}
+        entries: dict[_EntryKey, str] | None = None  # of every kept section, on the first miss
         order: list[str] = []
         out: dict[str, Any] = {}
-        for group_key, snapshot in sorted(snapshots.items()):
-            if group and group_key != group:
-                continue
+        for group_key, snapshot in held:
             types: dict[str, Any] = {}
             for short, url in SHORT_TYPES.items():
                 if type_name and short != type_name:
                     continue
                 resources = snapshot.of_type(url)
-                placeholders = []
-                for resource in resources.resources:
-                    key = (url, resource.name, resource.version)
-                    text = used.get(key) or known.get(key)
-                    if text is None:
-                        entry = {
-                            "name": resource.name,
-                            "version": resource.version,
-                            "resource": resource_json(resource),
+                key = (url, resources.version)
+                section = used.get(key) or known.get(key)
+                if section is None:
+                    if entries is None:
+                        entries = {
+                            k: t
+                            for _, held_entries in known.values()
+                            for k, t in held_entries.items()
                         }
-                        text = json.dumps(entry, indent=2).replace("\n", _ENTRY_INDENT)
-                    used[key] = text
-                    placeholders.append(f"@resource:{len(order)}")
-                    order.append(text)
-                types[short] = {"version": resources.version, "resources": placeholders}
+                    section = self._render_section(resources, entries)
+                used[key] = section
+                types[short] = f"@section:{len(order)}"
+                order.append(section[0])
             out[group_key] = types
-        if group or type_name:  # a narrowed view keeps what the others hold
-            used = {**known, **used} if len(known) < 4 * len(used) + 10_000 else used
-        self._entries = used
+        # Sections of other narrowings stay, unless they would outnumber these many times over.
+        self._sections = {**known, **used} if len(known) < 4 * len(used) + 64 else used
         skeleton = json.dumps({"groups": out}, indent=2)
         return _PLACEHOLDER.sub(lambda found: order[int(found.group(1))], skeleton) + "\n"
+
+    def _render_section(
+        self, resources: TypeResources, known: Mapping[_EntryKey, str]
+    ) -> tuple[str, dict[_EntryKey, str]]:
+        rendered: dict[_EntryKey, str] = {}
+        texts: list[str] = []
+        for resource in resources.resources:
+            key = (resources.type_url, resource.name, resource.version)
+            text = rendered.get(key) or known.get(key)
+            if text is None:
+                text = self._entry_text(resource).replace("\n", _ENTRY_INDENT)
+            rendered[key] = text
+            texts.append(text)
+        return _section_text(resources.version, texts), rendered
+
+    def _entry_text(self, resource: Resource) -> str:
+        """``{"name", "version", "resource"}`` as ``json.dumps(..., indent=2)`` writes it.
+
+        A route table's virtual hosts are rendered one by one and kept while a table holds
+        them: a weight flip changes one host of a table of thousands, and renders that one."""
+        if resource.type_url != ROUTE:
+            entry = {
+                "name": resource.name,
+                "version": resource.version,
+                "resource": resource_json(resource),
+            }
+            return json.dumps(entry, indent=2)
+        table = route_pb2.RouteConfiguration.FromString(resource.body)
+        hosts = [host.SerializeToString(deterministic=True) for host in table.virtual_hosts]
+        del table.virtual_hosts[:]
+        rest = json_format.MessageToDict(_any(table), preserving_proto_field_name=True)
+        placeholders = [f"@host:{index}" for index in range(len(hosts))]
+        shown: dict[str, Any] = {}
+        for field_name, value in rest.items():
+            if field_name not in ("@type", "name") and hosts and "virtual_hosts" not in shown:
+                shown["virtual_hosts"] = placeholders  # its place: field 2, after the name
+            shown[field_name] = value
+        if hosts and "virtual_hosts" not in shown:
+            shown["virtual_hosts"] = placeholders
+        entry = {"name": resource.name, "version": resource.version, "resource": shown}
+        known = self._hosts
+        texts = []
+        for body in hosts:
+            text = known.get(body)
+            if text is None:
+                text = virtual_host_text(body)
+            self._hosts_used[body] = text
+            texts.append(text)
+        skeleton = json.dumps(entry, indent=2)
+        return _HOST_PLACEHOLDER.sub(lambda found: texts[int(found.group(1))], skeleton)
+
+
+# Where a rendered virtual host goes in its route table's entry, and its depth there: entry,
+# resource, virtual_hosts, host.
+_HOST_PLACEHOLDER = re.compile(r'"@host:(\d+)"')
+_HOST_INDENT = "\n" + " " * 6
+
+
+def virtual_host_text(body: bytes) -> str:
+    """A virtual host (serialized) as its route table's entry holds it."""
+    host = route_components_pb2.VirtualHost.FromString(body)
+    rendered = json_format.MessageToDict(host, preserving_proto_field_name=True)
+    return json.dumps(rendered, indent=2).replace("\n", _HOST_INDENT)
 
 
 def _timestamp(when: float | None) -> Timestamp:
@@ -246,6 +351,70 @@ def clients_json(clients: Sequence[ClientView]) -> dict[str, Any]:
     return {"clients": [_client_json(client) for client in clients]}
 
 
+# Client entries sit at this depth of the document: clients, entry.
+_CLIENT_INDENT = "\n" + " " * 4
+
+
+class ClientsRenderer:
+    """``/debug/clients`` as JSON (the text ``json.dumps(clients_json(...), indent=2)`` gives,
+    UTF-8), each client rendered once per state: a client's view changes only with its per-type
+    statuses (immutable, replaced on each event), so an unchanged one keeps its text, and an
+    unchanged list of clients its document.
+
+    Safe to share between threads; one render runs at a time and readers asking meanwhile wait
+    for it, then take its result when nothing changed since.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[int, tuple[tuple[TypeStatus, ...], str]] = {}
+        self._document: tuple[list[tuple[int, tuple[TypeStatus, ...]]], bytes] | None = None
+        self.rendered = 0  # client entries rendered (not taken from what was kept)
+
+    def render(self, clients: Sequence[ClientView]) -> bytes:
+        held = [(client.stream_id, client.types) for client in clients]
+        found = self._kept(held)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._kept(held)
+            if found is not None:
+                return found
+            known = self._entries
+            used: dict[int, tuple[tuple[TypeStatus, ...], str]] = {}
+            texts: list[str] = []
+            for client in clients:
+                entry = known.get(client.stream_id)
+                if entry is None or not _same(entry[0], client.types):
+                    text = json.dumps(_client_json(client), indent=2)
+                    entry = (client.types, text.replace("\n", _CLIENT_INDENT))
+                    self.rendered += 1
+                used[client.stream_id] = entry
+                texts.append(entry[1])
+            self._entries = used
+            if texts:
+                joined = ("," + _CLIENT_INDENT).join(texts)
+                text = '{\n  "clients": [' + _CLIENT_INDENT + joined + "\n  ]\n}\n"
+            else:
+                text = '{\n  "clients": []\n}\n'
+            document = text.encode()
+            self._document = (held, document)
+            return document
+
+    def _kept(self, held: list[tuple[int, tuple[TypeStatus, ...]]]) -> bytes | None:
+        last = self._document
+        if last is None or len(last[0]) != len(held):
+            return None
+        for (stream, statuses), (held_stream, held_statuses) in zip(last[0], held, strict=True):
+            if stream != held_stream or not _same(statuses, held_statuses):
+                return None
+        return last[1]
+
+
+def _same(a: tuple[TypeStatus, ...], b: tuple[TypeStatus, ...]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
 # Envoy cuts the text of a rejection at 4 KB (its gRPC status limit) and ends it so; the text
 # often starts with a dump of the rejected resource, so the reason is what gets cut.
 ENVOY_TRUNCATED = "...(truncated)"
@@ -275,6 +444,8 @@ def _client_json(client: ClientView) -> dict[str, Any]:
 
 # The reasons found for each rejected response (by the identity of its resources, which a
 # status holds while it is the latest response), so a rejection is checked once, not per request.
+# Render threads share it without a lock: each read and write is one dict operation, and two
+# threads racing only check a rejection twice.
 _REASONS: dict[int, tuple[tuple[object, ...], list[str]]] = {}
 _MAX_REASONS = 16  # each holds the resources it was found in alive
 
