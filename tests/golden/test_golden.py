@@ -3,8 +3,9 @@
 Each case folder holds the objects a user would apply (``input.yaml``, multi-document), optionally
 ``previous.yaml`` (objects translated first, whose result is the last good state the input is
 translated against), and the expected output: ``clusters.yaml``, ``endpoints.yaml``,
-``listeners.yaml``, ``scopes.yaml`` (the sidecar's scoped routes), ``routes.yaml`` (each a mapping of group key → resources, rendered as Envoy
-YAML) and ``diagnostics.yaml``. Regenerate with ``pytest tests/golden --update-golden``.
+``listeners.yaml``, ``scopes.yaml`` (the sidecar's scoped routes), ``routes.yaml`` (each a mapping
+of group key → resources, rendered as Envoy YAML) and ``diagnostics.yaml``.
+Regenerate with ``pytest tests/golden --update-golden``.
 """
 
 from __future__ import annotations
