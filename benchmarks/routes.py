@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import http.client
 import re
 import signal
@@ -291,6 +292,10 @@ def run(kind: str, size: int, flips: int, models: Sequence[Any], workdir: Path) 
             counts = {
                 url.rsplit(".", 1)[1]: len(held.by_name) for url, held in snapshots[0].types.items()
             }
+            # as serve does (collector.long_lived): what was built is never collected again, so a
+            # full collection of the models cannot land inside a flip
+            gc.collect()
+            gc.freeze()
             server.publish(group.key, snapshots[0])
             bootstrap = envoy_bootstrap(
                 server.port,
