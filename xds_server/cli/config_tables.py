@@ -65,7 +65,9 @@ def config_dump(resources: Mapping[str, Sequence[Message]]) -> config_dump_pb2.C
     for table in resources.get(ROUTE, ()):
         routes.dynamic_route_configs.add().route_config.Pack(table)
     whole = config_dump_pb2.ConfigDump()
-    for part in (clusters, endpoints, listeners, scopes, routes):
+    # scoped routes only where a listener routes by them, as a proxy's own dump shows them
+    parts = (clusters, endpoints, listeners, scopes, routes)
+    for part in parts if scopes.dynamic_scoped_route_configs else parts[:3] + parts[4:]:
         whole.configs.add().Pack(part)
     return whole
 
