@@ -40,6 +40,8 @@ def _inline_routes(
     scopes: tuple[Message, ...] = (),
 ) -> None:
     if hcm.HasField("scoped_routes"):
+        if not scopes:
+            return
         # every scope inline, with its route configuration inline
         listed = hcm.scoped_routes.scoped_route_configurations_list
         for scope in scopes:
@@ -56,6 +58,9 @@ def _inline_routes(
 def static_bootstrap(built: dict[str, tuple[Message, ...]]) -> bootstrap_pb2.Bootstrap:
     """The group's resources as one static Envoy bootstrap (EDS clusters made static)."""
     out = bootstrap_pb2.Bootstrap()
+    # a sidecar that sees no service has no scope to list inline: its scoped routes stay on SRDS,
+    # which Envoy checks only for a node with an id and cluster
+    out.node.id, out.node.cluster = "validate", "validate"
     assignments = {a.cluster_name: a for a in built[resources.ENDPOINT]}  # type: ignore[attr-defined]
     for cluster in built[resources.CLUSTER]:
         static = out.static_resources.clusters.add()
