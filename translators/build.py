@@ -41,6 +41,11 @@ from translators.build_routes import (
     sidecar_layout_changed,
     sidecar_route_tables,
 )
+from translators.build_scoped_routes import (
+    scope_configurations,
+    scoped_layout,
+    scoped_route_tables,
+)
 from translators.model import (
     Cluster,
     ClusterEndpoints,
@@ -285,6 +290,7 @@ class ResourceBuilder:
         role_key = f"{scope}{NodeGroup(group.role, group.port).key}"
         listeners: tuple[Message, ...]
         tables: tuple[Message, ...]
+        scopes: tuple[Message, ...] | None = None
         # Where each virtual host goes in a table depends only on the virtual hosts' names,
         # ports and hosts: a routing change keeps the layout and only reassembles the table.
         if group.role is Role.SIDECAR:
@@ -295,11 +301,32 @@ class ResourceBuilder:
                 (self._layout_key(model.mesh_hosts),),
                 lambda: sidecar_layout(model.mesh_hosts),
             )
-            tables = self._part(
-                f"{role_key}/routes",
-                (model.mesh_hosts, routes, layout),
-                lambda: sidecar_route_tables(model, port, routes, layout),
+            # a table per service, chosen by host (SRDS), unless a wildcard host needs one table
+            scoped = self._part(
+                f"{role_key}/scoped",
+                (layout,),
+                lambda: scoped_layout(model.mesh_hosts, layout, port),
             )
+            if scoped is not None:
+                listeners = self._part(
+                    f"{role_key}/srds", (), lambda: sidecar_listeners(port, True)
+                )
+                scopes = self._part(
+                    f"{role_key}/scopes", (scoped,), lambda: scope_configurations(scoped, port)
+                )
+                held = self._parts.get(f"{role_key}/routes")
+                earlier = held[1] if held is not None else None
+                tables = self._part(
+                    f"{role_key}/routes",
+                    (model.mesh_hosts, routes, layout, scoped),
+                    lambda: scoped_route_tables(model.mesh_hosts, routes, layout, scoped, earlier),
+                )
+            else:
+                tables = self._part(
+                    f"{role_key}/routes",
+                    (model.mesh_hosts, routes, layout, None),
+                    lambda: sidecar_route_tables(model, port, routes, layout),
+                )
         elif group.role is Role.GATEWAY:
             port = group.port or DEFAULT_GATEWAY_PORT
             listeners = self._part(
@@ -345,6 +372,7 @@ class ResourceBuilder:
             resources.CLUSTER: clusters,
             resources.ENDPOINT: endpoints,
             resources.LISTENER: listeners,
+            **({resources.SCOPED_ROUTE: scopes} if scopes is not None else {}),
             resources.ROUTE: tables,
         }
 

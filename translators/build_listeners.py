@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from translators import names
 from translators.build_clusters import ads_config_source
 from translators.build_routes import CORS_FILTER, FAULT_FILTER, owned_bare_hosts
+from translators.build_scoped_routes import scoped_routes
 from translators.model import TcpListener, VirtualHost
 from translators.resources import Built, LengthPrefixes, fields_around
 
@@ -80,20 +81,26 @@ def _listener(address: str, port: int, name: str, config: Message) -> listener_p
     )
 
 
-def http_listener(address: str, port: int, stat_prefix: str) -> listener_pb2.Listener:
-    """An HTTP listener routing by the table named after its port.
+def http_listener(
+    address: str, port: int, stat_prefix: str, scoped: bool = False
+) -> listener_pb2.Listener:
+    """An HTTP listener routing by the table named after its port, or with ``scoped`` by the
+    scoped routes named after it (see ``build_scoped_routes``).
 
     It accepts absolute-form requests too, so an application can use it as its ``http_proxy``.
     """
     hcm = http_connection_manager(stat_prefix, names.route_table_name(port), with_fault=True)
+    if scoped:
+        hcm.scoped_routes.CopyFrom(scoped_routes(port))
     hcm.http_protocol_options.allow_absolute_url.value = True
     return _listener(address, port, HTTP_CONNECTION_MANAGER, hcm)
 
 
-def sidecar_listeners(port: int) -> Built[listener_pb2.Listener]:
-    """The sidecar's outbound listener on loopback."""
-    listener = http_listener(LOOPBACK, port, f"outbound_{port}")
-    return Built.of(listener_pb2.Listener, [listener], frozenset((names.route_table_name(port),)))
+def sidecar_listeners(port: int, scoped: bool = False) -> Built[listener_pb2.Listener]:
+    """The sidecar's outbound listener on loopback (routing by scoped routes with ``scoped``)."""
+    listener = http_listener(LOOPBACK, port, f"outbound_{port}", scoped)
+    tables = frozenset() if scoped else frozenset((names.route_table_name(port),))
+    return Built.of(listener_pb2.Listener, [listener], tables)
 
 
 def tcp_proxy(listener: TcpListener) -> tcp_proxy_pb2.TcpProxy:

@@ -652,7 +652,7 @@ def layout_key(
     )
 
 
-def _table(
+def table_bytes(
     name: str, placed: Iterable[tuple[VirtualHost, bytes | None]], routes: VirtualHostRoutes
 ) -> bytes:
     parts = [string_field(_TABLE_NAME, name)]
@@ -689,7 +689,8 @@ def port_route_tables(
     ports = sorted(by_port)
     table_names = [names.route_table_name(port) for port in ports]
     bodies = [
-        _table(name, by_port[port], routes) for name, port in zip(table_names, ports, strict=True)
+        table_bytes(name, by_port[port], routes)
+        for name, port in zip(table_names, ports, strict=True)
     ]
     return Built(route_pb2.RouteConfiguration, table_names, bodies)
 
@@ -740,7 +741,7 @@ def sidecar_route_tables(
         layout = sidecar_layout(model.mesh_hosts)
     name = names.route_table_name(port)
     placed = zip(model.mesh_hosts, layout, strict=True)
-    return Built(route_pb2.RouteConfiguration, [name], [_table(name, placed, routes)])
+    return Built(route_pb2.RouteConfiguration, [name], [table_bytes(name, placed, routes)])
 
 
 def sidecar_route_table(
@@ -771,7 +772,7 @@ def gateway_route_tables(
         layout = gateway_layout(model.gateway_hosts, port)
     name = names.route_table_name(port)
     placed = zip(model.gateway_hosts, layout, strict=True)
-    return Built(route_pb2.RouteConfiguration, [name], [_table(name, placed, routes)])
+    return Built(route_pb2.RouteConfiguration, [name], [table_bytes(name, placed, routes)])
 
 
 def gateway_route_table(

@@ -22,9 +22,10 @@ CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+SCOPED_ROUTE = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
 
-# The order in which a snapshot is pushed: CDS, EDS, LDS, RDS.
-PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+# The order in which a snapshot is pushed: CDS, EDS, LDS, SRDS, RDS.
+PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, ROUTE)
 
 NO_REFERENCES: frozenset[str] = frozenset()
 

@@ -155,7 +155,7 @@ def proxies(
         wait_until(
             lambda: (
                 set(client_states(server, "good-sidecar").values()) == {"SYNCED"}
-                and len(client_states(server, "good-sidecar")) == 4
+                and len(client_states(server, "good-sidecar")) == 5
             ),
             "the good sidecar to sync every type",
         )
@@ -187,7 +187,7 @@ def test_status_shows_synced_and_nacked_proxies_and_fails(
 
     assert result.returncode == 1, result.stdout + result.stderr
     rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
-    assert rows["good-sidecar"].count("SYNCED") == 4
+    assert rows["good-sidecar"].count("SYNCED") == 5
     assert "NACKED" in rows["bad-sidecar"]
 
 
@@ -196,7 +196,7 @@ def test_status_exits_zero_when_every_proxy_is_synced(tmp_path: Path, backend: B
     mesh.mkdir()
     (mesh / "reviews.yaml").write_text(MESH.format(port=backend.port))
     with ServerThread(mesh) as server, sidecar(server, "only", free_port(), tmp_path / "e"):
-        wait_until(lambda: len(client_states(server, "only")) == 4, "four types")
+        wait_until(lambda: len(client_states(server, "only")) == 5, "five types")
         wait_until(lambda: set(client_states(server, "only").values()) == {"SYNCED"}, "sync")
 
         result = splitplane("status", "--debug-address", server.debug_address)
@@ -321,7 +321,11 @@ def test_proxy_config_prints_short_tables_of_what_a_proxy_was_sent(
         f"127.0.0.1:{backend.port}", "HEALTHY", "outbound|80||reviews.default.svc.cluster.local",
     ]  # fmt: skip
     [listener] = listeners.stdout.splitlines()[1:]
-    assert listener.split()[0] == "127.0.0.1" and listener.endswith(f"Route: {route.split()[0]}")
+    # the sidecar routes by scoped routes named after its port; the route table holds the service
+    assert listener.split()[0] == "127.0.0.1" and listener.endswith(
+        f"Scoped routes: {listener.split()[1]} (by :authority host)"
+    )
+    assert route.split()[0] == f"{listener.split()[1]}/reviews.default.svc.cluster.local"
     assert "\x1b[" not in routes.stdout  # piped: no colour
 
 
@@ -355,6 +359,7 @@ def _resources(dump: dict[str, Any]) -> dict[str, list[Any]]:
         "ClustersConfigDump": ("dynamic_active_clusters", "cluster"),
         "EndpointsConfigDump": ("dynamic_endpoint_configs", "endpoint_config"),
         "ListenersConfigDump": ("dynamic_listeners", "active_state"),
+        "ScopedRoutesConfigDump": ("dynamic_scoped_route_configs", "scoped_route_configs"),
         "RoutesConfigDump": ("dynamic_route_configs", "route_config"),
     }
     out = {}
@@ -377,7 +382,7 @@ def test_translate_prints_offline_what_the_server_sends_a_proxy(
     port = free_port()
     with ServerThread(mesh) as server, sidecar(server, "one", port, tmp_path / "e"):
         wait_until(lambda: set(client_states(server, "one").values()) == {"SYNCED"}, "sync")
-        wait_until(lambda: len(client_states(server, "one")) == 4, "four types")
+        wait_until(lambda: len(client_states(server, "one")) == 5, "five types")
         sent = server.get("/debug/config_dump?node=one")
 
     result = splitplane(

@@ -23,7 +23,7 @@ import grpc
 from tests.protocol.conftest import XdsHarness, running_harness, wait_until
 from tests.support.envoy_resources import api_listener, split_mesh
 from tests.support.xds_bootstrap import grpc_bootstrap
-from xds_server.xds.cache import PUSH_ORDER, snapshot_from_messages
+from xds_server.xds.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE, snapshot_from_messages
 from xds_server.xds.client_status import SyncState
 from xds_server.xds.grpc_server import ServerOptions
 
@@ -69,7 +69,7 @@ def _states(xds: XdsHarness) -> dict[str, SyncState]:
 
 async def all_synced(xds: XdsHarness) -> None:
     """Wait until the client has acknowledged the latest response of every type."""
-    everything_synced = dict.fromkeys(PUSH_ORDER, SyncState.SYNCED)
+    everything_synced = dict.fromkeys((CLUSTER, ENDPOINT, LISTENER, ROUTE), SyncState.SYNCED)
     await wait_until(lambda: _states(xds) == everything_synced, TIMEOUT_S)
 
 

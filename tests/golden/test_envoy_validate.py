@@ -1,7 +1,8 @@
 """Every golden case's resources are accepted by a real Envoy (``envoy --mode validate``).
 
 Per node group, the resources go into a static bootstrap: EDS clusters become STATIC clusters with
-their load assignment inline, RDS references become the inline route configuration, and each
+their load assignment inline, RDS references become the inline route configuration (scoped routes
+an inline list of the scopes, each with its route configuration inline), and each
 ``api_listener`` (Envoy allows at most one) becomes a plain HTTP listener carrying its connection
 manager, so its route table is validated too.
 """
@@ -33,7 +34,22 @@ FIRST_API_LISTENER_PORT = 20000
 pytestmark = pytest.mark.envoy
 
 
-def _inline_routes(hcm: hcm_pb2.HttpConnectionManager, tables: dict[str, Message]) -> None:
+def _inline_routes(
+    hcm: hcm_pb2.HttpConnectionManager,
+    tables: dict[str, Message],
+    scopes: tuple[Message, ...] = (),
+) -> None:
+    if hcm.HasField("scoped_routes"):
+        if not scopes:
+            return
+        # every scope inline, with its route configuration inline
+        listed = hcm.scoped_routes.scoped_route_configurations_list
+        for scope in scopes:
+            inline = listed.scoped_route_configurations.add()
+            inline.CopyFrom(scope)
+            inline.ClearField("route_configuration_name")
+            inline.route_configuration.CopyFrom(tables[scope.route_configuration_name])  # type: ignore[attr-defined]
+        return
     table = tables[hcm.rds.route_config_name]
     hcm.ClearField("rds")
     hcm.route_config.CopyFrom(table)
@@ -42,6 +58,9 @@ def _inline_routes(hcm: hcm_pb2.HttpConnectionManager, tables: dict[str, Message
 def static_bootstrap(built: dict[str, tuple[Message, ...]]) -> bootstrap_pb2.Bootstrap:
     """The group's resources as one static Envoy bootstrap (EDS clusters made static)."""
     out = bootstrap_pb2.Bootstrap()
+    # a sidecar that sees no service has no scope to list inline: its scoped routes stay on SRDS,
+    # which Envoy checks only for a node with an id and cluster
+    out.node.id, out.node.cluster = "validate", "validate"
     assignments = {a.cluster_name: a for a in built[resources.ENDPOINT]}  # type: ignore[attr-defined]
     for cluster in built[resources.CLUSTER]:
         static = out.static_resources.clusters.add()
@@ -73,7 +92,7 @@ def static_bootstrap(built: dict[str, tuple[Message, ...]]) -> bootstrap_pb2.Boo
             for chain_filter in chain.filters:
                 hcm = hcm_pb2.HttpConnectionManager()
                 if chain_filter.typed_config.Unpack(hcm):
-                    _inline_routes(hcm, tables)
+                    _inline_routes(hcm, tables, built.get(resources.SCOPED_ROUTE, ()))
                     chain_filter.typed_config.Pack(hcm)
     return out
 

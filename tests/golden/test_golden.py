@@ -3,8 +3,9 @@
 Each case folder holds the objects a user would apply (``input.yaml``, multi-document), optionally
 ``previous.yaml`` (objects translated first, whose result is the last good state the input is
 translated against), and the expected output: ``clusters.yaml``, ``endpoints.yaml``,
-``listeners.yaml``, ``routes.yaml`` (each a mapping of group key → resources, rendered as Envoy
-YAML) and ``diagnostics.yaml``. Regenerate with ``pytest tests/golden --update-golden``.
+``listeners.yaml``, ``scopes.yaml`` (the sidecar's scoped routes), ``routes.yaml`` (each a mapping
+of group key → resources, rendered as Envoy YAML) and ``diagnostics.yaml``.
+Regenerate with ``pytest tests/golden --update-golden``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ OUTPUT_FILES = {
     "clusters.yaml": resources.CLUSTER,
     "endpoints.yaml": resources.ENDPOINT,
     "listeners.yaml": resources.LISTENER,
+    "scopes.yaml": resources.SCOPED_ROUTE,
     "routes.yaml": resources.ROUTE,
 }
 DIAGNOSTICS_FILE = "diagnostics.yaml"
@@ -94,7 +96,11 @@ def rendered(result: CaseResult) -> dict[str, str]:
     """Every expected file's text for a case."""
     out = {
         filename: _yaml(
-            {key: [as_data(m) for m in built[type_url]] for key, built in result.groups.items()}
+            {
+                key: [as_data(m) for m in built[type_url]]
+                for key, built in result.groups.items()
+                if type_url in built
+            }
         )
         for filename, type_url in OUTPUT_FILES.items()
     }

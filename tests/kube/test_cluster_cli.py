@@ -56,7 +56,7 @@ def pod(name: str, debug_port: int, labels: dict[str, str], phase: str = "Runnin
 
 def synced(server: ServerThread, node: str) -> bool:
     states = client_states(server, node)
-    return len(states) == 4 and set(states.values()) == {"SYNCED"}
+    return len(states) == 5 and set(states.values()) == {"SYNCED"}  # SRDS too
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ def test_status_merges_every_replica_with_a_column_naming_it(
         ("node-a", "splitplane-a"),
         ("node-b", "splitplane-b"),
     }
-    assert all(row.count("SYNCED") == 4 for row in rows)
+    assert all(row.count("SYNCED") == 5 for row in rows)  # CDS, EDS, LDS, SRDS, RDS
 
 
 def test_status_yaml_names_each_clients_replica(

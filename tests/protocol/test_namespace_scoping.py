@@ -31,6 +31,7 @@ from xds_server.xds.grpc_server import ServerOptions, start_xds_server
 
 SOURCE = "test"
 REVIEWS = "reviews.default.svc.cluster.local"
+ROUTES = f"15001/{REVIEWS}"  # the sidecar's route configuration of the reviews service
 SECRET = "team-shop-only-token"
 
 
@@ -87,9 +88,10 @@ async def plane() -> AsyncIterator[Plane]:
 
 
 async def everything_sent(client: SotwClient) -> dict[str, DiscoveryResponse]:
-    """Subscribe like a sidecar and collect the first response of each type."""
+    """Subscribe like a sidecar (to the reviews service's route configuration) and collect the
+    first response of each type."""
     got: dict[str, DiscoveryResponse] = {}
-    for type_url, names in ((CLUSTER, ()), (ENDPOINT, ()), (LISTENER, ()), (ROUTE, ("15001",))):
+    for type_url, names in ((CLUSTER, ()), (ENDPOINT, ()), (LISTENER, ()), (ROUTE, (ROUTES,))):
         client.request(type_url, names)
         response = await client.response()
         assert response.type_url == type_url
@@ -192,7 +194,7 @@ async def test_sidecars_of_namespaces_that_see_the_same_share_one_snapshot(plane
 
 async def test_a_delta_stream_is_scoped_the_same(plane: Plane) -> None:
     web = DeltaClient(plane.channel, node("web-1", NAMESPACE="web"))
-    web.request(ROUTE, ["15001"])
+    web.request(ROUTE, [ROUTES])
     response = await web.response()
     assert reviews_clusters(table(response)) == [f"outbound|80||{REVIEWS}"]
     assert SECRET.encode() not in response.SerializeToString()

@@ -52,7 +52,7 @@ def rds_names(listeners: tuple[Message, ...]) -> set[str]:
             continue
         for chain in listener.filter_chains:  # type: ignore[attr-defined]
             for flt in chain.filters:
-                if flt.typed_config.Unpack(hcm):
+                if flt.typed_config.Unpack(hcm) and hcm.HasField("rds"):
                     found.add(hcm.rds.route_config_name)
     return found
 
@@ -60,7 +60,8 @@ def rds_names(listeners: tuple[Message, ...]) -> set[str]:
 @pytest.mark.parametrize("group", GROUPS, ids=lambda g: g.key)
 def test_group_resources_are_keyed_by_type_url_and_sorted_by_name(group: NodeGroup) -> None:
     out = build_group(model(), group)
-    assert list(out) == list(resources.PUSH_ORDER)
+    assert list(out) == [t for t in resources.PUSH_ORDER if t in out]
+    assert {resources.CLUSTER, resources.ENDPOINT, resources.LISTENER, resources.ROUTE} <= set(out)
     for items in out.values():
         item_names = [resources.resource_name(m) for m in items]
         assert item_names == sorted(item_names)
@@ -76,18 +77,19 @@ def test_every_eds_name_has_a_load_assignment(group: NodeGroup) -> None:
 
 
 @pytest.mark.parametrize("group", GROUPS, ids=lambda g: g.key)
-def test_every_route_table_a_listener_names_exists(group: NodeGroup) -> None:
+def test_every_route_table_a_listener_or_scope_names_exists(group: NodeGroup) -> None:
     out = build_group(model(), group)
     tables = {r.name for r in out[resources.ROUTE]}  # type: ignore[attr-defined]
-    assert rds_names(out[resources.LISTENER]) <= tables
-    assert rds_names(out[resources.LISTENER])
+    scoped = {s.route_configuration_name for s in out.get(resources.SCOPED_ROUTE, ())}  # type: ignore[attr-defined]
+    assert rds_names(out[resources.LISTENER]) | scoped <= tables
+    assert rds_names(out[resources.LISTENER]) | scoped
 
 
 @pytest.mark.parametrize(
     ("group", "listeners", "routes"),
     [
-        (NodeGroup(Role.SIDECAR, 15001), ["127.0.0.1_15001"], ["15001"]),
-        (NodeGroup(Role.SIDECAR, 15002), ["127.0.0.1_15002"], ["15002"]),
+        (NodeGroup(Role.SIDECAR, 15001), ["127.0.0.1_15001"], [f"15001/{FQDN}"]),
+        (NodeGroup(Role.SIDECAR, 15002), ["127.0.0.1_15002"], [f"15002/{FQDN}"]),
         (NodeGroup(Role.GATEWAY, 8080), ["0.0.0.0_5432", "0.0.0.0_8080"], ["8080"]),
         (NodeGroup(Role.PROXYLESS), ["reviews", "reviews:80", FQDN, f"{FQDN}:80"], ["80"]),
     ],
@@ -148,7 +150,8 @@ def test_a_routing_change_rebuilds_routes() -> None:
 def test_same_model_gives_byte_identical_resources_and_versions(group: NodeGroup) -> None:
     first = build_group(model(), group)
     second = build_group(model(), group)
-    for type_url in resources.PUSH_ORDER:
+    assert list(first) == list(second)
+    for type_url in first:
         a = [resources.serialize(m) for m in first[type_url]]
         b = [resources.serialize(m) for m in second[type_url]]
         assert a == b

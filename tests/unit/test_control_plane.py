@@ -140,7 +140,7 @@ async def test_a_group_a_node_asks_for_is_built_on_demand() -> None:
 
     snapshot = plane.cache.snapshot("sidecar:16001")
     assert snapshot is not None
-    assert list(snapshot.of_type(ROUTE).by_name) == ["16001"]
+    assert list(snapshot.of_type(ROUTE).by_name) == ["16001/reviews.default.svc.cluster.local"]
 
 
 def test_group_keys_parse_to_node_groups() -> None:

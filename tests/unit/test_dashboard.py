@@ -103,7 +103,9 @@ def test_proxies_show_state_per_type_with_envoys_whole_error_and_troubled_ones_f
     [cds] = [t for t in first["types"] if t["type"] == "clusters"]
     assert (cds["state"], cds["error"], cds["nacked_version"]) == ("NACKED", error, "v2")
     assert (second["node_id"], second["state"]) == ("a-fine", "SYNCED")
-    assert [t["state"] for t in second["types"]] == ["SYNCED", "NOT_SENT", "NOT_SENT", "NOT_SENT"]
+    assert [t["state"] for t in second["types"]] == [
+        "SYNCED", "NOT_SENT", "NOT_SENT", "NOT_SENT", "NOT_SENT",
+    ]  # fmt: skip
     assert [p["node_id"] for p in proxies_page(registry.views(), PageQuery("nacked"))["items"]] == [
         "z-broken"
     ]

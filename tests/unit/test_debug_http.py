@@ -245,7 +245,7 @@ def test_a_type_whose_version_did_not_change_keeps_its_rendered_text(
     monkeypatch.setattr(views, "_section_text", counting)
     renderer = SnapshotRenderer()
     handle(state, "/debug/snapshot", renderer)
-    assert len(sections) == 4  # clusters, endpoints, listeners, routes
+    assert len(sections) == 5  # clusters, endpoints, listeners, scopes, routes
 
     snapshot = state.groups["sidecar:15001"]
     cluster = Cluster(name=CLUSTER_NAME, type=Cluster.EDS)

@@ -203,9 +203,8 @@ def test_its_last_accepted_version_keeps_serving_and_others_still_update() -> No
     table = build_group(second.model, NodeGroup(Role.SIDECAR, 15001))
     routes = {
         vhost.name: vhost.routes[0].route.cluster
-        for vhost in table["type.googleapis.com/envoy.config.route.v3.RouteConfiguration"][
-            0
-        ].virtual_hosts  # type: ignore[attr-defined]
+        for config in table["type.googleapis.com/envoy.config.route.v3.RouteConfiguration"]
+        for vhost in config.virtual_hosts  # type: ignore[attr-defined]
     }
     assert routes["ratings.default.svc.cluster.local:80"] == (
         "outbound|80|v2|ratings.default.svc.cluster.local"

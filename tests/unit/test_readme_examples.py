@@ -90,7 +90,9 @@ async def test_snapshot_sample_is_an_excerpt_of_the_routes_the_local_example_get
         )
         assert found is not None, f"not in `splitplane snapshot --type routes`: {chunk}"
         at = found + len(chunk)
-    assert "      - name: '15001'" in sample  # the route configuration is named after the port
+    assert (
+        "      - name: 15001/reviews.default.svc.cluster.local" in sample
+    )  # the route configuration is named after the port
 
 
 def test_diagnostic_sample_is_what_a_0_0_canary_gets() -> None:

@@ -32,11 +32,11 @@ def test_one_row_per_proxy_one_column_per_type() -> None:
 
     header, row = text.splitlines()
     assert header.split() == [
-        "NAME", "ROLE", "GROUP", "PROTOCOL", "CDS", "EDS", "LDS", "RDS", "IDENTITY",
+        "NAME", "ROLE", "GROUP", "PROTOCOL", "CDS", "EDS", "LDS", "SRDS", "RDS", "IDENTITY",
     ]  # fmt: skip
     assert row.split() == [
         "a", "sidecar", "sidecar:15001", "sotw",
-        "SYNCED", "(01234567)", "SYNCED", "(01234567)", "NOT_SENT", "NOT_SENT", "-",
+        "SYNCED", "(01234567)", "SYNCED", "(01234567)", "NOT_SENT", "NOT_SENT", "NOT_SENT", "-",
     ]  # fmt: skip
     assert not failing
 

@@ -63,8 +63,10 @@ def test_a_sidecar_gets_the_weighted_route_and_its_clusters(
 
     assert code == 0
     assert out.splitlines() == [
-        "NAME   VHOST NAME                            DOMAINS          MATCH  DESTINATION",
-        "15001  reviews.default.svc.cluster.local:80  reviews +7 more  /*     "
+        "NAME                                     VHOST NAME                            DOMAINS"
+        "          MATCH  DESTINATION",
+        "15001/reviews.default.svc.cluster.local  reviews.default.svc.cluster.local:80"
+        "  reviews +7 more  /*     "
         "outbound|80|v1|reviews.default.svc.cluster.local 75%, "
         "outbound|80|v2|reviews.default.svc.cluster.local 25%",
     ]

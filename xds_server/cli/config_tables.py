@@ -17,7 +17,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2, scoped_route_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -29,17 +29,18 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from translators.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from translators.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
 
 Row = list[str]
 Table = tuple[Row, list[Row]]  # header, rows
 M = TypeVar("M", bound=Message)
 
-KINDS = ("clusters", "endpoints", "listeners", "routes")
+KINDS = ("clusters", "endpoints", "listeners", "scopes", "routes")
 _DUMP_TYPES = {
     "ClustersConfigDump": config_dump_shared_pb2.ClustersConfigDump,
     "EndpointsConfigDump": config_dump_shared_pb2.EndpointsConfigDump,
     "ListenersConfigDump": config_dump_shared_pb2.ListenersConfigDump,
+    "ScopedRoutesConfigDump": config_dump_shared_pb2.ScopedRoutesConfigDump,
     "RoutesConfigDump": config_dump_shared_pb2.RoutesConfigDump,
 }
 
@@ -59,19 +60,41 @@ def config_dump(resources: Mapping[str, Sequence[Message]]) -> config_dump_pb2.C
     for listener in resources.get(LISTENER, ()):
         entry = listeners.dynamic_listeners.add(name=_name(listener))
         entry.active_state.listener.Pack(listener)
+    scopes = scoped_routes_dump(resources.get(SCOPED_ROUTE, ()))
     routes = config_dump_shared_pb2.RoutesConfigDump()
     for table in resources.get(ROUTE, ()):
         routes.dynamic_route_configs.add().route_config.Pack(table)
     whole = config_dump_pb2.ConfigDump()
-    for part in (clusters, endpoints, listeners, routes):
+    # scoped routes only where a listener routes by them, as a proxy's own dump shows them
+    parts = (clusters, endpoints, listeners, scopes, routes)
+    for part in parts if scopes.dynamic_scoped_route_configs else parts[:3] + parts[4:]:
         whole.configs.add().Pack(part)
     return whole
+
+
+def scoped_routes_dump(
+    scopes: Sequence[Message], version: str = ""
+) -> config_dump_shared_pb2.ScopedRoutesConfigDump:
+    """Scopes as Envoy dumps them: per scoped routes name (the part of a scope's name before
+    ``/``: the listener's port), its scopes."""
+    out = config_dump_shared_pb2.ScopedRoutesConfigDump()
+    by_name: dict[str, Any] = {}
+    for scope in scopes:
+        owner = _name(scope).partition("/")[0]
+        entry = by_name.get(owner)
+        if entry is None:
+            entry = by_name[owner] = out.dynamic_scoped_route_configs.add(
+                name=owner, version_info=version
+            )
+        entry.scoped_route_configs.add().Pack(scope)
+    return out
 
 
 _SECTIONS = {
     "clusters": "ClustersConfigDump",
     "endpoints": "EndpointsConfigDump",
     "listeners": "ListenersConfigDump",
+    "scopes": "ScopedRoutesConfigDump",
     "routes": "RoutesConfigDump",
 }
 
@@ -138,6 +161,19 @@ def listeners_of(dump: config_dump_pb2.ConfigDump) -> list[listener_pb2.Listener
         _unpacked(d.active_state.listener, listener_pb2.Listener)
         for d in section.dynamic_listeners
         if d.HasField("active_state")
+    ]
+    return sorted(found, key=_name)
+
+
+def scopes_of(
+    dump: config_dump_pb2.ConfigDump,
+) -> list[scoped_route_pb2.ScopedRouteConfiguration]:
+    section = _section(dump, "ScopedRoutesConfigDump")
+    configs = [*section.inline_scoped_route_configs, *section.dynamic_scoped_route_configs]
+    found = [
+        _unpacked(scope, scoped_route_pb2.ScopedRouteConfiguration)
+        for config in configs
+        for scope in config.scoped_route_configs
     ]
     return sorted(found, key=_name)
 
@@ -236,6 +272,8 @@ def _listener_destination(listener: listener_pb2.Listener) -> str:
 def _hcm_destination(hcm: hcm_pb2.HttpConnectionManager) -> str:
     if hcm.HasField("rds"):
         return f"Route: {hcm.rds.route_config_name}"
+    if hcm.HasField("scoped_routes"):
+        return f"Scoped routes: {hcm.scoped_routes.name} (by :authority host)"
     if hcm.HasField("route_config"):
         return f"Inline route: {hcm.route_config.name}"
     return "-"
@@ -317,10 +355,26 @@ def route_table(dump: config_dump_pb2.ConfigDump, *, wide: bool = False) -> Tabl
     return header, rows
 
 
+def scope_table(dump: config_dump_pb2.ConfigDump, *, wide: bool = False) -> Table:
+    """Scoped routes: which route configuration each host (``:authority`` without its port)
+    selects."""
+    header = ["NAME", "HOST", "ROUTE"]
+    rows = [
+        [
+            scope.name,
+            ",".join(f.string_key for f in scope.key.fragments),
+            scope.route_configuration_name,
+        ]
+        for scope in scopes_of(dump)
+    ]
+    return header, rows
+
+
 TABLES: Mapping[str, Callable[..., Table]] = {
     "clusters": cluster_table,
     "endpoints": endpoint_table,
     "listeners": listener_table,
+    "scopes": scope_table,
     "routes": route_table,
 }
 

@@ -17,6 +17,7 @@ DUMP_TYPES = {
     "clusters": "ClustersConfigDump",
     "endpoints": "EndpointsConfigDump",
     "listeners": "ListenersConfigDump",
+    "scopes": "ScopedRoutesConfigDump",
     "routes": "RoutesConfigDump",
 }
 
@@ -43,7 +44,7 @@ def narrow_config_dump(dump: dict[str, Any], type_name: str | None) -> dict[str,
     if type_name is None:
         return dump
     wanted = DUMP_TYPES[type_name]
-    configs = [c for c in dump.get("configs", []) if str(c.get("@type", "")).endswith(wanted)]
+    configs = [c for c in dump.get("configs", []) if str(c.get("@type", "")).endswith("." + wanted)]
     return {**dump, "configs": configs}
 
 

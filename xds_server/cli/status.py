@@ -25,7 +25,13 @@ from xds_server.cli import replicas
 from xds_server.cli.config_tables import render, use_colour
 from xds_server.cli.debug_client import DebugEndpointError, add_debug_address
 
-TYPE_COLUMNS = (("CDS", "clusters"), ("EDS", "endpoints"), ("LDS", "listeners"), ("RDS", "routes"))
+TYPE_COLUMNS = (
+    ("CDS", "clusters"),
+    ("EDS", "endpoints"),
+    ("LDS", "listeners"),
+    ("SRDS", "scopes"),
+    ("RDS", "routes"),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

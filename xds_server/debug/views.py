@@ -22,7 +22,7 @@ from envoy.admin.v3 import config_dump_pb2, config_dump_shared_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2, scoped_route_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
@@ -40,6 +40,7 @@ from xds_server.xds.cache import (
     ENDPOINT,
     LISTENER,
     ROUTE,
+    SCOPED_ROUTE,
     Resource,
     Snapshot,
     TypeResources,
@@ -50,6 +51,7 @@ SHORT_TYPES: Mapping[str, str] = {
     "clusters": CLUSTER,
     "endpoints": ENDPOINT,
     "listeners": LISTENER,
+    "scopes": SCOPED_ROUTE,
     "routes": ROUTE,
 }
 TYPE_NAMES: Mapping[str, str] = {url: short for short, url in SHORT_TYPES.items()}
@@ -323,6 +325,22 @@ def config_dump(client: ClientView) -> dict[str, Any]:
         listener_entry.active_state.last_updated.CopyFrom(_timestamp(listeners.sent_at))
         listener_entry.active_state.listener.Pack(listener_pb2.Listener.FromString(resource.body))
 
+    scopes = by_type.get(SCOPED_ROUTE, empty)
+    scope_dump = config_dump_shared_pb2.ScopedRoutesConfigDump()
+    for resource in scopes.sent_resources:
+        owner = resource.name.partition("/")[0]  # the scoped routes (listener port) it is of
+        if not scope_dump.dynamic_scoped_route_configs or (
+            scope_dump.dynamic_scoped_route_configs[-1].name != owner
+        ):
+            scope_dump.dynamic_scoped_route_configs.add(
+                name=owner,
+                version_info=scopes.acked_version,
+                last_updated=_timestamp(scopes.sent_at),
+            )
+        scope_dump.dynamic_scoped_route_configs[-1].scoped_route_configs.add().Pack(
+            scoped_route_pb2.ScopedRouteConfiguration.FromString(resource.body)
+        )
+
     routes = by_type.get(ROUTE, empty)
     route_dump = config_dump_shared_pb2.RoutesConfigDump()
     for resource in routes.sent_resources:
@@ -332,7 +350,13 @@ def config_dump(client: ClientView) -> dict[str, Any]:
         route_entry.route_config.Pack(route_pb2.RouteConfiguration.FromString(resource.body))
 
     whole = config_dump_pb2.ConfigDump(
-        configs=[_any(cluster_dump), _any(endpoint_dump), _any(listener_dump), _any(route_dump)]
+        configs=[
+            _any(cluster_dump),
+            _any(endpoint_dump),
+            _any(listener_dump),
+            *([_any(scope_dump)] if scope_dump.dynamic_scoped_route_configs else []),
+            _any(route_dump),
+        ]
     )
     rendered: dict[str, Any] = json_format.MessageToDict(whole, preserving_proto_field_name=True)
     rendered["node"] = {"id": client.node_id, "cluster": client.node_cluster, "group": client.group}
@@ -424,6 +448,7 @@ _MESSAGE_TYPES: Mapping[str, Any] = {
     CLUSTER: cluster_pb2.Cluster,
     ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
     LISTENER: listener_pb2.Listener,
+    SCOPED_ROUTE: scoped_route_pb2.ScopedRouteConfiguration,
     ROUTE: route_pb2.RouteConfiguration,
 }
 

@@ -26,6 +26,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.listener.v3.listener_pb2 import Listener
+from envoy.config.route.v3.scoped_route_pb2 import ScopedRouteConfiguration
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -39,10 +40,12 @@ CLUSTER = TYPE_PREFIX + "envoy.config.cluster.v3.Cluster"
 ENDPOINT = TYPE_PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER = TYPE_PREFIX + "envoy.config.listener.v3.Listener"
 ROUTE = TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration"
+SCOPED_ROUTE = TYPE_PREFIX + "envoy.config.route.v3.ScopedRouteConfiguration"
 
 # The order in which a stream pushes types: a cluster before its endpoints, a listener before
-# its routes, clusters before the listeners that route to them.
-PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+# its scopes and routes, a scope before the route configuration it names, clusters before the
+# listeners that route to them.
+PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, ROUTE)
 # Types whose state-of-the-world responses always carry every subscribed resource.
 FULL_STATE_TYPES = frozenset({CLUSTER, LISTENER})
 
@@ -251,8 +254,8 @@ class Snapshot:
     """Everything a node group is served, per type URL.
 
     ``eds_references`` and ``rds_references`` are the ClusterLoadAssignment names the clusters
-    need and the RouteConfiguration names the listeners need; the cache publishes a snapshot
-    only when they all exist.
+    need and the RouteConfiguration names the listeners and scopes need; the cache publishes a
+    snapshot only when they all exist.
     """
 
     types: Mapping[str, TypeResources]
@@ -329,6 +332,8 @@ def _references(message: Message) -> frozenset[str]:
         return frozenset((eds_name,)) if eds_name is not None else _NO_REFERENCES
     if isinstance(message, Listener):
         return _route_names(message)
+    if isinstance(message, ScopedRouteConfiguration) and message.route_configuration_name:
+        return frozenset((message.route_configuration_name,))
     return _NO_REFERENCES
 
 
@@ -579,8 +584,8 @@ def snapshot_from_messages(
         types[type_url] = found.resources
         if type_url == CLUSTER:
             eds = found.references
-        elif type_url == LISTENER:
-            rds = found.references
+        elif type_url in (LISTENER, SCOPED_ROUTE):
+            rds = rds | found.references
     return Snapshot(MappingProxyType(types), eds, rds)
 
 
@@ -598,7 +603,7 @@ def inconsistency(snapshot: Snapshot) -> str | None:
     rds = snapshot.rds_references
     if rds and not rds <= snapshot.of_type(ROUTE).by_name.keys():
         missing_rds = sorted(rds - snapshot.of_type(ROUTE).by_name.keys())
-        return f"listeners reference missing routes: {_listing(missing_rds)}"
+        return f"listeners or scopes reference missing routes: {_listing(missing_rds)}"
     return None
 
 
