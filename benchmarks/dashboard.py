@@ -9,12 +9,20 @@ VirtualService each); the VirtualService of ``svc-0`` is a file of its own.
 - live update: from saving a new weight for ``svc-0`` to its bar showing the new share in the
   open page, without a reload (``--edits`` times, alternating 50/50 and 90/10).
 
-    .venv/bin/python benchmarks/dashboard.py --services 10000
+With ``--proxies N``, N xDS clients stay connected meanwhile (real grpcio ADS streams, from
+another process): proxyless gRPC clients in the services' namespace, each dialing ``svc-0``
+as ``xds:///svc-0...:80`` does (LDS for that listener, then the RDS, CDS and EDS it names,
+ACKing every response), so every weight change is also pushed to each of them. The time to all
+N having the new route is reported beside the dashboard's.
+
+    cd benchmarks && ../.venv/bin/python dashboard.py --services 10000 --proxies 1000
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import multiprocessing
 import os
 import socket
 import statistics
@@ -23,15 +31,135 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 
+import grpc
 import yaml
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.config.core.v3.base_pb2 import Node
+from envoy.config.listener.v3.listener_pb2 import Listener
+from envoy.config.route.v3.route_pb2 import RouteConfiguration
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.service.discovery.v3 import ads_pb2_grpc
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
+from google.protobuf.struct_pb2 import Struct
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service as ChromeService
 from translate import NAMESPACE, service_objects
 
 V2 = f"outbound|80|v2|svc-0.{NAMESPACE}.svc.cluster.local"
+LISTENER_NAME = f"svc-0.{NAMESPACE}.svc.cluster.local:80"
+TYPES = "type.googleapis.com/envoy.config."
+LDS, RDS = TYPES + "listener.v3.Listener", TYPES + "route.v3.RouteConfiguration"
+CDS, EDS = TYPES + "cluster.v3.Cluster", TYPES + "endpoint.v3.ClusterLoadAssignment"
+STREAMS_PER_CHANNEL = 100
+
+
+class ProxylessClient:
+    """One ADS stream dialing ``svc-0`` as a proxyless gRPC client: LDS for its listener, then
+    whatever RDS, CDS and EDS names the answers lead to; every response ACKed. ``weights`` is
+    the last route's (cluster, weight) pairs."""
+
+    def __init__(self, stub: ads_pb2_grpc.AggregatedDiscoveryServiceStub, node_id: str) -> None:
+        self.outbox: asyncio.Queue[DiscoveryRequest] = asyncio.Queue()
+        self.weights: tuple[tuple[str, int], ...] = ()
+        self.changed = asyncio.Event()
+        self._stub = stub
+        metadata = Struct()
+        metadata.update({"ROLE": "proxyless", "NAMESPACE": NAMESPACE})
+        self._node = Node(id=node_id, metadata=metadata)
+        self._names: dict[str, list[str]] = {LDS: [LISTENER_NAME]}
+
+    async def _requests(self) -> AsyncIterator[DiscoveryRequest]:
+        while True:
+            yield await self.outbox.get()
+
+    def _ask(self, type_url: str, names: list[str]) -> None:
+        if sorted(names) != sorted(self._names.get(type_url, [])):
+            self._names[type_url] = names
+            self.outbox.put_nowait(DiscoveryRequest(type_url=type_url, resource_names=names))
+
+    async def run(self) -> None:
+        self.outbox.put_nowait(
+            DiscoveryRequest(type_url=LDS, node=self._node, resource_names=[LISTENER_NAME])
+        )
+        async for response in self._stub.StreamAggregatedResources(self._requests()):
+            assert isinstance(response, DiscoveryResponse)
+            kind = response.type_url
+            self.outbox.put_nowait(
+                DiscoveryRequest(
+                    type_url=kind,
+                    version_info=response.version_info,
+                    response_nonce=response.nonce,
+                    resource_names=self._names.get(kind, []),
+                )
+            )
+            if kind == LDS:
+                routes = []
+                for packed in response.resources:
+                    listener = Listener.FromString(packed.value)
+                    manager = hcm_pb2.HttpConnectionManager.FromString(
+                        listener.api_listener.api_listener.value
+                    )
+                    routes.append(manager.rds.route_config_name)
+                self._ask(RDS, routes)
+            elif kind == RDS:
+                weights = []
+                for packed in response.resources:
+                    config = RouteConfiguration.FromString(packed.value)
+                    for host in config.virtual_hosts:
+                        for route in host.routes:
+                            action = route.route
+                            weights += [(action.cluster, 100)] if action.cluster else []
+                            weights += [
+                                (c.name, c.weight.value) for c in action.weighted_clusters.clusters
+                            ]
+                self.weights = tuple(weights)
+                self._ask(CDS, sorted({name for name, _ in weights}))
+                self.changed.set()
+            elif kind == CDS:
+                services = []
+                for packed in response.resources:
+                    cluster = Cluster.FromString(packed.value)
+                    services.append(cluster.eds_cluster_config.service_name or cluster.name)
+                self._ask(EDS, services)
+
+
+async def _proxies(port: int, count: int, conn: Connection) -> None:
+    channels = [
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        for _ in range(-(-count // STREAMS_PER_CHANNEL))
+    ]
+    clients = [
+        ProxylessClient(
+            ads_pb2_grpc.AggregatedDiscoveryServiceStub(channels[n // STREAMS_PER_CHANNEL]),
+            f"proxyless-{n}",
+        )
+        for n in range(count)
+    ]
+    tasks = [asyncio.create_task(client.run()) for client in clients]
+
+    async def all_have(v2: int) -> None:
+        for client in clients:
+            while dict(client.weights).get(V2) != v2:
+                client.changed.clear()
+                await client.changed.wait()
+
+    while (wanted := await asyncio.to_thread(conn.recv)) is not None:
+        await asyncio.wait_for(all_have(wanted), 600)
+        conn.send(time.perf_counter())
+    for task in tasks:
+        task.cancel()
+    for channel in channels:
+        await channel.close(None)
+
+
+def run_proxies(port: int, count: int, conn: Connection) -> None:
+    asyncio.run(_proxies(port, count, conn))
 
 
 def free_port() -> int:
@@ -106,6 +234,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--services", type=int, default=10_000)
     parser.add_argument("--edits", type=int, default=6)
+    parser.add_argument("--proxies", type=int, default=0, help="xDS clients connected meanwhile")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="dashboard-bench-"))
@@ -127,10 +256,20 @@ def main() -> None:
     with (work / "serve.log").open("wb") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     driver = None
+    proxies, ours = None, None
     try:
         took = wait_for(lambda: ready(debug), "serve ready")
         print(f"{args.services} services: serve ready after {took:.1f} s")
         base = f"http://127.0.0.1:{debug}"
+        if args.proxies:
+            ours, theirs = multiprocessing.Pipe()
+            proxies = multiprocessing.Process(target=run_proxies, args=(xds, args.proxies, theirs))
+            proxies.start()
+            started = time.perf_counter()
+            ours.send(10)
+            ours.recv()
+            took = time.perf_counter() - started
+            print(f"{args.proxies} proxies connected and synced in {took:.1f} s")
         fetches = []
         for _ in range(5):
             started = time.perf_counter()
@@ -146,13 +285,17 @@ def main() -> None:
         wait_for(shows(driver, "0.1"), "first view")
         first_view = time.perf_counter() - first_view
 
-        updates = []
+        updates, pushed = [], []
         for n in range(args.edits):
             v1, v2, expected = (50, 50, "0.5") if n % 2 == 0 else (90, 10, "0.1")
+            if ours is not None:
+                ours.send(v2)
             started = time.perf_counter()
             save(vs_path, virtual_service(v1, v2))
             wait_for(shows(driver, expected), "live update")
             updates.append(time.perf_counter() - started)
+            if ours is not None:
+                pushed.append(ours.recv() - started)  # perf_counter is system-wide on Linux
             time.sleep(1)
 
         print(
@@ -165,7 +308,15 @@ def main() -> None:
             f" {statistics.median(updates) * 1000:.0f} ms, worst {max(updates) * 1000:.0f} ms"
             f" ({args.edits} edits)"
         )
+        if pushed:
+            print(
+                f"all {args.proxies} proxies had the new route: median"
+                f" {statistics.median(pushed) * 1000:.0f} ms, worst {max(pushed) * 1000:.0f} ms"
+            )
     finally:
+        if ours is not None and proxies is not None:
+            ours.send(None)
+            proxies.join(60)
         if driver is not None:
             driver.quit()
         server.terminate()
