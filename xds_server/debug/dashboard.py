@@ -5,7 +5,8 @@ from anywhere else) reads three paged JSON views and one event stream:
 
 =================================  ==========================================================
 /dashboard/services?q=&page=&size= VirtualService routes: configured weights, observed shares,
-                                   error rates, and where each came from (namespace/name)
+                                   error rates, and where each came from (the file and line of
+                                   a watched folder, else namespace/name)
 /dashboard/proxies?q=&page=&size=  connected proxies: identity, role, group, per-type state
                                    with Envoy's full error text
 /dashboard/diagnostics?q=&page=    current diagnostics
@@ -139,11 +140,35 @@ def _host_index(model: MeshModel | None) -> _HostIndex:
     return index
 
 
+# Where an object was read from: (file, line; 0 when not known), or None (e.g. from the API).
+Origin = Callable[[str, str, str], "tuple[str, int] | None"]
+
+
+def _no_origin(kind: str, namespace: str, name: str) -> tuple[str, int] | None:
+    return None
+
+
+def origin_of(virtual_service: str, origin: Origin) -> dict[str, Any]:
+    """Where the VirtualService ``namespace/name`` came from: ``file`` and ``line`` when a
+    folder holds it, and ``origin``, the text to show (``file:line``, else the object's name)."""
+    namespace, _, name = virtual_service.partition("/")
+    found = origin("VirtualService", namespace, name)
+    if found is None:
+        return {"origin": f"VirtualService {virtual_service}"}
+    file, line = found
+    return {"origin": f"{file}:{line}" if line else file, "file": file, "line": line or None}
+
+
 def services_page(
-    model: MeshModel | None, loads: Mapping[str, Load], window: float, query: PageQuery
+    model: MeshModel | None,
+    loads: Mapping[str, Load],
+    window: float,
+    query: PageQuery,
+    origin: Origin = _no_origin,
 ) -> dict[str, Any]:
     """One page of the virtual hosts a VirtualService wrote (mesh, then gateway), each with its
-    routes' configured and observed splits."""
+    routes' configured and observed splits and where the VirtualService came from (looked up for
+    the page's rows only)."""
     index = _host_index(model)
     hosts: Sequence[tuple[str, VirtualHost]] = index.hosts
     if query.text:
@@ -165,7 +190,7 @@ def services_page(
             routes.append(entry)
         return {
             "virtual_service": host.source,
-            "origin": f"VirtualService {host.source}",
+            **origin_of(host.source, origin),
             "scope": scope,
             "host": host.name,
             "hosts": list(host.hosts),

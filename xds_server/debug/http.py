@@ -76,6 +76,10 @@ class DebugState(Protocol):
     @property
     def traffic_window(self) -> float: ...
 
+    def origin(self, kind: str, namespace: str, name: str) -> tuple[str, int] | None:
+        """Where an object was read from: (file, line; 0 when not known), when from a folder."""
+        ...
+
 
 @dataclass(frozen=True)
 class Response:
@@ -140,7 +144,9 @@ def handle(
     if path == "/dashboard/services":
         page = dashboard.page_query(query)
         model, loads = state.model(), state.traffic()
-        return json_response(dashboard.services_page(model, loads, state.traffic_window, page))
+        return json_response(
+            dashboard.services_page(model, loads, state.traffic_window, page, state.origin)
+        )
     if path == "/dashboard/proxies":
         return json_response(dashboard.proxies_page(state.clients(), dashboard.page_query(query)))
     if path == "/dashboard/diagnostics":
