@@ -178,6 +178,12 @@ def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 300) -
     return time.perf_counter() - started
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
@@ -285,15 +291,17 @@ def main() -> None:
         wait_for(shows(driver, "0.1"), "first view")
         first_view = time.perf_counter() - first_view
 
-        updates, pushed = [], []
+        updates, pushed, cpu = [], [], []
         for n in range(args.edits):
             v1, v2, expected = (50, 50, "0.5") if n % 2 == 0 else (90, 10, "0.1")
             if ours is not None:
                 ours.send(v2)
+            cpu_before = cpu_seconds(server.pid)
             started = time.perf_counter()
             save(vs_path, virtual_service(v1, v2))
             wait_for(shows(driver, expected), "live update")
             updates.append(time.perf_counter() - started)
+            cpu.append(cpu_seconds(server.pid) - cpu_before)
             if ours is not None:
                 pushed.append(ours.recv() - started)  # perf_counter is system-wide on Linux
             time.sleep(1)
@@ -307,6 +315,10 @@ def main() -> None:
             "live update after a weight change: median"
             f" {statistics.median(updates) * 1000:.0f} ms, worst {max(updates) * 1000:.0f} ms"
             f" ({args.edits} edits)"
+        )
+        print(
+            "server CPU from the save to the bar moving: median"
+            f" {statistics.median(cpu) * 1000:.0f} ms, worst {max(cpu) * 1000:.0f} ms"
         )
         if pushed:
             print(

@@ -261,10 +261,9 @@ async def gzip(request: web.Request, handler: Handler) -> web.StreamResponse:
 def debug_app(state: DebugState, auth: DebugAuth | None = None) -> web.Application:
     """The debug endpoint's application: every path of the table above; with ``auth``, every
     path but the open ones requires an authenticated, authorized client."""
-    middlewares: list[Any] = [json_errors, gzip]
+    app = web.Application(middlewares=[json_errors, gzip])
     if auth is not None:
-        middlewares.append(auth.middleware)
-    app = web.Application(middlewares=middlewares)
+        auth.install(app)
     app[STATE] = state
     app[RENDER_POOL] = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="debug-render")
 
