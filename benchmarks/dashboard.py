@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import socket
@@ -130,8 +131,9 @@ class ProxylessClient:
 
 
 async def _proxies(port: int, count: int, conn: Connection) -> None:
+    options = [("grpc.max_receive_message_length", -1)]  # a route table of 10k services
     channels = [
-        grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
         for _ in range(-(-count // STREAMS_PER_CHANNEL))
     ]
     clients = [
@@ -144,10 +146,14 @@ async def _proxies(port: int, count: int, conn: Connection) -> None:
     tasks = [asyncio.create_task(client.run()) for client in clients]
 
     async def all_have(v2: int) -> None:
-        for client in clients:
+        for client, task in zip(clients, tasks, strict=True):
             while dict(client.weights).get(V2) != v2:
+                if task.done():
+                    task.result()  # a stream that ended says why
+                    raise RuntimeError("an xDS stream ended")
                 client.changed.clear()
-                await client.changed.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(client.changed.wait(), 1)
 
     while (wanted := await asyncio.to_thread(conn.recv)) is not None:
         await asyncio.wait_for(all_have(wanted), 600)
@@ -269,7 +275,8 @@ def main() -> None:
         base = f"http://127.0.0.1:{debug}"
         if args.proxies:
             ours, theirs = multiprocessing.Pipe()
-            proxies = multiprocessing.Process(target=run_proxies, args=(xds, args.proxies, theirs))
+            spawn = multiprocessing.get_context("spawn")  # gRPC cannot be forked
+            proxies = spawn.Process(target=run_proxies, args=(xds, args.proxies, theirs))
             proxies.start()
             started = time.perf_counter()
             ours.send(10)
