@@ -11,9 +11,9 @@ VirtualService each); the VirtualService of ``svc-0`` is a file of its own.
 
 With ``--proxies N``, N xDS clients stay connected meanwhile (real grpcio ADS streams, from
 another process): proxyless gRPC clients in the services' namespace, each dialing ``svc-0``
-as ``xds:///svc-0...:80`` does (LDS for that listener, then the RDS, CDS and EDS it names,
+as ``xds:///svc-0...:80`` does (LDS for that listener, then the route configuration it names,
 ACKing every response), so every weight change is also pushed to each of them. The time to all
-N having the new route is reported beside the dashboard's.
+N having a new route configuration is reported beside the dashboard's.
 
     cd benchmarks && ../.venv/bin/python dashboard.py --services 10000 --proxies 1000
 """
@@ -38,10 +38,8 @@ from pathlib import Path
 
 import grpc
 import yaml
-from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.core.v3.base_pb2 import Node
 from envoy.config.listener.v3.listener_pb2 import Listener
-from envoy.config.route.v3.route_pb2 import RouteConfiguration
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -56,18 +54,17 @@ V2 = f"outbound|80|v2|svc-0.{NAMESPACE}.svc.cluster.local"
 LISTENER_NAME = f"svc-0.{NAMESPACE}.svc.cluster.local:80"
 TYPES = "type.googleapis.com/envoy.config."
 LDS, RDS = TYPES + "listener.v3.Listener", TYPES + "route.v3.RouteConfiguration"
-CDS, EDS = TYPES + "cluster.v3.Cluster", TYPES + "endpoint.v3.ClusterLoadAssignment"
 STREAMS_PER_CHANNEL = 100
 
 
 class ProxylessClient:
     """One ADS stream dialing ``svc-0`` as a proxyless gRPC client: LDS for its listener, then
-    whatever RDS, CDS and EDS names the answers lead to; every response ACKed. ``weights`` is
-    the last route's (cluster, weight) pairs."""
+    the route configuration it names; every response ACKed. Only the route configuration's
+    version is kept (a 10k-service route table, times a thousand clients, would not fit)."""
 
     def __init__(self, stub: ads_pb2_grpc.AggregatedDiscoveryServiceStub, node_id: str) -> None:
         self.outbox: asyncio.Queue[DiscoveryRequest] = asyncio.Queue()
-        self.weights: tuple[tuple[str, int], ...] = ()
+        self.route_version = ""
         self.changed = asyncio.Event()
         self._stub = stub
         metadata = Struct()
@@ -78,11 +75,6 @@ class ProxylessClient:
     async def _requests(self) -> AsyncIterator[DiscoveryRequest]:
         while True:
             yield await self.outbox.get()
-
-    def _ask(self, type_url: str, names: list[str]) -> None:
-        if sorted(names) != sorted(self._names.get(type_url, [])):
-            self._names[type_url] = names
-            self.outbox.put_nowait(DiscoveryRequest(type_url=type_url, resource_names=names))
 
     async def run(self) -> None:
         self.outbox.put_nowait(
@@ -107,27 +99,12 @@ class ProxylessClient:
                         listener.api_listener.api_listener.value
                     )
                     routes.append(manager.rds.route_config_name)
-                self._ask(RDS, routes)
+                if routes != self._names.get(RDS):
+                    self._names[RDS] = routes
+                    self.outbox.put_nowait(DiscoveryRequest(type_url=RDS, resource_names=routes))
             elif kind == RDS:
-                weights = []
-                for packed in response.resources:
-                    config = RouteConfiguration.FromString(packed.value)
-                    for host in config.virtual_hosts:
-                        for route in host.routes:
-                            action = route.route
-                            weights += [(action.cluster, 100)] if action.cluster else []
-                            weights += [
-                                (c.name, c.weight.value) for c in action.weighted_clusters.clusters
-                            ]
-                self.weights = tuple(weights)
-                self._ask(CDS, sorted({name for name, _ in weights}))
+                self.route_version = response.version_info
                 self.changed.set()
-            elif kind == CDS:
-                services = []
-                for packed in response.resources:
-                    cluster = Cluster.FromString(packed.value)
-                    services.append(cluster.eds_cluster_config.service_name or cluster.name)
-                self._ask(EDS, services)
 
 
 async def _proxies(port: int, count: int, conn: Connection) -> None:
@@ -145,9 +122,10 @@ async def _proxies(port: int, count: int, conn: Connection) -> None:
     ]
     tasks = [asyncio.create_task(client.run()) for client in clients]
 
-    async def all_have(v2: int) -> None:
-        for client, task in zip(clients, tasks, strict=True):
-            while dict(client.weights).get(V2) != v2:
+    async def all_past(before: list[str]) -> None:
+        """Until every client has a route configuration other than ``before``'s."""
+        for client, task, old in zip(clients, tasks, before, strict=True):
+            while client.route_version == old:
                 if task.done():
                     task.result()  # a stream that ended says why
                     raise RuntimeError("an xDS stream ended")
@@ -155,8 +133,12 @@ async def _proxies(port: int, count: int, conn: Connection) -> None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(client.changed.wait(), 1)
 
-    while (wanted := await asyncio.to_thread(conn.recv)) is not None:
-        await asyncio.wait_for(all_have(wanted), 600)
+    await asyncio.wait_for(all_past([""] * count), 600)  # every client has its routes
+    conn.send(time.perf_counter())
+    while await asyncio.to_thread(conn.recv):  # an edit is coming: the versions before it
+        before = [client.route_version for client in clients]
+        conn.send(None)
+        await asyncio.wait_for(all_past(before), 600)
         conn.send(time.perf_counter())
     for task in tasks:
         task.cancel()
@@ -278,8 +260,8 @@ def main() -> None:
             spawn = multiprocessing.get_context("spawn")  # gRPC cannot be forked
             proxies = spawn.Process(target=run_proxies, args=(xds, args.proxies, theirs))
             proxies.start()
+            theirs.close()  # a child that dies ends the pipe
             started = time.perf_counter()
-            ours.send(10)
             ours.recv()
             took = time.perf_counter() - started
             print(f"{args.proxies} proxies connected and synced in {took:.1f} s")
@@ -302,7 +284,8 @@ def main() -> None:
         for n in range(args.edits):
             v1, v2, expected = (50, 50, "0.5") if n % 2 == 0 else (90, 10, "0.1")
             if ours is not None:
-                ours.send(v2)
+                ours.send(True)
+                ours.recv()  # the proxies noted their route versions
             cpu_before = cpu_seconds(server.pid)
             started = time.perf_counter()
             save(vs_path, virtual_service(v1, v2))
@@ -334,7 +317,8 @@ def main() -> None:
             )
     finally:
         if ours is not None and proxies is not None:
-            ours.send(None)
+            with contextlib.suppress(OSError):
+                ours.send(False)
             proxies.join(60)
         if driver is not None:
             driver.quit()
