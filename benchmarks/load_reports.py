@@ -11,7 +11,12 @@ A task ticking every 5 ms on the xDS loop records the gaps between ticks: how lo
 ACK or a new stream would have waited. Two runs of ``--seconds`` each: no reports, then reports;
 the CPU the reports cost is the difference in this process's CPU time.
 
-    .venv/bin/python benchmarks/load_reports.py --proxies 1000 --interval 5 --seconds 60
+What of that is splitplane's own work is then timed alone: reading the same report into a
+``LoadWindows`` (``record_report``) as many times as reports came in. With ``--empty``, a third
+run serves the same streams with a servicer that reads each report and does nothing with it:
+gRPC's own cost per message, the floor under any handling of the reports.
+
+    .venv/bin/python benchmarks/load_reports.py --proxies 1000 --interval 5 --seconds 60 --empty
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from envoy.service.load_stats.v3 import lrs_pb2, lrs_pb2_grpc
 from xds_server.xds.cache import SnapshotCache
 from xds_server.xds.client_status import ClientRegistry
 from xds_server.xds.grpc_server import start_xds_server
-from xds_server.xds.load_reports import LoadReportingService, LoadWindows
+from xds_server.xds.load_reports import LoadReportingService, LoadWindows, record_report
 
 TICK_S = 0.005
 STREAMS_PER_CHANNEL = 100
@@ -132,17 +137,25 @@ def summary(name: str, gaps: list[float], cpu: float, seconds: float) -> str:
     )
 
 
-async def main(args: argparse.Namespace) -> None:
-    windows = LoadWindows()
-    service = LoadReportingService(windows, args.interval)
+class EmptyService(LoadReportingService):
+    """Reads every report and keeps nothing: what gRPC alone costs per message."""
+
+    async def _read(
+        self, requests: AsyncIterator[lrs_pb2.LoadStatsRequest], first: asyncio.Event
+    ) -> None:
+        async for _ in requests:
+            first.set()
+            self.reports += 1
+
+
+async def reporting_run(
+    args: argparse.Namespace, service: LoadReportingService
+) -> tuple[list[float], float, int, int]:
+    """One run of the proxies against ``service``: loop gaps, CPU, reports received and sent."""
     service.want(frozenset(cluster_names(args.clusters)))
     server, port = await start_xds_server(
         SnapshotCache(), ClientRegistry(), "127.0.0.1:0", load_reporting=service
     )
-    rows = []
-    idle_gaps, idle_cpu = await measure(args.seconds)
-    rows.append(summary("no reports", idle_gaps, idle_cpu, args.seconds))
-
     spawn = multiprocessing.get_context("spawn")  # gRPC cannot be forked
     results: Any = spawn.Queue()
     process = spawn.Process(target=run_proxies, args=(port, args, results))
@@ -150,12 +163,46 @@ async def main(args: argparse.Namespace) -> None:
     while service.streams < args.proxies:  # every stream open and told what to report
         await asyncio.sleep(0.1)
     await asyncio.sleep(args.interval)  # every proxy past its staggered start
+    before = service.reports
     gaps, cpu = await measure(args.seconds)
-    rows.append(summary(f"{args.proxies:,} proxies reporting", gaps, cpu, args.seconds))
-    reports = service.reports - args.proxies  # each stream's first message names its node
+    reports = service.reports - before
     sent = await asyncio.to_thread(results.get)
     process.join()
     await server.stop(None)
+    return gaps, cpu, reports, sent
+
+
+def handling_cpu(args: argparse.Namespace, reports: int) -> float:
+    """CPU seconds ``record_report`` takes for ``reports`` copies of the proxies' report."""
+    body = report(cluster_names(args.clusters), args.busy)
+    windows = LoadWindows()
+    started = time.process_time()
+    for _ in range(reports):
+        record_report(windows, body)
+    return time.process_time() - started
+
+
+async def main(args: argparse.Namespace) -> None:
+    rows = []
+    idle_gaps, idle_cpu = await measure(args.seconds)
+    rows.append(summary("no reports", idle_gaps, idle_cpu, args.seconds))
+    windows = LoadWindows()
+    service = LoadReportingService(windows, args.interval)
+    gaps, cpu, reports, sent = await reporting_run(args, service)
+    rows.append(summary(f"{args.proxies:,} proxies reporting", gaps, cpu, args.seconds))
+    if args.empty:
+        empty_gaps, empty_cpu, empty_reports, _ = await reporting_run(
+            args, EmptyService(LoadWindows(), args.interval)
+        )
+        rows.append(
+            summary(
+                f"{args.proxies:,} proxies, a servicer that ignores reports",
+                empty_gaps,
+                empty_cpu,
+                args.seconds,
+            )
+        )
+    handling = handling_cpu(args, reports)
 
     print(
         f"{args.proxies} proxies, a report every {args.interval:g} s each, {args.clusters}"
@@ -166,6 +213,16 @@ async def main(args: argparse.Namespace) -> None:
     print("|---|---:|---:|---:|---:|")
     print("\n".join(rows))
     print(f"reports cost {(cpu - idle_cpu) / args.seconds * 100:.1f} % of a core")
+    print(
+        f"of which reading them into the windows (record_report, {reports} times alone):"
+        f" {handling / args.seconds * 100:.2f} % of a core"
+        f" ({handling / max(1, reports) * 1e6:.0f} µs a report)"
+    )
+    if args.empty:
+        print(
+            f"gRPC alone ({empty_reports} reports to a servicer that ignores them):"
+            f" {(empty_cpu - idle_cpu) / args.seconds * 100:.1f} % of a core"
+        )
 
 
 if __name__ == "__main__":
@@ -175,4 +232,7 @@ if __name__ == "__main__":
     parser.add_argument("--clusters", type=int, default=200)
     parser.add_argument("--busy", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--empty", action="store_true", help="also run against a servicer that ignores reports"
+    )
     asyncio.run(main(parser.parse_args()))

@@ -225,6 +225,8 @@ class ControlPlane:
         self.load_windows = LoadWindows()
         self.load_reporting = LoadReportingService(self.load_windows)
         self._reported_model: MeshModel | None = None
+        # Where the folder source read each object (file, line); the wiring sets it.
+        self.positions: Callable[[ObjectKey], tuple[str, int] | None] | None = None
         self.xds_port = 0  # bound ports, known once serving
         self.debug_port = 0
 
@@ -251,6 +253,10 @@ class ControlPlane:
     @property
     def traffic_window(self) -> float:
         return self.load_windows.window
+
+    def origin(self, kind: str, namespace: str, name: str) -> tuple[str, int] | None:
+        positions = self.positions
+        return None if positions is None else positions((kind, namespace, name))
 
     # -- the pipeline -------------------------------------------------------------------------
 
@@ -829,6 +835,7 @@ async def _start_sources(
         from xds_server.sources.directory import DirectorySource
 
         directory = DirectorySource(options.config_dir, plane.store)
+        plane.positions = directory.position
         try:
             await directory.start()
         except OSError as err:

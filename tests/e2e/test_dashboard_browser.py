@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
@@ -98,6 +99,9 @@ def test_an_edited_weight_moves_the_bar_without_a_reload(
             assert bar_share(browser, V1, "configured") == "0.9"
             card = browser.find_element(By.CSS_SELECTOR, ".card.service")
             assert "VirtualService default/reviews" in card.text
+            # A file of its own: its only document starts on line 1.
+            origin = card.find_element(By.CSS_SELECTOR, ".origin")
+            assert origin.text == "virtualservice-reviews.yaml:1"
             browser.execute_script("window.notReloaded = true")
 
             mesh.put(virtual_service(50, 50))
@@ -119,6 +123,25 @@ def test_an_edited_weight_moves_the_bar_without_a_reload(
                 "the diagnostic",
             )
             assert browser.find_element(By.ID, "count-diagnostics").text != "0"
+
+            # Moved into a file of several documents, it is shown at its document's line.
+            others = [obj for obj in mesh_objects(v1, v2) if obj["kind"] == "DestinationRule"]
+            before = "# reviews: canary\n---\n" + "".join(
+                yaml.safe_dump(obj) + "---\n" for obj in others
+            )
+            (mesh.root / "routes.yaml").write_text(before + yaml.safe_dump(virtual_service(60, 40)))
+            mesh.remove_virtual_service()
+            wait_for(shows(browser, V2, "configured", "0.4"), "the bars from routes.yaml")
+            line = before.count("\n") + 1  # the line after the last "---"
+            wait_for(
+                lambda: (
+                    browser.execute_script(
+                        "return document.querySelector('.card.service .origin').textContent"
+                    )
+                    == f"routes.yaml:{line}"
+                ),
+                f"routes.yaml:{line} as the VirtualService's origin",
+            )
 
 
 @pytest.mark.envoy

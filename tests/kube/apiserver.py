@@ -7,8 +7,11 @@ transfer encoding, one JSON event per line, ``resourceVersion``, ``timeoutSecond
 ``labelSelector``), create/replace/patch/delete, the
 ``status`` subresource, the pods ``proxy`` subresource (``GET
 /api/v1/namespaces/NS/pods/NAME:PORT/proxy/PATH``, forwarded over HTTP to the pod's ``podIP`` and
-without the caller's ``Authorization`` header, as the real API server does), and faults on demand
-(error statuses, dropped connections, compaction).
+without the caller's ``Authorization`` header, as the real API server does), the pods
+``portforward`` subresource over WebSocket (the ``v4.channel.k8s.io`` protocol the API server
+and kubelet speak: per port a data and an error channel, each opened with the port number; the
+bytes reach the pod unchanged), and faults on demand (error statuses, dropped connections,
+compaction).
 Tests drive it through the real ``kubernetes`` client or through its direct methods, which stand
 in for the cluster's own controllers (they write objects as given, status included).
 """
@@ -19,6 +22,7 @@ import base64
 import bisect
 import contextlib
 import copy
+import hashlib
 import json
 import socket
 import threading
@@ -259,6 +263,52 @@ def write_kubeconfig(path: Path, server_url: str, token: str | None = DEFAULT_TO
     }
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455
+WS_PORT_FORWARD_PROTOCOL = "v4.channel.k8s.io"
+WS_BINARY, WS_CLOSE, WS_PING, WS_PONG = 0x2, 0x8, 0x9, 0xA
+
+
+def _ws_frame(opcode: int, payload: bytes) -> bytes:
+    """One final, unmasked frame (a server's)."""
+    size = len(payload)
+    if size < 126:
+        head = bytes([0x80 | opcode, size])
+    elif size < 1 << 16:
+        head = bytes([0x80 | opcode, 126]) + size.to_bytes(2, "big")
+    else:
+        head = bytes([0x80 | opcode, 127]) + size.to_bytes(8, "big")
+    return head + payload
+
+
+def _ws_read_frame(stream: Any) -> tuple[int, bytes] | None:
+    """The next message from a client (masked frames, fragments joined); None at the end."""
+    opcode, message = 0, b""
+    while True:
+        head = stream.read(2)
+        if len(head) < 2:
+            return None
+        fin, frame_opcode, size = head[0] & 0x80, head[0] & 0x0F, head[1] & 0x7F
+        if size == 126:
+            size = int.from_bytes(stream.read(2), "big")
+        elif size == 127:
+            size = int.from_bytes(stream.read(8), "big")
+        mask = stream.read(4) if head[1] & 0x80 else b""
+        payload = stream.read(size)
+        if len(payload) < size:
+            return None
+        if mask and size:
+            key = (mask * (size // 4 + 1))[:size]
+            payload = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(
+                size, "big"
+            )
+        if frame_opcode >= 0x8:  # control frames may come between fragments
+            return frame_opcode, payload
+        opcode = opcode or frame_opcode
+        message += payload
+        if fin:
+            return opcode, message
 
 
 def _now() -> str:
@@ -707,6 +757,21 @@ class FakeApiServer:
         rest = "/".join(parts[8:])
         return None, f"http://{ip}:{port or 80}/{rest}"
 
+    def pod_portforward_target(self, path: str) -> tuple[str, str] | None:
+        """For ``/api/v1/namespaces/NS/pods/NAME/portforward``: the pod's (name, IP) ("" when it
+        has none); None for any other path."""
+        parts = path.split("/")
+        if len(parts) != 8 or parts[1:4] != ["api", "v1", "namespaces"] or parts[5] != "pods":
+            return None
+        if parts[7] != "portforward":
+            return None
+        namespace, name = parts[4], parts[6]
+        with self._cond:
+            pod = self._objects.get(("", "pods", namespace, name))
+        if pod is None:
+            return name, "-"
+        return name, str((pod.get("status") or {}).get("podIP") or "")
+
     def _parse_path(
         self, parts: list[str]
     ) -> tuple[Resource, str, str | None, str | None, str | None] | None:
@@ -1063,6 +1128,9 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and (proxied := self.api.pod_proxy_target(url.path)) is not None:
             self._proxy(*proxied, url.query)
             return
+        if method == "GET" and (pod := self.api.pod_portforward_target(url.path)) is not None:
+            self._portforward(*pod, parse_qs(url.query).get("ports", []))
+            return
         answer = self.api.handle(
             method, url.path, query, body, self.headers.get("Content-Type") or ""
         )
@@ -1096,6 +1164,95 @@ class _Handler(BaseHTTPRequestHandler):
             f"Content-Length: {len(data)}\r\n\r\n"
         ).encode()
         self.wfile.write(head + data)
+
+    def _portforward(self, name: str, ip: str, port_values: list[str]) -> None:
+        """Upgrade to a WebSocket and forward each of ``ports`` to the pod, as the kubelet's
+        ``v4.channel.k8s.io`` protocol does: port *i* has data channel ``2i`` and error channel
+        ``2i+1``; the server opens each with the port number (two bytes, little-endian), then
+        every binary frame is the channel byte and data. An error reaching the pod's port is
+        sent as text on that port's error channel."""
+        if ip == "-":
+            self._reply(_Reply(404, status_body(404, "NotFound", f'pods "{name}" not found')))
+            return
+        if not ip:
+            self._reply(_Reply(400, status_body(400, "BadRequest", "pod has no IP")))
+            return
+        try:
+            ports = [int(p) for value in port_values for p in value.split(",")]
+        except ValueError:
+            ports = []
+        if not ports or not all(0 < p < 65536 for p in ports):
+            self._reply(_Reply(400, status_body(400, "BadRequest", "invalid or missing ports")))
+            return
+        protocols = [
+            p.strip() for p in (self.headers.get("Sec-WebSocket-Protocol") or "").split(",")
+        ]
+        key = self.headers.get("Sec-WebSocket-Key")
+        if (self.headers.get("Upgrade") or "").lower() != "websocket" or not key:
+            self._reply(_Reply(400, status_body(400, "BadRequest", "Upgrade request required")))
+            return
+        if WS_PORT_FORWARD_PROTOCOL not in protocols:
+            self._reply(_Reply(400, status_body(400, "BadRequest", "unsupported subprotocol")))
+            return
+        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+        self.wfile.write(
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
+                f"Sec-WebSocket-Protocol: {WS_PORT_FORWARD_PROTOCOL}\r\n\r\n"
+            ).encode()
+        )
+        self.close_connection = True
+        writing = threading.Lock()
+
+        def send(opcode: int, payload: bytes) -> None:
+            with writing, contextlib.suppress(OSError):
+                self.wfile.write(_ws_frame(opcode, payload))
+
+        pods: dict[int, socket.socket] = {}
+        for index, port in enumerate(ports):
+            number = port.to_bytes(2, "little")
+            send(WS_BINARY, bytes([2 * index]) + number)
+            send(WS_BINARY, bytes([2 * index + 1]) + number)
+            try:
+                pods[2 * index] = socket.create_connection((ip, port), timeout=10)
+            except OSError as error:
+                message = f"error forwarding port {port} to pod {name}: {error}"
+                send(WS_BINARY, bytes([2 * index + 1]) + message.encode())
+        pumps = [
+            threading.Thread(target=self._pod_to_client, args=(channel, pod, send), daemon=True)
+            for channel, pod in pods.items()
+        ]
+        for pump in pumps:
+            pump.start()
+        try:
+            while (frame := _ws_read_frame(self.rfile)) is not None:
+                opcode, payload = frame
+                if opcode == WS_CLOSE:
+                    break
+                if opcode == WS_PING:
+                    send(WS_PONG, payload)
+                elif opcode == WS_BINARY and payload and payload[0] in pods:
+                    pods[payload[0]].sendall(payload[1:])
+        except OSError:
+            pass
+        for pod in pods.values():
+            with contextlib.suppress(OSError):
+                pod.shutdown(socket.SHUT_RDWR)
+            pod.close()
+        for pump in pumps:
+            pump.join(10)
+        send(WS_CLOSE, (1000).to_bytes(2, "big"))
+
+    @staticmethod
+    def _pod_to_client(
+        channel: int, pod: socket.socket, send: Callable[[int, bytes], None]
+    ) -> None:
+        pod.settimeout(None)
+        prefix = bytes([channel])
+        with contextlib.suppress(OSError):
+            while data := pod.recv(65536):
+                send(WS_BINARY, prefix + data)
 
     def _reply(self, reply: _Reply) -> None:
         data = json.dumps(reply.body).encode()

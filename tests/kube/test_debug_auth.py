@@ -4,6 +4,8 @@ SubjectAccessReview, as kube-rbac-proxy does, against the API server's own answe
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import subprocess
 import sys
@@ -18,7 +20,15 @@ from kubernetes import client
 
 from tests.kube.apiserver import FakeApiServer, Grant
 from xds_server.app import ControlPlane, ServeOptions, _debug_auth
-from xds_server.debug.auth import ResourceAttributes, kubernetes_debug_auth
+from xds_server.debug.auth import (
+    SESSION_COOKIE,
+    SESSION_PATH,
+    SESSION_SECONDS,
+    ResourceAttributes,
+    SessionTickets,
+    User,
+    kubernetes_debug_auth,
+)
 from xds_server.debug.http import DebugServer, start_debug_server
 
 READER_TOKEN = "reader-token"
@@ -215,3 +225,122 @@ def test_serve_on_a_folder_refuses_a_debug_address_off_loopback(tmp_path: Path) 
     assert result.returncode == 2
     assert "not loopback" in result.stderr
     assert "serving" not in result.stderr
+
+
+# -- the dashboard's session: a browser's EventSource cannot send a token ------------------------
+
+
+def request(
+    server: DebugServer,
+    path: str,
+    *,
+    method: str = "GET",
+    token: str | None = None,
+    cookie: str | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and the start of the body (an event stream is not read to its end)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        headers = {}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        if cookie is not None:
+            headers["Cookie"] = cookie
+        connection.request(method, path, headers=headers)
+        response = connection.getresponse()
+        start = response.read1(64) if response.chunked or response.length else b""
+        return response.status, dict(response.getheaders()), start
+    finally:
+        connection.close()
+
+
+def session_cookie(headers: dict[str, str]) -> str:
+    """The ``name=value`` of the session cookie a response sets."""
+    cookie = headers["Set-Cookie"].split(";")[0]
+    assert cookie.startswith(f"{SESSION_COOKIE}=")
+    return cookie
+
+
+@pytest.fixture
+def dashboard_users(users: FakeApiServer) -> FakeApiServer:
+    users.grant(Grant("system:serviceaccount:ops:reader", "create", path=SESSION_PATH))
+    users.grant(Grant("system:serviceaccount:ops:reader", "get", path="/dashboard/*"))
+    users.grant(Grant("system:serviceaccount:apps:stranger", "create", path=SESSION_PATH))
+    return users
+
+
+def test_the_dashboard_page_is_open_and_holds_no_data(debug: DebugServer) -> None:
+    status, headers, _ = request(debug, "/")
+
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/html")
+    assert request(debug, "/dashboard/services")[0] == 401  # its data is not
+
+
+def test_a_token_is_exchanged_for_a_session_cookie_that_the_event_stream_carries(
+    debug: DebugServer, dashboard_users: FakeApiServer
+) -> None:
+    status, headers, _ = request(debug, SESSION_PATH, method="POST", token=READER_TOKEN)
+
+    assert status == 200
+    attributes = [part.strip().lower() for part in headers["Set-Cookie"].split(";")]
+    assert {"httponly", "samesite=strict", "path=/", f"max-age={SESSION_SECONDS}"} <= set(
+        attributes
+    )
+    cookie = session_cookie(headers)
+    status, headers, start = request(debug, "/dashboard/events", cookie=cookie)
+    assert status == 200
+    assert headers["Content-Type"] == "text/event-stream"
+    assert start.startswith(b"retry:")
+    assert request(debug, "/dashboard/services", cookie=cookie)[0] == 200
+    assert request(debug, "/dashboard/events")[0] == 401  # without it
+
+
+def test_a_session_is_authorized_per_path_like_a_token(
+    debug: DebugServer, dashboard_users: FakeApiServer
+) -> None:
+    status, headers, _ = request(debug, SESSION_PATH, method="POST", token=STRANGER_TOKEN)
+    assert status == 200
+    cookie = session_cookie(headers)
+
+    status, _, start = request(debug, "/dashboard/events", cookie=cookie)
+
+    assert status == 403  # the stranger may start a session, not read the dashboard
+    assert b"stranger" in start
+
+
+def test_a_forged_or_tampered_session_cookie_is_401(
+    debug: DebugServer, dashboard_users: FakeApiServer
+) -> None:
+    _, headers, _ = request(debug, SESSION_PATH, method="POST", token=STRANGER_TOKEN)
+    payload, _, signature = session_cookie(headers).partition("=")[2].partition(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["name"] = "system:serviceaccount:ops:reader"  # someone the dashboard lets in
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+
+    for value in (f"{forged}.{signature}", "made-up", f"{payload}.{'A' * len(signature)}"):
+        status, _, start = request(debug, "/dashboard/events", cookie=f"{SESSION_COOKIE}={value}")
+        assert status == 401, value
+        assert b"sign in again" in start
+
+
+def test_a_session_cannot_start_another_one(
+    debug: DebugServer, dashboard_users: FakeApiServer
+) -> None:
+    _, headers, _ = request(debug, SESSION_PATH, method="POST", token=READER_TOKEN)
+
+    status, headers, _ = request(debug, SESSION_PATH, method="POST", cookie=session_cookie(headers))
+
+    assert status == 401
+    assert "Set-Cookie" not in headers
+
+
+def test_a_session_expires() -> None:
+    now = [1000.0]
+    tickets = SessionTickets(seconds=60, clock=lambda: now[0])
+    ticket = tickets.issue(User("reader", "uid-1", ("ops",)))
+
+    assert tickets.verify(ticket) == User("reader", "uid-1", ("ops",))
+    now[0] += 61
+    assert tickets.verify(ticket) is None
+    assert SessionTickets(key=b"another process").verify(ticket) is None

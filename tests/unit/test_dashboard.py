@@ -47,6 +47,21 @@ def test_the_server_sends_one_page_of_ten_thousand_services() -> None:
     assert page["items"][0]["origin"] == "VirtualService default/svc00100"
 
 
+def test_a_virtual_service_from_a_folder_names_its_file_and_line() -> None:
+    read = {("VirtualService", "default", "svc00001"): ("team-a/routes.yaml", 42)}
+
+    page = services_page(mesh(3), {}, 60.0, PageQuery(), lambda *key: read.get(key))
+
+    first, second, _ = page["items"]
+    assert first["origin"] == "VirtualService default/svc00000"  # not from a folder: its name
+    assert "file" not in first
+    assert (second["origin"], second["file"], second["line"]) == (
+        "team-a/routes.yaml:42",
+        "team-a/routes.yaml",
+        42,
+    )
+
+
 def test_the_filter_matches_any_part_of_a_service_and_paging_follows_it() -> None:
     page = services_page(mesh(10_000), {}, 60.0, page_query({"q": "SVC0999", "size": "4"}))
 

@@ -73,6 +73,9 @@ class State:
     def traffic(self) -> Mapping[str, Load]:
         return self.loads
 
+    def origin(self, kind: str, namespace: str, name: str) -> tuple[str, int] | None:
+        return None
+
 
 def body(response: Response) -> Any:
     return json.loads(response.body)

@@ -3,14 +3,24 @@
 Without cluster flags they read the debug endpoint at ``--debug-address``. With ``--kubeconfig``,
 ``--context`` or ``--namespace`` they find the control plane's pods through the Kubernetes API
 (the Deployment's label selector, in ``splitplane-system`` unless told otherwise) and reach each
-running replica through the pods' ``proxy`` subresource
-(``/api/v1/namespaces/NS/pods/NAME:15014/proxy/...``), with the caller's own Kubernetes
-credentials; each answer is named by its replica.
+running replica through a port-forward (the pods' ``portforward`` subresource over WebSocket,
+as ``kubectl port-forward`` does) opened with the caller's own Kubernetes credentials; each answer
+is named by its replica.
+
+Why a port-forward and not the pods ``proxy`` subresource: off loopback the debug endpoint wants
+a bearer token, and the API server removes the caller's ``Authorization`` header once it has
+authenticated it, so a request through the proxy arrives without one (401). Through the tunnel
+the request reaches the pod's port unchanged, with the bearer token (``--token``/``--token-file``,
+else the kubeconfig's own), over the API server's and the kubelet's encrypted connections rather
+than in plaintext across the pod network; and the kubelet connects inside the pod, which the
+NetworkPolicy (debug port open to the namespace's own pods only) does not filter.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,24 +64,77 @@ class DebugAddress:
 
 
 @dataclass
-class PodProxy:
-    """A replica's debug endpoint reached through the API server's pods proxy."""
+class PortForward:
+    """A replica's debug endpoint reached through a port-forward to its pod (one tunnel per
+    request, closed after the answer)."""
 
     name: str
     namespace: str
     port: int
     api: Any  # kubernetes.client.ApiClient
+    token: str | None
+    timeout: float = 30.0
 
     def get_json(self, path: str, query: Mapping[str, str] | None = None) -> Any:
-        from xds_server.sources.kubernetes import ApiStatusError, request_json
+        from kubernetes import client, stream
+        from kubernetes.client.exceptions import ApiException
 
-        proxy = f"/api/v1/namespaces/{self.namespace}/pods/{self.name}:{self.port}/proxy"
         try:
-            return request_json(self.api, "GET", proxy + path, query=query, timeout=(5.0, 30.0))
-        except ApiStatusError as error:
-            raise DebugEndpointError(f"{self.name}: HTTP {error.status} {error}") from error
-        except (OSError, ValueError) as error:
-            raise DebugEndpointError(f"{self.name}: {error}") from error
+            forward = stream.portforward(
+                client.CoreV1Api(self.api).connect_get_namespaced_pod_portforward,
+                self.name,
+                self.namespace,
+                ports=str(self.port),
+            )
+        except ApiException as error:
+            raise DebugEndpointError(
+                f"{self.name}: port-forward to {self.port}: {error.reason or error}"
+            ) from error
+        connection = http.client.HTTPConnection("localhost", self.port, timeout=self.timeout)
+        try:
+            sock = forward.socket(self.port)
+            sock.settimeout(self.timeout)
+            connection.sock = sock
+            headers = {"Host": f"localhost:{self.port}", "Accept": "application/json"}
+            if self.token:
+                headers["Authorization"] = f"Bearer {self.token}"
+            full = path + (f"?{urlencode(query)}" if query else "")
+            connection.request("GET", full, headers=headers)
+            response = connection.getresponse()
+            status, body = response.status, response.read()
+        except (OSError, http.client.HTTPException) as error:
+            reason = forward.error(self.port) or error or type(error).__name__
+            raise DebugEndpointError(
+                f"{self.name}: port-forward to {self.port}: {reason}"
+            ) from error
+        finally:
+            connection.close()
+            forward.close()
+        if status != 200:
+            try:
+                detail = str(json.loads(body).get("error", ""))
+            except (ValueError, AttributeError):
+                detail = ""
+            hint = ""
+            if status == 401 and not self.token:
+                hint = (
+                    " (the kubeconfig holds no bearer token: give --token or --token-file,"
+                    " e.g. from kubectl create token)"
+                )
+            raise DebugEndpointError(f"{self.name}: HTTP {status} {detail}".rstrip() + hint)
+        try:
+            return json.loads(body)
+        except ValueError as error:
+            raise DebugEndpointError(f"{self.name}: not JSON: {error}") from error
+
+
+def _kubeconfig_token(api: Any) -> str | None:
+    """The bearer token the kubeconfig gave the client (a token, or an exec plugin's), if any."""
+    # auth_settings() runs the client's refresh hook (exec plugins, expiring tokens) first.
+    setting = api.configuration.auth_settings().get("BearerToken") or {}
+    value = str(setting.get("value") or "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,8 +176,10 @@ def replicas(args: argparse.Namespace) -> list[Replica]:
     )
 
     namespace = args.namespace or CONTROL_PLANE_NAMESPACE
+    given_token = token_from_args(args)
     try:
         api = api_client_from_flags(kubeconfig=args.kubeconfig, context=args.context)
+        token = given_token or _kubeconfig_token(api)
         pods = request_json(
             api,
             "GET",
@@ -131,7 +196,9 @@ def replicas(args: argparse.Namespace) -> list[Replica]:
     for pod in sorted(pods.get("items") or [], key=lambda p: p["metadata"]["name"]):
         status = pod.get("status") or {}
         if status.get("phase") == "Running" and status.get("podIP"):
-            found.append(PodProxy(pod["metadata"]["name"], namespace, _debug_port(pod), api))
+            found.append(
+                PortForward(pod["metadata"]["name"], namespace, _debug_port(pod), api, token)
+            )
     if not found:
         raise DebugEndpointError(
             f"no running control-plane pod in namespace {namespace}"

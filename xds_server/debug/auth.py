@@ -17,13 +17,29 @@ server a review per interval, not per request. ``/healthz`` and ``/readyz`` are 
 On an HTTPS endpoint a client may instead present a certificate from the mesh CA: its SPIFFE ID
 names the user, and it is let in when its service account is one of those allowed to read status
 (the same list as for CSDS); anyone else still goes through the reviews.
+
+A browser cannot put a bearer token on the dashboard's event stream (``EventSource`` sends no
+headers of its own), so the dashboard signs in instead: the page (``/``, which holds no data, is
+open) sends the token once with ``POST /dashboard/session``; that request is authenticated and
+authorized like any other, and answered with a session cookie: the user the TokenReview named
+and an expiry a few minutes ahead, signed with a key the process drew at random and never
+shows. The cookie is ``HttpOnly`` (no script reads it), ``SameSite=Strict`` (no other site's
+page makes the browser send it) and ``Secure`` over HTTPS; every request it comes with is still
+authorized for its own path with a SubjectAccessReview, so RBAC changes apply as for a token.
+The page keeps the token in memory only and renews the session before it expires. A session
+cannot start another one (only a bearer token or a client certificate can), so it ends when the
+token stops being accepted, at most ``SESSION_SECONDS`` later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import hmac
+import json
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
@@ -36,8 +52,11 @@ from xds_server.xds.identity import RefusedError, ServiceAccount, certificate_id
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset(("/healthz", "/readyz"))
+OPEN_PATHS = frozenset(("/healthz", "/readyz", "/"))  # "/": the dashboard page, no data in it
 METRICS_PATH = "/metrics"
+SESSION_PATH = "/dashboard/session"
+SESSION_COOKIE = "splitplane-session"
+SESSION_SECONDS = 15 * 60
 CACHE_SECONDS = 10.0
 CACHE_ENTRIES = 4096
 # Reviews under way at once; more requests wait for a free one.
@@ -185,6 +204,110 @@ class BearerTokenAuthenticator:
         return user
 
 
+# The authenticated user, kept on the request for the session handler.
+USER: web.RequestKey[User] = web.RequestKey("user", User)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class SessionTickets:
+    """Signed, short-lived session tickets naming a user (HMAC-SHA256 with a random key of this
+    process: a restart ends every session)."""
+
+    def __init__(
+        self,
+        seconds: float = SESSION_SECONDS,
+        clock: Callable[[], float] = time.time,
+        key: bytes | None = None,
+    ) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._key = key if key is not None else secrets.token_bytes(32)
+
+    def _signature(self, payload: str) -> str:
+        return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
+
+    def issue(self, user: User) -> str:
+        body = {
+            "name": user.name,
+            "uid": user.uid,
+            "groups": list(user.groups),
+            "extra": [[key, list(values)] for key, values in user.extra],
+            "expires": int(self._clock() + self.seconds),
+        }
+        payload = _b64(json.dumps(body, separators=(",", ":")).encode())
+        return f"{payload}.{self._signature(payload)}"
+
+    def verify(self, ticket: str) -> User | None:
+        """The ticket's user; None when it is not one of ours or has expired."""
+        payload, _, signature = ticket.partition(".")
+        if not hmac.compare_digest(signature.encode(), self._signature(payload).encode()):
+            return None
+        try:
+            body = json.loads(_unb64(payload))
+            if float(body["expires"]) < self._clock():
+                return None
+            extra = tuple((str(k), tuple(str(v) for v in vs)) for k, vs in body["extra"])
+            return User(str(body["name"]), str(body["uid"]), tuple(body["groups"]), extra)
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+class SessionCookieAuthenticator:
+    """The dashboard's session cookie (see the module docstring)."""
+
+    def __init__(self, tickets: SessionTickets) -> None:
+        self.tickets = tickets
+
+    async def authenticate(self, request: web.Request) -> User | None:
+        ticket = request.cookies.get(SESSION_COOKIE)
+        if not ticket:
+            return None
+        user = self.tickets.verify(ticket)
+        if user is None:
+            raise UnauthenticatedError("the session has expired: sign in again")
+        return SessionUser(user.name, user.uid, user.groups, user.extra)
+
+
+@dataclass(frozen=True)
+class SessionUser(User):
+    """A user a session cookie names (which cannot start another session)."""
+
+
+async def start_session(request: web.Request) -> web.StreamResponse:
+    """``POST /dashboard/session`` with a bearer token (or a client certificate): a session
+    cookie for the user it names."""
+    user = request.get(USER)
+    tickets = request.app.get(SESSIONS)
+    if tickets is None or not isinstance(user, User) or isinstance(user, SessionUser):
+        return _refusal(
+            401,
+            "send a bearer token to start a session",
+            {"WWW-Authenticate": 'Bearer realm="splitplane"'},
+        )
+    response = web.json_response({"user": user.name, "expires_in": int(tickets.seconds)})
+    response.set_cookie(
+        SESSION_COOKIE,
+        tickets.issue(user),
+        max_age=int(tickets.seconds),
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+SESSIONS: web.AppKey[SessionTickets] = web.AppKey("sessions")
+
+
 class SubjectAccessReviewAuthorizer:
     """A SubjectAccessReview per user and request attributes (answers cached)."""
 
@@ -231,7 +354,18 @@ class DebugAuth:
     authenticators: Sequence[Authenticator]
     authorizer: Authorizer
     open_paths: frozenset[str] = field(default=OPEN_PATHS | {METRICS_PATH})
+    # The dashboard's sessions: tickets issued at SESSION_PATH and taken as a cookie (after
+    # every other kind of credentials).
+    sessions: SessionTickets | None = None
     _reviews: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
+
+    def install(self, app: web.Application) -> None:
+        """Add the gate to ``app`` (its middleware, and the session path when there are
+        sessions)."""
+        app.middlewares.append(self.middleware)
+        if self.sessions is not None:
+            app[SESSIONS] = self.sessions
+            app.router.add_post(SESSION_PATH, start_session)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -258,6 +392,7 @@ class DebugAuth:
             verb = VERBS.get(request.method, request.method.lower())
             reason = f": {decision.reason}" if decision.reason else ""
             return _refusal(403, f"{user.name} may not {verb} {request.path}{reason}")
+        request[USER] = user
         return await handler(request)
 
     async def _user(self, request: web.Request) -> User | None:
@@ -265,6 +400,8 @@ class DebugAuth:
             user = await authenticator.authenticate(request)
             if user is not None:
                 return user
+        if self.sessions is not None:
+            return await SessionCookieAuthenticator(self.sessions).authenticate(request)
         return None
 
 
@@ -326,6 +463,7 @@ def with_client_certificates(
         ],
         authorizer=CertificateAuthorizer(readers, auth.authorizer if auth is not None else None),
         open_paths=auth.open_paths if auth is not None else OPEN_PATHS | {METRICS_PATH},
+        sessions=auth.sessions if auth is not None else SessionTickets(),
     )
 
 
@@ -401,4 +539,5 @@ def kubernetes_debug_auth(
         authenticators=[BearerTokenAuthenticator(reviews, TtlCache(cache_seconds))],
         authorizer=SubjectAccessReviewAuthorizer(reviews, TtlCache(cache_seconds), resource),
         open_paths=OPEN_PATHS if protect_metrics else OPEN_PATHS | {METRICS_PATH},
+        sessions=SessionTickets(),
     )

@@ -5,7 +5,8 @@ from anywhere else) reads three paged JSON views and one event stream:
 
 =================================  ==========================================================
 /dashboard/services?q=&page=&size= VirtualService routes: configured weights, observed shares,
-                                   error rates, and where each came from (namespace/name)
+                                   error rates, and where each came from (the file and line of
+                                   a watched folder, else namespace/name)
 /dashboard/proxies?q=&page=&size=  connected proxies: identity, role, group, per-type state
                                    with Envoy's full error text
 /dashboard/diagnostics?q=&page=    current diagnostics
@@ -14,9 +15,14 @@ from anywhere else) reads three paged JSON views and one event stream:
 
 The server filters and pages (``q`` matches any part of a row's text, case-insensitively), so a
 browser never holds more than a page of a mesh of 10k services. Pages render in the debug
-endpoint's worker threads from immutable state. ``Changes`` watches, on the HTTP server's loop,
-a cheap fingerprint of each view (taken in a worker thread five times a second, only while a
-browser listens) and tells every listening browser which views to fetch again.
+endpoint's worker threads from immutable state; the VirtualServices' order and filter text are
+worked out once per model, so a page after a change costs its own rows, not a sort of the mesh.
+``Changes`` watches, only while a browser listens, whether each view changed and tells every
+listening browser which views to fetch again: whether the model or the diagnostics were replaced
+is a comparison of identities, made on the HTTP server's loop every 50 ms (a weight change is
+seen as soon as the new model is); the observed traffic and the proxies' states, which cost a
+walk over every reported cluster and every client, are fingerprinted twice a second in a worker
+thread.
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ from xds_server.xds.load_reports import Load
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-POLL_SECONDS = 0.2  # how often the views' fingerprints are taken while a browser listens
+POLL_SECONDS = 0.05  # how often the model's and diagnostics' identities are compared
+WALK_SECONDS = 0.5  # how often traffic and proxies are fingerprinted while a browser listens
 KEEPALIVE_SECONDS = 15.0  # a comment line on an idle event stream
 VIEWS = ("services", "proxies", "diagnostics")
 CLOSED: frozenset[str] = frozenset({"closed"})  # tells an event stream the server is stopping
@@ -106,18 +113,66 @@ def _host_text(scope: str, host: VirtualHost) -> str:
     return f"{host.source} {scope} {host.name} {' '.join(host.hosts)} {clusters}".lower()
 
 
-def services_page(
-    model: MeshModel | None, loads: Mapping[str, Load], window: float, query: PageQuery
-) -> dict[str, Any]:
-    """One page of the virtual hosts a VirtualService wrote (mesh, then gateway), each with its
-    routes' configured and observed splits."""
+@dataclass(frozen=True)
+class _HostIndex:
+    """A model's VirtualService hosts in page order, with their filter texts."""
+
+    model: MeshModel | None
+    hosts: tuple[tuple[str, VirtualHost], ...]
+    texts: tuple[str, ...]
+
+
+# The last model's index, replaced whole (pages render in several threads).
+_last_index: list[_HostIndex] = [_HostIndex(None, (), ())]
+
+
+def _host_index(model: MeshModel | None) -> _HostIndex:
+    index = _last_index[0]
+    if index.model is model and model is not None:
+        return index
     hosts: list[tuple[str, VirtualHost]] = []
     if model is not None:
         for scope, group in (("mesh", model.mesh_hosts), ("gateway", model.gateway_hosts)):
             hosts += [(scope, h) for h in group if h.source]
     hosts.sort(key=lambda item: (item[1].source, item[0], item[1].name))
+    index = _HostIndex(model, tuple(hosts), tuple(_host_text(*item) for item in hosts))
+    _last_index[0] = index
+    return index
+
+
+# Where an object was read from: (file, line; 0 when not known), or None (e.g. from the API).
+Origin = Callable[[str, str, str], "tuple[str, int] | None"]
+
+
+def _no_origin(kind: str, namespace: str, name: str) -> tuple[str, int] | None:
+    return None
+
+
+def origin_of(virtual_service: str, origin: Origin) -> dict[str, Any]:
+    """Where the VirtualService ``namespace/name`` came from: ``file`` and ``line`` when a
+    folder holds it, and ``origin``, the text to show (``file:line``, else the object's name)."""
+    namespace, _, name = virtual_service.partition("/")
+    found = origin("VirtualService", namespace, name)
+    if found is None:
+        return {"origin": f"VirtualService {virtual_service}"}
+    file, line = found
+    return {"origin": f"{file}:{line}" if line else file, "file": file, "line": line or None}
+
+
+def services_page(
+    model: MeshModel | None,
+    loads: Mapping[str, Load],
+    window: float,
+    query: PageQuery,
+    origin: Origin = _no_origin,
+) -> dict[str, Any]:
+    """One page of the virtual hosts a VirtualService wrote (mesh, then gateway), each with its
+    routes' configured and observed splits and where the VirtualService came from (looked up for
+    the page's rows only)."""
+    index = _host_index(model)
+    hosts: Sequence[tuple[str, VirtualHost]] = index.hosts
     if query.text:
-        hosts = [item for item in hosts if query.text in _host_text(*item)]
+        hosts = [item for item, text in zip(hosts, index.texts, strict=True) if query.text in text]
 
     def render(item: tuple[str, VirtualHost]) -> dict[str, Any]:
         scope, host = item
@@ -135,7 +190,7 @@ def services_page(
             routes.append(entry)
         return {
             "virtual_service": host.source,
-            "origin": f"VirtualService {host.source}",
+            **origin_of(host.source, origin),
             "scope": scope,
             "host": host.name,
             "hosts": list(host.hosts),
@@ -208,9 +263,16 @@ def diagnostics_page(diagnostics: Sequence[Diagnostic], query: PageQuery) -> dic
     return _paged(rows, query, lambda row: row)
 
 
-def fingerprints(state: DashboardState) -> dict[str, int]:
-    """A number per view that changes when what the view shows changes."""
-    model = state.model()
+def identities(state: DashboardState) -> tuple[object, object]:
+    """The model and the diagnostics, to be compared by identity: the state replaces them whole,
+    never changes them in place (held, not their ``id``, so a freed one's address reused by a
+    new one cannot hide a change)."""
+    return state.model(), state.diagnostics()
+
+
+def walked(state: DashboardState) -> dict[str, int]:
+    """A number for the observed traffic and one for the proxies' states, which change when
+    what those show changes (a walk over every reported cluster and every client)."""
     loads = state.traffic()
     traffic = hash(tuple(sorted((name, load.issued, load.failed) for name, load in loads.items())))
     proxies = hash(
@@ -219,19 +281,16 @@ def fingerprints(state: DashboardState) -> dict[str, int]:
             for c in state.clients()
         )
     )
-    return {
-        "services": hash((id(model), traffic)),
-        "proxies": proxies,
-        "diagnostics": hash(tuple(state.diagnostics())),
-    }
+    return {"traffic": traffic, "proxies": proxies}
 
 
 class Changes:
     """Tells every listening browser which views changed.
 
-    Runs on the HTTP server's loop; fingerprints are taken in ``pool`` (never on this loop) five
-    times a second, and only while at least one browser listens. Each listener holds at most one
-    pending notice (the views changed since it last read), so a slow browser costs nothing.
+    Runs on the HTTP server's loop, only while at least one browser listens: the model's and
+    diagnostics' identities every ``POLL_SECONDS`` here, traffic and proxies every
+    ``WALK_SECONDS`` in ``pool`` (never on this loop). Each listener holds at most one pending
+    notice (the views changed since it last read), so a slow browser costs nothing.
     """
 
     def __init__(self, state: DashboardState, pool: Executor) -> None:
@@ -239,7 +298,6 @@ class Changes:
         self._pool = pool
         self._listeners: dict[asyncio.Queue[frozenset[str]], None] = {}
         self._task: asyncio.Task[None] | None = None
-        self._last: dict[str, int] = {}
 
     def subscribe(self) -> asyncio.Queue[frozenset[str]]:
         queue: asyncio.Queue[frozenset[str]] = asyncio.Queue(maxsize=1)
@@ -253,12 +311,26 @@ class Changes:
 
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
-        self._last = await loop.run_in_executor(self._pool, fingerprints, self._state)
+        model, diagnostics = identities(self._state)
+        walk = await loop.run_in_executor(self._pool, walked, self._state)
+        walk_due = loop.time() + WALK_SECONDS
         while self._listeners:
             await asyncio.sleep(POLL_SECONDS)
-            now = await loop.run_in_executor(self._pool, fingerprints, self._state)
-            changed = frozenset(view for view in VIEWS if now[view] != self._last.get(view))
-            self._last = now
+            changed: set[str] = set()
+            now_model, now_diagnostics = identities(self._state)
+            if now_model is not model:
+                changed.add("services")
+            if now_diagnostics is not diagnostics:
+                changed.add("diagnostics")
+            model, diagnostics = now_model, now_diagnostics
+            if loop.time() >= walk_due:
+                now_walk = await loop.run_in_executor(self._pool, walked, self._state)
+                walk_due = loop.time() + WALK_SECONDS
+                if now_walk["traffic"] != walk["traffic"]:
+                    changed.add("services")
+                if now_walk["proxies"] != walk["proxies"]:
+                    changed.add("proxies")
+                walk = now_walk
             if changed:
                 for queue in list(self._listeners):
                     pending = queue.get_nowait() if queue.full() else frozenset()

@@ -80,6 +80,10 @@ class DebugState(Protocol):
     @property
     def traffic_window(self) -> float: ...
 
+    def origin(self, kind: str, namespace: str, name: str) -> tuple[str, int] | None:
+        """Where an object was read from: (file, line; 0 when not known), when from a folder."""
+        ...
+
 
 @dataclass(frozen=True)
 class Response:
@@ -149,7 +153,9 @@ def handle(
     if path == "/dashboard/services":
         page = dashboard.page_query(query)
         model, loads = state.model(), state.traffic()
-        return json_response(dashboard.services_page(model, loads, state.traffic_window, page))
+        return json_response(
+            dashboard.services_page(model, loads, state.traffic_window, page, state.origin)
+        )
     if path == "/dashboard/proxies":
         return json_response(dashboard.proxies_page(state.clients(), dashboard.page_query(query)))
     if path == "/dashboard/diagnostics":
@@ -340,10 +346,9 @@ async def gzip(request: web.Request, handler: Handler) -> web.StreamResponse:
 def debug_app(state: DebugState, auth: DebugAuth | None = None) -> web.Application:
     """The debug endpoint's application: every path of the table above; with ``auth``, every
     path but the open ones requires an authenticated, authorized client."""
-    middlewares: list[Any] = [json_errors, gzip]
+    app = web.Application(middlewares=[json_errors, gzip])
     if auth is not None:
-        middlewares.append(auth.middleware)
-    app = web.Application(middlewares=middlewares)
+        auth.install(app)
     app[STATE] = state
     app[RENDER_POOL] = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="debug-render")
 

@@ -573,6 +573,16 @@ class DirectorySource:
             self._close()
             raise
 
+    def position(self, key: ObjectKey) -> tuple[str, int] | None:
+        """Where the object under ``key`` was written: its file, relative to the folder, and the
+        line its document starts on (0 when not known); None for an object the folder does not
+        hold. May be called from any thread."""
+        found = self._files.position(key)
+        if found is None:
+            return None
+        path, line = found
+        return os.path.relpath(path, self.root), line
+
     async def stop(self) -> None:
         """Stop following the folder (what was reported stays reported)."""
         self._close()

@@ -117,6 +117,15 @@ class FileMerge:
         place = self._winners.get(key)
         return None if place is None else self._object_at(place)
 
+    def position(self, key: ObjectKey) -> tuple[str, int] | None:
+        """Where the winning definition of ``key`` is: its file's path and the line its document
+        starts on (0 when not known); None when no file defines it."""
+        place = self._winners.get(key)
+        held = None if place is None else self._files.get(place[0])
+        if place is None or held is None:
+            return None
+        return place[0], held.parsed.line_of(place[1])
+
     def objects(self) -> dict[ObjectKey, KubeObject]:
         """The winning object of every key, in path and document order (reads every file)."""
         merged: dict[ObjectKey, KubeObject] = {}
