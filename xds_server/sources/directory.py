@@ -40,6 +40,7 @@ from typing import Any, BinaryIO
 
 import yaml
 
+from xds_server.sources import fast_yaml
 from xds_server.sources.base import (
     KINDS,
     STILL_SERVING,
@@ -193,7 +194,20 @@ def _constructed(loader: _KubeYamlLoader, node: yaml.Node) -> Any:
 
 
 def _documents(data: bytes, budget: int) -> list[tuple[int, Any]]:
-    """Each YAML document in ``data`` with the line it starts on."""
+    """Each YAML document in ``data`` with the line it starts on.
+
+    The fast parser reads the file when it can vouch for building what PyYAML builds (see
+    ``fast_yaml``); PyYAML reads the others, and says what is wrong with a file that fails.
+    """
+    fast = fast_yaml.documents(data)
+    if fast is not None:
+        return fast
+    return pyyaml_documents(data, budget)
+
+
+def pyyaml_documents(data: bytes, budget: int) -> list[tuple[int, Any]]:
+    """Each YAML document in ``data`` with the line it starts on, as PyYAML's safe loader builds
+    it (without timestamps); raises PyYAML's errors, or ``_UnsafeAliasesError``."""
     has_anchors = b"&" in data  # without an anchor there is no alias to expand
     loader = _KubeYamlLoader(data)
     try:

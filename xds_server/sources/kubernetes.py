@@ -300,17 +300,26 @@ class _Hub:
         self._deliver(functools.partial(self._sink.set_problems, self._source, problems))
 
     def _note_listed(self, informer: str) -> None:
+        """Once every informer has listed: the full state, then synced."""
         self._listed.add(informer)
         if not self._synced and self._listed == set(self._caches):
             self._synced = True
+            self._replace_all()
             self._deliver(functools.partial(self._sink.mark_synced, self._source))
 
     def listed(self, informer: str, objects: dict[ObjectKey, KubeObject]) -> None:
-        """A (re)list of ``informer`` finished: it holds exactly ``objects`` now."""
+        """A (re)list of ``informer`` finished: it holds exactly ``objects`` now.
+
+        Before every informer has listed, nothing is handed over: the sink gets the full state
+        once, when the last list is in (the store would hold it back until then anyway, and
+        handing over the growing state after each kind's list cost a pass over every object
+        listed so far, per kind).
+        """
         with self._lock:
             self._caches[informer] = objects
             self._set_problem(informer, None)
-            self._replace_all()
+            if self._synced:
+                self._replace_all()
             self._note_listed(informer)
 
     def unserved(self, informer: str, problem: SourceProblem) -> None:
@@ -318,7 +327,8 @@ class _Hub:
         with self._lock:
             if self._caches[informer]:
                 self._caches[informer] = {}
-                self._replace_all()
+                if self._synced:
+                    self._replace_all()
             self._set_problem(informer, problem)
             self._note_listed(informer)
 
