@@ -42,6 +42,7 @@ from translators.build_routes import (
     sidecar_route_tables,
 )
 from translators.build_scoped_routes import (
+    changed_route_tables,
     scope_configurations,
     scoped_layout,
     scoped_route_tables,
@@ -314,13 +315,38 @@ class ResourceBuilder:
                 scopes = self._part(
                     f"{role_key}/scopes", (scoped,), lambda: scope_configurations(scoped, port)
                 )
-                held = self._parts.get(f"{role_key}/routes")
+                key = f"{role_key}/routes"
+                held = self._parts.get(key)
                 earlier = held[1] if held is not None else None
-                tables = self._part(
-                    f"{role_key}/routes",
-                    (model.mesh_hosts, routes, layout, scoped),
-                    lambda: scoped_route_tables(model.mesh_hosts, routes, layout, scoped, earlier),
-                )
+                found: Built[Any] | None = None
+                if earlier is not None and held is not None:
+                    before = held[0][0]
+                    if held[0][1:] == (routes, layout, scoped) and isinstance(before, tuple):
+                        # the same routes and layout: write again only the configurations
+                        # holding a virtual host that changed
+                        found = (
+                            earlier
+                            if before is model.mesh_hosts
+                            else changed_route_tables(
+                                before,
+                                model.mesh_hosts,
+                                routes=routes,
+                                layout=layout,
+                                scoped=scoped,
+                                earlier=earlier,
+                            )
+                        )
+                if found is not None:
+                    tables = found
+                    self._parts[key] = ((model.mesh_hosts, routes, layout, scoped), found)
+                else:
+                    tables = self._part(
+                        key,
+                        (model.mesh_hosts, routes, layout, scoped),
+                        lambda: scoped_route_tables(
+                            model.mesh_hosts, routes, layout, scoped, earlier
+                        ),
+                    )
             else:
                 tables = self._part(
                     f"{role_key}/routes",

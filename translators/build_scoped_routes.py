@@ -19,8 +19,11 @@ key: a sidecar whose table has one keeps the single table (``scoped_layout`` ret
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import compress, count
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2, scoped_route_pb2
@@ -49,6 +52,11 @@ class ScopedLayout:
 
     tables: tuple[tuple[str, tuple[int, ...]], ...]
     scopes: tuple[tuple[str, str], ...]
+
+    @functools.cached_property
+    def table_of(self) -> dict[int, int]:
+        """For each virtual host (by index), the index of the route configuration holding it."""
+        return {host: at for at, (_, members) in enumerate(self.tables) for host in members}
 
 
 def bare_host(domain: str) -> str:
@@ -163,6 +171,36 @@ def scoped_route_tables(
         bodies.append(held if held == body else body)
     table_names = [name for name, _ in scoped.tables]
     return Built(route_pb2.RouteConfiguration, table_names, bodies, earlier=earlier)
+
+
+def changed_route_tables(
+    before: Sequence[VirtualHost],
+    hosts: Sequence[VirtualHost],
+    *,
+    routes: VirtualHostRoutes,
+    layout: Layout,
+    scoped: ScopedLayout,
+    earlier: Built[route_pb2.RouteConfiguration],
+) -> Built[route_pb2.RouteConfiguration] | None:
+    """``earlier`` (the route configurations of ``before`` with the same routes, layout and
+    scopes) with those holding a virtual host that is not the very same object written again:
+    the names and every other configuration's bytes and message are the very same. None when
+    the hosts are not the same in number, or too many changed."""
+    if len(before) != len(hosts):
+        return None
+    changed = list(compress(count(), map(operator.is_not, before, hosts)))
+    if len(changed) > len(hosts) // 4:
+        return None
+    table_of = scoped.table_of
+    bodies, messages = list(earlier.bodies), list(earlier)
+    for at in sorted({table_of[index] for index in changed if index in table_of}):
+        name, members = scoped.tables[at]
+        body = table_bytes(name, _placed(hosts, layout, members), routes)
+        if body != bodies[at]:
+            bodies[at], messages[at] = body, route_pb2.RouteConfiguration.FromString(body)
+    return Built.assembled(
+        route_pb2.RouteConfiguration, earlier.names, bodies, messages, earlier.references
+    )
 
 
 def _placed(

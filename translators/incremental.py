@@ -168,6 +168,9 @@ class Translator:
         pods: dict[Key, KubeObject] = {}
         for name in names:
             for slice_key, obj in sorted(index.slices_of.get(name, {}).items()):
+                meta = object_meta(obj)
+                if meta is None or tuple(meta.key) != slice_key:
+                    return None  # its diagnostics name another key than the store's
                 slice_keys.add(slice_key)
                 slices.append(obj)
                 for pod in slice_pods(obj):

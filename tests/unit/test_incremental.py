@@ -465,3 +465,28 @@ def test_after_a_change_that_failed_the_next_one_is_translated_in_full(
     objects[key_of(lost)], objects[key_of(other)] = lost, other
     assert after.model == translate(list(objects.values())).model  # the lost change is in
     assert translator.paths["full"] == 2
+
+
+def test_a_slice_without_a_usable_name_sends_its_services_changes_to_a_full_translation() -> None:
+    # Its diagnostics name no key the store has: resolving its service again on its own would
+    # report it twice.
+    objects = {key_of(obj): obj for obj in mesh()}
+    translator = Translator()
+    translator.reset(objects)
+    unnamed = copy.deepcopy(objects["EndpointSlice", "default", "svc-0-abc"])
+    unnamed["metadata"]["name"] = None
+    renamed = {
+        ("EndpointSlice", "default", "svc-0-abc"): None,
+        ("EndpointSlice", "default", "None"): unnamed,
+    }
+    translator.apply(renamed)
+    gone = ("Pod", "default", "svc-0-v1-0")
+
+    after = translator.apply({gone: None})
+
+    objects.pop(("EndpointSlice", "default", "svc-0-abc"))
+    objects.pop(gone)
+    objects["EndpointSlice", "default", "None"] = unnamed
+    reference = translate(list(objects.values()))
+    assert after.diagnostics == reference.diagnostics
+    assert translator.paths["endpoints"] == 0
