@@ -222,7 +222,8 @@ class Translator:
         new_model = replace(
             model, services=tuple(services), endpoints=tuple(endpoints), views=views
         )
-        new_model = with_sidecar_endpoints(new_model, {s.hostname: s for s in services})
+        if new_model.sidecar_views or new_model.sidecar_default is not None:
+            new_model = with_sidecar_endpoints(new_model, {s.hostname: s for s in services})
         index.carry_positions(model, new_model)
         stale = [obj for obj in before.values() if obj is not None]
         return replace(
