@@ -692,7 +692,13 @@ def flip_all(
                 )
             )
             metrics = now_metrics
-            print(f"   flip {number + 1}: {seconds * 1000:.1f} ms", flush=True)
+            figures = run.flips[-1]
+            print(
+                f"   flip {number + 1}: {seconds * 1000:.1f} ms (push"
+                f" {figures.push_s * 1000:.1f} ms, RDS sent → ACKed"
+                f" {figures.acked_rds_s * 1000:.1f} ms)",
+                flush=True,
+            )
         run.failed_requests = traffic.failures - failed_before
         run.requests = traffic.requests - requests_before
     time.sleep(ENVOY_FLUSH_S)
