@@ -2,8 +2,9 @@
 
 A `splitplane serve --config-dir` of N services (translate.py's services: one port, two subsets,
 a 90/10 VirtualService, four pods each; a file per service) runs under a 1,024 file-descriptor
-limit, as in a default container. K sidecar-like ADS streams (CDS and LDS wildcard, RDS "15001";
-ACKing everything; in worker processes that read only each response's version and nonce) stay
+limit, as in a default container. K sidecar-like ADS streams (CDS, LDS and SRDS wildcard, RDS
+the route configurations the scopes name; ACKing everything; in worker processes that read only
+each response's version and nonce, and the scopes' route configuration names) stay
 connected throughout. A flip rewrites one VirtualService 90/10 ↔ 10/90; its propagation is the
 time from the write until every one of the K streams has the new route configuration.
 
@@ -45,18 +46,19 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import grpc
 import yaml
 from envoy.config.core.v3.base_pb2 import Node
-from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
+from envoy.config.route.v3.scoped_route_pb2 import ScopedRouteConfiguration
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
 from google.protobuf.struct_pb2 import Struct
 from propagation import percentile
 from results import record_section
 from translate import NAMESPACE, service_objects
 
-from xds_server.xds.cache import CLUSTER, LISTENER, ROUTE
+from xds_server.xds.cache import CLUSTER, LISTENER, ROUTE, SCOPED_ROUTE
 
 SECTION = "## hostile"
 # Worker processes start fresh: a forked copy of a process that has used gRPC can hang.
@@ -106,6 +108,16 @@ def response_fields(data: bytes) -> dict[int, str]:
     return found
 
 
+def scoped_tables(data: bytes) -> set[str]:
+    """The route configurations the scopes of an SRDS ``DiscoveryResponse`` name."""
+    response = DiscoveryResponse.FromString(data)
+    tables = set()
+    for packed in response.resources:
+        scope = ScopedRouteConfiguration.FromString(packed.value)
+        tables.add(scope.route_configuration_name)
+    return tables
+
+
 def raw_bytes(data: bytes) -> bytes:
     return data
 
@@ -125,9 +137,8 @@ def sidecar_node(node_id: str, **metadata: str) -> Node:
 
 
 class Sidecar:
-    """One ADS stream subscribing like an Envoy sidecar (without EDS) and ACKing everything."""
-
-    NAMES: ClassVar[dict[str, list[str]]] = {ROUTE: ["15001"]}  # the outbound port
+    """One ADS stream subscribing like an Envoy sidecar (without EDS) and ACKing everything:
+    every scope of its outbound port (SRDS), then the route configurations they name."""
 
     def __init__(self, channel: grpc.aio.Channel, node_id: str) -> None:
         self._channel = channel
@@ -137,6 +148,7 @@ class Sidecar:
         self.route_at = 0.0
         self.armed = ""  # the route version before a flip
         self.changed = asyncio.Event()
+        self.names: dict[str, list[str]] = {SCOPED_ROUTE: [], ROUTE: []}
 
     async def _requests(self) -> AsyncIterator[DiscoveryRequest]:
         while True:
@@ -145,7 +157,7 @@ class Sidecar:
     async def run(self) -> None:
         self.outbox.put_nowait(DiscoveryRequest(type_url=CLUSTER, node=self._node))
         self.outbox.put_nowait(DiscoveryRequest(type_url=LISTENER))
-        self.outbox.put_nowait(DiscoveryRequest(type_url=ROUTE, resource_names=self.NAMES[ROUTE]))
+        self.outbox.put_nowait(DiscoveryRequest(type_url=SCOPED_ROUTE))
         async for data in sotw_call(self._channel)(self._requests()):
             fields = response_fields(data)
             type_url = fields.get(4, "")
@@ -157,9 +169,14 @@ class Sidecar:
                     type_url=type_url,
                     version_info=fields.get(1, ""),
                     response_nonce=fields.get(5, ""),
-                    resource_names=self.NAMES.get(type_url, []),
+                    resource_names=self.names.get(type_url, []),
                 )
             )
+            if type_url == SCOPED_ROUTE:
+                tables = sorted(scoped_tables(data))
+                if tables != self.names[ROUTE]:  # as Envoy does: the routes its scopes name
+                    self.names[ROUTE] = tables
+                    self.outbox.put_nowait(DiscoveryRequest(type_url=ROUTE, resource_names=tables))
 
 
 async def _until(streams: Sequence[Sidecar], done: Callable[[Sidecar], bool]) -> None:
@@ -775,7 +792,8 @@ def main() -> None:
             f"`splitplane serve --config-dir` of {args.services:,} services (one file each, a"
             f" VirtualService file each), under a {SERVER_FILE_LIMIT} file limit, with"
             f" `--group-grace {args.group_grace:g}`; {args.streams:,} sidecar-like SotW streams"
-            f' (CDS/LDS wildcard, RDS "15001", ACKing) in {args.workers} processes; a flip swaps'
+            " (CDS, LDS and SRDS wildcard, RDS the route configurations the scopes name,"
+            f" ACKing) in {args.workers} processes; a flip swaps"
             " one VirtualService's weights and is timed until every stream has the new route"
             f" configuration; {args.flips} flips per measurement. See the module docstring for"
             " each scenario.\n\n" + table(rows) + "\n",
