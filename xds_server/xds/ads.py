@@ -27,9 +27,8 @@ from envoy.config.core.v3.base_pb2 import Node
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 
 from xds_server.xds.cache import (
-    ENDPOINT,
+    CHANGES_ONLY_TYPES,
     PUSH_ORDER,
-    ROUTE,
     GroupLimitError,
     Selection,
     Snapshot,
@@ -264,11 +263,6 @@ class _Subscription:
     held: Selection | None = None
 
 
-# The types whose state-of-the-world responses may leave out what did not change: a client
-# takes the resources of the other types (Listener, Cluster) in a response as all there are.
-PARTIAL_TYPES = frozenset({ENDPOINT, ROUTE})
-
-
 def sotw_response(type_url: str, version: str, entries: bytes, nonce: str) -> bytes:
     """A serialized ``DiscoveryResponse`` from pre-serialized resource entries."""
     return (
@@ -360,7 +354,7 @@ class SotwStream(XdsStream[DiscoveryRequest]):
                 entries = selection.sotw_entries
             else:
                 entries = selection.changed_since(sub.held).sotw_entries
-            partial = type_url in PARTIAL_TYPES and not sub.wildcard
+            partial = type_url in CHANGES_ONLY_TYPES and not sub.wildcard
             sub.held = selection if partial else None
             self.record.sent(type_url, selection.version, nonce, selection.resources, len(entries))
             await self._write(sotw_response(type_url, selection.version, entries, nonce))

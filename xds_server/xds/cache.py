@@ -46,8 +46,10 @@ SCOPED_ROUTE = TYPE_PREFIX + "envoy.config.route.v3.ScopedRouteConfiguration"
 # its scopes and routes, a scope before the route configuration it names, clusters before the
 # listeners that route to them.
 PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, ROUTE)
-# Types whose state-of-the-world responses always carry every subscribed resource.
-FULL_STATE_TYPES = frozenset({CLUSTER, LISTENER})
+# Types whose state-of-the-world responses may leave out what did not change: a client takes
+# a resource of these left out of a response as unchanged, but takes the resources of the other
+# types (Listener, Cluster, ScopedRouteConfiguration) in a response as all there are.
+CHANGES_ONLY_TYPES = frozenset({ENDPOINT, ROUTE})
 
 _HCM_TYPE = TYPE_PREFIX + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
 _NO_REFERENCES: frozenset[str] = frozenset()
