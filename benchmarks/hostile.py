@@ -500,6 +500,7 @@ class Pollers:
     stop: threading.Event = field(default_factory=threading.Event)
     reads: int = 0
     read_errors: int = 0
+    bytes_read: int = 0
     healthz: list[float] = field(default_factory=list)
     healthz_failures: int = 0
 
@@ -510,7 +511,7 @@ class Pollers:
         while not self.stop.is_set():
             for path in ("/debug/snapshot", "/debug/clients"):
                 try:
-                    self.server.get(path, timeout_s=READY_TIMEOUT_S)
+                    self.bytes_read += len(self.server.get(path, timeout_s=READY_TIMEOUT_S)[1])
                     self.reads += 1
                 except OSError:
                     self.read_errors += 1
@@ -626,6 +627,10 @@ def first_response_seconds(port: int) -> float | None:
 # -- the run ----------------------------------------------------------------------------------
 
 
+def _ms_list(took: Sequence[float]) -> str:
+    return ", ".join(f"{seconds * 1000:.0f}" for seconds in took) + " ms"
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
@@ -716,6 +721,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
                         pollers.warm()
                         time.sleep(1)
                         polled = flips(fleet, write, args.flips)
+                        print(f"flips polled: {_ms_list(polled)}; unpolled: {_ms_list(base)}")
                     p99 = percentile(polled, 99) / percentile(base, 99)
                     rows += [
                         ("(b) debug reads", "flip p99 polled / unpolled",
@@ -724,7 +730,8 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
                         ("(b) debug reads", "/healthz p50 / p99 while polled",
                          probed(pollers), "p99 < 50 ms"),
                         ("(b) debug reads", "debug reads done",
-                         f"{pollers.reads} ({pollers.read_errors} failed)", "–"),
+                         f"{pollers.reads} ({pollers.read_errors} failed),"
+                         f" {pollers.bytes_read / 1e6:,.0f} MB", "–"),
                         ("(b) debug reads", "first read of both views (renders all), worst",
                          ms(max(pollers.first_round, default=0.0)), "–"),
                     ]  # fmt: skip

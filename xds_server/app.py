@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from xds_server.debug.auth import (
 )
 from xds_server.debug.http import is_loopback, start_debug_server
 from xds_server.debug.metrics import Metrics, short_type
+from xds_server.debug.pacing import Pacer
 from xds_server.debug.traffic import observed_clusters
 from xds_server.kube.loadbalancer_status import (
     DEFAULT_FLEET_SERVICE,
@@ -129,6 +131,7 @@ def after_pushes(call: Callable[[], None]) -> None:
 # so that streams keep being served meanwhile (ACKs, new connections); smaller meshes are
 # translated and built on the loop, where that costs less than the hop to a thread and back.
 OFFLOAD_OBJECTS = 5_000
+SWITCH_INTERVAL_S = 0.001  # sys.setswitchinterval while serving
 
 # Dropped node groups are forgotten (their builds, their serialized resources, the freed heap
 # handed back) this long after a drop, together with the others dropped meanwhile.
@@ -221,6 +224,8 @@ class ControlPlane:
         # Unchanged parts of the model are not built again, nor their messages serialized again.
         self.builder = ResourceBuilder()
         self.serializer = Serializer()
+        # The debug endpoint's threads yield the CPU to this loop while a change is under way.
+        self.debug_pacer = Pacer()
         # What proxies report of the traffic each cluster got (LRS), over a recent window.
         self.load_windows = LoadWindows()
         self.load_reporting = LoadReportingService(self.load_windows)
@@ -261,6 +266,7 @@ class ControlPlane:
     # -- the pipeline -------------------------------------------------------------------------
 
     def _on_change(self, change: StoreChange) -> None:
+        self.debug_pacer.hold()  # a translation, a publish and pushes follow
         if self._running:  # the run's result comes first; then this, with what is new
             self._pending = change if self._pending is None else _merged(self._pending, change)
             return
@@ -664,7 +670,12 @@ async def serve(
             ssl_context = ReloadingSslContext(options.tls).context
         try:
             debug = start_debug_server(
-                plane, debug_host, debug_port, auth=auth, ssl_context=ssl_context
+                plane,
+                debug_host,
+                debug_port,
+                auth=auth,
+                ssl_context=ssl_context,
+                pacer=plane.debug_pacer,
             )
         except OSError as err:
             raise OSError(
@@ -1237,6 +1248,9 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TlsFilesError) as err:
         log.error("%s", err)
         return 2
+    # The debug endpoint's and gRPC's threads share the interpreter with the xDS loop: turns of
+    # 1 ms (Python's default is 5) let a probe or a push through sooner when they contend.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         asyncio.run(serve(options))
     except StartupError as err:

@@ -20,7 +20,9 @@ path                               shows
 Served by aiohttp on a thread and event loop of its own (``server.HttpServer``: header and idle
 timeouts, a connection cap, 414/431), never on the xDS loop: views render in a small pool of
 worker threads from immutable state (snapshots, client status, metrics), so neither a slow client
-nor a large view delays a push, and ``/healthz`` answers while a view renders. Keep-alive, HEAD,
+nor a large view delays a push, and ``/healthz`` answers while a view renders. Those threads keep
+to a share of the CPU (``pacing.Pacer``): most of a core while xDS is quiet, a tenth while a
+change is under way, so readers polling the largest views back to back cannot slow a push. Keep-alive, HEAD,
 and gzip when the client accepts it. Bound to a non-loopback address, every path but the probes
 (and ``/metrics``, unless configured otherwise) requires authentication (``auth.DebugAuth``).
 """
@@ -28,12 +30,12 @@ and gzip when the client accepts it. Bound to a non-loopback address, every path
 from __future__ import annotations
 
 import asyncio
-import gzip as gzip_module
 import ipaddress
 import json
 import logging
 import ssl
 import threading
+import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,6 +53,7 @@ from xds_server.debug import dashboard
 from xds_server.debug import views as debug_views
 from xds_server.debug.auth import DebugAuth
 from xds_server.debug.metrics import Metrics
+from xds_server.debug.pacing import Pacer, no_pacing
 from xds_server.debug.server import HttpServer, Limits
 from xds_server.debug.traffic import traffic_json
 from xds_server.xds.cache import Snapshot
@@ -110,8 +113,10 @@ def handle(
     target: str,
     snapshots_renderer: debug_views.SnapshotRenderer = SNAPSHOTS,
     clients_renderer: debug_views.ClientsRenderer = CLIENTS,
+    pace: Callable[[], None] = no_pacing,
 ) -> Response:
-    """The response for one GET of ``target`` (path and query)."""
+    """The response for one GET of ``target`` (path and query); the large views call ``pace``
+    between steps of their rendering."""
     url = urlsplit(target)
     query = {key: values[-1] for key, values in parse_qs(url.query).items()}
     path = url.path.rstrip("/") or "/"
@@ -133,7 +138,7 @@ def handle(
         group = query.get("group")
         if group and group not in snapshots:
             return not_found(f"no snapshot for group {group!r}")
-        return Response(200, snapshots_renderer.render(snapshots, group, type_name))
+        return Response(200, snapshots_renderer.render(snapshots, group, type_name, pace))
     if path == "/debug/config_dump":
         node = query.get("node")
         if not node:
@@ -143,7 +148,7 @@ def handle(
             return not_found(f"node {node!r} is not connected")
         return json_response(debug_views.config_dump(client))
     if path == "/debug/clients":
-        return Response(200, clients_renderer.render(state.clients()))
+        return Response(200, clients_renderer.render(state.clients(), pace))
     if path == "/debug/model":
         return json_response(debug_views.model_json(state.model()))
     if path == "/debug/diagnostics":
@@ -192,8 +197,10 @@ GZIP_MIN_BYTES = 1024
 GZIP_LEVEL = 6  # zlib's default
 # Larger bodies are written a slice at a time (``SlicedBody``).
 WRITE_SLICE = 256 * 1024
+GZIP_SLICE = 1024 * 1024  # and compressed a slice at a time
 
 STATE: web.AppKey[DebugState] = web.AppKey("state")
+PACER: web.AppKey[Pacer] = web.AppKey("pacer")
 RENDER_POOL: web.AppKey[ThreadPoolExecutor] = web.AppKey("render_pool")
 CHANGES: web.AppKey[dashboard.Changes] = web.AppKey("changes")
 
@@ -203,13 +210,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class SlicedBody(Payload):
     """A large body written a slice at a time, each handed to the socket before the next is
     taken: the server's loop copies ``WRITE_SLICE`` bytes at once, not the whole body, and
-    answers other requests (a probe) between slices."""
+    answers other requests (a probe) between slices; with a ``pacer``, it waits before each
+    slice until the debug endpoint is within its share of the CPU."""
 
     _value: bytes
 
-    def __init__(self, value: bytes, content_type: str) -> None:
+    def __init__(self, value: bytes, content_type: str, pacer: Pacer | None = None) -> None:
         super().__init__(value, content_type=content_type)
         self._size = len(value)
+        self._pacer = pacer
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         return self._value.decode(encoding, errors)
@@ -224,16 +233,18 @@ class SlicedBody(Payload):
         if content_length is not None:
             body = body[:content_length]
         for start in range(0, len(body), WRITE_SLICE):
+            if self._pacer is not None:
+                await self._pacer.wait()
             await writer.write(body[start : start + WRITE_SLICE])  # drains past 64 KB
 
 
-def aiohttp_response(response: Response) -> web.Response:
+def aiohttp_response(response: Response, pacer: Pacer | None = None) -> web.Response:
     headers = {"Content-Type": response.content_type}
     if response.content_encoding:
         headers["Content-Encoding"] = response.content_encoding
     body: bytes | SlicedBody = response.body
     if len(response.body) > WRITE_SLICE:
-        body = SlicedBody(response.body, response.content_type)
+        body = SlicedBody(response.body, response.content_type, pacer)
     return web.Response(status=response.status, body=body, headers=headers)
 
 
@@ -251,7 +262,8 @@ class Compressed:
         self._kept: dict[int, tuple[bytes, bytes]] = {}
         self.compressions = 0
 
-    def gzip(self, body: bytes) -> bytes:
+    def gzip(self, body: bytes, pace: Callable[[], None] = no_pacing) -> bytes:
+        """``body`` gzipped, a slice at a time with ``pace`` between slices."""
         found = self._kept.get(id(body))
         if found is not None and found[0] is body:
             return found[1]
@@ -259,7 +271,7 @@ class Compressed:
             found = self._kept.get(id(body))
             if found is not None and found[0] is body:
                 return found[1]
-            zipped = gzip_module.compress(body, compresslevel=GZIP_LEVEL)
+            zipped = _gzipped(body, pace)
             self.compressions += 1
             kept = dict(self._kept)
             kept[id(body)] = (body, zipped)
@@ -269,18 +281,33 @@ class Compressed:
             return zipped
 
 
+def _gzipped(body: bytes, pace: Callable[[], None]) -> bytes:
+    """``body`` in gzip's format, compressed a slice at a time."""
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    view = memoryview(body)
+    parts = []
+    for start in range(0, len(view), GZIP_SLICE):
+        pace()
+        parts.append(compressor.compress(view[start : start + GZIP_SLICE]))
+    parts.append(compressor.flush())
+    return b"".join(parts)
+
+
 COMPRESSED = Compressed()
 
 
-def _rendered(state: DebugState, target: str, gzip: bool = False) -> Response:
+def _rendered(
+    state: DebugState, target: str, gzip: bool = False, pace: Callable[[], None] = no_pacing
+) -> Response:
     """The response for ``target``; gzipped (``Content-Encoding``) when ``gzip`` and large."""
+    pace()
     try:
-        response = handle(state, target)
+        response = handle(state, target, pace=pace)
     except Exception:
         log.exception("debug endpoint failed on %s", target)
         return json_response({"error": "internal error; see the server log"}, 500)
     if gzip and len(response.body) >= GZIP_MIN_BYTES:
-        zipped = COMPRESSED.gzip(response.body)
+        zipped = COMPRESSED.gzip(response.body, pace)
         return Response(response.status, zipped, response.content_type, "gzip")
     return response
 
@@ -294,9 +321,10 @@ async def render(request: web.Request) -> web.Response:
         return aiohttp_response(_rendered(state, target))
     loop = asyncio.get_running_loop()
     pool = request.app[RENDER_POOL]
+    pacer = request.app[PACER]
     zipped = accepts_gzip(request)
-    response = await loop.run_in_executor(pool, _rendered, state, target, zipped)
-    return aiohttp_response(response)
+    response = await loop.run_in_executor(pool, _rendered, state, target, zipped, pacer.pace)
+    return aiohttp_response(response, pacer)
 
 
 @web.middleware
@@ -343,14 +371,20 @@ async def gzip(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-def debug_app(state: DebugState, auth: DebugAuth | None = None) -> web.Application:
+def debug_app(
+    state: DebugState, auth: DebugAuth | None = None, pacer: Pacer | None = None
+) -> web.Application:
     """The debug endpoint's application: every path of the table above; with ``auth``, every
-    path but the open ones requires an authenticated, authorized client."""
+    path but the open ones requires an authenticated, authorized client. Its render threads
+    keep to ``pacer``'s share of the CPU."""
     app = web.Application(middlewares=[json_errors, gzip])
     if auth is not None:
         auth.install(app)
     app[STATE] = state
-    app[RENDER_POOL] = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="debug-render")
+    app[PACER] = pacer = pacer or Pacer()
+    app[RENDER_POOL] = ThreadPoolExecutor(
+        RENDER_THREADS, thread_name_prefix="debug-render", initializer=pacer.enlist
+    )
 
     async def stop_pool(app: web.Application) -> None:
         await app[CHANGES].close()
@@ -402,16 +436,18 @@ def start_debug_server(
     auth: DebugAuth | None = None,
     limits: Limits | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    pacer: Pacer | None = None,
 ) -> DebugServer:
     """Serve the debug endpoint on ``host:port`` (port 0 picks a free one) in a thread of its
-    own, over HTTPS with ``ssl_context``. A non-loopback ``host`` needs ``auth``; a busy port is
-    an ``OSError``."""
+    own, over HTTPS with ``ssl_context``, within ``pacer``'s share of the CPU. A non-loopback
+    ``host`` needs ``auth``; a busy port is an ``OSError``."""
     if auth is None and not is_loopback(host):
         raise ValueError(
             f"the debug endpoint on {host} (not loopback) needs authentication"
             " (a Kubernetes API for TokenReview and SubjectAccessReview)"
         )
-    http = HttpServer(debug_app(state, auth), limits, name="debug-http")
+    app = debug_app(state, auth, pacer)
+    http = HttpServer(app, limits, name="debug-http", pacer=app[PACER])
     http.start()
     try:
         bound = http.listen(host, port, ssl_context)

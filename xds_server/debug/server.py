@@ -40,6 +40,8 @@ from typing import Any
 
 from aiohttp import web
 
+from xds_server.debug.pacing import Pacer
+
 log = logging.getLogger(__name__)
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -317,13 +319,19 @@ class HttpServer:
 
     ``start()`` and ``stop()`` are called from any other thread; ``listen()`` binds a site
     (plaintext, or TLS with an ``ssl_context``) and returns its port. Request handlers run on
-    this server's loop: they must not touch state another loop owns.
+    this server's loop: they must not touch state another loop owns. With a ``pacer``, the
+    loop's thread counts among the threads it keeps to their share of the CPU.
     """
 
     def __init__(
-        self, app: web.Application, limits: Limits | None = None, name: str = "http"
+        self,
+        app: web.Application,
+        limits: Limits | None = None,
+        name: str = "http",
+        pacer: Pacer | None = None,
     ) -> None:
         self.app = app
+        self.pacer = pacer
         app.middlewares.insert(0, self._request_under_way)
         self.limits = limits or Limits()
         self.name = name
@@ -401,8 +409,14 @@ class HttpServer:
             guard.request_ended()
 
     def _run(self) -> None:
+        if self.pacer is not None:
+            self.pacer.enlist()
         asyncio.set_event_loop(self._loop)
-        self._loop.run_forever()
+        try:
+            self._loop.run_forever()
+        finally:
+            if self.pacer is not None:
+                self.pacer.leave()
 
     def _call(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(30)

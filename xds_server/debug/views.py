@@ -12,7 +12,7 @@ import enum
 import json
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +35,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from translators.diagnostics import Diagnostic
 from translators.model import MeshModel
 from translators.preflight import violations
+from xds_server.debug.pacing import no_pacing
 from xds_server.xds.cache import (
     CLUSTER,
     ENDPOINT,
@@ -131,14 +132,17 @@ class SnapshotRenderer:
         # those the render under way used.
         self._hosts: dict[bytes, str] = {}
         self._hosts_used: dict[bytes, str] = {}
+        self._pace: Callable[[], None] = no_pacing  # of the render under way
 
     def render(
         self,
         snapshots: Mapping[str, Snapshot],
         group: str | None = None,
         type_name: str | None = None,
+        pace: Callable[[], None] = no_pacing,
     ) -> bytes:
-        """The document for ``snapshots``, narrowed to ``group`` and ``type_name`` (UTF-8)."""
+        """The document for ``snapshots``, narrowed to ``group`` and ``type_name`` (UTF-8);
+        ``pace`` is called between the resources it renders."""
         held = [(key, snapshots[key]) for key in sorted(snapshots) if not group or key == group]
         found = self._kept(group, type_name, held)
         if found is not None:
@@ -148,7 +152,11 @@ class SnapshotRenderer:
             if found is not None:
                 return found
             self._hosts_used = {}
-            text = self._render(held, type_name).encode()
+            self._pace = pace
+            try:
+                text = self._render(held, type_name).encode()
+            finally:
+                self._pace = no_pacing
             if self._hosts_used:  # a route table was rendered: keep what the others hold too
                 hosts, used = self._hosts, self._hosts_used
                 self._hosts = {**hosts, **used} if len(hosts) < 4 * len(used) + 10_000 else used
@@ -213,6 +221,7 @@ class SnapshotRenderer:
             key = (resources.type_url, resource.name, resource.version)
             text = rendered.get(key) or known.get(key)
             if text is None:
+                self._pace()
                 text = self._entry_text(resource).replace("\n", _ENTRY_INDENT)
             rendered[key] = text
             texts.append(text)
@@ -248,6 +257,7 @@ class SnapshotRenderer:
         for body in hosts:
             text = known.get(body)
             if text is None:
+                self._pace()
                 text = virtual_host_text(body)
             self._hosts_used[body] = text
             texts.append(text)
@@ -395,7 +405,9 @@ class ClientsRenderer:
         self._document: tuple[list[tuple[int, tuple[TypeStatus, ...]]], bytes] | None = None
         self.rendered = 0  # client entries rendered (not taken from what was kept)
 
-    def render(self, clients: Sequence[ClientView]) -> bytes:
+    def render(self, clients: Sequence[ClientView], pace: Callable[[], None] = no_pacing) -> bytes:
+        """The document for ``clients`` (UTF-8); ``pace`` is called between the clients it
+        renders."""
         held = [(client.stream_id, client.types) for client in clients]
         found = self._kept(held)
         if found is not None:
@@ -410,6 +422,7 @@ class ClientsRenderer:
             for client in clients:
                 entry = known.get(client.stream_id)
                 if entry is None or not _same(entry[0], client.types):
+                    pace()
                     text = json.dumps(_client_json(client), indent=2)
                     entry = (client.types, text.replace("\n", _CLIENT_INDENT))
                     self.rendered += 1
@@ -460,7 +473,6 @@ def _client_json(client: ClientView) -> dict[str, Any]:
         entry["type"] = TYPE_NAMES.get(entry["type_url"], entry["type_url"])
         for key in ("sent_at", "acked_at", "error_at"):
             entry[key] = _iso(entry[key])
-        del entry["resources"]
         if status.error:
             entry["error_truncated_by_envoy"] = status.error.endswith(ENVOY_TRUNCATED)
             entry["error_reasons"] = rejection_reasons(status)

@@ -77,7 +77,6 @@ class TypeStatus(NamedTuple):
             "nacked_version": self.nacked_version,
             "error": self.error,
             "error_at": self.error_at,
-            "resources": [r.name for r in self.sent_resources],
         }
 
 
