@@ -75,7 +75,7 @@ BACKEND_HEADER = "x-backend"  # what tests/support/backends.py answers with
 NODE_ID = f"sidecar~127.0.0.1~bench-client.{NAMESPACE}~{NAMESPACE}.svc.cluster.local"
 TIMEOUT_S = 120.0
 CLUSTERS_PER_SERVICE = 3  # the service's port, and one per subset
-ENVOY_FLUSH_S = 5.5  # Envoy's default stats_flush_interval (5 s), and a margin
+ENVOY_FLUSH_S = 5.5  # Envoy's default stats_flush_interval (5 s), and a margin, for other bootstraps
 TARGETS = {
     "flip p50": 0.050,
     "flip p99": 0.150,
