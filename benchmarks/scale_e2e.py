@@ -75,7 +75,9 @@ BACKEND_HEADER = "x-backend"  # what tests/support/backends.py answers with
 NODE_ID = f"sidecar~127.0.0.1~bench-client.{NAMESPACE}~{NAMESPACE}.svc.cluster.local"
 TIMEOUT_S = 120.0
 CLUSTERS_PER_SERVICE = 3  # the service's port, and one per subset
-ENVOY_FLUSH_S = 5.5  # Envoy's default stats_flush_interval (5 s), and a margin, for other bootstraps
+# Envoy's default stats_flush_interval (5 s), and a margin (generated bootstraps flush on reads)
+ENVOY_FLUSH_S = 5.5
+HISTOGRAM_MERGE_S = 0.5  # for Envoy's workers to hand their histograms to the main thread
 TARGETS = {
     "flip p50": 0.050,
     "flip p99": 0.150,
@@ -480,12 +482,14 @@ def envoy_rds_bins(envoy: RunningEnvoy) -> Bins:
     """Envoy's ``rds.<route>.update_duration`` histograms (ms), summed: their detailed bins.
 
     Asks for histograms only: a read that walks every stat of 30,000 clusters takes seconds.
+    The generated bootstrap flushes stats on admin reads, and Envoy merges histograms after
+    it has answered the read that asked: a first read flushes, the second shows the merge.
     """
     pattern = urllib.parse.quote(r"\.rds\..*\.update_duration$")
-    body = envoy.admin_get(
-        f"/stats?format=json&type=Histograms&histogram_buckets=detailed&filter={pattern}",
-        timeout_s=60,
-    )
+    path = f"/stats?format=json&type=Histograms&histogram_buckets=detailed&filter={pattern}"
+    envoy.admin_get(path, timeout_s=60)
+    time.sleep(HISTOGRAM_MERGE_S)
+    body = envoy.admin_get(path, timeout_s=60)
     bins: Bins = {}
     for stat in json.loads(body).get("stats", []):
         histograms = stat.get("histograms")

@@ -50,6 +50,7 @@ from translators.build_scoped_routes import (
 from translators.model import (
     Cluster,
     ClusterEndpoints,
+    EndpointsChange,
     MeshModel,
     MeshView,
     NodeGroup,
@@ -255,7 +256,7 @@ class ResourceBuilder:
         held = self._parts.get(key)
         if held is not None and held[0][0] is model.clusters and isinstance(held[0][1], tuple):
             # the same clusters: rewrite only the assignments that are not the very same
-            changed = _changed_at(held[0][1], model.endpoints)
+            changed = _changed_at(held[0][1], model.endpoints, model.endpoints_change)
             if changed is not None:
                 spliced = self._assignments.spliced(held[1], changed) if changed else held[1]
                 if spliced is not None:
@@ -416,15 +417,22 @@ SPLICE_AT_MOST = 0.25  # of the assignments: past that, building them all is as 
 
 
 def _changed_at(
-    before: Sequence[ClusterEndpoints], after: Sequence[ClusterEndpoints]
+    before: Sequence[ClusterEndpoints],
+    after: Sequence[ClusterEndpoints],
+    hint: EndpointsChange | None = None,
 ) -> dict[int, ClusterEndpoints] | None:
-    """The assignments of ``after`` that are not the very ones of ``before``, by index; None
-    when the two do not name the same clusters in the same order or too many changed."""
+    """The assignments of ``after`` that are not the very ones of ``before``, by index (read
+    from ``hint`` when it tells how ``after`` was made from ``before``, else by comparing them
+    all); None when the two do not name the same clusters in the same order or too many
+    changed."""
     if before is after:
         return {}
     if len(before) != len(after):
         return None
-    changed = {at: after[at] for at in compress(count(), map(operator.is_not, before, after))}
+    if hint is not None and hint.source is before and hint.result is after:
+        changed = {at: after[at] for at in hint.at}
+    else:
+        changed = {at: after[at] for at in compress(count(), map(operator.is_not, before, after))}
     if len(changed) > SPLICE_AT_MOST * len(after):
         return None
     if any(before[at].cluster != assignment.cluster for at, assignment in changed.items()):

@@ -171,6 +171,8 @@ class LoadAssignments:
         for assignment in changed.values():
             self._endpoints[assignment.cluster] = assignment.endpoints
         out = Built.assembled(built.message_type, names, bodies, messages, built.references)
+        out.spliced_from = (built, tuple(sorted(changed)))
+        built.spliced_from = None  # one step back at most: no chain of earlier builds
         self._built = out
         return out
 

@@ -25,7 +25,14 @@ from typing import Any
 from translators.delegation import is_delegate
 from translators.diagnostics import Diagnostic
 from translators.memo import Memo, MemoEntries
-from translators.model import Cluster, MeshModel, Service, VirtualHost, labels_match
+from translators.model import (
+    Cluster,
+    EndpointsChange,
+    MeshModel,
+    Service,
+    VirtualHost,
+    labels_match,
+)
 from translators.objects import is_mapping
 from translators.resolve_ingress import resolve_ingress_hosts
 from translators.resolve_routing import claimed_hosts, cluster_endpoints
@@ -198,12 +205,14 @@ class Translator:
             fresh[service.hostname] = service
         clusters = [c for hostname in fresh for c in positions.clusters.get(hostname, ())]
         endpoints = list(model.endpoints)
+        replaced: list[int] = []
         for assignment in cluster_endpoints(clusters, fresh):
             at = positions.endpoints.get(assignment.cluster)
             if at is None:
                 return None
             if endpoints[at] != assignment:
                 endpoints[at] = assignment
+                replaced.append(at)
         views = model.views
         if any(not fresh.keys().isdisjoint(view.hosts) for view in views):
             everyone = {s.hostname: s for s in services}
@@ -219,8 +228,13 @@ class Translator:
         accepted = _with_changes(
             previous.accepted, resolved.accepted, [ObjectKey(*k) for k in slice_keys]
         )
+        result = tuple(endpoints)
         new_model = replace(
-            model, services=tuple(services), endpoints=tuple(endpoints), views=views
+            model,
+            services=tuple(services),
+            endpoints=result,
+            views=views,
+            endpoints_change=EndpointsChange(model.endpoints, result, tuple(sorted(replaced))),
         )
         if new_model.sidecar_views or new_model.sidecar_default is not None:
             new_model = with_sidecar_endpoints(new_model, {s.hostname: s for s in services})

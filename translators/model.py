@@ -397,6 +397,19 @@ class MeshView:
 
 
 @dataclass(frozen=True, slots=True)
+class EndpointsChange:
+    """How a model's ``endpoints`` were made from an earlier model's: the assignments at ``at``
+    were replaced in ``source``, giving ``result``; every other one is the very same object.
+
+    A hint for the builder, which rewrites those assignments alone when what it built last is
+    ``source`` (checked by identity; the hint is worth nothing for other tuples)."""
+
+    source: tuple[ClusterEndpoints, ...]
+    result: tuple[ClusterEndpoints, ...]
+    at: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class MeshModel:
     """Everything one translation produced; sorted, so equal inputs give equal models.
 
@@ -417,6 +430,8 @@ class MeshModel:
     views: tuple[MeshView, ...] = ()  # by namespaces; each namespace in one view at most
     sidecar_views: tuple[MeshView, ...] = ()  # likewise
     sidecar_default: MeshView | None = None
+    # How ``endpoints`` differ from an earlier model's (not part of what the model is)
+    endpoints_change: EndpointsChange | None = field(default=None, compare=False, repr=False)
 
     def view_for(self, namespace: str, sidecar: bool = False) -> MeshView | None:
         """What the clients in ``namespace`` see differently (None: what every namespace sees);

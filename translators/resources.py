@@ -68,6 +68,9 @@ class Built(tuple[M, ...]):
     names: tuple[str, ...]
     bodies: tuple[bytes, ...]
     references: frozenset[str]
+    # (an earlier build, the indices rewritten in it): this build is that one with only those
+    # resources written again; a hint for the serializer, which then hashes those alone
+    spliced_from: tuple[Built[M], tuple[int, ...]] | None
 
     def __new__(
         cls,
@@ -93,6 +96,7 @@ class Built(tuple[M, ...]):
         out.names = held_names
         out.bodies = held_bodies
         out.references = references
+        out.spliced_from = None
         return out
 
     def __reduce__(self) -> tuple[object, ...]:
@@ -117,6 +121,7 @@ class Built(tuple[M, ...]):
         out.names = tuple(names)
         out.bodies = tuple(bodies)
         out.references = references
+        out.spliced_from = None
         return out
 
     @classmethod

@@ -303,6 +303,35 @@ def test_an_endpoint_change_rewrites_only_the_assignments_it_touched() -> None:
     assert second.bodies[1] is not first.bodies[1]
 
 
+def test_a_spliced_build_tells_the_serializer_which_resources_it_wrote_again() -> None:
+    builder = LoadAssignments()
+    before = [ClusterEndpoints(name, (Endpoint("10.0.0.1", 80),)) for name in "abcd"]
+    first = builder.build(before)
+    serializer = Serializer()
+    old = snapshot_from_messages({resources.ENDPOINT: first}, serializer)
+    serializer.end_round()
+    moved = {2: ClusterEndpoints("c", (Endpoint("10.0.0.9", 80),))}
+
+    second = builder.spliced(first, moved)
+
+    assert second is not None and second.spliced_from == (first, (2,))
+    hashed = serializer.serialized
+    new = snapshot_from_messages({resources.ENDPOINT: second}, serializer)
+    assert serializer.serialized - hashed == 1  # "c" alone
+    fresh = snapshot_from_messages(
+        {resources.ENDPOINT: build_load_assignments([*before[:2], moved[2], before[3]])}
+    )
+    assert new.versions == fresh.versions
+    kept = new.of_type(resources.ENDPOINT).by_name
+    held = old.of_type(resources.ENDPOINT).by_name
+    assert [name for name in "abcd" if kept[name] is held[name]] == ["a", "b", "d"]
+    assert kept["c"].body == fresh.of_type(resources.ENDPOINT).by_name["c"].body
+    # One step back at most: the earlier build lets go of its own earlier one.
+    third = builder.spliced(second, {0: ClusterEndpoints("a", (Endpoint("10.0.0.8", 80),))})
+    assert third is not None and third.spliced_from == (second, (0,))
+    assert second.spliced_from is None
+
+
 def test_a_serializer_keeps_the_resources_whose_bytes_it_is_handed_again() -> None:
     builder = LoadAssignments()
     serializer = Serializer()

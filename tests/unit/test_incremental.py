@@ -344,6 +344,10 @@ def test_each_change_translated_on_its_own_equals_translating_everything(seed: i
         one_by_one = translator.apply(change)
         reference = translate(list(objects.values()), previous=reference)
         assert_same(one_by_one, reference, f"change {n}: {change}")
+        hint = one_by_one.model.endpoints_change
+        if hint is not None and hint.result is one_by_one.model.endpoints:
+            replaced = zip(hint.source, hint.result, strict=True)
+            assert hint.at == tuple(at for at, (a, b) in enumerate(replaced) if a is not b)
     assert translator.paths["endpoints"] > 20
     assert translator.paths["routes"] > 10
     assert translator.paths["full"] > 5
@@ -390,6 +394,13 @@ def test_an_endpoint_change_rewrites_only_its_services_load_assignments() -> Non
         "outbound|80|v1|svc-1.shop.svc.cluster.local",
         "outbound|80||svc-1.shop.svc.cluster.local",
     ]
+    # The model says so, for the builder: which assignments it replaced in which tuple.
+    hint = after.model.endpoints_change
+    assert hint is not None
+    assert (hint.source, hint.result) == (before.model.endpoints, after.model.endpoints)
+    assert [after.model.endpoints[at].cluster for at in hint.at] == sorted(
+        rewritten, key=[e.cluster for e in after.model.endpoints].index
+    )
 
 
 def test_a_change_it_cannot_follow_alone_is_translated_in_full() -> None:

@@ -22,9 +22,10 @@ timeouts, a connection cap, 414/431), never on the xDS loop: views render in a s
 worker threads from immutable state (snapshots, client status, metrics), so neither a slow client
 nor a large view delays a push, and ``/healthz`` answers while a view renders. Those threads keep
 to a share of the CPU (``pacing.Pacer``): most of a core while xDS is quiet, a tenth while a
-change is under way, so readers polling the largest views back to back cannot slow a push. Keep-alive, HEAD,
-and gzip when the client accepts it. Bound to a non-loopback address, every path but the probes
-(and ``/metrics``, unless configured otherwise) requires authentication (``auth.DebugAuth``).
+change is under way, so readers polling the largest views back to back cannot slow a push.
+Keep-alive, HEAD, and gzip when the client accepts it. Bound to a non-loopback address, every
+path but the probes (and ``/metrics``, unless configured otherwise) requires authentication
+(``auth.DebugAuth``).
 """
 
 from __future__ import annotations

@@ -525,7 +525,9 @@ def model_json(model: MeshModel | None) -> dict[str, Any]:
     """The resolved mesh model as plain data (enums by value)."""
     if model is None:
         return {"model": None}
-    return {"model": _plain(dataclasses.asdict(model))}
+    data = dataclasses.asdict(dataclasses.replace(model, endpoints_change=None))
+    del data["endpoints_change"]  # how it was made, not what it is
+    return {"model": _plain(data)}
 
 
 def _plain(value: Any) -> Any:

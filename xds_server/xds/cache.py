@@ -501,23 +501,42 @@ class Serializer:
         same names (a builder that rewrote a few resources hands them over so): only the bytes
         that are not the very same are hashed, and the set's digest follows them."""
         names = messages.names
-        before = next(
-            (
-                held
-                for sets in (self._sets_used, self._sets_held)
-                for (url, _), held in sets.items()
-                if url == type_url and getattr(held.messages, "names", None) is names
-            ),
-            None,
-        )
+        # A builder's hint: the earlier messages, and the indices it wrote again in them.
+        hint: tuple[object, Sequence[int]] | None = getattr(messages, "spliced_from", None)
+        before = None
+        if hint is not None:
+            key = (type_url, id(hint[0]))
+            before = self._sets_used.get(key) or self._sets_held.get(key)
+            if before is not None and before.messages is not hint[0]:
+                before = None
+        if before is None:
+            hint = None
+            before = next(
+                (
+                    held
+                    for sets in (self._sets_used, self._sets_held)
+                    for (url, _), held in sets.items()
+                    if url == type_url and getattr(held.messages, "names", None) is names
+                ),
+                None,
+            )
         if before is None or before.resources.digest < 0:
             return None
         previous: EncodedMessages = before.messages  # type: ignore[assignment]
+        if previous.names is not names:
+            return None
         by_name = _copied(before.resources.by_name)
         digest = before.resources.digest
         made = []
         bodies = messages.bodies
-        for at in compress(count(), map(operator.is_not, previous.bodies, bodies)):
+        rewritten = (
+            hint[1]
+            if hint is not None
+            else compress(count(), map(operator.is_not, previous.bodies, bodies))
+        )
+        for at in rewritten:
+            if previous.bodies[at] is bodies[at]:
+                continue
             name, body = names[at], bodies[at]
             old = by_name[name]
             new = Resource(type_url, name, short_hash(body), body)
