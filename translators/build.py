@@ -35,17 +35,18 @@ from translators.build_routes import (
     gateway_route_tables,
     layout_key,
     port_layout,
-    port_route_tables,
     sidecar_claimants,
     sidecar_layout,
     sidecar_layout_changed,
     sidecar_route_tables,
 )
 from translators.build_scoped_routes import (
+    ScopedLayout,
     changed_route_tables,
     scope_configurations,
     scoped_layout,
     scoped_route_tables,
+    service_layout,
 )
 from translators.model import (
     Cluster,
@@ -275,6 +276,44 @@ class ResourceBuilder:
         )
         return routes
 
+    def _scoped_tables(
+        self,
+        key: str,
+        model: MeshModel,
+        routes: VirtualHostRoutes,
+        layout: Layout,
+        scoped: ScopedLayout,
+    ) -> Built[Any]:
+        """The route configurations of ``scoped`` for the model's mesh hosts; after a change
+        with the same routes and layout, the last ones with only those holding a virtual host
+        that changed written again."""
+        held = self._parts.get(key)
+        earlier = held[1] if held is not None else None
+        if earlier is not None and held is not None:
+            before = held[0][0]
+            if held[0][1:] == (routes, layout, scoped) and isinstance(before, tuple):
+                found = (
+                    earlier
+                    if before is model.mesh_hosts
+                    else changed_route_tables(
+                        before,
+                        model.mesh_hosts,
+                        routes=routes,
+                        layout=layout,
+                        scoped=scoped,
+                        earlier=earlier,
+                    )
+                )
+                if found is not None:
+                    self._parts[key] = ((model.mesh_hosts, routes, layout, scoped), found)
+                    return found
+        tables: Built[Any] = self._part(
+            key,
+            (model.mesh_hosts, routes, layout, scoped),
+            lambda: scoped_route_tables(model.mesh_hosts, routes, layout, scoped, earlier),
+        )
+        return tables
+
     def _build(
         self,
         model: MeshModel,
@@ -316,38 +355,7 @@ class ResourceBuilder:
                 scopes = self._part(
                     f"{role_key}/scopes", (scoped,), lambda: scope_configurations(scoped, port)
                 )
-                key = f"{role_key}/routes"
-                held = self._parts.get(key)
-                earlier = held[1] if held is not None else None
-                found: Built[Any] | None = None
-                if earlier is not None and held is not None:
-                    before = held[0][0]
-                    if held[0][1:] == (routes, layout, scoped) and isinstance(before, tuple):
-                        # the same routes and layout: write again only the configurations
-                        # holding a virtual host that changed
-                        found = (
-                            earlier
-                            if before is model.mesh_hosts
-                            else changed_route_tables(
-                                before,
-                                model.mesh_hosts,
-                                routes=routes,
-                                layout=layout,
-                                scoped=scoped,
-                                earlier=earlier,
-                            )
-                        )
-                if found is not None:
-                    tables = found
-                    self._parts[key] = ((model.mesh_hosts, routes, layout, scoped), found)
-                else:
-                    tables = self._part(
-                        key,
-                        (model.mesh_hosts, routes, layout, scoped),
-                        lambda: scoped_route_tables(
-                            model.mesh_hosts, routes, layout, scoped, earlier
-                        ),
-                    )
+                tables = self._scoped_tables(f"{role_key}/routes", model, routes, layout, scoped)
             else:
                 tables = self._part(
                     f"{role_key}/routes",
@@ -373,7 +381,7 @@ class ResourceBuilder:
             )
         else:
             # api listeners depend only on each host's names and port, not on its routes
-            targets = tuple((vhost.port, vhost.hosts) for vhost in model.mesh_hosts)
+            targets = tuple((vhost.name, vhost.port, vhost.hosts) for vhost in model.mesh_hosts)
             if listener_names is None:
                 listeners = self._part(
                     f"{scope}api-listeners", (targets,), lambda: api_listeners(model.mesh_hosts)
@@ -390,11 +398,11 @@ class ResourceBuilder:
                 (self._layout_key(model.mesh_hosts),),
                 lambda: port_layout(model.mesh_hosts),
             )
-            tables = self._part(
-                f"{scope}port-routes",
-                (model.mesh_hosts, routes, layout),
-                lambda: port_route_tables(model, routes, layout),
+            # a route configuration per virtual host, each laid out as in its port's table
+            services = self._part(
+                f"{scope}service-layout", (targets,), lambda: service_layout(model.mesh_hosts)
             )
+            tables = self._scoped_tables(f"{scope}service-routes", model, routes, layout, services)
         return {
             resources.CLUSTER: clusters,
             resources.ENDPOINT: endpoints,

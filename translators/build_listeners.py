@@ -7,7 +7,7 @@ from collections.abc import Collection, Iterable, Sequence
 from operator import attrgetter
 
 from envoy.config.core.v3 import address_pb2
-from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -21,9 +21,9 @@ from google.protobuf.message import Message
 from translators import names
 from translators.build_clusters import ads_config_source
 from translators.build_routes import CORS_FILTER, FAULT_FILTER, owned_bare_hosts
-from translators.build_scoped_routes import scoped_routes
+from translators.build_scoped_routes import scoped_routes, service_table_names
 from translators.model import TcpListener, VirtualHost
-from translators.resources import Built, LengthPrefixes, fields_around
+from translators.resources import Built, length_delimited, serialize, string_field
 
 HTTP_CONNECTION_MANAGER = "envoy.filters.network.http_connection_manager"
 TCP_PROXY = "envoy.filters.network.tcp_proxy"
@@ -144,12 +144,12 @@ def _bare_owners(hosts: Sequence[VirtualHost], wanted: Collection[str] | None) -
     return {host: rank[2] for host, rank in best.items()}
 
 
-def api_listener_names(
+def api_listener_targets(
     hosts: Sequence[VirtualHost], wanted: Collection[str] | None = None
 ) -> list[tuple[str, int]]:
     """Every target a gRPC client may dial (``host:port``, and bare hosts where unambiguous),
-    or only those of them in ``wanted``, with the port whose route table serves it; sorted by
-    name."""
+    or only those of them in ``wanted``, with the virtual host (by index) that serves it in the
+    table of its port; sorted by name."""
     owners = _bare_owners(hosts, wanted)
     found: dict[str, int] = {}
     for index, vhost in enumerate(hosts):
@@ -159,36 +159,47 @@ def api_listener_names(
                 continue
             target = host + suffix
             if wanted is None or target in wanted:
-                found.setdefault(target, vhost.port)
+                found.setdefault(target, index)
             if owners.get(host) == index:
-                found.setdefault(host, vhost.port)
+                found.setdefault(host, index)
     return sorted(found.items())
+
+
+def api_listener_names(
+    hosts: Sequence[VirtualHost], wanted: Collection[str] | None = None
+) -> list[tuple[str, int]]:
+    """``api_listener_targets`` with the port of each target's virtual host."""
+    return [(name, hosts[index].port) for name, index in api_listener_targets(hosts, wanted)]
 
 
 def api_listeners(
     hosts: Iterable[VirtualHost], wanted: Collection[str] | None = None
 ) -> Built[listener_pb2.Listener]:
     """One ``api_listener`` per dialable target (only those in ``wanted``, when given), routed by
-    the table of its port (router only)."""
-    templates: dict[int, tuple[bytes, bytes]] = {}
-    targets = api_listener_names(list(hosts), wanted)
+    the route configuration of the virtual host that serves it (``service_table_names``; router
+    only)."""
+    held = list(hosts)
+    tables = service_table_names(held)
+    templates: dict[int, bytes] = {}  # by virtual host: the listener after its name
+    targets = api_listener_targets(held, wanted)
     bodies = []
-    for name, port in targets:
-        template = templates.get(port)
+    for name, index in targets:
+        template = templates.get(index)
         if template is None:
-            hcm = http_connection_manager(
-                f"grpc_{port}", names.route_table_name(port), with_fault=False
-            )
-            listener = listener_pb2.Listener(
-                api_listener=api_listener_pb2.ApiListener(api_listener=_packed(hcm))
-            )
-            template = templates[port] = fields_around(listener, _NAME)
-        data = name.encode()
-        prefix = _NAMES[len(data)] if data else b""  # proto3 leaves an empty name out
-        bodies.append(b"".join((template[0], prefix, data, template[1])))
-    tables = frozenset(names.route_table_name(port) for port in templates)
-    return Built(listener_pb2.Listener, [name for name, _ in targets], bodies, tables)
+            template = templates[index] = _api_listener_field(held[index].port, tables[index])
+        bodies.append(string_field(_NAME, name) + template)
+    named = frozenset(tables[index] for index in templates)
+    return Built(listener_pb2.Listener, [name for name, _ in targets], bodies, named)
 
 
 _NAME = listener_pb2.Listener.NAME_FIELD_NUMBER
-_NAMES = LengthPrefixes(_NAME)
+_API_LISTENER = listener_pb2.Listener.API_LISTENER_FIELD_NUMBER
+_HCM_TYPE_URL = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
+
+
+def _api_listener_field(port: int, table: str) -> bytes:
+    """A listener's ``api_listener`` field (its only one but the name, which comes first): a
+    connection manager fetching ``table`` over ADS, the router its only filter."""
+    hcm = serialize(http_connection_manager(f"grpc_{port}", table, with_fault=False))
+    packed = string_field(1, _HCM_TYPE_URL) + length_delimited(2, hcm)  # Any: type_url, value
+    return length_delimited(_API_LISTENER, length_delimited(1, packed))  # ApiListener.api_listener

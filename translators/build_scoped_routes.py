@@ -15,6 +15,10 @@ name is a scope key pointing at its route configuration.
 
 Envoy looks scope keys up by exact match, so a wildcard domain (``*.example.com``) cannot be a
 key: a sidecar whose table has one keeps the single table (``scoped_layout`` returns None).
+
+Proxyless gRPC clients have no scopes: each target's api listener names its route configuration
+over RDS. They get a route configuration per virtual host (``service_layout``), laid out as in
+their port's table, so a target routes as it did there.
 """
 
 from __future__ import annotations
@@ -115,6 +119,31 @@ def scoped_layout(hosts: Sequence[VirtualHost], layout: Layout, port: int) -> Sc
         table_of[group[0]] = name
     scopes = {key: table_of[members[root(index)][0]] for key, index in owner.items()}
     return ScopedLayout(tuple(sorted(tables.items())), tuple(sorted(scopes.items())))
+
+
+def service_table_names(hosts: Sequence[VirtualHost]) -> list[str]:
+    """For each virtual host (by index), the route configuration a proxyless gRPC client takes
+    for the targets it serves: the virtual host's name, ``host:port`` (as Istio names them);
+    ``#2`` and on for a name taken by an earlier one."""
+    taken: set[str] = set()
+    out = []
+    for vhost in hosts:
+        name, suffix = vhost.name, 1
+        while name in taken:
+            suffix += 1
+            name = f"{vhost.name}#{suffix}"
+        taken.add(name)
+        out.append(name)
+    return out
+
+
+def service_layout(hosts: Sequence[VirtualHost]) -> ScopedLayout:
+    """Every virtual host alone in a route configuration of its own (``service_table_names``),
+    for proxyless gRPC clients: each target's api listener names the one of the virtual host that
+    serves it, so a weight change re-sends one small configuration. No scopes: the listener
+    picks the configuration."""
+    tables = sorted((name, (index,)) for index, name in enumerate(service_table_names(hosts)))
+    return ScopedLayout(tuple(tables), ())
 
 
 def scoped_routes(port: int) -> hcm_pb2.ScopedRoutes:

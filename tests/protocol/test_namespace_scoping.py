@@ -208,7 +208,7 @@ async def test_a_proxyless_client_is_scoped_by_its_namespace(
     client = SotwClient(plane.channel, node("app-1", ROLE="proxyless", NAMESPACE=namespace))
     client.request(LISTENER, [f"{REVIEWS}:80"])
     client.ack(await client.response())
-    client.request(ROUTE, ["80"])
+    client.request(ROUTE, [f"{REVIEWS}:80"])  # the listener's route configuration
     response = await client.response()
     assert response.type_url == ROUTE
     assert (SECRET.encode() in response.SerializeToString()) is secret_sent

@@ -115,7 +115,7 @@ async def test_a_second_stream_gets_its_listener_and_the_first_is_sent_nothing(
 ) -> None:
     first = mesh_plane.sotw("app-1")
     first.ack(await listeners_sent(first, [REVIEWS]))
-    first.request(ROUTE, ["80"])
+    first.request(ROUTE, [REVIEWS])  # its listener's route configuration
     first.ack(await first.response())
 
     second = mesh_plane.sotw("app-2")

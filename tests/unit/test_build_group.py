@@ -91,7 +91,7 @@ def test_every_route_table_a_listener_or_scope_names_exists(group: NodeGroup) ->
         (NodeGroup(Role.SIDECAR, 15001), ["127.0.0.1_15001"], [f"15001/{FQDN}"]),
         (NodeGroup(Role.SIDECAR, 15002), ["127.0.0.1_15002"], [f"15002/{FQDN}"]),
         (NodeGroup(Role.GATEWAY, 8080), ["0.0.0.0_5432", "0.0.0.0_8080"], ["8080"]),
-        (NodeGroup(Role.PROXYLESS), ["reviews", "reviews:80", FQDN, f"{FQDN}:80"], ["80"]),
+        (NodeGroup(Role.PROXYLESS), ["reviews", "reviews:80", FQDN, f"{FQDN}:80"], [f"{FQDN}:80"]),
     ],
     ids=lambda v: v.key if isinstance(v, NodeGroup) else "",
 )
@@ -190,4 +190,4 @@ def test_a_routing_change_keeps_each_table_layout_and_builds_what_a_fresh_build_
             ]
         assert builder.builds["sidecar:15001/layout"] == builder.builds["port-layout"] == layouts
     assert builder.builds["gateway:8080/layout"] == 1
-    assert builder.builds["sidecar:15001/routes"] == builder.builds["port-routes"] == 3
+    assert builder.builds["sidecar:15001/routes"] == builder.builds["service-routes"] == 3

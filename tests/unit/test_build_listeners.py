@@ -9,6 +9,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
+from translators import resources
 from translators.build_listeners import (
     api_listener_names,
     api_listeners,
@@ -119,16 +120,22 @@ def test_api_listeners_asked_for_are_the_targets_among_them_with_the_same_ports(
     assert [lst.name for lst in api_listeners(hosts, wanted)] == sorted(wanted & dict(every).keys())
 
 
-def test_api_listeners_use_rds_over_ads_to_the_port_table_with_only_the_router() -> None:
-    listeners = {lst.name: lst for lst in api_listeners([vhost("reviews", 9080)])}
+def test_api_listeners_use_rds_over_ads_to_their_services_table_with_only_the_router() -> None:
+    built = api_listeners([vhost("reviews", 9080)])
+    listeners = {lst.name: lst for lst in built}
     assert sorted(listeners) == [
         "reviews",
         "reviews.default.svc.cluster.local",
         "reviews.default.svc.cluster.local:9080",
         "reviews:9080",
     ]
+    for listener in listeners.values():  # every name of the service: its one table
+        hcm = hcm_of(listener)
+        assert hcm.rds.route_config_name == "reviews.default.svc.cluster.local:9080"
+    assert built.references == {"reviews.default.svc.cluster.local:9080"}
+    # written field by field, they are the bytes protobuf writes
+    assert list(built.bodies) == [resources.serialize(lst) for lst in built]
     hcm = hcm_of(listeners["reviews:9080"])
-    assert hcm.rds.route_config_name == "9080"
     assert hcm.rds.config_source.HasField("ads")
     assert [f.name for f in hcm.http_filters] == ["envoy.filters.http.router"]
     assert not listeners["reviews"].HasField("address")

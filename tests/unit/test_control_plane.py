@@ -163,7 +163,7 @@ async def test_a_weight_change_rebuilds_routes_but_not_clusters_or_endpoints() -
     await settle(plane)
 
     rebuilt = {part for part, n in plane.builder.builds.items() if n != builds_before.get(part)}
-    assert rebuilt == {"sidecar:15001/routes", "port-routes"}
+    assert rebuilt == {"sidecar:15001/routes", "service-routes"}
     # the sidecar table and the proxyless per-port table: nothing else was serialized again
     assert plane.serializer.serialized - serialized_before == 2
 

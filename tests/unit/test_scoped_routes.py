@@ -22,7 +22,7 @@ from translators.model import (
     VirtualHost,
     WeightedCluster,
 )
-from xds_server.xds.cache import inconsistency, snapshot_from_messages
+from xds_server.xds.cache import Serializer, inconsistency, snapshot_from_messages
 
 SIDECAR = NodeGroup(Role.SIDECAR, 15001)
 
@@ -120,6 +120,38 @@ def test_a_weight_change_rebuilds_only_that_services_route_configuration() -> No
     assert after[resources.LISTENER] is before[resources.LISTENER]
 
 
+def test_a_weight_change_sends_a_proxyless_client_only_that_services_route_configuration() -> None:
+    builder, serializer = ResourceBuilder(), Serializer()
+    proxyless = NodeGroup(Role.PROXYLESS)
+    first = mesh(service("reviews", 80), service("ratings", 80))
+    before = builder.build_group(first, proxyless)
+    held = snapshot_from_messages(before, serializer)
+    serializer.end_round()
+    # the very same virtual host objects but one, as the translator hands them over
+    changed = service("reviews", 80, v2=100)[1][0]
+    hosts = tuple(changed if h.name == changed.name else h for h in first.mesh_hosts)
+    second = replace(first, mesh_hosts=hosts)
+
+    hashed = serializer.serialized
+    after = builder.build_group(second, proxyless)
+    now = snapshot_from_messages(after, serializer)
+
+    assert serializer.serialized - hashed == 1  # the one route configuration
+    old, new = by_name(before[resources.ROUTE]), by_name(after[resources.ROUTE])
+    ratings, reviews = (
+        "ratings.default.svc.cluster.local:80",
+        "reviews.default.svc.cluster.local:80",
+    )
+    assert new[ratings] is old[ratings]
+    assert new[reviews] != old[reviews]
+    assert after[resources.LISTENER] is before[resources.LISTENER]
+    fresh = snapshot_from_messages(build_group(second, proxyless))
+    assert now.versions == fresh.versions
+    sent = held.of_type(resources.ROUTE).select(None)
+    changes = now.of_type(resources.ROUTE).select(None).changed_since(sent)
+    assert [r.name for r in changes.resources] == [reviews]  # all a client is sent again
+
+
 def test_hosts_that_share_a_name_share_a_route_configuration() -> None:
     clusters, hosts = service("reviews", 80)
     # another port's virtual host also answers to ``reviews`` (as ``reviews:8080``)
@@ -146,9 +178,14 @@ def test_a_wildcard_host_keeps_the_single_table_as_scope_keys_match_exactly() ->
     ]
 
 
-def test_proxyless_clients_and_gateways_keep_route_tables_per_listener() -> None:
-    model = mesh(service("reviews", 80))
-    for group in (NodeGroup(Role.PROXYLESS), NodeGroup(Role.GATEWAY, 8080)):
-        built = build_group(model, group)
-        assert resources.SCOPED_ROUTE not in built
-        assert [resources.resource_name(t) for t in built[resources.ROUTE]] in (["80"], ["8080"])
+def test_gateways_keep_a_route_table_per_listener_and_proxyless_clients_one_per_service() -> None:
+    model = mesh(service("reviews", 80), service("ratings", 80))
+    gateway = build_group(model, NodeGroup(Role.GATEWAY, 8080))
+    assert resources.SCOPED_ROUTE not in gateway
+    assert [resources.resource_name(t) for t in gateway[resources.ROUTE]] == ["8080"]
+    proxyless = build_group(model, NodeGroup(Role.PROXYLESS))
+    assert resources.SCOPED_ROUTE not in proxyless
+    assert [resources.resource_name(t) for t in proxyless[resources.ROUTE]] == [
+        "ratings.default.svc.cluster.local:80",
+        "reviews.default.svc.cluster.local:80",
+    ]

@@ -91,8 +91,9 @@ def test_a_proxyless_client_gets_an_api_listener_per_target(
 
     assert code == 0
     rows = [line.split() for line in out.splitlines()[1:]]
-    assert ["reviews.default.svc.cluster.local:80", "-", "Route:", "80"] in rows
-    assert ["reviews", "-", "Route:", "80"] in rows
+    table = "reviews.default.svc.cluster.local:80"
+    assert ["reviews.default.svc.cluster.local:80", "-", "Route:", table] in rows
+    assert ["reviews", "-", "Route:", table] in rows
 
 
 def test_the_gateway_serves_what_is_bound_to_it_on_its_own_port(
