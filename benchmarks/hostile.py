@@ -14,8 +14,9 @@ time from the write until every one of the K streams has the new route configura
   and leave, C at a time. Once the groups are dropped (--group-grace after the last one), the
   RSS against the baseline's (target: within 10 %), and flips again (target: ≤ 1.2×).
 - (b) debug reads: /debug/snapshot and /debug/clients read back to back by three readers while
-  flipping: push p99 against the baseline's (target ≤ 1.2×), and /healthz p99, polled every
-  20 ms meanwhile (target < 50 ms), against /healthz polled during the baseline's flips. The
+  flipping: push p99 against the baseline's (target ≤ 1.2×), and /healthz p99, probed every
+  20 ms meanwhile from a process of its own (target < 50 ms), against /healthz probed so during
+  the baseline's flips. The
   flips start once each reader has read both views once (the first read renders every
   resource, later ones only what changed; how long it took is shown).
 - (c) slow headers: S connections to the debug port, each sending one header byte a second;
@@ -491,9 +492,30 @@ def churn(port: int, count: int, concurrency: int, processes: int = 2) -> Churne
     return total
 
 
+def probe_main(port: int, stop: Any, conn: Connection) -> None:
+    """GET /healthz every 20 ms until ``stop`` is set; sends back (start, seconds or None) per
+    probe (monotonic clock: the same in every process)."""
+    probes: list[tuple[float, float | None]] = []
+    while not stop.is_set():
+        started = time.monotonic()
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            connection.request("GET", "/healthz")
+            connection.getresponse().read()
+            probes.append((started, time.monotonic() - started))
+        except OSError:
+            probes.append((started, None))
+        finally:
+            connection.close()
+        time.sleep(0.02)
+    conn.send(probes)
+    conn.close()
+
+
 @dataclass
 class Pollers:
-    """Readers of /debug/snapshot and /debug/clients back to back, and a /healthz prober."""
+    """Readers of /debug/snapshot and /debug/clients back to back, and a /healthz prober in a
+    process of its own (as a kubelet probes: not sharing an interpreter with the readers)."""
 
     server: Server
     readers: int = 3
@@ -525,28 +547,30 @@ class Pollers:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while len(self.first_round) < self.readers and time.monotonic() < deadline:
             time.sleep(0.1)
-        self.healthz.clear()  # from here on
-        self.healthz_failures = 0
-
-    def _probe(self) -> None:
-        while not self.stop.is_set():
-            started = time.monotonic()
-            try:
-                self.server.get("/healthz", timeout_s=30)
-                self.healthz.append(time.monotonic() - started)
-            except OSError:
-                self.healthz_failures += 1
-            time.sleep(0.02)
+        self._measured_from = time.monotonic()  # probes from here on
 
     def __enter__(self) -> Pollers:
+        self._measured_from = 0.0
+        self._probe_stop = SPAWN.Event()
+        self._probes, sender = SPAWN.Pipe(duplex=False)
+        self._prober = SPAWN.Process(
+            target=probe_main, args=(self.server.debug_port, self._probe_stop, sender)
+        )
+        self._prober.start()
+        sender.close()
         self._threads = [threading.Thread(target=self._read) for _ in range(self.readers)]
-        self._threads.append(threading.Thread(target=self._probe))
         for thread in self._threads:
             thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
+        self._probe_stop.set()
+        probes = self._probes.recv()
+        self._prober.join(30)
+        measured = [took for started, took in probes if started >= self._measured_from]
+        self.healthz = [took for took in measured if took is not None]
+        self.healthz_failures = sum(1 for took in measured if took is None)
         for thread in self._threads:
             thread.join(2 * FLIP_TIMEOUT_S)
 
