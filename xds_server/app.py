@@ -834,7 +834,10 @@ async def _start_sources(
         directory = DirectorySource(options.config_dir, plane.store)
         plane.positions = directory.position
         try:
-            await directory.start()
+            # What the first read makes lives until files change: it is read without collections
+            # and frozen (see `collector`), so the first translation's collection skips it.
+            with collector.long_lived():
+                await directory.start()
         except OSError as err:
             raise StartupError(f"--config-dir {options.config_dir}: {err.strerror}") from None
         log.info("watching folder", extra={"config_dir": str(options.config_dir)})
