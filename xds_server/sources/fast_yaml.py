@@ -235,6 +235,9 @@ def documents(data: bytes) -> list[tuple[int, Any]] | None:
         pieces.append((start, end, True))
     check = _Check(text)
     found: list[tuple[int, Any]] = []
+    # The lines before a document are counted on from the last document's (counting from the
+    # start for each one costs the square of a file's documents: 4 s for 10,000 of them).
+    breaks, counted = 0, 0  # line breaks in text[:counted]
     try:
         for start, end, explicit in pieces:
             body = start
@@ -257,12 +260,15 @@ def documents(data: bytes) -> list[tuple[int, Any]] | None:
                 # PyYAML puts an empty document where the next one starts, or at the end (on
                 # a line of its own after a last line without a line break).
                 unended = end == len(text) and not text.endswith("\n")
-                found.append((text.count("\n", 0, end) + 1 + unended, None))
+                breaks, counted = breaks + text.count("\n", counted, end), end
+                found.append((breaks + 1 + unended, None))
                 continue
             if type(document) is not dict:
                 return None  # not a mapping: PyYAML says what it is
             check.mapping(document)
-            found.append((text.count("\n", 0, content.start()) + 1, document))
+            position = content.start()
+            breaks, counted = breaks + text.count("\n", counted, position), position
+            found.append((breaks + 1, document))
     except (_DeclinedError, yaml_rs.YAMLDecodeError, ValueError, TypeError, RecursionError):
         return None
     if check.floats and _FLOAT_RISK.search(data):
