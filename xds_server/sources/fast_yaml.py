@@ -15,11 +15,11 @@ the two can differ:
   zero (``010``, ``0o10``), and no flow collection (``[...]``, ``{...}``) that spans lines or
   holds ``|``, ``>``, ``@`` or a backquote;
 - in what the parser built: every document is a mapping (or empty); every key is a scalar
-  other than null (no sequence or mapping as a key, no empty key); no string is only line
-  breaks (an empty block scalar at the end of a document); every string PyYAML would type if
-  it were unquoted (``yes``, ``1_000``, ``<<``, ``=``) is quoted wherever it stands in the
-  file (``status: "True"`` is a string for both); a file with a floating-point value has no
-  exponent, underscore or signed leading dot in it (``1e3``, ``+.5``);
+  other than null and not-a-number (no sequence or mapping as a key, no empty key); no string
+  is only line breaks (an empty block scalar at the end of a document); every string PyYAML
+  would type if it were unquoted (``yes``, ``1_000``, ``<<``, ``=``) is quoted wherever it
+  stands in the file (``status: "True"`` is a string for both); a file with a floating-point
+  value has no exponent, underscore or signed leading dot in it (``1e3``, ``+.5``);
 - and the parser itself accepts the file.
 
 Documents are split at their ``---`` lines and parsed one by one, so each comes with the line it
@@ -28,6 +28,7 @@ starts on, as PyYAML's node marks give it.
 
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 from typing import Any
@@ -163,6 +164,10 @@ class _Check:
                 self.scalar(key)
                 if key is None:
                     raise _DeclinedError  # an empty key, which PyYAML refuses, or a null one
+                if type(key) is float and math.isnan(key):
+                    # Not-a-number: PyYAML builds every .nan as one object, so a mapping holds
+                    # one such key however often it is written; the fast parser holds each.
+                    raise _DeclinedError
             kind = type(item)
             if kind is str:
                 if item and item[0] in _LOOKED_AT:
