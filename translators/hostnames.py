@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 
 HOSTNAME_MAX = 255
 LABEL_MAX = 63
@@ -34,6 +35,9 @@ def hostname_problem(host: str, *, ip_address: bool = False) -> str:
     return f"{_shown(host)} is not a valid hostname: {reason}"
 
 
+# Hostnames recur (a service's name in every route to it, in several VirtualServices): each is
+# checked once, while it keeps being seen.
+@lru_cache(maxsize=65536)
 def _reason(host: str) -> str:
     if len(host) > HOSTNAME_MAX:
         return f"{len(host)} characters, at most {HOSTNAME_MAX}"

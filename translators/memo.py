@@ -21,10 +21,6 @@ MemoEntries = Mapping[str, Mapping[int, tuple[object, Any]]]
 _EMPTY: Mapping[int, tuple[object, Any]] = {}
 
 
-def _always(_: object) -> bool:
-    return True
-
-
 class Memo:
     """Results by step and object identity: the previous translation's, and this one's."""
 
@@ -37,7 +33,14 @@ class Memo:
     ) -> T:
         """``compute(*args, **kwargs)``, or its result from before if ``obj`` is the very same
         object."""
-        return self.get_checked(step, obj, _always, compute, *args, **kwargs)
+        current, held = self._held(step, obj)
+        if held is not None:
+            current[id(obj)] = held
+            result: T = held[1]
+            return result
+        value = compute(*args, **kwargs)
+        current[id(obj)] = (obj, value)
+        return value
 
     def get_checked(
         self,
@@ -72,5 +75,7 @@ class Memo:
         if current is None:
             current = self.entries[step] = {}
         key = id(obj)
-        held = current.get(key) or self._previous.get(step, _EMPTY).get(key)
+        held = current.get(key)
+        if held is None and self._previous:
+            held = self._previous.get(step, _EMPTY).get(key)
         return current, held if held is not None and held[0] is obj else None

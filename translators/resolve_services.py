@@ -369,10 +369,20 @@ class _PodInfo:
     named_ports: Mapping[str, int]
 
 
-def _pod_info(obj: Mapping[str, Any]) -> _PodInfo | None:
-    meta = object_meta(obj)
-    if meta is None:
+def _pod_info(obj: Mapping[str, Any], labels: Labels) -> _PodInfo | None:
+    """What a pod contributes; ``labels`` are its labels, read from ``obj`` as `object_meta`
+    reads them (the pod index reads them first)."""
+    # `object_meta`'s rules, without what a pod does not need (its creation time)
+    kind, metadata = obj.get("kind"), obj.get("metadata")
+    if not isinstance(kind, str) or not is_mapping(metadata):
         return None
+    name = metadata.get("name")
+    if not isinstance(name, str) or not name:
+        return None
+    namespace = metadata.get("namespace")
+    if not isinstance(namespace, str) or not namespace:
+        namespace = DEFAULT_NAMESPACE
+    deleting = metadata.get("deletionTimestamp") is not None
     status = obj.get("status")
     status = status if is_mapping(status) else {}
     ip = status.get("podIP")
@@ -383,11 +393,11 @@ def _pod_info(obj: Mapping[str, Any]) -> _PodInfo | None:
         is_mapping(c) and c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
     )
     return _PodInfo(
-        namespace=meta.namespace,
-        name=meta.name,
-        labels=meta.labels,
+        namespace=namespace,
+        name=name,
+        labels=labels,
         ip=ip,
-        ready=bool(ip) and phase == "Running" and ready_condition and not meta.deleting,
+        ready=bool(ip) and phase == "Running" and ready_condition and not deleting,
         serving_candidate=bool(ip) and phase not in ("Succeeded", "Failed"),
         named_ports=_named_ports(obj.get("spec")),
     )
@@ -605,7 +615,9 @@ class _Pods:
         if key not in self._parsed:
             raw = self._raw.get(key)
             self._parsed[key] = (
-                self._memo.get(POD_STEP, raw, _pod_info, raw) if raw is not None else None
+                self._memo.get(POD_STEP, raw, _pod_info, raw, self._labels[key])
+                if raw is not None
+                else None
             )
         return self._parsed[key]
 

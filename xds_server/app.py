@@ -50,15 +50,12 @@ from xds_server.debug.http import is_loopback, start_debug_server
 from xds_server.debug.metrics import Metrics, short_type
 from xds_server.debug.pacing import Pacer
 from xds_server.debug.traffic import observed_clusters
-from xds_server.kube.loadbalancer_status import (
+from xds_server.kube.settings import (
     DEFAULT_FLEET_SERVICE,
     DEFAULT_LEASE_NAMESPACE,
     LEASE_NAME,
-    LoadBalancerStatus,
-    StatusSettings,
     parse_fleet_service,
 )
-from xds_server.kube.writes import LeaseClaim
 from xds_server.logs import configure_logging
 from xds_server.problems import diagnostics_from_problems
 from xds_server.sources.base import ObjectKey, SourceProblem
@@ -848,7 +845,10 @@ async def _start_sources(
         directory = DirectorySource(options.config_dir, plane.store)
         plane.positions = directory.position
         try:
-            await directory.start()
+            # What the first read makes lives until files change: it is read without collections
+            # and frozen (see `collector`), so the first translation's collection skips it.
+            with collector.long_lived():
+                await directory.start()
         except OSError as err:
             raise StartupError(f"--config-dir {options.config_dir}: {err.strerror}") from None
         log.info("watching folder", extra={"config_dir": str(options.config_dir)})
@@ -858,6 +858,9 @@ async def _start_sources(
 
         return stop_directory
 
+    # Only a cluster needs the Kubernetes client: a folder is served without loading it.
+    from xds_server.kube.loadbalancer_status import LoadBalancerStatus, StatusSettings
+    from xds_server.kube.writes import LeaseClaim
     from xds_server.sources.kubernetes import KubernetesSource
 
     assert kube is not None

@@ -244,7 +244,11 @@ class ObjectStore:
         self.register_source(source)
         held = self._by_source[source]
         fresh = {object_key(obj): obj for obj in objects}
-        touched = held.keys() | fresh.keys()
+        # In the source's order, not a set's: objects come in as a source made them (a folder's
+        # file by file), and translation reads them in the order they are held. In a set's
+        # order (a hash of the keys, another in each process) its reads are scattered over
+        # memory: a cold translation of 10k services took about 5 % longer.
+        touched = [*fresh, *(key for key in held if key not in fresh)]
         self._by_source[source] = fresh
         self._refresh(touched)
 

@@ -124,6 +124,7 @@ def test_windows_line_endings_and_empty_documents_keep_their_lines() -> None:
         "a: >\n",  # an empty block scalar at the end
         "? a\n: 1",
         ": 1",  # an empty key, which PyYAML refuses
+        ".nan: a\n.NaN: b",  # one key for PyYAML (a single NaN object), two for the fast parser
         "a:\n\tb: 1",  # tab indentation, which PyYAML refuses
         "a: b\x07",  # a control character
         "a: b\u2028c",  # a line separator: a line break in YAML 1.1

@@ -30,6 +30,8 @@ from translators.resolve_loadbalancers import serves_load_balancer
 from translators.resolve_routing import DEFAULT_GATEWAY
 from translators.resolve_services import SERVICE_NAME_LABEL
 from xds_server.kube.config_status import config_status_writes
+from xds_server.kube.settings import FleetService as FleetService  # noqa: PLC0414 (re-exported)
+from xds_server.kube.settings import parse_fleet_service as parse_fleet_service  # noqa: PLC0414
 from xds_server.kube.writes import (
     MERGE_PATCH,
     LeaseClaim,
@@ -42,28 +44,9 @@ from xds_server.sources.kubernetes import ApiStatusError, request_json
 
 log = logging.getLogger("splitplane.leader")
 
-LEASE_NAME = "splitplane-leader"
-DEFAULT_FLEET_SERVICE = "splitplane-system/splitplane-lb"
-DEFAULT_LEASE_NAMESPACE = "splitplane-system"
 _ADDRESS_KEYS = ("ip", "hostname")
 
 Ingress = tuple[tuple[str, str], ...]  # one status.loadBalancer.ingress entry, as sorted pairs
-
-
-@dataclass(frozen=True)
-class FleetService:
-    """The fleet's headless Service, whose endpoints are the fleet's addresses."""
-
-    namespace: str
-    name: str
-
-
-def parse_fleet_service(text: str) -> FleetService:
-    """``NAMESPACE/NAME`` → FleetService; ``ValueError`` says what is wrong."""
-    namespace, sep, name = text.strip().partition("/")
-    if not sep or not namespace or not name or "/" in name:
-        raise ValueError(f"fleet service {text!r} is not NAMESPACE/NAME")
-    return FleetService(namespace, name)
 
 
 @dataclass(frozen=True)

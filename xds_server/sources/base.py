@@ -128,12 +128,12 @@ def kind_verdict(api_version: object, kind: str) -> KindVerdict | None:
     """
     if not isinstance(api_version, str) or not api_version:
         return KindVerdict("apiVersion", "has no apiVersion", True)
+    if api_version in READ_VERSIONS.get(kind, ()):  # each of them is a group/version
+        return None
     if not _API_VERSION.fullmatch(api_version):
         return KindVerdict(
             "apiVersion", f"apiVersion {api_version[:64]!r} is not a lowercase group/version", True
         )
-    if api_version in READ_VERSIONS.get(kind, ()):
-        return None
     kinds = API_KINDS.get(api_version)
     if kinds is None:
         if api_version.rpartition("/")[0] in _KNOWN_GROUPS:

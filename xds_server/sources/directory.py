@@ -240,6 +240,7 @@ def _yaml_error_message(exc: yaml.YAMLError) -> str:
 
 # Kubernetes' rules for names: a namespace is a DNS-1123 label, other names DNS-1123 subdomains.
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _NAME_MAX, _NAMESPACE_MAX = 253, 63
 
 
@@ -247,7 +248,7 @@ def _name_problem(name: str) -> str:
     """Why ``name`` is not a Kubernetes object name ("" when it is one)."""
     if len(name) > _NAME_MAX:
         return f"must be at most {_NAME_MAX} characters"
-    if not all(_DNS_LABEL.fullmatch(part) for part in name.split(".")):
+    if not _DNS_SUBDOMAIN.fullmatch(name):  # dot-separated DNS labels
         return f"{name[:64]!r} is not a DNS-1123 subdomain (lowercase letters, digits, '-', '.')"
     return ""
 

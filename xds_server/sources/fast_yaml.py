@@ -15,11 +15,11 @@ the two can differ:
   zero (``010``, ``0o10``), and no flow collection (``[...]``, ``{...}``) that spans lines or
   holds ``|``, ``>``, ``@`` or a backquote;
 - in what the parser built: every document is a mapping (or empty); every key is a scalar
-  other than null (no sequence or mapping as a key, no empty key); no string is only line
-  breaks (an empty block scalar at the end of a document); every string PyYAML would type if
-  it were unquoted (``yes``, ``1_000``, ``<<``, ``=``) is quoted wherever it stands in the
-  file (``status: "True"`` is a string for both); a file with a floating-point value has no
-  exponent, underscore or signed leading dot in it (``1e3``, ``+.5``);
+  other than null and not-a-number (no sequence or mapping as a key, no empty key); no string
+  is only line breaks (an empty block scalar at the end of a document); every string PyYAML
+  would type if it were unquoted (``yes``, ``1_000``, ``<<``, ``=``) is quoted wherever it
+  stands in the file (``status: "True"`` is a string for both); a file with a floating-point
+  value has no exponent, underscore or signed leading dot in it (``1e3``, ``+.5``);
 - and the parser itself accepts the file.
 
 Documents are split at their ``---`` lines and parsed one by one, so each comes with the line it
@@ -28,6 +28,7 @@ starts on, as PyYAML's node marks give it.
 
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 from typing import Any
@@ -163,6 +164,10 @@ class _Check:
                 self.scalar(key)
                 if key is None:
                     raise _DeclinedError  # an empty key, which PyYAML refuses, or a null one
+                if type(key) is float and math.isnan(key):
+                    # Not-a-number: PyYAML builds every .nan as one object, so a mapping holds
+                    # one such key however often it is written; the fast parser holds each.
+                    raise _DeclinedError
             kind = type(item)
             if kind is str:
                 if item and item[0] in _LOOKED_AT:
@@ -235,6 +240,9 @@ def documents(data: bytes) -> list[tuple[int, Any]] | None:
         pieces.append((start, end, True))
     check = _Check(text)
     found: list[tuple[int, Any]] = []
+    # The lines before a document are counted on from the last document's (counting from the
+    # start for each one costs the square of a file's documents: 4 s for 10,000 of them).
+    breaks, counted = 0, 0  # line breaks in text[:counted]
     try:
         for start, end, explicit in pieces:
             body = start
@@ -257,12 +265,15 @@ def documents(data: bytes) -> list[tuple[int, Any]] | None:
                 # PyYAML puts an empty document where the next one starts, or at the end (on
                 # a line of its own after a last line without a line break).
                 unended = end == len(text) and not text.endswith("\n")
-                found.append((text.count("\n", 0, end) + 1 + unended, None))
+                breaks, counted = breaks + text.count("\n", counted, end), end
+                found.append((breaks + 1 + unended, None))
                 continue
             if type(document) is not dict:
                 return None  # not a mapping: PyYAML says what it is
             check.mapping(document)
-            found.append((text.count("\n", 0, content.start()) + 1, document))
+            position = content.start()
+            breaks, counted = breaks + text.count("\n", counted, position), position
+            found.append((breaks + 1, document))
     except (_DeclinedError, yaml_rs.YAMLDecodeError, ValueError, TypeError, RecursionError):
         return None
     if check.floats and _FLOAT_RISK.search(data):

@@ -97,7 +97,7 @@ class FileMerge:
         # The winning object of each key touched since ``take_changes`` last ran, as it was then.
         self._before: dict[ObjectKey, KubeObject | None] = {}
         for parsed in files:
-            self.put(parsed)
+            self._put_first(parsed)
         self._before = {}
 
     def __contains__(self, path: str) -> bool:
@@ -175,6 +175,21 @@ class FileMerge:
     def _object_at(self, place: _Place) -> KubeObject:
         path, position = place
         return self._files[path].parsed.objects[position]
+
+    def _put_first(self, parsed: ParsedFile) -> None:
+        """`put` while the merge is being made: a file of keys no other file defines (nearly
+        every file of a folder) just takes them; any other goes the general way."""
+        path, winners = parsed.path, self._winners
+        keys = tuple(map(object_key, parsed.objects))
+        if path in self._files or len(set(keys)) != len(keys) or any(k in winners for k in keys):
+            self._replace(path, parsed)
+            return
+        self._files[path] = _File(parsed, keys)
+        for position, key in enumerate(keys):
+            winners[key] = (path, position)
+        if parsed.problems:
+            self._file_problems[path] = parsed.problems
+            self._problems = None
 
     def _replace(self, path: str, parsed: ParsedFile | None) -> None:
         # The winner of each key this change touches, as it was before (None: it was not defined).
