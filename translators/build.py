@@ -92,6 +92,7 @@ class ResourceBuilder:
         self._indexes: dict[str, tuple[Built[Any], dict[str, tuple[bytes, Any]]]] = {}
         # layout keys by id of the tuple of virtual hosts (holding the tuple keeps the id)
         self._layout_keys: dict[int, tuple[tuple[VirtualHost, ...], object]] = {}
+        self._last_layout: tuple[tuple[VirtualHost, ...], object] | None = None
 
     def _part(self, key: str, inputs: tuple[object, ...], build: Callable[[], T]) -> T:
         held = self._parts.get(key)
@@ -104,12 +105,21 @@ class ResourceBuilder:
         return result
 
     def _layout_key(self, hosts: tuple[VirtualHost, ...]) -> object:
-        """`layout_key` of ``hosts``, made once per tuple of virtual hosts."""
+        """`layout_key` of ``hosts``, made once per tuple of virtual hosts; the very key of the
+        last tuple when the virtual hosts that differ from it keep their names, ports and hosts
+        (a routing change), so that parts keyed on it are found by identity."""
         held = self._layout_keys.get(id(hosts))
         if held is None or held[0] is not hosts:
             if len(self._layout_keys) >= LAYOUT_KEYS_KEPT:
                 self._layout_keys.clear()
-            held = self._layout_keys[id(hosts)] = (hosts, layout_key(hosts))
+            last = self._last_layout
+            key = (
+                last[1]
+                if last is not None and _same_layout_inputs(last[0], hosts)
+                else layout_key(hosts)
+            )
+            held = self._layout_keys[id(hosts)] = (hosts, key)
+            self._last_layout = held
         return held[1]
 
     def forget_group(self, group: NodeGroup) -> None:
@@ -381,7 +391,7 @@ class ResourceBuilder:
             )
         else:
             # api listeners depend only on each host's names and port, not on its routes
-            targets = tuple((vhost.name, vhost.port, vhost.hosts) for vhost in model.mesh_hosts)
+            targets = self._layout_key(model.mesh_hosts)
             if listener_names is None:
                 listeners = self._part(
                     f"{scope}api-listeners", (targets,), lambda: api_listeners(model.mesh_hosts)
@@ -446,6 +456,19 @@ def _changed_at(
     if any(before[at].cluster != assignment.cluster for at, assignment in changed.items()):
         return None
     return changed
+
+
+def _same_layout_inputs(before: Sequence[VirtualHost], after: Sequence[VirtualHost]) -> bool:
+    """Whether ``after`` has the names, ports and hosts of ``before``, looking only at the
+    virtual hosts that are not the very same objects."""
+    if len(before) != len(after):
+        return False
+    return all(
+        before[at].name == after[at].name
+        and before[at].port == after[at].port
+        and before[at].hosts == after[at].hosts
+        for at in compress(count(), map(operator.is_not, before, after))
+    )
 
 
 def _by_name(built: Built[Any]) -> dict[str, tuple[bytes, Any]]:
