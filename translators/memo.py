@@ -34,13 +34,7 @@ class Memo:
         """``compute(*args, **kwargs)``, or its result from before if ``obj`` is the very same
         object."""
         current, held = self._held(step, obj)
-        if held is not None:
-            current[id(obj)] = held
-            result: T = held[1]
-            return result
-        value = compute(*args, **kwargs)
-        current[id(obj)] = (obj, value)
-        return value
+        return _taken(current, obj, held, compute, *args, **kwargs)
 
     def get_checked(
         self,
@@ -54,13 +48,9 @@ class Memo:
         """Like `get`, for a step that also depends on more than ``obj``: a result from before is
         reused only while ``still_valid(result)``."""
         current, held = self._held(step, obj)
-        if held is not None and still_valid(held[1]):
-            current[id(obj)] = held
-            result: T = held[1]
-            return result
-        value = compute(*args, **kwargs)
-        current[id(obj)] = (obj, value)
-        return value
+        if held is not None and not still_valid(held[1]):
+            held = None
+        return _taken(current, obj, held, compute, *args, **kwargs)
 
     def keep(self, step: str) -> None:
         """Carry the previous results of ``step`` over, for objects this translation did not
@@ -79,3 +69,21 @@ class Memo:
         if held is None and self._previous:
             held = self._previous.get(step, _EMPTY).get(key)
         return current, held if held is not None and held[0] is obj else None
+
+
+def _taken(
+    current: dict[int, tuple[object, Any]],
+    obj: object,
+    held: tuple[object, Any] | None,
+    compute: Callable[P, T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """The result ``held`` for ``obj`` (or computed now), noted among this translation's."""
+    if held is not None:
+        current[id(obj)] = held
+        result: T = held[1]
+        return result
+    value = compute(*args, **kwargs)
+    current[id(obj)] = (obj, value)
+    return value
