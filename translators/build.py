@@ -35,6 +35,7 @@ from translators.build_routes import (
     gateway_route_tables,
     layout_key,
     port_layout,
+    same_layout_key,
     sidecar_claimants,
     sidecar_layout,
     sidecar_layout_changed,
@@ -115,7 +116,7 @@ class ResourceBuilder:
             last = self._last_layout
             key = (
                 last[1]
-                if last is not None and _same_layout_inputs(last[0], hosts)
+                if last is not None and same_layout_key(last[0], hosts)
                 else layout_key(hosts)
             )
             held = self._layout_keys[id(hosts)] = (hosts, key)
@@ -456,19 +457,6 @@ def _changed_at(
     if any(before[at].cluster != assignment.cluster for at, assignment in changed.items()):
         return None
     return changed
-
-
-def _same_layout_inputs(before: Sequence[VirtualHost], after: Sequence[VirtualHost]) -> bool:
-    """Whether ``after`` has the names, ports and hosts of ``before``, looking only at the
-    virtual hosts that are not the very same objects."""
-    if len(before) != len(after):
-        return False
-    return all(
-        before[at].name == after[at].name
-        and before[at].port == after[at].port
-        and before[at].hosts == after[at].hosts
-        for at in compress(count(), map(operator.is_not, before, after))
-    )
 
 
 def _by_name(built: Built[Any]) -> dict[str, tuple[bytes, Any]]:

@@ -7,7 +7,7 @@ from collections.abc import Collection, Iterable, Sequence
 from operator import attrgetter
 
 from envoy.config.core.v3 import address_pb2
-from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -23,7 +23,14 @@ from translators.build_clusters import ads_config_source
 from translators.build_routes import CORS_FILTER, FAULT_FILTER, owned_bare_hosts
 from translators.build_scoped_routes import scoped_routes, service_table_names
 from translators.model import TcpListener, VirtualHost
-from translators.resources import Built, length_delimited, serialize, string_field
+from translators.resources import (
+    Built,
+    fields_around,
+    length_delimited,
+    serialize,
+    string_field,
+    type_url,
+)
 
 HTTP_CONNECTION_MANAGER = "envoy.filters.network.http_connection_manager"
 TCP_PROXY = "envoy.filters.network.tcp_proxy"
@@ -180,13 +187,19 @@ def api_listeners(
     only)."""
     held = list(hosts)
     tables = service_table_names(held)
+    managers: dict[int, tuple[bytes, bytes]] = {}  # by port: the manager around its RDS field
     templates: dict[int, bytes] = {}  # by virtual host: the listener after its name
     targets = api_listener_targets(held, wanted)
     bodies = []
     for name, index in targets:
         template = templates.get(index)
         if template is None:
-            template = templates[index] = _api_listener_field(held[index].port, tables[index])
+            port = held[index].port
+            around = managers.get(port)
+            if around is None:
+                hcm = http_connection_manager(f"grpc_{port}", "", with_fault=False)
+                around = managers[port] = fields_around(hcm, _RDS)
+            template = templates[index] = _api_listener_field(around, tables[index])
         bodies.append(string_field(_NAME, name) + template)
     named = frozenset(tables[index] for index in templates)
     return Built(listener_pb2.Listener, [name for name, _ in targets], bodies, named)
@@ -194,12 +207,19 @@ def api_listeners(
 
 _NAME = listener_pb2.Listener.NAME_FIELD_NUMBER
 _API_LISTENER = listener_pb2.Listener.API_LISTENER_FIELD_NUMBER
-_HCM_TYPE_URL = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
+_RDS = hcm_pb2.HttpConnectionManager.RDS_FIELD_NUMBER
+_ADS_RDS = serialize(hcm_pb2.Rds(config_source=ads_config_source()))  # without a name
+_HCM_TYPE_URL = type_url(hcm_pb2.HttpConnectionManager)
 
 
-def _api_listener_field(port: int, table: str) -> bytes:
-    """A listener's ``api_listener`` field (its only one but the name, which comes first): a
-    connection manager fetching ``table`` over ADS, the router its only filter."""
-    hcm = serialize(http_connection_manager(f"grpc_{port}", table, with_fault=False))
-    packed = string_field(1, _HCM_TYPE_URL) + length_delimited(2, hcm)  # Any: type_url, value
-    return length_delimited(_API_LISTENER, length_delimited(1, packed))  # ApiListener.api_listener
+def _api_listener_field(manager: tuple[bytes, bytes], table: str) -> bytes:
+    """A listener's ``api_listener`` field (its only one but the name, which comes first): the
+    connection manager whose fields around ``rds`` are ``manager``, fetching ``table`` over
+    ADS."""
+    rds = _ADS_RDS + string_field(hcm_pb2.Rds.ROUTE_CONFIG_NAME_FIELD_NUMBER, table)
+    hcm = manager[0] + length_delimited(_RDS, rds) + manager[1]
+    packed = string_field(any_pb2.Any.TYPE_URL_FIELD_NUMBER, _HCM_TYPE_URL) + length_delimited(
+        any_pb2.Any.VALUE_FIELD_NUMBER, hcm
+    )
+    api = length_delimited(api_listener_pb2.ApiListener.API_LISTENER_FIELD_NUMBER, packed)
+    return length_delimited(_API_LISTENER, api)

@@ -7,7 +7,9 @@ domain once: the first virtual host to claim a name keeps it.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import compress, count
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -649,6 +651,18 @@ def layout_key(
         tuple(vhost.name for vhost in hosts),
         tuple(vhost.port for vhost in hosts),
         tuple(vhost.hosts for vhost in hosts),
+    )
+
+
+def same_layout_key(before: Sequence[VirtualHost], after: Sequence[VirtualHost]) -> bool:
+    """Whether ``layout_key`` of the two is equal, looking only at the virtual hosts of
+    ``after`` that are not the very objects of ``before``."""
+    if len(before) != len(after):
+        return False
+    return all(
+        (before[at].name, before[at].port, before[at].hosts)
+        == (after[at].name, after[at].port, after[at].hosts)
+        for at in compress(count(), map(operator.is_not, before, after))
     )
 
 

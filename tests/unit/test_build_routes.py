@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -15,8 +17,10 @@ from translators.build_routes import (
     FAULT_FILTER,
     build_routes,
     gateway_route_table,
+    layout_key,
     port_route_tables,
     route_match,
+    same_layout_key,
     sidecar_route_table,
 )
 from translators.model import (
@@ -715,3 +719,19 @@ def test_retries_may_go_back_to_a_host_already_tried_when_the_rule_says_so() -> 
     policy = one_route(rule).route.retry_policy
     assert policy.num_retries.value == 2
     assert not policy.retry_host_predicate
+
+
+def test_a_routing_change_keeps_the_layout_key_and_a_new_name_or_port_does_not() -> None:
+    hosts = tuple(
+        VirtualHost(f"{name}.default.svc.cluster.local:80", 80, (name,), ())
+        for name in ("reviews", "ratings")
+    )
+    rerouted = (replace(hosts[0], routes=(HttpRoute(destinations=()),)), hosts[1])
+    for changed, same in (
+        (rerouted, True),
+        ((replace(hosts[0], hosts=("stars",)), hosts[1]), False),
+        ((hosts[0], replace(hosts[1], port=81)), False),
+        (hosts[:1], False),
+    ):
+        assert same_layout_key(hosts, changed) is same
+        assert (layout_key(hosts) == layout_key(changed)) is same
